@@ -1,0 +1,40 @@
+//! `anylb`: the node daemon and the operator CLI. The grammar is `anylb <noun> [object] [verb]`, with
+//! `-j/--json` on every command for machines and tables for people.
+
+mod config_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// anylb: an anycast layer-4 load-balancing router.
+#[derive(Debug, Parser)]
+#[command(name = "anylb", version, about, propagate_version = true)]
+struct Cli {
+    /// Print JSON instead of tables.
+    #[arg(short = 'j', long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check, show and compare topology files.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Config(cmd) => config_cmd::run(cmd, cli.json),
+    }
+}
