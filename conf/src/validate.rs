@@ -568,7 +568,8 @@ fn service(t: &Topology, i: usize, s: &Service, refs: &dyn Fn(&str) -> bool, r: 
 
     if s.forwarding == Forwarding::Fullnat {
         let need_v4 = s.backends.iter().any(|b| b.address.is_ipv4());
-        let need_v6 = s.backends.iter().any(|b| b.address.is_ipv6());
+        // An IPv4 VIP with IPv6 backends is already reported above.
+        let need_v6 = s.vip.is_ipv6() && s.backends.iter().any(|b| b.address.is_ipv6());
         for n in t.nodes.iter().filter(|n| s.served_by(&n.name)) {
             let has_v4 = n.local_addresses.iter().any(|p| p.prefix.addr().is_ipv4());
             let has_v6 = n.local_addresses.iter().any(|p| p.prefix.addr().is_ipv6());

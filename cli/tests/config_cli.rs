@@ -1,0 +1,134 @@
+//! `anylb config` as an operator runs it: exit codes, summaries, located errors, JSON.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn anylb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_anylb"))
+        .args(args)
+        .output()
+        .expect("run anylb")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn example(name: &str) -> String {
+    root().join("examples").join(name).display().to_string()
+}
+
+#[test]
+fn config_check_accepts_every_example() {
+    for entry in std::fs::read_dir(root().join("examples")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let out = anylb(&["config", "check", p.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(": ok: cluster "), "{stdout}");
+        assert_eq!(stdout.lines().count(), 1, "one-line summary: {stdout}");
+    }
+}
+
+#[test]
+fn config_check_summarises_one_node() {
+    let out = anylb(&["config", "check", &example("ecmp-cluster.toml"), "--node", "lb2"]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("node lb2: 1 nodes, 2 services, 5 backends, 2 neighbors, 1 local pools"),
+        "{s}"
+    );
+    let out = anylb(&["config", "check", &example("ecmp-cluster.toml"), "--node", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node named \"nope\""));
+}
+
+#[test]
+fn config_check_reports_three_errors_and_exits_1() {
+    let f = root().join("conf/tests/fixtures/three-errors.toml");
+    let out = anylb(&["config", "check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    for (line, want) in lines.iter().zip([
+        "three-errors.toml:8:1: ",
+        "three-errors.toml:26:25: ",
+        "three-errors.toml:30:7: ",
+    ]) {
+        assert!(line.contains(want), "{line} lacks {want}");
+    }
+    assert!(err.contains("3 errors"));
+
+    let out = anylb(&["config", "check", f.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 3);
+    assert_eq!(v["errors"][1]["path"], "services[0].backends[0].address");
+    assert_eq!(v["errors"][1]["line"], 26);
+}
+
+#[test]
+fn config_show_prints_the_resolved_node_in_toml_and_json() {
+    let out = anylb(&["config", "show", &example("ecmp-cluster.toml"), "--node", "lb1"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(v["node"]["name"].as_str(), Some("lb1"));
+    assert_eq!(v["node"]["bgp"]["neighbors"][0]["hold_time"].as_str(), Some("9s"));
+    assert_eq!(v["services"][0]["timeouts"]["tcp_syn_recv"].as_str(), Some("30s"));
+
+    let out = anylb(&[
+        "config",
+        "show",
+        &example("ecmp-cluster.toml"),
+        "--node",
+        "lb1",
+        "-j",
+    ]);
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["node"]["bgp"]["asn"], 65010);
+    assert_eq!(j["services"][1]["backends"][0]["port"], 53);
+}
+
+#[test]
+fn config_diff_lists_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = std::fs::read_to_string(root().join("examples/ecmp-cluster.toml")).unwrap();
+    let new = old.replacen("weight = 50", "weight = 70", 1);
+    let newp = dir.path().join("new.toml");
+    std::fs::write(&newp, new).unwrap();
+    let out = anylb(&[
+        "config",
+        "diff",
+        &example("ecmp-cluster.toml"),
+        newp.to_str().unwrap(),
+        "--node",
+        "lb1",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "node lb1: service web: backend 198.51.100.103:8080 weight 50 -> 70"
+    );
+}
+
+#[test]
+fn wrong_arguments_are_a_usage_error() {
+    let out = anylb(&["config", "show", &example("ecmp-cluster.toml")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node"));
+}

@@ -1,0 +1,589 @@
+//! One test per validation rule: a valid base topology is changed in one place, and the error must name the
+//! right key path, the line of the change and say what is wrong.
+
+#![allow(clippy::unwrap_used)]
+
+use anylb_conf::{load_str, Diagnostic};
+
+const BASE: &str = r#"[cluster]
+name = "t"
+asn = 65010
+
+[[nodes]]
+name = "lb1"
+router_id = "192.0.2.11"
+
+[nodes.dataplane]
+workers = [1, 2]
+
+[[nodes.dataplane.ports]]
+name = "p0"
+device = "net_null0"
+addresses = ["192.0.2.11/24"]
+
+[[nodes.local_addresses]]
+prefix = "198.51.100.16/29"
+ports = "1024-65535"
+
+[nodes.bgp]
+[[nodes.bgp.neighbors]]
+address = "192.0.2.1"
+asn = 65000
+
+[[nodes]]
+name = "lb2"
+router_id = "192.0.2.12"
+
+[nodes.dataplane]
+workers = [1]
+
+[[nodes.dataplane.ports]]
+name = "p0"
+device = "net_null0"
+addresses = ["192.0.2.12/24"]
+
+[[nodes.local_addresses]]
+prefix = "198.51.100.24/29"
+
+[[services]]
+name = "web"
+vip = "203.0.113.10"
+port = 80
+protocol = "tcp"
+backends = [{ address = "198.51.100.101", port = 8080 }]
+"#;
+
+/// Applies `from → to` once to the base, loads it, and returns the errors with the 1-based line of `needle`.
+fn errors_after(from: &str, to: &str, needle: &str) -> (Vec<Diagnostic>, usize) {
+    assert!(BASE.contains(from), "base has no {from:?}");
+    let text = BASE.replacen(from, to, 1);
+    // The needle is looked for from the change on; a table header ("[...") is looked for before it.
+    let start = BASE.find(from).unwrap_or(0);
+    let at = if needle.starts_with('[') {
+        text[..start].rfind(needle)
+    } else {
+        text[start..].find(needle).map(|i| i + start)
+    };
+    let at = at
+        .or_else(|| text.find(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in text"));
+    let line = text[..at].matches('\n').count() + 1;
+    let errs = load_str(&text, "t.toml")
+        .expect_err("the change must be rejected")
+        .0;
+    (errs, line)
+}
+
+/// Asserts exactly one error, at `path` on the line of `needle`, whose message contains `msg`.
+fn expect(from: &str, to: &str, needle: &str, path: &str, msg: &str) {
+    let (errs, line) = errors_after(from, to, needle);
+    assert_eq!(errs.len(), 1, "expected one error, got: {errs:#?}");
+    let e = &errs[0];
+    assert_eq!(e.path, path, "{e}");
+    assert_eq!(e.line, line, "{e}");
+    assert_eq!(e.file, "t.toml");
+    assert!(e.message.contains(msg), "message {:?} lacks {msg:?}", e.message);
+}
+
+#[test]
+fn base_topology_is_valid() {
+    load_str(BASE, "t.toml").unwrap();
+}
+
+#[test]
+fn duplicate_vip_port_protocol_is_rejected() {
+    let extra = "\n[[services]]\nname = \"web2\"\nvip = \"203.0.113.10\"\nport = 80\nprotocol = \"tcp\"\n";
+    let text = format!("{BASE}{extra}");
+    let errs = load_str(&text, "t.toml").unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "services[1].vip");
+    assert_eq!(errs[0].line, BASE.lines().count() + 4);
+    assert_eq!(errs[0].column, 7);
+    assert!(errs[0].message.contains("already service \"web\""), "{}", errs[0]);
+}
+
+#[test]
+fn all_ports_service_overlaps_a_one_port_service() {
+    let extra =
+        "\n[[services]]\nname = \"any\"\nvip = \"203.0.113.10\"\nport = \"all\"\nprotocol = \"tcp\"\n";
+    let errs = load_str(&format!("{BASE}{extra}"), "t.toml").unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0]
+            .message
+            .contains("tcp 203.0.113.10:all is already service"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn same_vip_port_on_other_protocol_is_fine() {
+    let extra = "\n[[services]]\nname = \"web-udp\"\nvip = \"203.0.113.10\"\nport = 80\nprotocol = \"udp\"\n";
+    load_str(&format!("{BASE}{extra}"), "t.toml").unwrap();
+}
+
+#[test]
+fn fullnat_needs_a_pool_of_the_backend_family() {
+    expect(
+        "backends = [{ address = \"198.51.100.101\", port = 8080 }]",
+        "backends = [{ address = \"2001:db8:20::1\", port = 8080 }]",
+        "2001:db8:20::1",
+        "services[0].backends[0].address",
+        "NAT46 is not supported",
+    );
+    let text = BASE
+        .replacen("vip = \"203.0.113.10\"", "vip = \"2001:db8::10\"", 1)
+        .replacen(
+            "backends = [{ address = \"198.51.100.101\", port = 8080 }]",
+            "backends = [{ address = \"2001:db8:20::1\", port = 8080 }]",
+            1,
+        );
+    let errs = load_str(&text, "t.toml").unwrap_err().0;
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    for (e, node) in errs.iter().zip(["lb1", "lb2"]) {
+        assert_eq!(e.path, "services[0].backends");
+        assert!(
+            e.message
+                .contains(&format!("IPv6 local-address pool on node \"{node}\"")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn nat64_needs_an_ipv4_pool() {
+    let text = BASE
+        .replacen("vip = \"203.0.113.10\"", "vip = \"2001:db8::10\"", 1)
+        .replacen(
+            "[[nodes.local_addresses]]\nprefix = \"198.51.100.24/29\"\n",
+            "",
+            1,
+        );
+    let errs = load_str(&text, "t.toml").unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "services[0].backends");
+    assert!(errs[0]
+        .message
+        .contains("NAT64 to IPv4 backends needs an IPv4 local-address pool on node \"lb2\""));
+    // Serving the service only where a pool exists is valid.
+    let limited = text.replacen(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nnodes = [\"lb1\"]\n",
+        1,
+    );
+    load_str(&limited, "t.toml").unwrap();
+}
+
+#[test]
+fn overlapping_pools_across_nodes_are_rejected() {
+    expect(
+        "prefix = \"198.51.100.24/29\"",
+        "prefix = \"198.51.100.20/30\"",
+        "198.51.100.20/30",
+        "nodes[1].local_addresses[0].prefix",
+        "overlaps 198.51.100.16/29 of node \"lb1\"",
+    );
+}
+
+#[test]
+fn overlapping_pools_within_a_node_are_rejected() {
+    let text = BASE.replacen(
+        "ports = \"1024-65535\"\n",
+        "ports = \"1024-65535\"\n\n[[nodes.local_addresses]]\nprefix = \"198.51.100.16/28\"\n",
+        1,
+    );
+    let errs = load_str(&text, "t.toml").unwrap_err().0;
+    assert!(errs
+        .iter()
+        .any(|e| e.path == "nodes[0].local_addresses[1].prefix" && e.message.contains("overlaps")));
+}
+
+#[test]
+fn duplicated_worker_cores_are_rejected() {
+    expect(
+        "workers = [1, 2]",
+        "workers = [1, 2, 1]",
+        "workers = [1, 2, 1]",
+        "nodes[0].dataplane.workers[2]",
+        "core 1 is listed twice",
+    );
+}
+
+#[test]
+fn unknown_node_names_are_rejected() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nnodes = [\"lb1\", \"lb9\"]\n",
+        "lb9",
+        "services[0].nodes[1]",
+        "unknown node \"lb9\"",
+    );
+}
+
+#[test]
+fn unknown_backup_node_is_rejected() {
+    expect(
+        "prefix = \"198.51.100.24/29\"\n",
+        "prefix = \"198.51.100.24/29\"\nbackup = \"lb7\"\n",
+        "lb7",
+        "nodes[1].local_addresses[0].backup",
+        "unknown node \"lb7\"",
+    );
+}
+
+#[test]
+fn inverted_port_range_is_rejected() {
+    expect(
+        "ports = \"1024-65535\"",
+        "ports = \"5000-4000\"",
+        "5000-4000",
+        "nodes[0].local_addresses[0].ports",
+        "invalid port range 5000-4000",
+    );
+}
+
+#[test]
+fn port_range_from_zero_is_rejected() {
+    expect(
+        "ports = \"1024-65535\"",
+        "ports = \"0-100\"",
+        "0-100",
+        "nodes[0].local_addresses[0].ports",
+        "invalid port range 0-100",
+    );
+}
+
+#[test]
+fn unparsable_port_range_is_rejected() {
+    expect(
+        "ports = \"1024-65535\"",
+        "ports = \"1024-70000\"",
+        "70000",
+        "nodes[0].local_addresses[0].ports",
+        "expected a port range",
+    );
+}
+
+#[test]
+fn bgp_neighbor_without_asn_is_rejected() {
+    expect(
+        "asn = 65000\n",
+        "\n",
+        "[[nodes.bgp.neighbors]]",
+        "nodes[0].bgp.neighbors[0].asn",
+        "has no asn",
+    );
+}
+
+#[test]
+fn ipv4_vip_with_ipv6_backend_in_dr_mode_is_rejected() {
+    expect(
+        "protocol = \"tcp\"\nbackends = [{ address = \"198.51.100.101\", port = 8080 }]",
+        "protocol = \"tcp\"\nforwarding = \"dr\"\nbackends = [{ address = \"2001:db8::5\" }]",
+        "2001:db8::5",
+        "services[0].backends[0].address",
+        "dr forwarding keeps the address family",
+    );
+}
+
+#[test]
+fn dr_cannot_change_the_port() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nforwarding = \"dr\"\n",
+        "port = 8080",
+        "services[0].backends[0].port",
+        "cannot change the port",
+    );
+}
+
+#[test]
+fn snat_as_a_service_points_to_snat_rules() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nforwarding = \"snat\"\n",
+        "snat",
+        "services[0].forwarding",
+        "[[snat]]",
+    );
+}
+
+#[test]
+fn unknown_key_names_the_expected_keys() {
+    expect(
+        "asn = 65010\n",
+        "asn = 65010\nasm = 1\n",
+        "asm",
+        "cluster.asm",
+        "expected one of: name, asn, bgp",
+    );
+}
+
+#[test]
+fn unknown_enum_value_lists_the_choices() {
+    expect(
+        "protocol = \"tcp\"",
+        "protocol = \"sctp\"",
+        "sctp",
+        "services[0].protocol",
+        "expected `tcp` or `udp`",
+    );
+}
+
+#[test]
+fn bad_duration_is_rejected() {
+    expect(
+        "asn = 65010\n",
+        "asn = 65010\n[cluster.bgp]\nhold_time = \"9 seconds\"\n",
+        "9 seconds",
+        "cluster.bgp.hold_time",
+        "expected a duration",
+    );
+}
+
+#[test]
+fn short_hold_time_is_rejected() {
+    expect(
+        "asn = 65000\n",
+        "asn = 65000\nhold_time = \"2s\"\n",
+        "2s",
+        "nodes[0].bgp.neighbors[0].hold_time",
+        "at least 3s",
+    );
+}
+
+#[test]
+fn keepalive_longer_than_a_third_of_hold_is_rejected() {
+    expect(
+        "asn = 65000\n",
+        "asn = 65000\nhold_time = \"9s\"\nkeepalive = \"4s\"\n",
+        "keepalive",
+        "nodes[0].bgp.neighbors[0].keepalive",
+        "more than a third",
+    );
+}
+
+#[test]
+fn ipv6_over_ipv4_session_needs_a_next_hop() {
+    expect(
+        "asn = 65000\n",
+        "asn = 65000\nfamilies = [\"ipv4-unicast\", \"ipv6-unicast\"]\n",
+        "[[nodes.bgp.neighbors]]",
+        "nodes[0].bgp.neighbors[0].ipv6_next_hop",
+        "need ipv6_next_hop",
+    );
+}
+
+#[test]
+fn local_pref_is_for_ibgp_only() {
+    expect(
+        "asn = 65000\n",
+        "asn = 65000\nlocal_pref = 200\n",
+        "local_pref",
+        "nodes[0].bgp.neighbors[0].local_pref",
+        "iBGP",
+    );
+}
+
+#[test]
+fn reserved_asn_is_rejected() {
+    expect("asn = 65010", "asn = 23456", "23456", "cluster.asn", "reserved");
+}
+
+#[test]
+fn missing_local_asn_is_rejected() {
+    expect(
+        "asn = 65010\n",
+        "\n",
+        "[nodes.bgp]\n",
+        "nodes[0].bgp.asn",
+        "no local ASN",
+    );
+}
+
+#[test]
+fn duplicate_node_names_are_rejected() {
+    expect(
+        "name = \"lb2\"",
+        "name = \"lb1\"",
+        "name = \"lb1\"",
+        "nodes[1].name",
+        "duplicate node name",
+    );
+}
+
+#[test]
+fn duplicate_router_ids_are_rejected() {
+    expect(
+        "router_id = \"192.0.2.12\"",
+        "router_id = \"192.0.2.11\"",
+        "192.0.2.11",
+        "nodes[1].router_id",
+        "also node",
+    );
+}
+
+#[test]
+fn duplicate_port_addresses_across_nodes_are_rejected() {
+    expect(
+        "addresses = [\"192.0.2.12/24\"]",
+        "addresses = [\"192.0.2.11/24\"]",
+        "192.0.2.11/24",
+        "nodes[1].dataplane.ports[0].addresses[0]",
+        "also on node \"lb1\"",
+    );
+}
+
+#[test]
+fn vip_inside_a_pool_is_rejected() {
+    expect(
+        "vip = \"203.0.113.10\"",
+        "vip = \"198.51.100.17\"",
+        "198.51.100.17",
+        "services[0].vip",
+        "inside node \"lb1\"'s local pool",
+    );
+}
+
+#[test]
+fn min_healthy_above_backend_count_is_rejected() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nmin_healthy = 2\n",
+        "min_healthy",
+        "services[0].min_healthy",
+        "could never be announced",
+    );
+}
+
+#[test]
+fn health_timeout_must_be_shorter_than_interval() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nhealth = { kind = \"tcp\", interval = \"1s\", timeout = \"2s\" }\n",
+        "health",
+        "services[0].health.timeout",
+        "shorter than interval",
+    );
+}
+
+#[test]
+fn health_fields_of_another_kind_are_rejected() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nhealth = { kind = \"tcp\", path = \"/x\" }\n",
+        "health",
+        "services[0].health.path",
+        "applies to http and https checks only",
+    );
+}
+
+#[test]
+fn udp_check_needs_a_payload() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nhealth = { kind = \"udp\" }\n",
+        "health",
+        "services[0].health.payload",
+        "needs a payload",
+    );
+}
+
+#[test]
+fn bad_status_code_is_rejected() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nhealth = { kind = \"http\", status = [200, 999] }\n",
+        "health",
+        "services[0].health.status[1]",
+        "not an HTTP status code",
+    );
+}
+
+#[test]
+fn maglev_table_size_must_be_prime() {
+    expect(
+        "asn = 65010\n",
+        "asn = 65010\n[cluster.maglev]\ntable_size = 65536\n",
+        "65536",
+        "cluster.maglev.table_size",
+        "not a prime",
+    );
+}
+
+#[test]
+fn static_neighbor_on_unknown_port_is_rejected() {
+    expect(
+        "ports = \"1024-65535\"\n",
+        "ports = \"1024-65535\"\n\n[[nodes.neighbors]]\naddress = \"192.0.2.1\"\nmac = \"02:00:00:00:00:01\"\nport = \"p9\"\n",
+        "p9",
+        "nodes[0].neighbors[0].port",
+        "no dataplane port named \"p9\"",
+    );
+}
+
+#[test]
+fn route_next_hop_of_other_family_is_rejected() {
+    expect(
+        "ports = \"1024-65535\"\n",
+        "ports = \"1024-65535\"\n\n[[nodes.routes]]\nprefix = \"0.0.0.0/0\"\nvia = [\"2001:db8::1\"]\n",
+        "2001:db8::1",
+        "nodes[0].routes[0].via[0]",
+        "not of the family",
+    );
+}
+
+#[test]
+fn snat_rule_on_node_without_the_out_port_is_rejected() {
+    let extra = "\n[[snat]]\nname = \"u\"\nsources = [\"192.0.2.0/24\"]\nout_port = \"wan0\"\npool = [\"203.0.113.16/30\"]\n";
+    let text = format!("{BASE}{extra}");
+    let errs = load_str(&text, "t.toml").unwrap_err().0;
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs
+        .iter()
+        .all(|e| e.path == "snat[0].out_port" && e.message.contains("no dataplane port named \"wan0\"")));
+}
+
+#[test]
+fn invalid_address_reports_what_was_expected() {
+    expect(
+        "router_id = \"192.0.2.11\"",
+        "router_id = \"lb-one\"",
+        "lb-one",
+        "nodes[0].router_id",
+        "expected an address such as 192.0.2.1",
+    );
+}
+
+#[test]
+fn bad_values_in_a_required_key_do_not_hide_other_errors() {
+    // A bad VIP (required) removes its service for the schema pass; an unknown key elsewhere and a semantic
+    // error in another section are still reported.
+    let text = BASE
+        .replacen("vip = \"203.0.113.10\"", "vip = \"203.0.113.999\"", 1)
+        .replacen("workers = [1, 2]", "workers = [1, 2]\nturbo = true", 1)
+        .replacen("ports = \"1024-65535\"", "ports = \"9-1\"", 1);
+    let errs = load_str(&text, "t.toml").unwrap_err().0;
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "nodes[0].dataplane.turbo",
+            "nodes[0].local_addresses[0].ports",
+            "services[0].vip"
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn missing_required_key_is_reported_at_its_table() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "\n",
+        "[[services]]",
+        "services[0]",
+        "missing key `protocol`",
+    );
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs dependencies, then checks formatting, lints and runs every test of the workspace.
+# Tests that need root (network namespaces, DPDK vdevs) run for real; run this as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked 2>&1 | tee /tmp/anylb-test.log | grep -E '^(test result|running|error|failures)|FAILED|panicked' || true
+status=${PIPESTATUS[0]}
+passed=$(grep -Eo '[0-9]+ passed' /tmp/anylb-test.log | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' /tmp/anylb-test.log | awk '{s+=$1} END {print s+0}')
+echo "$passed passed, $failed failed"
+exit "$status"
