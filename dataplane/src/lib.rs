@@ -1,3 +1,6 @@
-//! anylb-dataplane: the per-core packet engine (issue 3) and its DPDK runtime (issue 4).
+//! anylb-dataplane: the per-core packet engine.
 //!
-//! Not built yet: this crate only holds its place in the workspace.
+//! [`wire`] holds the header views. The engine built on them (Full-NAT, connection tables, schedulers,
+//! local-address pools, the small stack) and its DPDK runtime come in the following modules.
+
+pub mod wire;

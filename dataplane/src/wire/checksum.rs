@@ -1,0 +1,107 @@
+//! The Internet checksum (RFC 1071): one's-complement sums over bytes, pseudo-headers for TCP/UDP/ICMPv6, and
+//! incremental updates (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')) for rewriting addresses and ports without
+//! summing the payload again.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// One's-complement sum of `data` as big-endian 16-bit words, not folded.
+pub fn sum(data: &[u8]) -> u32 {
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (w >> 48) + ((w >> 32) & 0xffff) + ((w >> 16) & 0xffff) + (w & 0xffff);
+    }
+    let rest = chunks.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for p in &mut pairs {
+        acc += u64::from(u16::from_be_bytes([p[0], p[1]]));
+    }
+    if let [last] = pairs.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    fold64(acc)
+}
+
+fn fold64(mut acc: u64) -> u32 {
+    while acc > 0xffff_ffff {
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    }
+    acc as u32
+}
+
+/// Folds a sum to 16 bits (without complementing).
+pub fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The checksum field value for data whose sum is `acc`.
+pub fn finish(acc: u32) -> u16 {
+    !fold(acc)
+}
+
+/// Sum of the IPv4 pseudo-header (RFC 793 §3.1).
+pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u32 {
+    sum(&src.octets()) + sum(&dst.octets()) + u32::from(proto) + u32::from(len)
+}
+
+/// Sum of the IPv6 pseudo-header (RFC 8200 §8.1).
+pub fn pseudo_v6(src: &Ipv6Addr, dst: &Ipv6Addr, proto: u8, len: u32) -> u32 {
+    sum(&src.octets()) + sum(&dst.octets()) + u32::from(proto) + (len >> 16) + (len & 0xffff)
+}
+
+/// RFC 1624 incremental update of checksum field `hc` when the bytes `old` become `new` (equal, even
+/// lengths, 16-bit aligned in the summed data).
+pub fn update(hc: u16, old: &[u8], new: &[u8]) -> u16 {
+    let mut acc = u32::from(!hc);
+    acc += u32::from(!fold(sum(old)));
+    acc += sum(new);
+    !fold(acc)
+}
+
+/// Incremental update for one 16-bit word.
+pub fn update_u16(hc: u16, old: u16, new: u16) -> u16 {
+    let acc = u32::from(!hc) + u32::from(!old) + u32::from(new);
+    !fold(acc)
+}
+
+/// Adjusts checksum `hc` for a change of the summed data from sum `old_sum` to `new_sum` (both unfolded).
+pub fn update_sums(hc: u16, old_sum: u32, new_sum: u32) -> u16 {
+    let acc = u32::from(!hc) + u32::from(!fold(old_sum)) + new_sum;
+    !fold(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2.
+        assert_eq!(
+            fold(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])),
+            0xddf2
+        );
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(sum(&[0x12, 0x34, 0x56]), 0x1234 + 0x5600);
+    }
+
+    #[test]
+    fn incremental_update_matches_full_recompute() {
+        let mut data = [
+            0x45u8, 0, 0, 40, 0x12, 0x34, 0, 0, 64, 6, 0, 0, 192, 0, 2, 1, 203, 0, 113, 10,
+        ];
+        let c = finish(sum(&data));
+        let new_dst = [198, 51, 100, 7];
+        let updated = update(c, &data[16..20], &new_dst);
+        data[16..20].copy_from_slice(&new_dst);
+        assert_eq!(updated, finish(sum(&data)));
+        assert_eq!(update_u16(c, 0x1234, 0x1234), c);
+    }
+}
