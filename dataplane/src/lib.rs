@@ -1,6 +1,12 @@
 //! anylb-dataplane: the per-core packet engine.
 //!
-//! [`wire`] holds the header views. The engine built on them (Full-NAT, connection tables, schedulers,
-//! local-address pools, the small stack) and its DPDK runtime come in the following modules.
+//! [`wire`] holds the header views, [`flow`] the tuples and hashes, [`conn`] the per-worker connection table
+//! and [`tcp_state`] the state tracking that sets its timeouts.
 
+pub mod conn;
+pub mod flow;
+pub mod frame;
+pub mod pool;
+pub mod sched;
+pub mod tcp_state;
 pub mod wire;

@@ -1,0 +1,590 @@
+//! The per-worker connection table.
+//!
+//! A preallocated arena of [`Conn`] records (plain data, no pointers: they can be copied to a backup node) and
+//! one open-addressing index (linear probing, backward-shift deletion) holding two keys per connection: the
+//! inbound tuple (client → VIP) and the reply tuple (backend → local address). The capacity is hard: when the
+//! arena is full, [`ConnTable::insert`] fails and existing entries are untouched.
+//!
+//! Expiry uses a hashed timing wheel threaded through the records (doubly linked). Refreshing a connection only
+//! stores its new expiry; a wheel slot that fires re-files entries whose expiry moved later, and an expiry
+//! moved earlier (RST) re-files the entry at once. [`ConnTable::expire`] does a bounded amount of work per
+//! call, so there is never a stop-the-world scan.
+
+use crate::flow::{Addr, Tuple};
+use crate::tcp_state::{Dir, State};
+
+/// Marks an unused link or slot.
+const NIL: u32 = u32::MAX;
+
+/// Wheel slots (a power of two).
+const WHEEL: u32 = 1 << 14;
+
+/// A connection: the four endpoints of a Full-NAT translation and its bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Conn {
+    /// Client address.
+    pub client: Addr,
+    /// VIP.
+    pub vip: Addr,
+    /// Local address (Full-NAT source towards the backend).
+    pub lip: Addr,
+    /// Backend address.
+    pub backend: Addr,
+    /// Client port.
+    pub cport: u16,
+    /// VIP port.
+    pub vport: u16,
+    /// Local port.
+    pub lport: u16,
+    /// Backend port.
+    pub bport: u16,
+    /// Expiry, in table ticks.
+    pub expires: u32,
+    /// Service index in the snapshot.
+    pub service: u16,
+    /// Backend index in the service.
+    pub backend_idx: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// [`State`] as a byte.
+    pub state: u8,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// Port the client's packets arrived on.
+    pub in_port: u8,
+    /// Cached next hop towards the backend (neighbour slot), valid for `route_gen`.
+    pub nh_fwd: u32,
+    /// Cached next hop towards the client.
+    pub nh_rev: u32,
+    /// Route generation of the cached next hops.
+    pub route_gen: u16,
+    /// Worker-local generation of the service's configuration when the entry was made.
+    pub svc_gen: u16,
+    /// Wheel tick the entry is filed under.
+    slot_tick: u32,
+    /// Wheel links (or the free-list link when unused).
+    next: u32,
+    prev: u32,
+}
+
+/// The entry is in use.
+pub const FLAG_USED: u8 = 0x01;
+/// The client side is IPv6.
+pub const FLAG_CLIENT_V6: u8 = 0x02;
+/// The backend side is IPv6.
+pub const FLAG_BACKEND_V6: u8 = 0x04;
+/// The local address/port came from the pool and must be released on expiry.
+pub const FLAG_POOLED: u8 = 0x08;
+
+impl Conn {
+    /// An unused record (all zero).
+    pub const EMPTY: Conn = Conn {
+        client: [0; 16],
+        vip: [0; 16],
+        lip: [0; 16],
+        backend: [0; 16],
+        cport: 0,
+        vport: 0,
+        lport: 0,
+        bport: 0,
+        expires: 0,
+        service: 0,
+        backend_idx: 0,
+        proto: 0,
+        state: 0,
+        flags: 0,
+        in_port: 0,
+        nh_fwd: 0,
+        nh_rev: 0,
+        route_gen: 0,
+        svc_gen: 0,
+        slot_tick: 0,
+        next: 0,
+        prev: 0,
+    };
+
+    /// The tuple of the client's packets.
+    pub fn inbound_tuple(&self) -> Tuple {
+        Tuple {
+            proto: self.proto,
+            src: self.client,
+            sport: self.cport,
+            dst: self.vip,
+            dport: self.vport,
+        }
+    }
+
+    /// The tuple of the backend's packets.
+    pub fn reply_tuple(&self) -> Tuple {
+        Tuple {
+            proto: self.proto,
+            src: self.backend,
+            sport: self.bport,
+            dst: self.lip,
+            dport: self.lport,
+        }
+    }
+
+    /// The state.
+    pub fn state(&self) -> State {
+        State::from_u8(self.state)
+    }
+
+    #[inline]
+    fn matches(&self, dir: Dir, t: &Tuple) -> bool {
+        if self.proto != t.proto {
+            return false;
+        }
+        match dir {
+            Dir::Inbound => {
+                self.cport == t.sport && self.vport == t.dport && self.client == t.src && self.vip == t.dst
+            }
+            Dir::Reply => {
+                self.lport == t.dport && self.bport == t.sport && self.backend == t.src && self.lip == t.dst
+            }
+        }
+    }
+}
+
+/// Why an insert failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// The arena is at capacity.
+    Full,
+    /// A connection with the same inbound or reply tuple exists.
+    Exists,
+}
+
+/// The connection table of one worker.
+#[derive(Debug)]
+pub struct ConnTable {
+    arena: Vec<Conn>,
+    /// First never-used record.
+    high: u32,
+    /// Head of the free list of released records.
+    free: u32,
+    len: u32,
+    index: Vec<u64>,
+    mask: u64,
+    seed: u64,
+    wheel: Vec<u32>,
+    /// Next tick the wheel will process.
+    cursor: u32,
+}
+
+/// Index slot: signature (32 bits, never 0) then record number and direction.
+#[inline]
+fn slot(sig: u32, idx: u32, dir: Dir) -> u64 {
+    (u64::from(sig) << 32) | (u64::from(idx) << 1) | u64::from(dir == Dir::Reply)
+}
+
+#[inline]
+fn sig_of(h: u64) -> u32 {
+    (h as u32) | 1
+}
+
+#[inline]
+fn home_of(h: u64, mask: u64) -> u64 {
+    (h >> 32) & mask
+}
+
+impl ConnTable {
+    /// A table for at most `capacity` connections, hashing with `seed`.
+    pub fn new(capacity: u32, seed: u64) -> Self {
+        let capacity = capacity.clamp(1, (u32::MAX >> 2) - 1);
+        let want = (u64::from(capacity) * 2 * 10).div_ceil(7);
+        let slots = want.next_power_of_two().max(16);
+        ConnTable {
+            arena: vec![Conn::EMPTY; capacity as usize],
+            high: 0,
+            free: NIL,
+            len: 0,
+            index: vec![0; slots as usize],
+            mask: slots - 1,
+            seed,
+            wheel: vec![NIL; WHEEL as usize],
+            cursor: 0,
+        }
+    }
+
+    /// Connections in use.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether no connection is in use.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Most connections the table holds.
+    pub fn capacity(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// Bytes of memory per connection of capacity (records plus index).
+    pub fn bytes_per_connection(&self) -> usize {
+        (self.arena.len() * size_of::<Conn>() + self.index.len() * 8 + self.wheel.len() * 4)
+            / self.arena.len()
+    }
+
+    /// The hash used for `t`.
+    #[inline]
+    pub fn hash(&self, t: &Tuple) -> u64 {
+        t.hash(self.seed)
+    }
+
+    /// Touches the index slot `t` would start probing at, so that a burst can overlap its cache misses.
+    #[inline]
+    pub fn warm(&self, h: u64) -> u64 {
+        self.index[home_of(h, self.mask) as usize]
+    }
+
+    /// Finds the connection of a packet with tuple `t` (hash `h`), and which direction it travels.
+    #[inline]
+    pub fn lookup(&self, t: &Tuple, h: u64) -> Option<(u32, Dir)> {
+        let sig = sig_of(h);
+        let mut i = home_of(h, self.mask);
+        loop {
+            let s = self.index[i as usize];
+            if s == 0 {
+                return None;
+            }
+            if (s >> 32) as u32 == sig {
+                let idx = ((s as u32) >> 1) & 0x7fff_ffff;
+                let dir = if s & 1 == 1 { Dir::Reply } else { Dir::Inbound };
+                if self.arena[idx as usize].matches(dir, t) {
+                    return Some((idx, dir));
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// The record `idx`.
+    #[inline]
+    pub fn get(&self, idx: u32) -> &Conn {
+        &self.arena[idx as usize]
+    }
+
+    /// The record `idx`, mutable. Changing its tuples corrupts the index: only bookkeeping fields may change.
+    #[inline]
+    pub fn get_mut(&mut self, idx: u32) -> &mut Conn {
+        &mut self.arena[idx as usize]
+    }
+
+    /// Adds a connection expiring at tick `c.expires`; returns its record number.
+    pub fn insert(&mut self, mut c: Conn) -> Result<u32, InsertError> {
+        let (hi, hr) = (self.hash(&c.inbound_tuple()), self.hash(&c.reply_tuple()));
+        if self.lookup(&c.inbound_tuple(), hi).is_some() || self.lookup(&c.reply_tuple(), hr).is_some() {
+            return Err(InsertError::Exists);
+        }
+        let idx = if self.free != NIL {
+            let i = self.free;
+            self.free = self.arena[i as usize].next;
+            i
+        } else if (self.high as usize) < self.arena.len() {
+            self.high += 1;
+            self.high - 1
+        } else {
+            return Err(InsertError::Full);
+        };
+        c.flags |= FLAG_USED;
+        self.arena[idx as usize] = c;
+        self.index_insert(hi, idx, Dir::Inbound);
+        self.index_insert(hr, idx, Dir::Reply);
+        self.len += 1;
+        let at = c.expires.max(self.cursor);
+        self.file(idx, at);
+        Ok(idx)
+    }
+
+    fn index_insert(&mut self, h: u64, idx: u32, dir: Dir) {
+        let mut i = home_of(h, self.mask);
+        while self.index[i as usize] != 0 {
+            i = (i + 1) & self.mask;
+        }
+        self.index[i as usize] = slot(sig_of(h), idx, dir);
+    }
+
+    fn index_remove(&mut self, h: u64, idx: u32, dir: Dir) {
+        let want = slot(sig_of(h), idx, dir);
+        let mut i = home_of(h, self.mask);
+        loop {
+            let s = self.index[i as usize];
+            if s == 0 {
+                return;
+            }
+            if s == want {
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        // Backward-shift deletion: move later entries of the cluster into the hole when their home allows.
+        let mut hole = i;
+        let mut j = (i + 1) & self.mask;
+        loop {
+            let s = self.index[j as usize];
+            if s == 0 {
+                break;
+            }
+            let other = ((s as u32) >> 1) & 0x7fff_ffff;
+            let c = &self.arena[other as usize];
+            let t = if s & 1 == 1 {
+                c.reply_tuple()
+            } else {
+                c.inbound_tuple()
+            };
+            let home = home_of(t.hash(self.seed), self.mask);
+            // The entry may move to the hole if its home is not cyclically within (hole, j].
+            let dist_home = j.wrapping_sub(home) & self.mask;
+            let dist_hole = j.wrapping_sub(hole) & self.mask;
+            if dist_home >= dist_hole {
+                self.index[hole as usize] = s;
+                hole = j;
+            }
+            j = (j + 1) & self.mask;
+        }
+        self.index[hole as usize] = 0;
+    }
+
+    /// Files record `idx` in the wheel slot of tick `at`.
+    fn file(&mut self, idx: u32, at: u32) {
+        let at = at.min(self.cursor.wrapping_add(WHEEL - 1)).max(self.cursor);
+        let s = (at & (WHEEL - 1)) as usize;
+        let head = self.wheel[s];
+        {
+            let c = &mut self.arena[idx as usize];
+            c.slot_tick = at;
+            c.prev = NIL;
+            c.next = head;
+        }
+        if head != NIL {
+            self.arena[head as usize].prev = idx;
+        }
+        self.wheel[s] = idx;
+    }
+
+    fn unfile(&mut self, idx: u32) {
+        let (prev, next, tick) = {
+            let c = &self.arena[idx as usize];
+            (c.prev, c.next, c.slot_tick)
+        };
+        if prev != NIL {
+            self.arena[prev as usize].next = next;
+        } else {
+            self.wheel[(tick & (WHEEL - 1)) as usize] = next;
+        }
+        if next != NIL {
+            self.arena[next as usize].prev = prev;
+        }
+    }
+
+    /// Sets a connection's expiry; an earlier expiry than the one it is filed for re-files it now.
+    #[inline]
+    pub fn set_expiry(&mut self, idx: u32, expires: u32) {
+        let c = &mut self.arena[idx as usize];
+        c.expires = expires;
+        if expires < c.slot_tick {
+            self.unfile(idx);
+            self.file(idx, expires);
+        }
+    }
+
+    /// Removes connection `idx`.
+    pub fn remove(&mut self, idx: u32) -> Conn {
+        let c = self.arena[idx as usize];
+        self.unfile(idx);
+        self.index_remove(self.hash(&c.inbound_tuple()), idx, Dir::Inbound);
+        self.index_remove(self.hash(&c.reply_tuple()), idx, Dir::Reply);
+        let r = &mut self.arena[idx as usize];
+        r.flags = 0;
+        r.next = self.free;
+        self.free = idx;
+        self.len -= 1;
+        c
+    }
+
+    /// Advances the wheel to tick `now`, removing at most `budget` expired connections and handing each to
+    /// `on_expire`. Returns how many were removed; call again next burst if the budget ran out.
+    pub fn expire(&mut self, now: u32, budget: usize, mut on_expire: impl FnMut(&Conn)) -> usize {
+        let mut removed = 0;
+        // A long pause (or a jump in a replayed capture) never needs more than one lap of the wheel.
+        if now.wrapping_sub(self.cursor) > WHEEL && now > self.cursor {
+            let lap_start = now - WHEEL;
+            self.refile_all(lap_start);
+        }
+        while self.cursor <= now {
+            let s = (self.cursor & (WHEEL - 1)) as usize;
+            let mut idx = self.wheel[s];
+            while idx != NIL {
+                let next = self.arena[idx as usize].next;
+                let c = self.arena[idx as usize];
+                if c.slot_tick == self.cursor {
+                    if c.expires <= now {
+                        if removed == budget {
+                            return removed;
+                        }
+                        let gone = self.remove(idx);
+                        on_expire(&gone);
+                        removed += 1;
+                    } else {
+                        self.unfile(idx);
+                        self.file(idx, c.expires);
+                    }
+                }
+                idx = next;
+            }
+            if self.cursor == u32::MAX {
+                break;
+            }
+            self.cursor += 1;
+        }
+        removed
+    }
+
+    /// Moves the cursor to `to`, re-filing every entry (used only after a pause longer than the wheel).
+    fn refile_all(&mut self, to: u32) {
+        let mut all = Vec::new();
+        for s in 0..WHEEL as usize {
+            let mut idx = self.wheel[s];
+            while idx != NIL {
+                all.push(idx);
+                idx = self.arena[idx as usize].next;
+            }
+            self.wheel[s] = NIL;
+        }
+        self.cursor = to;
+        for idx in all {
+            let at = self.arena[idx as usize].expires;
+            self.file(idx, at);
+        }
+    }
+
+    /// Every connection in use (for the CLI and for syncing to a backup).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Conn)> {
+        self.arena[..self.high as usize]
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.flags & FLAG_USED != 0)
+            .map(|(i, c)| (i as u32, c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::v4;
+    use std::net::Ipv4Addr;
+
+    fn conn(i: u32, expires: u32) -> Conn {
+        Conn {
+            client: v4(Ipv4Addr::from(0xc000_0200 + i)),
+            vip: v4(Ipv4Addr::new(203, 0, 113, 10)),
+            lip: v4(Ipv4Addr::new(198, 51, 100, 16)),
+            backend: v4(Ipv4Addr::new(198, 51, 100, 101)),
+            cport: 1000 + (i as u16),
+            vport: 80,
+            lport: 2000 + (i as u16),
+            bport: 8080,
+            expires,
+            proto: 6,
+            ..Conn::EMPTY
+        }
+    }
+
+    #[test]
+    fn both_tuples_find_the_same_entry() {
+        let mut t = ConnTable::new(16, 7);
+        let c = conn(1, 10);
+        let idx = t.insert(c).unwrap();
+        let it = c.inbound_tuple();
+        let rt = c.reply_tuple();
+        assert_eq!(t.lookup(&it, t.hash(&it)), Some((idx, Dir::Inbound)));
+        assert_eq!(t.lookup(&rt, t.hash(&rt)), Some((idx, Dir::Reply)));
+        assert_eq!(t.lookup(&it.reversed(), t.hash(&it.reversed())), None);
+        assert_eq!(t.insert(c), Err(InsertError::Exists));
+    }
+
+    #[test]
+    fn full_table_refuses_new_entries_and_keeps_old_ones() {
+        let mut t = ConnTable::new(4, 7);
+        for i in 0..4 {
+            t.insert(conn(i, 100)).unwrap();
+        }
+        assert_eq!(t.insert(conn(9, 100)), Err(InsertError::Full));
+        for i in 0..4 {
+            let tu = conn(i, 100).inbound_tuple();
+            assert!(t.lookup(&tu, t.hash(&tu)).is_some());
+        }
+    }
+
+    #[test]
+    fn expiry_removes_only_due_entries_within_budget() {
+        let mut t = ConnTable::new(100, 7);
+        for i in 0..50 {
+            t.insert(conn(i, 10 + (i % 5))).unwrap();
+        }
+        assert_eq!(t.expire(9, 1000, |_| {}), 0);
+        assert_eq!(t.expire(10, 1000, |_| {}), 10);
+        assert_eq!(t.expire(12, 5, |_| {}), 5);
+        assert_eq!(t.expire(12, 1000, |_| {}), 15);
+        assert_eq!(t.len(), 20);
+        assert_eq!(t.expire(100, 1000, |_| {}), 20);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn refreshed_entries_live_on_and_earlier_expiry_refiles() {
+        let mut t = ConnTable::new(10, 7);
+        let a = t.insert(conn(1, 10)).unwrap();
+        let b = t.insert(conn(2, 1000)).unwrap();
+        t.set_expiry(a, 20);
+        t.set_expiry(b, 15);
+        assert_eq!(t.expire(14, 100, |_| {}), 0);
+        let mut gone = Vec::new();
+        assert_eq!(t.expire(16, 100, |c| gone.push(c.cport)), 1);
+        assert_eq!(gone, [1002]);
+        assert_eq!(t.expire(20, 100, |_| {}), 1);
+    }
+
+    #[test]
+    fn timeouts_longer_than_the_wheel_are_refiled() {
+        let mut t = ConnTable::new(10, 7);
+        t.insert(conn(1, WHEEL * 3)).unwrap();
+        assert_eq!(t.expire(WHEEL * 2, 10, |_| {}), 0);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.expire(WHEEL * 3, 10, |_| {}), 1);
+    }
+
+    #[test]
+    fn removal_keeps_every_other_entry_reachable() {
+        let mut t = ConnTable::new(2000, 3);
+        let mut ids = Vec::new();
+        for i in 0..2000 {
+            ids.push(t.insert(conn(i, 50)).unwrap());
+        }
+        for i in (0..2000).step_by(3) {
+            t.remove(ids[i as usize]);
+        }
+        for i in 0..2000u32 {
+            let c = conn(i, 50);
+            let (it, rt) = (c.inbound_tuple(), c.reply_tuple());
+            let found = t.lookup(&it, t.hash(&it)).is_some() && t.lookup(&rt, t.hash(&rt)).is_some();
+            assert_eq!(found, i % 3 != 0, "entry {i}");
+        }
+        // Freed records are reused.
+        for i in 5000..5600 {
+            t.insert(conn(i, 60)).unwrap();
+        }
+        assert_eq!(t.len(), 2000 - 667 + 600);
+    }
+
+    #[test]
+    fn records_are_small() {
+        assert!(size_of::<Conn>() <= 112, "{}", size_of::<Conn>());
+        let t = ConnTable::new(1 << 20, 1);
+        assert!(t.bytes_per_connection() <= 160, "{}", t.bytes_per_connection());
+    }
+}
