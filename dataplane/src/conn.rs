@@ -41,10 +41,10 @@ pub struct Conn {
     pub bport: u16,
     /// Expiry, in table ticks.
     pub expires: u32,
-    /// Service index in the snapshot.
+    /// Stable id of the backend (see [`crate::snapshot::Builder`]).
+    pub uid: u32,
+    /// Service index in the snapshot of generation `svc_gen`.
     pub service: u16,
-    /// Backend index in the service.
-    pub backend_idx: u16,
     /// IP protocol.
     pub proto: u8,
     /// [`State`] as a byte.
@@ -59,13 +59,13 @@ pub struct Conn {
     pub nh_rev: u32,
     /// Route generation of the cached next hops.
     pub route_gen: u16,
-    /// Worker-local generation of the service's configuration when the entry was made.
+    /// Low bits of the snapshot generation `service` indexes.
     pub svc_gen: u16,
     /// Wheel tick the entry is filed under.
-    slot_tick: u32,
+    pub(crate) slot_tick: u32,
     /// Wheel links (or the free-list link when unused).
-    next: u32,
-    prev: u32,
+    pub(crate) next: u32,
+    pub(crate) prev: u32,
 }
 
 /// The entry is in use.
@@ -89,8 +89,8 @@ impl Conn {
         lport: 0,
         bport: 0,
         expires: 0,
+        uid: 0,
         service: 0,
-        backend_idx: 0,
         proto: 0,
         state: 0,
         flags: 0,

@@ -6,7 +6,13 @@
 pub mod conn;
 pub mod flow;
 pub mod frame;
+pub mod nat;
+pub mod neigh;
 pub mod pool;
+pub mod route;
 pub mod sched;
+pub mod snapshot;
+pub mod stats;
 pub mod tcp_state;
 pub mod wire;
+pub mod worker;

@@ -24,6 +24,7 @@ pub struct Pools {
     by_addr: HashMap<Addr, usize>,
     v4: Vec<usize>,
     v6: Vec<usize>,
+    ranges: HashMap<Addr, (u16, u16)>,
     cursor: [usize; 2],
 }
 
@@ -59,6 +60,7 @@ impl Pools {
                 free: [ports.clone(), ports],
             });
             p.by_addr.insert(addr, i);
+            p.ranges.insert(addr, (lo, hi));
             if is_v4(&addr) {
                 p.v4.push(i);
             } else {
@@ -66,6 +68,32 @@ impl Pools {
             }
         }
         p
+    }
+
+    /// The pools for a new set of local addresses: addresses that remain keep their free lists (and so the
+    /// ports their connections hold); new ones start full; removed ones are forgotten.
+    pub fn update(&mut self, lips: &[(Addr, u16, u16)], worker: u16, mask: u16) {
+        let mut next = Pools::new(&[], worker, mask);
+        for &(addr, lo, hi) in lips {
+            if next.by_addr.contains_key(&addr) {
+                continue;
+            }
+            let i = next.lips.len();
+            let kept = self.by_addr.get(&addr).map(|&j| self.lips[j].clone());
+            let lip = match kept {
+                Some(l) if self.ranges.get(&addr) == Some(&(lo, hi)) => l,
+                _ => Pools::new(&[(addr, lo, hi)], worker, mask).lips.remove(0),
+            };
+            next.lips.push(lip);
+            next.by_addr.insert(addr, i);
+            next.ranges.insert(addr, (lo, hi));
+            if is_v4(&addr) {
+                next.v4.push(i);
+            } else {
+                next.v6.push(i);
+            }
+        }
+        *self = next;
     }
 
     /// Whether there is an address of the family (`v6` or not).
@@ -92,21 +120,6 @@ impl Pools {
     pub fn release(&mut self, addr: &Addr, proto: u8, port: u16) {
         if let Some(&i) = self.by_addr.get(addr) {
             self.lips[i].free[proto_slot(proto)].push_back(port);
-        }
-    }
-
-    /// Takes a specific port out of the free list (restoring connections after a reload).
-    pub fn claim(&mut self, addr: &Addr, proto: u8, port: u16) -> bool {
-        let Some(&i) = self.by_addr.get(addr) else {
-            return false;
-        };
-        let q = &mut self.lips[i].free[proto_slot(proto)];
-        match q.iter().position(|&p| p == port) {
-            Some(at) => {
-                q.remove(at);
-                true
-            }
-            None => false,
         }
     }
 
@@ -167,12 +180,14 @@ mod tests {
     }
 
     #[test]
-    fn claim_takes_a_specific_port() {
-        let mut p = Pools::new(&lips()[..1], 0, 0);
-        let addr = lips()[0].0;
-        assert!(p.claim(&addr, 6, 1030));
-        assert!(!p.claim(&addr, 6, 1030));
-        let all: Vec<_> = std::iter::from_fn(|| p.alloc(false, 6)).map(|x| x.1).collect();
-        assert!(!all.contains(&1030));
+    fn update_keeps_the_state_of_remaining_addresses() {
+        let mut p = Pools::new(&lips(), 0, 0);
+        let (a, port) = p.alloc(false, 6).unwrap();
+        let extra = (v4(Ipv4Addr::new(198, 51, 100, 18)), 1024, 1031);
+        let kept: Vec<_> = lips().into_iter().filter(|l| l.0 == a).chain([extra]).collect();
+        p.update(&kept, 0, 0);
+        let all: Vec<_> = std::iter::from_fn(|| p.alloc(false, 6)).collect();
+        assert_eq!(all.len(), 8 + 7, "the kept address still has one port out");
+        assert!(!all.contains(&(a, port)));
     }
 }

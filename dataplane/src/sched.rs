@@ -178,16 +178,17 @@ pub fn pick(
             if total == 0 {
                 return None;
             }
-            let mut best = None;
-            for i in 0..n {
-                if weights[i] == 0 {
+            let mut best: Option<(usize, i64)> = None;
+            for (i, (cur, &w)) in state.current.iter_mut().zip(weights).enumerate() {
+                if w == 0 {
                     continue;
                 }
-                state.current[i] += i64::from(weights[i]);
-                if best.is_none_or(|b: usize| state.current[i] > state.current[b]) {
-                    best = Some(i);
+                *cur += i64::from(w);
+                if best.is_none_or(|(_, b)| *cur > b) {
+                    best = Some((i, *cur));
                 }
             }
+            let best = best.map(|(i, _)| i);
             let b = best?;
             state.current[b] -= total;
             Some(b as u16)

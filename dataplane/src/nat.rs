@@ -1,0 +1,268 @@
+//! Full-NAT header rewrites: addresses and ports of IPv4→IPv4 and IPv6→IPv6 packets in place, and the IPv6 ↔
+//! IPv4 header translation of NAT64 (RFC 7915 §4 and §5 for the fields a layer-4 balancer carries).
+//!
+//! Transport checksums are updated incrementally (RFC 1624): the pseudo-header's protocol and length are the
+//! same before and after, so the change is the difference of the address and port sums, whichever families
+//! the packet goes between. A UDP/IPv4 datagram without checksum keeps none towards IPv4 and gets a full one
+//! towards IPv6, where it is mandatory.
+
+use crate::flow::Addr;
+use crate::wire::checksum;
+use crate::wire::proto;
+
+/// The new endpoints of a translated packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoints {
+    /// New source address.
+    pub src: Addr,
+    /// New source port.
+    pub sport: u16,
+    /// New destination address.
+    pub dst: Addr,
+    /// New destination port.
+    pub dport: u16,
+}
+
+/// Offset of the transport checksum field for `p`.
+fn csum_offset(p: u8) -> usize {
+    if p == proto::TCP {
+        16
+    } else {
+        6
+    }
+}
+
+fn addr_sum(a: &[u8]) -> u32 {
+    checksum::sum(a)
+}
+
+/// Rewrites the transport ports and checksum of the segment at `l4` for new addresses.
+/// `old_addr_sum`/`new_addr_sum` are the sums of the old and new source+destination address bytes.
+fn rewrite_l4(
+    l4: &mut [u8],
+    p: u8,
+    e: &Endpoints,
+    old_addr_sum: u32,
+    new_addr_sum: u32,
+    to_v6: bool,
+) -> bool {
+    let co = csum_offset(p);
+    if l4.len() < co + 2 {
+        return false;
+    }
+    let old_ports = checksum::sum(&l4[0..4]);
+    l4[0..2].copy_from_slice(&e.sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&e.dport.to_be_bytes());
+    let new_ports = checksum::sum(&l4[0..4]);
+    let old_c = u16::from_be_bytes([l4[co], l4[co + 1]]);
+    if p == proto::UDP && old_c == 0 {
+        if !to_v6 {
+            return true;
+        }
+        // Compute a full checksum; the pseudo-header sum is the new address sum plus protocol and length.
+        let len = l4.len();
+        l4[co..co + 2].copy_from_slice(&[0, 0]);
+        let pseudo = new_addr_sum + u32::from(proto::UDP) + len as u32;
+        let c = checksum::finish(pseudo + checksum::sum(l4));
+        let c = if c == 0 { 0xffff } else { c };
+        l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
+        return true;
+    }
+    let mut c = checksum::update_sums(old_c, old_addr_sum + old_ports, new_addr_sum + new_ports);
+    if p == proto::UDP && c == 0 {
+        c = 0xffff;
+    }
+    l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// Rewrites an IPv4 packet (`pkt` starts at the IPv4 header, `ihl` its length) to new endpoints and decrements
+/// its TTL. Returns false when the transport header is too short.
+pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
+    let p = pkt[9];
+    let old_addrs = addr_sum(&pkt[12..20]);
+    let old_ip = checksum::sum(&pkt[8..10]) + old_addrs;
+    pkt[8] = pkt[8].wrapping_sub(1);
+    pkt[12..16].copy_from_slice(&e.src[12..16]);
+    pkt[16..20].copy_from_slice(&e.dst[12..16]);
+    let new_addrs = addr_sum(&pkt[12..20]);
+    let new_ip = checksum::sum(&pkt[8..10]) + new_addrs;
+    let c = checksum::update_sums(u16::from_be_bytes([pkt[10], pkt[11]]), old_ip, new_ip);
+    pkt[10..12].copy_from_slice(&c.to_be_bytes());
+    rewrite_l4(&mut pkt[ihl..], p, e, old_addrs, new_addrs, false)
+}
+
+/// Rewrites an IPv6 packet (`pkt` starts at the IPv6 header, the transport header at `l4`) to new endpoints
+/// and decrements the hop limit.
+pub fn rewrite_v6(pkt: &mut [u8], l4: usize, p: u8, e: &Endpoints) -> bool {
+    let old_addrs = addr_sum(&pkt[8..40]);
+    pkt[7] = pkt[7].wrapping_sub(1);
+    pkt[8..24].copy_from_slice(&e.src);
+    pkt[24..40].copy_from_slice(&e.dst);
+    let new_addrs = addr_sum(&pkt[8..40]);
+    rewrite_l4(&mut pkt[l4..], p, e, old_addrs, new_addrs, true)
+}
+
+/// Translates an IPv6 packet to IPv4 in place. `buf` holds the frame; the IPv6 header starts at `l3` and the
+/// transport header at `l4`, which must be at least 20 bytes after `l3`. Writes a 20-byte IPv4 header just
+/// before `l4` and returns its offset. TTL is the hop limit minus one; `ident` fills the identification.
+pub fn v6_to_v4(buf: &mut [u8], l3: usize, l4: usize, p: u8, e: &Endpoints, ident: u16) -> Option<usize> {
+    if l4 < l3 + 40 || l4 - l3 < 20 {
+        return None;
+    }
+    let tc = ((u16::from_be_bytes([buf[l3], buf[l3 + 1]]) >> 4) & 0xff) as u8;
+    let hop = buf[l3 + 7];
+    let old_addrs = addr_sum(&buf[l3 + 8..l3 + 40]);
+    let l4_len = buf.len() - l4;
+    let total = u16::try_from(20 + l4_len).ok()?;
+    let n = l4 - 20;
+    let h = &mut buf[n..l4];
+    h[0] = 0x45;
+    h[1] = tc;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..6].copy_from_slice(&ident.to_be_bytes());
+    // DF set: the path MTU is discovered end to end (RFC 7915 §5.1 leaves DF to the translator when the IPv6
+    // packet has no fragment header).
+    h[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+    h[8] = hop.wrapping_sub(1);
+    h[9] = p;
+    h[10..12].copy_from_slice(&[0, 0]);
+    h[12..16].copy_from_slice(&e.src[12..16]);
+    h[16..20].copy_from_slice(&e.dst[12..16]);
+    let c = checksum::finish(checksum::sum(h));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let new_addrs = addr_sum(&buf[n + 12..n + 20]);
+    rewrite_l4(&mut buf[l4..], p, e, old_addrs, new_addrs, false).then_some(n)
+}
+
+/// Translates an IPv4 packet to IPv6 in place. The IPv4 header starts at `l3` and the transport header at
+/// `l4`; the caller guarantees `l4 >= 40`. Writes a 40-byte IPv6 header just before `l4` and returns its
+/// offset.
+pub fn v4_to_v6(buf: &mut [u8], l3: usize, l4: usize, p: u8, e: &Endpoints) -> Option<usize> {
+    if l4 < 40 {
+        return None;
+    }
+    let tos = buf[l3 + 1];
+    let ttl = buf[l3 + 8];
+    let old_addrs = addr_sum(&buf[l3 + 12..l3 + 20]);
+    let l4_len = u16::try_from(buf.len() - l4).ok()?;
+    let n = l4 - 40;
+    let h = &mut buf[n..l4];
+    let first = (6u32 << 28) | (u32::from(tos) << 20);
+    h[0..4].copy_from_slice(&first.to_be_bytes());
+    h[4..6].copy_from_slice(&l4_len.to_be_bytes());
+    h[6] = p;
+    h[7] = ttl.wrapping_sub(1);
+    h[8..24].copy_from_slice(&e.src);
+    h[24..40].copy_from_slice(&e.dst);
+    let new_addrs = addr_sum(&buf[n + 8..n + 40]);
+    rewrite_l4(&mut buf[l4..], p, e, old_addrs, new_addrs, true).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{addr, v4};
+    use std::net::Ipv4Addr;
+
+    fn tcp_v4(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        let mut b = vec![0u8; 20 + 20 + 4];
+        let mut ip = crate::wire::ipv4::Packet::new_unchecked(&mut b[..]);
+        ip.set_ver_hl(20);
+        ip.set_total_len(44);
+        ip.set_ttl(64);
+        ip.set_protocol(6);
+        ip.set_src(src);
+        ip.set_dst(dst);
+        ip.fill_checksum();
+        let mut t = crate::wire::tcp::Packet::new_unchecked(&mut b[20..]);
+        t.set_src_port(40000);
+        t.set_dst_port(80);
+        t.set_header_len_flags(20, 0x18);
+        b[40..].copy_from_slice(b"data");
+        let pseudo = checksum::pseudo_v4(src, dst, 6, 24);
+        crate::wire::tcp::Packet::new_unchecked(&mut b[20..]).fill_checksum(pseudo);
+        b
+    }
+
+    #[test]
+    fn v4_rewrite_keeps_checksums_valid() {
+        let mut b = tcp_v4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(203, 0, 113, 10));
+        let e = Endpoints {
+            src: v4(Ipv4Addr::new(198, 51, 100, 16)),
+            sport: 1025,
+            dst: v4(Ipv4Addr::new(198, 51, 100, 101)),
+            dport: 8080,
+        };
+        assert!(rewrite_v4(&mut b, 20, &e));
+        let ip = crate::wire::ipv4::Packet::new_checked(&b[..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.ttl(), 63);
+        let pseudo = checksum::pseudo_v4(ip.src(), ip.dst(), 6, 24);
+        let t = crate::wire::tcp::Packet::new_checked(&b[20..]).unwrap();
+        assert!(t.verify_checksum(pseudo));
+        assert_eq!((t.src_port(), t.dst_port()), (1025, 8080));
+    }
+
+    #[test]
+    fn v4_to_v6_and_back_restore_the_segment() {
+        let orig = tcp_v4(Ipv4Addr::new(198, 51, 100, 101), Ipv4Addr::new(198, 51, 100, 16));
+        let mut b = vec![0u8; 20];
+        b.extend_from_slice(&orig);
+        let e = Endpoints {
+            src: addr("2001:db8::64".parse().unwrap()),
+            sport: 80,
+            dst: addr("2001:db8:1::5".parse().unwrap()),
+            dport: 40000,
+        };
+        let n = v4_to_v6(&mut b, 20, 40, 6, &e).unwrap();
+        assert_eq!(n, 0);
+        let ip6 = crate::wire::ipv6::Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(ip6.payload_len(), 24);
+        assert_eq!(ip6.hop_limit(), 63);
+        let pseudo = checksum::pseudo_v6(&ip6.src(), &ip6.dst(), 6, 24);
+        assert!(crate::wire::tcp::Packet::new_checked(&b[40..])
+            .unwrap()
+            .verify_checksum(pseudo));
+
+        let back = Endpoints {
+            src: v4(Ipv4Addr::new(198, 51, 100, 16)),
+            sport: 1025,
+            dst: v4(Ipv4Addr::new(198, 51, 100, 101)),
+            dport: 8080,
+        };
+        let n = v6_to_v4(&mut b, 0, 40, 6, &back, 7).unwrap();
+        assert_eq!(n, 20);
+        let ip = crate::wire::ipv4::Packet::new_checked(&b[20..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.ttl(), 62);
+        let pseudo = checksum::pseudo_v4(ip.src(), ip.dst(), 6, 24);
+        assert!(crate::wire::tcp::Packet::new_checked(&b[40..])
+            .unwrap()
+            .verify_checksum(pseudo));
+    }
+
+    #[test]
+    fn udp_without_checksum_gets_one_towards_ipv6() {
+        let mut b = vec![0u8; 40 + 8 + 4];
+        b[20] = 0x45;
+        b[22..24].copy_from_slice(&32u16.to_be_bytes());
+        b[28] = 64;
+        b[29] = 17;
+        b[40..42].copy_from_slice(&53u16.to_be_bytes());
+        b[42..44].copy_from_slice(&1025u16.to_be_bytes());
+        b[44..46].copy_from_slice(&12u16.to_be_bytes());
+        b[48..].copy_from_slice(b"pong");
+        let e = Endpoints {
+            src: addr("2001:db8::64".parse().unwrap()),
+            sport: 53,
+            dst: addr("2001:db8::5".parse().unwrap()),
+            dport: 4000,
+        };
+        v4_to_v6(&mut b, 20, 40, 17, &e).unwrap();
+        let ip6 = crate::wire::ipv6::Packet::new_checked(&b[..]).unwrap();
+        let u = crate::wire::udp::Packet::new_checked(&b[40..]).unwrap();
+        assert_ne!(u.checksum(), 0);
+        assert!(u.verify_checksum(checksum::pseudo_v6(&ip6.src(), &ip6.dst(), 17, 12)));
+    }
+}

@@ -1,0 +1,343 @@
+//! The immutable configuration a worker forwards with: ports and their addresses, services with their effective
+//! backend weights and Maglev tables, local-address pools, the route table and static neighbours.
+//!
+//! The control plane builds a new snapshot on every change (topology reload, a health transition, a drain) and
+//! publishes it with a pointer swap; a worker picks it up between bursts. [`Builder`] keeps a registry that gives
+//! every (service, backend) a stable id across snapshots, so per-backend connection counts survive reloads.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use anylb_conf::{Forwarding, NodeConfig, Protocol};
+
+use crate::flow::{addr, is_v4, Addr};
+use crate::route::{NextHop, Route, Table};
+use crate::sched::{self, backend_key, Maglev};
+use crate::tcp_state::TickTimeouts;
+use crate::wire::ethernet::Mac;
+use crate::wire::proto;
+
+/// Milliseconds per connection-table tick.
+pub const TICK_MS: u64 = 64;
+
+/// A dataplane port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// Name from the topology.
+    pub name: String,
+    /// MAC address.
+    pub mac: Mac,
+    /// MTU.
+    pub mtu: u16,
+    /// VLAN tag of frames sent on it.
+    pub vlan: Option<u16>,
+    /// The node's own addresses on it, with prefix length.
+    pub addrs: Vec<(Addr, u8)>,
+}
+
+/// A backend as the dataplane sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Address.
+    pub addr: Addr,
+    /// Port (0: the client's destination port).
+    pub port: u16,
+    /// Effective weight (0 = down or drained).
+    pub weight: u32,
+    /// Stable id across snapshots.
+    pub uid: u32,
+}
+
+/// A service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Name.
+    pub name: String,
+    /// VIP.
+    pub vip: Addr,
+    /// Port, 0 for all.
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Forwarding mode.
+    pub forwarding: Forwarding,
+    /// Scheduler.
+    pub sched: sched::Kind,
+    /// Backends, in topology order.
+    pub backends: Vec<Backend>,
+    /// Effective weights, parallel to `backends`.
+    pub weights: Vec<u32>,
+    /// Maglev table over `backends`.
+    pub maglev: Maglev,
+    /// Client persistence in ticks.
+    pub persistence: Option<u32>,
+    /// Timeouts in ticks.
+    pub timeouts: TickTimeouts,
+}
+
+/// What a local address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// A VIP.
+    Vip,
+    /// A Full-NAT local address.
+    Lip,
+    /// The node's own address on a port (the kernel answers for it).
+    Own(u16),
+}
+
+/// Everything a worker needs, immutable.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Increases with every build.
+    pub generation: u64,
+    /// Cluster hash seed (Maglev, flow hashes).
+    pub seed: u64,
+    /// Worker count and the port-slice mask.
+    pub workers: usize,
+    /// See [`crate::pool::slice_mask`].
+    pub mask: u16,
+    /// Connection-table capacity per worker.
+    pub conn_capacity: u32,
+    /// Ports.
+    pub ports: Vec<Port>,
+    /// Services.
+    pub services: Vec<Service>,
+    svc_index: HashMap<(Addr, u8, u16), u16>,
+    /// Addresses the dataplane answers for.
+    pub local: HashMap<Addr, Local>,
+    /// Local-address pools as (address, first port, last port).
+    pub lips: Vec<(Addr, u16, u16)>,
+    /// Route table (connected subnets and static routes; received routes are added by the control plane).
+    pub routes: Table,
+    /// Static neighbours as (port, address, MAC).
+    pub static_neighbors: Vec<(u16, Addr, Mac)>,
+    /// Backend uid → (service index, backend index), for the CLI.
+    pub uid_index: HashMap<u32, (u16, u16)>,
+}
+
+impl Snapshot {
+    /// The service for a packet to `dst:dport` over `proto`: an exact port first, then an all-ports service.
+    #[inline]
+    pub fn service(&self, dst: &Addr, proto: u8, dport: u16) -> Option<u16> {
+        self.svc_index
+            .get(&(*dst, proto, dport))
+            .or_else(|| self.svc_index.get(&(*dst, proto, 0)))
+            .copied()
+    }
+
+    /// What `a` is to this node, if anything.
+    #[inline]
+    pub fn local(&self, a: &Addr) -> Option<Local> {
+        self.local.get(a).copied()
+    }
+
+    /// The first own address of `port` in the family of `like` (source of ICMP errors and solicitations).
+    pub fn port_addr(&self, port: u16, v4: bool) -> Option<Addr> {
+        self.ports
+            .get(usize::from(port))?
+            .addrs
+            .iter()
+            .find(|(a, _)| is_v4(a) == v4)
+            .map(|(a, _)| *a)
+    }
+}
+
+/// Why a snapshot could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// More ports than MAC addresses given.
+    #[error("port {0} has no MAC address")]
+    NoMac(String),
+    /// A name the topology validation should have caught.
+    #[error("unknown port {0:?}")]
+    UnknownPort(String),
+    /// Too many services or backends for the dataplane's indices.
+    #[error("too many {0}")]
+    TooMany(&'static str),
+}
+
+/// Health and admin state that overrides topology weights.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// (service, backend address, backend port) → weight (0 = down or drained).
+    pub weights: HashMap<(String, IpAddr, u16), u32>,
+}
+
+/// Builds snapshots, keeping backend ids stable.
+#[derive(Debug, Default)]
+pub struct Builder {
+    uids: HashMap<(String, Addr, u16), u32>,
+    generation: u64,
+}
+
+impl Builder {
+    /// Builds a snapshot of `cfg` for `workers` workers; `macs` are the ports' MAC addresses in topology order.
+    pub fn build(
+        &mut self,
+        cfg: &NodeConfig,
+        macs: &[Mac],
+        workers: usize,
+        ov: &Overrides,
+    ) -> Result<Snapshot, BuildError> {
+        self.generation += 1;
+        let node = &cfg.node;
+        let port_no = |name: &str| -> Result<u16, BuildError> {
+            node.dataplane
+                .ports
+                .iter()
+                .position(|p| p.name == name)
+                .map(|i| i as u16)
+                .ok_or_else(|| BuildError::UnknownPort(name.to_owned()))
+        };
+        let mut ports = Vec::new();
+        let mut routes = Table::default();
+        let mut local = HashMap::new();
+        for (i, p) in node.dataplane.ports.iter().enumerate() {
+            let mac = match p.mac {
+                Some(m) => m.0,
+                None => *macs.get(i).ok_or_else(|| BuildError::NoMac(p.name.clone()))?,
+            };
+            let addrs: Vec<(Addr, u8)> = p
+                .addresses
+                .iter()
+                .map(|n| (addr(n.addr()), n.prefix_len()))
+                .collect();
+            for n in &p.addresses {
+                let a = addr(n.network());
+                routes.add_hops(
+                    &a,
+                    n.prefix_len(),
+                    &[NextHop {
+                        via: None,
+                        port: i as u16,
+                    }],
+                );
+                local.insert(addr(n.addr()), Local::Own(i as u16));
+            }
+            ports.push(Port {
+                name: p.name.clone(),
+                mac,
+                mtu: p.mtu(),
+                vlan: p.vlan,
+                addrs,
+            });
+        }
+        for r in &node.routes {
+            let hops = r
+                .via
+                .iter()
+                .map(|v| {
+                    let via = addr(*v);
+                    let port = match &r.port {
+                        Some(name) => port_no(name)?,
+                        None => routes.next_hop(&via, 0).map(|h| h.port).unwrap_or(0),
+                    };
+                    Ok(NextHop { via: Some(via), port })
+                })
+                .collect::<Result<Vec<_>, BuildError>>()?;
+            routes.insert(&addr(r.prefix.network()), r.prefix.prefix_len(), Route { hops });
+        }
+        let mut lips = Vec::new();
+        for pool in &node.local_addresses {
+            let pr = pool.ports();
+            for a in pool.prefix.hosts().chain(std::iter::once(pool.prefix.network())) {
+                let a = addr(a);
+                if !lips.iter().any(|(x, _, _)| *x == a) {
+                    lips.push((a, pr.start, pr.end));
+                    local.insert(a, Local::Lip);
+                }
+            }
+        }
+        let mut static_neighbors = Vec::new();
+        for n in &node.neighbors {
+            static_neighbors.push((port_no(&n.port)?, addr(n.address), n.mac.0));
+        }
+
+        let mut services = Vec::new();
+        let mut svc_index = HashMap::new();
+        let mut uid_index = HashMap::new();
+        if cfg.services.len() >= usize::from(u16::MAX) {
+            return Err(BuildError::TooMany("services"));
+        }
+        for s in &cfg.services {
+            if s.forwarding == Forwarding::Snat {
+                continue;
+            }
+            if s.backends.len() >= usize::from(u16::MAX) {
+                return Err(BuildError::TooMany("backends in one service"));
+            }
+            let vip = addr(s.vip);
+            let vport = s.port.port().unwrap_or(0);
+            let p = match s.protocol {
+                Protocol::Tcp => proto::TCP,
+                Protocol::Udp => proto::UDP,
+            };
+            let mut backends = Vec::new();
+            for (bi, b) in s.backends.iter().enumerate() {
+                let port = b.port.or(s.port.port()).unwrap_or(0);
+                let next = self.uids.len() as u32;
+                let uid = *self
+                    .uids
+                    .entry((s.name.clone(), addr(b.address), port))
+                    .or_insert(next);
+                let base = if b.drained { 0 } else { b.weight() };
+                let weight = ov
+                    .weights
+                    .get(&(s.name.clone(), b.address, port))
+                    .map_or(base, |&w| w.min(base));
+                uid_index.insert(uid, (services.len() as u16, bi as u16));
+                backends.push(Backend {
+                    addr: addr(b.address),
+                    port,
+                    weight,
+                    uid,
+                });
+            }
+            let keys: Vec<([u8; 18], u32)> = backends
+                .iter()
+                .map(|b| (backend_key(&b.addr, b.port), b.weight))
+                .collect();
+            let maglev = Maglev::build(&keys, cfg.maglev.table_size, cfg.maglev.seed);
+            let timeouts = TickTimeouts::new(&s.timeouts.unwrap_or_default().apply(cfg.timeouts), TICK_MS);
+            let persistence = s
+                .persistence
+                .map(|d| u32::try_from((d.as_millis() / TICK_MS).max(1)).unwrap_or(u32::MAX));
+            svc_index.insert((vip, p, vport), services.len() as u16);
+            local.insert(vip, Local::Vip);
+            let weights = backends.iter().map(|b| b.weight).collect();
+            services.push(Service {
+                name: s.name.clone(),
+                vip,
+                port: vport,
+                proto: p,
+                forwarding: s.forwarding,
+                sched: s.scheduler.into(),
+                backends,
+                weights,
+                maglev,
+                persistence,
+                timeouts,
+            });
+        }
+        Ok(Snapshot {
+            generation: self.generation,
+            seed: cfg.maglev.seed,
+            workers: workers.max(1),
+            mask: crate::pool::slice_mask(workers),
+            conn_capacity: node.dataplane.connections_per_worker(),
+            ports,
+            services,
+            svc_index,
+            local,
+            lips,
+            routes,
+            static_neighbors,
+            uid_index,
+        })
+    }
+}
+
+/// A snapshot shared between the control plane and workers.
+pub type Shared = Arc<Snapshot>;

@@ -1,0 +1,127 @@
+//! Per-worker counters and the reasons a packet is dropped. The fast path returns a small `Copy` reason and
+//! bumps one array slot; the control plane reads copies.
+
+use serde::Serialize;
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum DropReason {
+    /// A header did not parse or its lengths disagree.
+    Malformed = 0,
+    /// An IP or transport checksum is wrong.
+    BadChecksum,
+    /// Addressed to a VIP on a port or protocol no service serves.
+    NoService,
+    /// No backend has weight (all down or drained).
+    NoBackend,
+    /// The connection table is full.
+    TableFull,
+    /// No local address or port is free.
+    PoolExhausted,
+    /// No route to the destination.
+    NoRoute,
+    /// The next hop did not resolve and its hold queue is full.
+    Unresolved,
+    /// TTL or hop limit ran out (an ICMP time exceeded was sent when possible).
+    Ttl,
+    /// A TCP segment other than a SYN, or a reply, for a connection the table does not have.
+    NoConnection,
+    /// An IP fragment addressed to a VIP (reassembly is not done).
+    Fragment,
+    /// Larger than the egress MTU (an ICMP error was sent when possible).
+    TooBig,
+    /// A protocol or message the dataplane does not handle for this destination.
+    Unsupported,
+    /// The frame could not be grown or rewritten (no headroom).
+    NoBuffer,
+}
+
+/// Number of drop reasons.
+pub const DROP_REASONS: usize = 14;
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; DROP_REASONS] = [
+        DropReason::Malformed,
+        DropReason::BadChecksum,
+        DropReason::NoService,
+        DropReason::NoBackend,
+        DropReason::TableFull,
+        DropReason::PoolExhausted,
+        DropReason::NoRoute,
+        DropReason::Unresolved,
+        DropReason::Ttl,
+        DropReason::NoConnection,
+        DropReason::Fragment,
+        DropReason::TooBig,
+        DropReason::Unsupported,
+        DropReason::NoBuffer,
+    ];
+
+    /// Counter name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::NoService => "no_service",
+            DropReason::NoBackend => "no_backend",
+            DropReason::TableFull => "table_full",
+            DropReason::PoolExhausted => "pool_exhausted",
+            DropReason::NoRoute => "no_route",
+            DropReason::Unresolved => "unresolved_neighbor",
+            DropReason::Ttl => "ttl_exceeded",
+            DropReason::NoConnection => "no_connection",
+            DropReason::Fragment => "fragment",
+            DropReason::TooBig => "too_big",
+            DropReason::Unsupported => "unsupported",
+            DropReason::NoBuffer => "no_buffer",
+        }
+    }
+}
+
+/// Counters of one worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted (forwarded or answered).
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Frames handed to the kernel.
+    pub to_kernel: u64,
+    /// Frames sent to another worker.
+    pub redirected: u64,
+    /// Connections created.
+    pub new_connections: u64,
+    /// Connections expired.
+    pub expired_connections: u64,
+    /// ARP/ND answers and echo replies sent.
+    pub stack_replies: u64,
+    /// ICMP errors sent or translated.
+    pub icmp_errors: u64,
+    /// Drops by [`DropReason`].
+    pub drops: [u64; DROP_REASONS],
+}
+
+impl Stats {
+    /// Counts a drop.
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+
+    /// All drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Drops of one reason.
+    pub fn drops_of(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+}

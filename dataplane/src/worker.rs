@@ -1,0 +1,1604 @@
+//! One worker's pipeline: a burst of Ethernet frames in; frames to transmit, frames for the kernel, frames for
+//! other workers and counted drops out. Sans-IO: the caller owns the clock and the packet I/O, so the same code
+//! runs under DPDK, in tests and in `anylb replay`.
+//!
+//! Per frame: Ethernet (one 802.1Q tag) → ARP, IPv4 or IPv6 (extension headers walked) → for a VIP or a local
+//! address, the connection table: an existing connection is translated and forwarded; a new TCP SYN or UDP flow
+//! to a service gets a backend from the scheduler and a local address and port from the pool. The small stack
+//! answers ARP and neighbour solicitations for VIPs and local addresses and echo requests to them, resolves next
+//! hops (holding a few frames meanwhile), sends ICMP time-exceeded and too-big errors, and translates ICMP
+//! errors about NATed flows back to the client. Everything addressed to the node's own addresses, or to nothing
+//! the dataplane serves, goes to the kernel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::conn::{Conn, ConnTable, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED};
+use crate::flow::{is_v4, to_v4, v4, Addr, Tuple};
+use crate::frame::{Frame, FrameAlloc};
+use crate::nat::{self, Endpoints};
+use crate::neigh::Neighbors;
+use crate::pool::{owner, Pools};
+use crate::sched::{self, Candidates};
+use crate::snapshot::{Local, Snapshot, TICK_MS};
+use crate::stats::{DropReason, Stats};
+use crate::tcp_state::{self, Dir, State};
+use crate::wire::ethernet::{self, ethertype, Mac};
+use crate::wire::icmp::{self, v4 as icmp4, v6 as icmp6};
+use crate::wire::{arp, checksum, ipv4, ipv6, ndp, proto, tcp, udp};
+
+/// What happened to one received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Translated and sent on `port`.
+    Forward { port: u16 },
+    /// Answered by the small stack (ARP, ND, echo) on `port`.
+    Reply { port: u16 },
+    /// An ICMP error about it was sent on `port`; the frame itself was not forwarded.
+    IcmpError { port: u16, reason: DropReason },
+    /// Handed to the kernel.
+    Kernel,
+    /// Sent to the worker that owns its connection.
+    Redirect { worker: u16 },
+    /// Waiting for its next hop to resolve.
+    Held,
+    /// Dropped.
+    Drop { reason: DropReason },
+}
+
+/// Everything one call to [`Worker::process`] produced.
+#[derive(Debug)]
+pub struct Output<F> {
+    /// Frames to transmit, by port.
+    pub tx: Vec<(u16, F)>,
+    /// Frames for the kernel, by the port they arrived on.
+    pub kernel: Vec<(u16, F)>,
+    /// Frames for other workers.
+    pub redirect: Vec<(u16, F)>,
+    /// Neighbours learnt (port, address, MAC), to share with the other workers.
+    pub learned: Vec<(u16, Addr, Mac)>,
+    /// One verdict per received frame, when `record` is set.
+    pub verdicts: Vec<Verdict>,
+    /// Whether to record verdicts.
+    pub record: bool,
+}
+
+impl<F> Output<F> {
+    /// An empty output; `record` keeps per-frame verdicts (replay and tests).
+    pub fn new(record: bool) -> Self {
+        Output {
+            tx: Vec::new(),
+            kernel: Vec::new(),
+            redirect: Vec::new(),
+            learned: Vec::new(),
+            verdicts: Vec::new(),
+            record,
+        }
+    }
+
+    /// Empties every list.
+    pub fn clear(&mut self) {
+        self.tx.clear();
+        self.kernel.clear();
+        self.redirect.clear();
+        self.learned.clear();
+        self.verdicts.clear();
+    }
+}
+
+/// Most connections expired per burst.
+const EXPIRE_BUDGET: usize = 256;
+/// ICMP errors a worker may send in a burst, and per millisecond after it (RFC 1812 §4.3.2.8 rate limit).
+const ICMP_BURST: u32 = 100;
+/// Marks an unresolved cached next hop.
+const NO_HOP: u32 = u32::MAX;
+
+/// Parsed layer 3 and 4 of a frame being forwarded.
+#[derive(Debug, Clone, Copy)]
+struct Pkt {
+    in_port: u16,
+    l3: usize,
+    l4: usize,
+    v6: bool,
+    proto: u8,
+    src: Addr,
+    dst: Addr,
+    sport: u16,
+    dport: u16,
+    ttl: u8,
+    tcp_flags: u8,
+}
+
+/// One worker.
+#[derive(Debug)]
+pub struct Worker<F: Frame> {
+    /// Worker number (its port slice).
+    pub id: u16,
+    snap: Arc<Snapshot>,
+    conns: ConnTable,
+    pools: Pools,
+    neigh: Neighbors<F>,
+    sched: Vec<sched::State>,
+    backend_conns: Vec<u32>,
+    persist: HashMap<(u16, Addr), (u16, u32)>,
+    /// Counters.
+    pub stats: Stats,
+    epoch_ms: Option<u64>,
+    now_ms: u64,
+    tick: u32,
+    ident: u16,
+    route_gen: u16,
+    announce: Vec<(u16, Addr)>,
+    icmp_tokens: u32,
+    icmp_refill_ms: u64,
+}
+
+impl<F: Frame> Worker<F> {
+    /// Worker `id` with the first snapshot; its connection table is sized from the snapshot.
+    pub fn new(id: u16, snap: Arc<Snapshot>) -> Self {
+        let conns = ConnTable::new(snap.conn_capacity, snap.seed ^ 0x636f_6e6e);
+        let mut w = Worker {
+            id,
+            pools: Pools::default(),
+            conns,
+            neigh: Neighbors::default(),
+            sched: Vec::new(),
+            backend_conns: Vec::new(),
+            persist: HashMap::new(),
+            stats: Stats::default(),
+            epoch_ms: None,
+            now_ms: 0,
+            tick: 0,
+            ident: 0,
+            route_gen: 0,
+            announce: Vec::new(),
+            icmp_tokens: ICMP_BURST,
+            icmp_refill_ms: 0,
+            snap: snap.clone(),
+        };
+        w.apply(None, &snap);
+        w.snap = snap;
+        w
+    }
+
+    /// Switches to a new snapshot. Connections keep their translations; local addresses that remain keep their
+    /// ports; new VIPs and local addresses are announced (gratuitous ARP / unsolicited NA) by worker 0.
+    pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
+        let old = self.snap.clone();
+        self.apply(Some(&old), &snap);
+        self.snap = snap;
+    }
+
+    fn apply(&mut self, old: Option<&Snapshot>, snap: &Snapshot) {
+        if old.is_none_or(|o| o.lips != snap.lips) {
+            self.pools.update(&snap.lips, self.id, snap.mask);
+        }
+        self.sched = vec![sched::State::default(); snap.services.len()];
+        if old.is_none_or(|o| o.routes.len() != snap.routes.len() || o.generation != snap.generation) {
+            self.route_gen = self.route_gen.wrapping_add(1);
+        }
+        for &(port, a, mac) in &snap.static_neighbors {
+            // Frames held for a neighbour that becomes static are sent with the next resolution attempt.
+            let _held = self.neigh.set_static(port, &a, mac);
+        }
+        if self.id == 0 {
+            for (a, kind) in &snap.local {
+                let fresh = old.is_none_or(|o| o.local(a).is_none());
+                if fresh && matches!(kind, Local::Vip | Local::Lip) {
+                    if let Some(port) = self.port_for(snap, a) {
+                        self.announce.push((port, *a));
+                    }
+                }
+            }
+            self.announce.sort_unstable();
+        }
+        self.persist.clear();
+    }
+
+    /// The port whose subnet holds `a`, else the first port.
+    fn port_for(&self, snap: &Snapshot, a: &Addr) -> Option<u16> {
+        if snap.ports.is_empty() {
+            return None;
+        }
+        Some(
+            snap.routes
+                .next_hop(a, 0)
+                .filter(|h| h.via.is_none())
+                .map_or(0, |h| h.port),
+        )
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snap
+    }
+
+    /// The connection table.
+    pub fn conns(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    /// The neighbour table.
+    pub fn neighbors(&self) -> &Neighbors<F> {
+        &self.neigh
+    }
+
+    /// Learns a neighbour another worker resolved; frames held for it are sent.
+    pub fn learn_neighbor(&mut self, port: u16, a: &Addr, mac: Mac, out: &mut Output<F>) {
+        if let Some((_, frames)) = self.neigh.learn(port, a, mac, false) {
+            self.flush_held(port, mac, frames, out);
+        }
+    }
+
+    fn set_clock(&mut self, now_ms: u64) {
+        let epoch = *self.epoch_ms.get_or_insert(now_ms);
+        self.now_ms = now_ms;
+        self.tick = u32::try_from(now_ms.saturating_sub(epoch) / TICK_MS).unwrap_or(u32::MAX);
+    }
+
+    /// Processes a burst received on `in_port` at `now_ms`, and runs timers (expiry, announcements).
+    pub fn process<A: FrameAlloc<F = F>>(
+        &mut self,
+        now_ms: u64,
+        in_port: u16,
+        frames: impl IntoIterator<Item = F>,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) {
+        self.set_clock(now_ms);
+        self.timers(alloc, out);
+        for f in frames {
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += f.data().len() as u64;
+            let v = self.handle(in_port, f, alloc, out);
+            if let Verdict::Drop { reason } = v {
+                self.stats.drop(reason);
+            }
+            if out.record {
+                out.verdicts.push(v);
+            }
+        }
+    }
+
+    /// Runs timers without traffic (idle polls).
+    pub fn poll<A: FrameAlloc<F = F>>(&mut self, now_ms: u64, alloc: &mut A, out: &mut Output<F>) {
+        self.set_clock(now_ms);
+        self.timers(alloc, out);
+    }
+
+    fn timers<A: FrameAlloc<F = F>>(&mut self, alloc: &mut A, out: &mut Output<F>) {
+        let (pools, counts, stats) = (&mut self.pools, &mut self.backend_conns, &mut self.stats);
+        let n = self.conns.expire(self.tick, EXPIRE_BUDGET, |c| {
+            if c.flags & FLAG_POOLED != 0 {
+                pools.release(&c.lip, c.proto, c.lport);
+            }
+            if let Some(x) = counts.get_mut(c.uid as usize) {
+                *x = x.saturating_sub(1);
+            }
+        });
+        stats.expired_connections += n as u64;
+        let tick = self.tick;
+        if self.persist.len() > 4096 {
+            self.persist.retain(|_, (_, exp)| *exp > tick);
+        }
+        for (port, a) in std::mem::take(&mut self.announce) {
+            if let Some(f) = self.announcement(alloc, port, &a) {
+                self.tx(port, f, out);
+            }
+        }
+    }
+
+    fn tx(&mut self, port: u16, f: F, out: &mut Output<F>) {
+        self.stats.tx_packets += 1;
+        self.stats.tx_bytes += f.data().len() as u64;
+        out.tx.push((port, f));
+    }
+
+    fn handle<A: FrameAlloc<F = F>>(
+        &mut self,
+        in_port: u16,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let Ok(eth) = ethernet::Frame::new_checked(f.data()) else {
+            return drop(DropReason::Malformed);
+        };
+        let (l3, et) = (eth.header_len(), eth.ethertype());
+        match et {
+            ethertype::ARP => self.arp(in_port, f, l3, out),
+            ethertype::IPV4 => self.ipv4(in_port, f, l3, alloc, out),
+            ethertype::IPV6 => self.ipv6(in_port, f, l3, alloc, out),
+            _ => self.kernel(in_port, f, out),
+        }
+    }
+
+    fn kernel(&mut self, in_port: u16, f: F, out: &mut Output<F>) -> Verdict {
+        self.stats.to_kernel += 1;
+        out.kernel.push((in_port, f));
+        Verdict::Kernel
+    }
+
+    // ---- ARP and ND -------------------------------------------------------------------------------------
+
+    fn arp(&mut self, in_port: u16, mut f: F, l3: usize, out: &mut Output<F>) -> Verdict {
+        let Ok(r) = arp::Repr::parse(&arp::Packet::new_unchecked(&f.data()[l3..])) else {
+            return drop(DropReason::Malformed);
+        };
+        let target = v4(r.tpa);
+        let sender = v4(r.spa);
+        let ours = matches!(self.snap.local(&target), Some(Local::Vip | Local::Lip));
+        let asked_us = r.op == arp::Operation::Request && self.snap.local(&target).is_some();
+        if !r.spa.is_unspecified() {
+            if let Some((_, frames)) = self.neigh.learn(in_port, &sender, r.sha, asked_us) {
+                out.learned.push((in_port, sender, r.sha));
+                self.flush_held(in_port, r.sha, frames, out);
+            }
+        }
+        if !(ours && r.op == arp::Operation::Request) {
+            // The kernel answers for the node's own addresses and may have asked itself.
+            return self.kernel(in_port, f, out);
+        }
+        let Some(port) = self.snap.ports.get(usize::from(in_port)) else {
+            return drop(DropReason::Unsupported);
+        };
+        let mac = port.mac;
+        let reply = arp::Repr {
+            op: arp::Operation::Reply,
+            sha: mac,
+            spa: r.tpa,
+            tha: r.sha,
+            tpa: r.spa,
+        };
+        let d = f.data_mut();
+        reply.emit(&mut d[l3..]);
+        let mut e = ethernet::Frame::new_unchecked(&mut d[..]);
+        e.set_dst(r.sha);
+        e.set_src(mac);
+        f.truncate(l3 + arp::LEN);
+        self.stats.stack_replies += 1;
+        self.tx(in_port, f, out);
+        Verdict::Reply { port: in_port }
+    }
+
+    fn ndp(&mut self, p: &Pkt, mut f: F, out: &mut Output<F>) -> Verdict {
+        let msg = &f.data()[p.l4..];
+        if !icmp::Packet::new_unchecked(msg).verify_checksum(pseudo6(
+            &f.data()[p.l3..],
+            proto::ICMPV6,
+            msg.len(),
+        )) {
+            return drop(DropReason::BadChecksum);
+        }
+        let Ok(r) = ndp::Repr::parse(msg) else {
+            return drop(DropReason::Malformed);
+        };
+        match r {
+            ndp::Repr::Advert {
+                target,
+                target_mac: Some(mac),
+                ..
+            } => {
+                let a = target.octets();
+                if let Some((_, frames)) = self.neigh.learn(p.in_port, &a, mac, false) {
+                    out.learned.push((p.in_port, a, mac));
+                    self.flush_held(p.in_port, mac, frames, out);
+                }
+                self.kernel(p.in_port, f, out)
+            }
+            ndp::Repr::Solicit { target, source_mac } => {
+                let t = target.octets();
+                let unspecified = p.src == [0; 16];
+                if let (Some(mac), false) = (source_mac, unspecified) {
+                    let asked_us = self.snap.local(&t).is_some();
+                    if self.neigh.learn(p.in_port, &p.src, mac, asked_us).is_some() {
+                        out.learned.push((p.in_port, p.src, mac));
+                    }
+                }
+                if !matches!(self.snap.local(&t), Some(Local::Vip | Local::Lip)) {
+                    return self.kernel(p.in_port, f, out);
+                }
+                let Some(port) = self.snap.ports.get(usize::from(p.in_port)) else {
+                    return drop(DropReason::Unsupported);
+                };
+                let mymac = port.mac;
+                let (dst, flags) = if unspecified {
+                    (ALL_NODES, ndp::flags::OVERRIDE)
+                } else {
+                    (p.src, ndp::flags::SOLICITED | ndp::flags::OVERRIDE)
+                };
+                let eth_dst = if unspecified {
+                    ndp::multicast_mac(&ALL_NODES.into())
+                } else {
+                    ethernet::Frame::new_unchecked(f.data()).src()
+                };
+                let na = ndp::Repr::Advert {
+                    flags,
+                    target,
+                    target_mac: Some(mymac),
+                };
+                let need = (p.l4 + na.len()).saturating_sub(f.data().len());
+                if need > 0 && !f.append(need) {
+                    return drop(DropReason::NoBuffer);
+                }
+                f.truncate(p.l4 + na.len());
+                let d = f.data_mut();
+                na.emit(&mut d[p.l4..]);
+                write_v6_header(&mut d[p.l3..], &t, &dst, proto::ICMPV6, na.len(), 255);
+                let ps = pseudo6(&d[p.l3..], proto::ICMPV6, na.len());
+                icmp::Packet::new_unchecked(&mut d[p.l4..]).fill_checksum(ps);
+                let mut e = ethernet::Frame::new_unchecked(&mut d[..]);
+                e.set_dst(eth_dst);
+                e.set_src(mymac);
+                self.stats.stack_replies += 1;
+                self.tx(p.in_port, f, out);
+                Verdict::Reply { port: p.in_port }
+            }
+            _ => self.kernel(p.in_port, f, out),
+        }
+    }
+
+    /// A gratuitous ARP or unsolicited NA for `a` on `port`.
+    fn announcement<A: FrameAlloc<F = F>>(&mut self, alloc: &mut A, port: u16, a: &Addr) -> Option<F> {
+        let mac = self.snap.ports.get(usize::from(port))?.mac;
+        let mut f = alloc.alloc()?;
+        if is_v4(a) {
+            if !f.append(ethernet::HEADER_LEN + arp::LEN) {
+                return None;
+            }
+            let d = f.data_mut();
+            ethernet::Repr {
+                dst: ethernet::BROADCAST,
+                src: mac,
+                vlan: None,
+                ethertype: ethertype::ARP,
+            }
+            .emit(d);
+            arp::Repr {
+                op: arp::Operation::Request,
+                sha: mac,
+                spa: to_v4(a),
+                tha: [0; 6],
+                tpa: to_v4(a),
+            }
+            .emit(&mut d[ethernet::HEADER_LEN..]);
+        } else {
+            let na = ndp::Repr::Advert {
+                flags: ndp::flags::OVERRIDE,
+                target: (*a).into(),
+                target_mac: Some(mac),
+            };
+            let l4 = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+            if !f.append(l4 + na.len()) {
+                return None;
+            }
+            let d = f.data_mut();
+            ethernet::Repr {
+                dst: ndp::multicast_mac(&ALL_NODES.into()),
+                src: mac,
+                vlan: None,
+                ethertype: ethertype::IPV6,
+            }
+            .emit(d);
+            na.emit(&mut d[l4..]);
+            write_v6_header(
+                &mut d[ethernet::HEADER_LEN..],
+                a,
+                &ALL_NODES,
+                proto::ICMPV6,
+                na.len(),
+                255,
+            );
+            let ps = pseudo6(&d[ethernet::HEADER_LEN..], proto::ICMPV6, na.len());
+            icmp::Packet::new_unchecked(&mut d[l4..]).fill_checksum(ps);
+        }
+        self.set_vlan(&mut f, port);
+        Some(f)
+    }
+
+    /// A solicitation (ARP request or NS) for `target` on `port`.
+    fn solicitation<A: FrameAlloc<F = F>>(&mut self, alloc: &mut A, port: u16, target: &Addr) -> Option<F> {
+        let p = self.snap.ports.get(usize::from(port))?;
+        let mac = p.mac;
+        let src = self.snap.port_addr(port, is_v4(target))?;
+        let mut f = alloc.alloc()?;
+        if is_v4(target) {
+            if !f.append(ethernet::HEADER_LEN + arp::LEN) {
+                return None;
+            }
+            let d = f.data_mut();
+            ethernet::Repr {
+                dst: ethernet::BROADCAST,
+                src: mac,
+                vlan: None,
+                ethertype: ethertype::ARP,
+            }
+            .emit(d);
+            arp::Repr {
+                op: arp::Operation::Request,
+                sha: mac,
+                spa: to_v4(&src),
+                tha: [0; 6],
+                tpa: to_v4(target),
+            }
+            .emit(&mut d[ethernet::HEADER_LEN..]);
+        } else {
+            let ns = ndp::Repr::Solicit {
+                target: (*target).into(),
+                source_mac: Some(mac),
+            };
+            let l4 = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+            if !f.append(l4 + ns.len()) {
+                return None;
+            }
+            let group = ndp::solicited_node(&(*target).into());
+            let d = f.data_mut();
+            ethernet::Repr {
+                dst: ndp::multicast_mac(&group),
+                src: mac,
+                vlan: None,
+                ethertype: ethertype::IPV6,
+            }
+            .emit(d);
+            ns.emit(&mut d[l4..]);
+            write_v6_header(
+                &mut d[ethernet::HEADER_LEN..],
+                &src,
+                &group.octets(),
+                proto::ICMPV6,
+                ns.len(),
+                255,
+            );
+            let ps = pseudo6(&d[ethernet::HEADER_LEN..], proto::ICMPV6, ns.len());
+            icmp::Packet::new_unchecked(&mut d[l4..]).fill_checksum(ps);
+        }
+        self.set_vlan(&mut f, port);
+        Some(f)
+    }
+
+    /// Tags a frame built untagged when its port is tagged.
+    fn set_vlan(&self, f: &mut F, port: u16) {
+        if let Some(vlan) = self.snap.ports.get(usize::from(port)).and_then(|p| p.vlan) {
+            let et = ethernet::Frame::new_unchecked(f.data()).ethertype();
+            if f.prepend(4) {
+                let d = f.data_mut();
+                d.copy_within(4..16, 0);
+                d[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+                d[14..16].copy_from_slice(&(vlan & 0x0fff).to_be_bytes());
+                d[16..18].copy_from_slice(&et.to_be_bytes());
+            }
+        }
+    }
+
+    fn flush_held(&mut self, port: u16, mac: Mac, frames: Vec<F>, out: &mut Output<F>) {
+        for mut f in frames {
+            ethernet::Frame::new_unchecked(f.data_mut()).set_dst(mac);
+            self.tx(port, f, out);
+        }
+    }
+
+    // ---- IP ---------------------------------------------------------------------------------------------
+
+    fn ipv4<A: FrameAlloc<F = F>>(
+        &mut self,
+        in_port: u16,
+        mut f: F,
+        l3: usize,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let d = f.data();
+        let Ok(ip) = ipv4::Packet::new_checked(&d[l3..]) else {
+            return drop(DropReason::Malformed);
+        };
+        if ip.version() != 4 {
+            return drop(DropReason::Malformed);
+        }
+        let dst = v4(ip.dst());
+        let local = match self.snap.local(&dst) {
+            Some(Local::Own(_)) | None => return self.kernel(in_port, f, out),
+            Some(l) => l,
+        };
+        if !f.rx_checksums_verified() && !ip.verify_checksum() {
+            return drop(DropReason::BadChecksum);
+        }
+        if ip.is_fragment() {
+            return drop(DropReason::Fragment);
+        }
+        let (ihl, total, p, ttl, src) = (
+            ip.header_len(),
+            usize::from(ip.total_len()),
+            ip.protocol(),
+            ip.ttl(),
+            v4(ip.src()),
+        );
+        f.truncate(l3 + total);
+        let pkt = Pkt {
+            in_port,
+            l3,
+            l4: l3 + ihl,
+            v6: false,
+            proto: p,
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            ttl,
+            tcp_flags: 0,
+        };
+        match p {
+            proto::TCP | proto::UDP => self.transport(pkt, local, f, alloc, out),
+            proto::ICMP => self.icmp4(pkt, f, alloc, out),
+            _ => drop(DropReason::Unsupported),
+        }
+    }
+
+    fn ipv6<A: FrameAlloc<F = F>>(
+        &mut self,
+        in_port: u16,
+        mut f: F,
+        l3: usize,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let d = f.data();
+        let Ok(ip) = ipv6::Packet::new_checked(&d[l3..]) else {
+            return drop(DropReason::Malformed);
+        };
+        if ip.version() != 6 {
+            return drop(DropReason::Malformed);
+        }
+        let Ok(ul) = ip.upper_layer() else {
+            return drop(DropReason::Malformed);
+        };
+        let dst = ip.dst().octets();
+        let src = ip.src().octets();
+        let (plen, hop) = (usize::from(ip.payload_len()), ip.hop_limit());
+        let pkt = Pkt {
+            in_port,
+            l3,
+            l4: l3 + ul.offset,
+            v6: true,
+            proto: ul.protocol,
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            ttl: hop,
+            tcp_flags: 0,
+        };
+        let icmp_type = d.get(l3 + ul.offset).copied();
+        f.truncate(l3 + ipv6::HEADER_LEN + plen);
+        if ul.protocol == proto::ICMPV6 && ul.fragment.is_none() {
+            let ty = icmp_type;
+            if matches!(ty, Some(icmp6::NEIGHBOR_SOLICIT | icmp6::NEIGHBOR_ADVERT)) {
+                if hop != 255 {
+                    return drop(DropReason::Malformed);
+                }
+                return self.ndp(&pkt, f, out);
+            }
+        }
+        let local = match self.snap.local(&dst) {
+            Some(Local::Own(_)) | None => return self.kernel(in_port, f, out),
+            Some(l) => l,
+        };
+        if ul.fragment.is_some() {
+            return drop(DropReason::Fragment);
+        }
+        match ul.protocol {
+            proto::TCP | proto::UDP => self.transport(pkt, local, f, alloc, out),
+            proto::ICMPV6 => self.icmp6(pkt, f, alloc, out),
+            _ => drop(DropReason::Unsupported),
+        }
+    }
+
+    // ---- TCP and UDP through the connection table -------------------------------------------------------
+
+    fn transport<A: FrameAlloc<F = F>>(
+        &mut self,
+        mut p: Pkt,
+        local: Local,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let d = f.data();
+        let l4 = &d[p.l4..];
+        if p.proto == proto::TCP {
+            let Ok(t) = tcp::Packet::new_checked(l4) else {
+                return drop(DropReason::Malformed);
+            };
+            p.sport = t.src_port();
+            p.dport = t.dst_port();
+            p.tcp_flags = t.flags();
+        } else {
+            let Ok(u) = udp::Packet::new_checked(l4) else {
+                return drop(DropReason::Malformed);
+            };
+            p.sport = u.src_port();
+            p.dport = u.dst_port();
+        }
+        let t = Tuple {
+            proto: p.proto,
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+        };
+        let h = self.conns.hash(&t);
+        match self.conns.lookup(&t, h) {
+            Some((idx, dir)) => self.forward(p, idx, dir, f, alloc, out),
+            None => match local {
+                Local::Vip => self.new_conn(p, f, alloc, out),
+                _ => {
+                    let o = owner(p.dport, self.snap.mask);
+                    if o != self.id && usize::from(o) < self.snap.workers {
+                        self.stats.redirected += 1;
+                        out.redirect.push((o, f));
+                        Verdict::Redirect { worker: o }
+                    } else {
+                        drop(DropReason::NoConnection)
+                    }
+                }
+            },
+        }
+    }
+
+    fn verify_l4(&self, p: &Pkt, f: &F) -> bool {
+        if f.rx_checksums_verified() {
+            return true;
+        }
+        let d = f.data();
+        let seg = &d[p.l4..];
+        let pseudo = if p.v6 {
+            pseudo6(&d[p.l3..], p.proto, seg.len())
+        } else {
+            checksum::pseudo_v4(to_v4(&p.src), to_v4(&p.dst), p.proto, seg.len() as u16)
+        };
+        if p.proto == proto::TCP {
+            tcp::Packet::new_unchecked(seg).verify_checksum(pseudo)
+        } else {
+            let u = udp::Packet::new_unchecked(seg);
+            if p.v6 && u.checksum() == 0 {
+                return false;
+            }
+            u.verify_checksum(pseudo)
+        }
+    }
+
+    fn new_conn<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: Pkt,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let snap = self.snap.clone();
+        let Some(si) = snap.service(&p.dst, p.proto, p.dport) else {
+            return drop(DropReason::NoService);
+        };
+        if p.proto == proto::TCP
+            && p.tcp_flags & (tcp::flags::SYN | tcp::flags::ACK | tcp::flags::RST) != tcp::flags::SYN
+        {
+            return drop(DropReason::NoConnection);
+        }
+        if !self.verify_l4(&p, &f) {
+            return drop(DropReason::BadChecksum);
+        }
+        if p.ttl <= 1 {
+            return self.icmp_error(&p, f, IcmpKind::TimeExceeded, DropReason::Ttl, alloc, out);
+        }
+        let svc = &snap.services[usize::from(si)];
+        let persist_key = (si, p.src);
+        let persisted = svc
+            .persistence
+            .and_then(|_| self.persist.get(&persist_key))
+            .filter(|(b, exp)| *exp > self.tick && svc.weights.get(usize::from(*b)).is_some_and(|&w| w > 0));
+        let bi = match persisted {
+            Some(&(b, _)) => b,
+            None => {
+                let conns: Vec<u32> = svc
+                    .backends
+                    .iter()
+                    .map(|b| self.backend_conns.get(b.uid as usize).copied().unwrap_or(0))
+                    .collect();
+                let c = Candidates {
+                    weights: &svc.weights,
+                    conns: &conns,
+                    maglev: &svc.maglev,
+                };
+                let inbound = Tuple {
+                    proto: p.proto,
+                    src: p.src,
+                    sport: p.sport,
+                    dst: p.dst,
+                    dport: p.dport,
+                };
+                let mh = inbound.hash(snap.seed);
+                let Some(b) = sched::pick(
+                    svc.sched,
+                    &mut self.sched[usize::from(si)],
+                    &c,
+                    mh,
+                    &p.src,
+                    snap.seed,
+                ) else {
+                    return drop(DropReason::NoBackend);
+                };
+                b
+            }
+        };
+        if let Some(ticks) = svc.persistence {
+            self.persist
+                .insert(persist_key, (bi, self.tick.saturating_add(ticks)));
+        }
+        let b = &svc.backends[usize::from(bi)];
+        let bport = if b.port == 0 { p.dport } else { b.port };
+        let backend_v6 = !is_v4(&b.addr);
+        let Some((lip, lport)) = self.pools.alloc(backend_v6, p.proto) else {
+            return drop(DropReason::PoolExhausted);
+        };
+        let state = if p.proto == proto::TCP {
+            State::SynRecv
+        } else {
+            State::Udp
+        };
+        let mut flags = FLAG_POOLED;
+        if p.v6 {
+            flags |= FLAG_CLIENT_V6;
+        }
+        if backend_v6 {
+            flags |= FLAG_BACKEND_V6;
+        }
+        let c = Conn {
+            client: p.src,
+            vip: p.dst,
+            lip,
+            backend: b.addr,
+            cport: p.sport,
+            vport: p.dport,
+            lport,
+            bport,
+            expires: self.tick.saturating_add(svc.timeouts.of(state)),
+            proto: p.proto,
+            state: state as u8,
+            flags,
+            in_port: p.in_port as u8,
+            nh_fwd: NO_HOP,
+            nh_rev: NO_HOP,
+            route_gen: self.route_gen,
+            uid: b.uid,
+            service: si,
+            svc_gen: snap.generation as u16,
+            ..Conn::EMPTY
+        };
+        let idx = match self.conns.insert(c) {
+            Ok(i) => i,
+            Err(e) => {
+                self.pools.release(&lip, p.proto, lport);
+                return drop(match e {
+                    InsertError::Full => DropReason::TableFull,
+                    InsertError::Exists => DropReason::NoConnection,
+                });
+            }
+        };
+        let uid = b.uid as usize;
+        if self.backend_conns.len() <= uid {
+            self.backend_conns.resize(uid + 1, 0);
+        }
+        self.backend_conns[uid] += 1;
+        self.stats.new_connections += 1;
+        self.forward(p, idx, Dir::Inbound, f, alloc, out)
+    }
+
+    fn forward<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: Pkt,
+        idx: u32,
+        dir: Dir,
+        mut f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        if p.ttl <= 1 {
+            return self.icmp_error(&p, f, IcmpKind::TimeExceeded, DropReason::Ttl, alloc, out);
+        }
+        let c = *self.conns.get(idx);
+        let snap = self.snap.clone();
+        // State and expiry.
+        let old = c.state();
+        let new = if p.proto == proto::TCP {
+            tcp_state::next(old, dir, p.tcp_flags)
+        } else {
+            State::Udp
+        };
+        let svc = if c.svc_gen == snap.generation as u16 {
+            Some(c.service)
+        } else {
+            // The snapshot changed since: find the service again by its VIP, protocol and port.
+            let s = snap.service(&c.vip, c.proto, c.vport);
+            if let Some(si) = s {
+                let cm = self.conns.get_mut(idx);
+                cm.service = si;
+                cm.svc_gen = snap.generation as u16;
+            }
+            s
+        };
+        let timeouts = svc
+            .and_then(|si| snap.services.get(usize::from(si)))
+            .map(|s| s.timeouts);
+        let timeout = timeouts.map_or(300_000 / TICK_MS as u32, |t| t.of(new));
+        if new != old {
+            self.conns.get_mut(idx).state = new as u8;
+        }
+        let exp = self.tick.saturating_add(timeout);
+        if exp != c.expires {
+            self.conns.set_expiry(idx, exp);
+        }
+        let (e, out_v6) = match dir {
+            Dir::Inbound => (
+                Endpoints {
+                    src: c.lip,
+                    sport: c.lport,
+                    dst: c.backend,
+                    dport: c.bport,
+                },
+                c.flags & FLAG_BACKEND_V6 != 0,
+            ),
+            Dir::Reply => (
+                Endpoints {
+                    src: c.vip,
+                    sport: c.vport,
+                    dst: c.client,
+                    dport: c.cport,
+                },
+                c.flags & FLAG_CLIENT_V6 != 0,
+            ),
+        };
+        // Next hop, cached per connection and direction.
+        let cached = match dir {
+            Dir::Inbound => c.nh_fwd,
+            Dir::Reply => c.nh_rev,
+        };
+        let slot = if cached != NO_HOP && c.route_gen == self.route_gen {
+            cached
+        } else {
+            let Some(s) = self.resolve(&e.dst, c.inbound_tuple().hash(snap.seed)) else {
+                return drop(DropReason::NoRoute);
+            };
+            let cm = self.conns.get_mut(idx);
+            if cm.route_gen != self.route_gen {
+                cm.nh_fwd = NO_HOP;
+                cm.nh_rev = NO_HOP;
+                cm.route_gen = self.route_gen;
+            }
+            match dir {
+                Dir::Inbound => cm.nh_fwd = s,
+                Dir::Reply => cm.nh_rev = s,
+            }
+            s
+        };
+        let Some(entry) = self.neigh.get(slot) else {
+            return drop(DropReason::NoRoute);
+        };
+        let out_port = entry.port;
+        let mtu = snap
+            .ports
+            .get(usize::from(out_port))
+            .map_or(1500, |pt| usize::from(pt.mtu));
+        // Too big for the egress port after translation? The sender learns its own MTU (RFC 1191, RFC 8201).
+        let in_len = f.data().len() - p.l3;
+        let hdr_in = p.l4 - p.l3;
+        let out_len = match (p.v6, out_v6) {
+            (false, false) | (true, true) => in_len,
+            (true, false) => in_len - hdr_in + ipv4::HEADER_LEN,
+            (false, true) => in_len - hdr_in + ipv6::HEADER_LEN,
+        };
+        if out_len > mtu {
+            let dont_frag = p.v6 || f.data()[p.l3 + 6] & 0x40 != 0;
+            if !dont_frag {
+                return drop(DropReason::TooBig);
+            }
+            let sender_mtu = (mtu + in_len)
+                .saturating_sub(out_len)
+                .max(if p.v6 { 1280 } else { 68 });
+            return self.icmp_error(
+                &p,
+                f,
+                IcmpKind::TooBig(sender_mtu),
+                DropReason::TooBig,
+                alloc,
+                out,
+            );
+        }
+        // Translate.
+        let syn = p.tcp_flags & tcp::flags::SYN != 0;
+        let l3 = match (p.v6, out_v6) {
+            (false, false) => {
+                let ihl = p.l4 - p.l3;
+                if !nat::rewrite_v4(&mut f.data_mut()[p.l3..], ihl, &e) {
+                    return drop(DropReason::Malformed);
+                }
+                p.l3
+            }
+            (true, true) => {
+                let l4 = p.l4 - p.l3;
+                if !nat::rewrite_v6(&mut f.data_mut()[p.l3..], l4, p.proto, &e) {
+                    return drop(DropReason::Malformed);
+                }
+                p.l3
+            }
+            (true, false) => {
+                self.ident = self.ident.wrapping_add(1);
+                if p.proto == proto::TCP && syn {
+                    clamp_mss(&mut f.data_mut()[p.l4..], mtu.saturating_sub(40) as u16);
+                }
+                match nat::v6_to_v4(f.data_mut(), p.l3, p.l4, p.proto, &e, self.ident) {
+                    Some(n) => n,
+                    None => return drop(DropReason::Malformed),
+                }
+            }
+            (false, true) => {
+                let mut l4 = p.l4;
+                let mut l3 = p.l3;
+                if l4 < 40 {
+                    let grow = 40 - l4;
+                    if !f.prepend(grow) {
+                        return drop(DropReason::NoBuffer);
+                    }
+                    l4 += grow;
+                    l3 += grow;
+                }
+                if p.proto == proto::TCP && syn {
+                    let client_mtu = snap
+                        .ports
+                        .get(usize::from(c.in_port))
+                        .map_or(1500, |pt| usize::from(pt.mtu));
+                    clamp_mss(&mut f.data_mut()[l4..], client_mtu.saturating_sub(60) as u16);
+                }
+                match nat::v4_to_v6(f.data_mut(), l3, l4, p.proto, &e) {
+                    Some(n) => n,
+                    None => return drop(DropReason::Malformed),
+                }
+            }
+        };
+        self.emit(
+            out_port,
+            slot,
+            l3,
+            if out_v6 { ethertype::IPV6 } else { ethertype::IPV4 },
+            f,
+            alloc,
+            out,
+        )
+    }
+
+    /// Route lookup and neighbour slot for `dst`.
+    fn resolve(&mut self, dst: &Addr, flow_hash: u64) -> Option<u32> {
+        let hop = self.snap.routes.next_hop(dst, flow_hash)?;
+        let nh = hop.via.unwrap_or(*dst);
+        self.neigh.slot(hop.port, &nh)
+    }
+
+    /// Writes the Ethernet header before `l3` for `port` and sends, or holds the frame until the neighbour in
+    /// `slot` resolves.
+    #[allow(clippy::too_many_arguments)]
+    fn emit<A: FrameAlloc<F = F>>(
+        &mut self,
+        port: u16,
+        slot: u32,
+        l3: usize,
+        et: u16,
+        mut f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let Some(pt) = self.snap.ports.get(usize::from(port)) else {
+            return drop(DropReason::NoRoute);
+        };
+        let (src, vlan) = (pt.mac, pt.vlan);
+        let want = if vlan.is_some() {
+            ethernet::TAGGED_HEADER_LEN
+        } else {
+            ethernet::HEADER_LEN
+        };
+        if l3 > want {
+            f.adj(l3 - want);
+        } else if l3 < want && !f.prepend(want - l3) {
+            return drop(DropReason::NoBuffer);
+        }
+        let mac = self.neigh.mac(slot);
+        ethernet::Repr {
+            dst: mac.unwrap_or([0; 6]),
+            src,
+            vlan,
+            ethertype: et,
+        }
+        .emit(f.data_mut());
+        match mac {
+            Some(_) => {
+                self.tx(port, f, out);
+                Verdict::Forward { port }
+            }
+            None => {
+                let target = self.neigh.get(slot).map(|e| e.addr);
+                if self.neigh.hold(slot, f).is_err() {
+                    return drop(DropReason::Unresolved);
+                }
+                if let Some(t) = target {
+                    if self.neigh.should_solicit(slot, self.now_ms) {
+                        if let Some(s) = self.solicitation(alloc, port, &t) {
+                            self.tx(port, s, out);
+                        }
+                    }
+                }
+                Verdict::Held
+            }
+        }
+    }
+
+    // ---- ICMP -------------------------------------------------------------------------------------------
+
+    fn icmp4<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: Pkt,
+        mut f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let d = f.data();
+        let Ok(m) = icmp::Packet::new_checked(&d[p.l4..]) else {
+            return drop(DropReason::Malformed);
+        };
+        if !f.rx_checksums_verified() && !m.verify_checksum(0) {
+            return drop(DropReason::BadChecksum);
+        }
+        let ty = m.msg_type();
+        if ty == icmp4::ECHO_REQUEST {
+            let d = f.data_mut();
+            let old = u16::from_be_bytes([d[p.l4], d[p.l4 + 1]]);
+            d[p.l4] = icmp4::ECHO_REPLY;
+            let new = u16::from_be_bytes([d[p.l4], d[p.l4 + 1]]);
+            let c = checksum::update_u16(u16::from_be_bytes([d[p.l4 + 2], d[p.l4 + 3]]), old, new);
+            d[p.l4 + 2..p.l4 + 4].copy_from_slice(&c.to_be_bytes());
+            let mut ip = ipv4::Packet::new_unchecked(&mut d[p.l3..]);
+            ip.set_src(to_v4(&p.dst));
+            ip.set_dst(to_v4(&p.src));
+            ip.set_ttl(64);
+            ip.fill_checksum();
+            return self.reply_to_sender(p.in_port, f, out);
+        }
+        if icmp::v4_is_error(ty) {
+            return self.icmp_error_in(p, f, alloc, out);
+        }
+        drop(DropReason::Unsupported)
+    }
+
+    fn icmp6<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: Pkt,
+        mut f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let d = f.data();
+        let msg = &d[p.l4..];
+        let Ok(m) = icmp::Packet::new_checked(msg) else {
+            return drop(DropReason::Malformed);
+        };
+        if !f.rx_checksums_verified() && !m.verify_checksum(pseudo6(&d[p.l3..], proto::ICMPV6, msg.len())) {
+            return drop(DropReason::BadChecksum);
+        }
+        let ty = m.msg_type();
+        if ty == icmp6::ECHO_REQUEST {
+            let len = msg.len();
+            let d = f.data_mut();
+            d[p.l4] = icmp6::ECHO_REPLY;
+            let mut ip = ipv6::Packet::new_unchecked(&mut d[p.l3..]);
+            ip.set_src(&p.dst.into());
+            ip.set_dst(&p.src.into());
+            ip.set_hop_limit(64);
+            let ps = pseudo6(&d[p.l3..], proto::ICMPV6, len);
+            icmp::Packet::new_unchecked(&mut d[p.l4..]).fill_checksum(ps);
+            return self.reply_to_sender(p.in_port, f, out);
+        }
+        if icmp::v6_is_error(ty) {
+            return self.icmp_error_in(p, f, alloc, out);
+        }
+        drop(DropReason::Unsupported)
+    }
+
+    /// Whether an ICMP error may be sent now (token bucket: a burst of 100, then one per millisecond).
+    fn icmp_allowed(&mut self) -> bool {
+        let elapsed = self.now_ms.saturating_sub(self.icmp_refill_ms);
+        if elapsed > 0 {
+            self.icmp_tokens =
+                (self.icmp_tokens + u32::try_from(elapsed).unwrap_or(u32::MAX)).min(ICMP_BURST);
+            self.icmp_refill_ms = self.now_ms;
+        }
+        if self.icmp_tokens == 0 {
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
+    }
+
+    /// Turns the frame into an ICMP error about itself, sent back to its source, and counts `reason`.
+    fn icmp_error<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: &Pkt,
+        mut f: F,
+        kind: IcmpKind,
+        reason: DropReason,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        self.stats.drop(reason);
+        if !self.icmp_allowed() {
+            return Verdict::Drop { reason };
+        }
+        let from = self.snap.port_addr(p.in_port, !p.v6).unwrap_or(p.dst);
+        let (hdr, limit) = if p.v6 {
+            (ipv6::HEADER_LEN + 8, 1280)
+        } else {
+            (ipv4::HEADER_LEN + 8, 576)
+        };
+        let quote = (f.data().len() - p.l3).min(limit - hdr);
+        f.truncate(p.l3 + quote);
+        if !f.prepend(hdr) {
+            return Verdict::Drop { reason };
+        }
+        let (ty, code, rest) = match (kind, p.v6) {
+            (IcmpKind::TimeExceeded, false) => (icmp4::TIME_EXCEEDED, icmp4::CODE_TTL_EXCEEDED, [0; 4]),
+            (IcmpKind::TimeExceeded, true) => (icmp6::TIME_EXCEEDED, 0, [0; 4]),
+            (IcmpKind::TooBig(mtu), false) => {
+                let m = u16::try_from(mtu).unwrap_or(u16::MAX).to_be_bytes();
+                (
+                    icmp4::DEST_UNREACHABLE,
+                    icmp4::CODE_FRAG_NEEDED,
+                    [0, 0, m[0], m[1]],
+                )
+            }
+            (IcmpKind::TooBig(mtu), true) => (
+                icmp6::PACKET_TOO_BIG,
+                0,
+                u32::try_from(mtu).unwrap_or(u32::MAX).to_be_bytes(),
+            ),
+        };
+        let l3 = p.l3;
+        let msg_len = 8 + quote;
+        let d = f.data_mut();
+        icmp::Repr {
+            msg_type: ty,
+            code,
+            rest,
+        }
+        .emit(&mut d[l3 + hdr - 8..]);
+        if p.v6 {
+            write_v6_header(&mut d[l3..], &from, &p.src, proto::ICMPV6, msg_len, 64);
+            let ps = pseudo6(&d[l3..], proto::ICMPV6, msg_len);
+            icmp::Packet::new_unchecked(&mut d[l3 + ipv6::HEADER_LEN..]).fill_checksum(ps);
+        } else {
+            ipv4::Repr {
+                src: to_v4(&from),
+                dst: to_v4(&p.src),
+                protocol: proto::ICMP,
+                payload_len: msg_len,
+                ttl: 64,
+                tos: 0,
+                ident: 0,
+                dont_frag: false,
+            }
+            .emit(&mut d[l3..]);
+            icmp::Packet::new_unchecked(&mut d[l3 + ipv4::HEADER_LEN..]).fill_checksum(0);
+        }
+        let et = if p.v6 { ethertype::IPV6 } else { ethertype::IPV4 };
+        let Some(slot) = self.resolve(&p.src, 0) else {
+            return Verdict::Drop { reason };
+        };
+        let port = self.neigh.get(slot).map_or(p.in_port, |e| e.port);
+        self.stats.icmp_errors += 1;
+        match self.emit(port, slot, l3, et, f, alloc, out) {
+            Verdict::Forward { port } | Verdict::Reply { port } => Verdict::IcmpError { port, reason },
+            Verdict::Held => Verdict::IcmpError { port, reason },
+            _ => Verdict::Drop { reason },
+        }
+    }
+
+    /// An ICMP error received about a NATed flow: translated for the other side of the connection (the client
+    /// when a backend-side router or the backend complains, the backend when the client side does), between
+    /// ICMPv4 and ICMPv6 for NAT64 (RFC 7915 §4.2, §5.2).
+    fn icmp_error_in<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: Pkt,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let d = f.data();
+        let msg = &d[p.l4..];
+        let (ty, code, rest) = (msg[0], msg[1], [msg[4], msg[5], msg[6], msg[7]]);
+        let inner = &msg[8..];
+        // The quoted packet: its header, protocol, addresses, and the offset of its transport header.
+        let (e_proto, e_src, e_dst, e_l4) = if p.v6 {
+            let Ok(ip) = ipv6::Packet::new_checked(inner).or_else(|_| {
+                if inner.len() >= ipv6::HEADER_LEN {
+                    Ok(ipv6::Packet::new_unchecked(inner))
+                } else {
+                    Err(())
+                }
+            }) else {
+                return drop(DropReason::Malformed);
+            };
+            (
+                ip.next_header(),
+                ip.src().octets(),
+                ip.dst().octets(),
+                ipv6::HEADER_LEN,
+            )
+        } else {
+            if inner.len() < ipv4::HEADER_LEN {
+                return drop(DropReason::Malformed);
+            }
+            let ip = ipv4::Packet::new_unchecked(inner);
+            let ihl = ip.header_len();
+            if ihl < ipv4::HEADER_LEN {
+                return drop(DropReason::Malformed);
+            }
+            (ip.protocol(), v4(ip.src()), v4(ip.dst()), ihl)
+        };
+        if !matches!(e_proto, proto::TCP | proto::UDP) || inner.len() < e_l4 + 8 {
+            return drop(DropReason::Unsupported);
+        }
+        let e_sport = u16::from_be_bytes([inner[e_l4], inner[e_l4 + 1]]);
+        let e_dport = u16::from_be_bytes([inner[e_l4 + 2], inner[e_l4 + 3]]);
+        // The quoted packet is one we sent: its reverse is a packet of the connection.
+        let t = Tuple {
+            proto: e_proto,
+            src: e_dst,
+            sport: e_dport,
+            dst: e_src,
+            dport: e_sport,
+        };
+        let Some((idx, dir)) = self.conns.lookup(&t, self.conns.hash(&t)) else {
+            return drop(DropReason::NoConnection);
+        };
+        let c = *self.conns.get(idx);
+        // Towards the client (the error came from the backend side) or towards the backend.
+        let (outer_src, outer_dst, q_src, q_sport, q_dst, q_dport, out_v6) = match dir {
+            Dir::Reply => (
+                c.vip,
+                c.client,
+                c.client,
+                c.cport,
+                c.vip,
+                c.vport,
+                c.flags & FLAG_CLIENT_V6 != 0,
+            ),
+            Dir::Inbound => (
+                c.lip,
+                c.backend,
+                c.backend,
+                c.bport,
+                c.lip,
+                c.lport,
+                c.flags & FLAG_BACKEND_V6 != 0,
+            ),
+        };
+        let Some((nty, ncode, nrest)) = map_icmp(p.v6, out_v6, ty, code, rest) else {
+            return drop(DropReason::Unsupported);
+        };
+        // Rebuild: outer header, ICMP header, quoted header, quoted transport bytes (as many as fit).
+        let q_l4 = &inner[e_l4..];
+        let (outer_len, q_hdr_len, limit) = if out_v6 {
+            (ipv6::HEADER_LEN, ipv6::HEADER_LEN, 1280)
+        } else {
+            (ipv4::HEADER_LEN, ipv4::HEADER_LEN, 576)
+        };
+        let q_len = q_l4.len().min(limit - outer_len - 8 - q_hdr_len);
+        let mut quoted = q_l4[..q_len].to_vec();
+        // Fix the quoted ports and, when quoted, its transport checksum.
+        let old_sum =
+            checksum::sum(&strip(&e_src)) + checksum::sum(&strip(&e_dst)) + checksum::sum(&quoted[0..4]);
+        quoted[0..2].copy_from_slice(&q_sport.to_be_bytes());
+        quoted[2..4].copy_from_slice(&q_dport.to_be_bytes());
+        let qs = if out_v6 {
+            q_src.to_vec()
+        } else {
+            q_src[12..].to_vec()
+        };
+        let qd = if out_v6 {
+            q_dst.to_vec()
+        } else {
+            q_dst[12..].to_vec()
+        };
+        let new_sum = checksum::sum(&qs) + checksum::sum(&qd) + checksum::sum(&quoted[0..4]);
+        let co = if e_proto == proto::TCP { 16 } else { 6 };
+        if quoted.len() >= co + 2 {
+            let old_c = u16::from_be_bytes([quoted[co], quoted[co + 1]]);
+            if !(e_proto == proto::UDP && old_c == 0) {
+                let nc = checksum::update_sums(old_c, old_sum, new_sum);
+                quoted[co..co + 2].copy_from_slice(&nc.to_be_bytes());
+            }
+        }
+        let q_total = q_hdr_len + quoted.len();
+        let msg_len = 8 + q_total;
+        let l3 = p.l3;
+        let mut f = f;
+        f.truncate(l3);
+        if !f.append(outer_len + msg_len) {
+            return drop(DropReason::NoBuffer);
+        }
+        let dm = f.data_mut();
+        let m0 = l3 + outer_len;
+        icmp::Repr {
+            msg_type: nty,
+            code: ncode,
+            rest: nrest,
+        }
+        .emit(&mut dm[m0..]);
+        let qh = m0 + 8;
+        if out_v6 {
+            write_v6_header(&mut dm[qh..], &q_src, &q_dst, e_proto, quoted.len(), 64);
+        } else {
+            ipv4::Repr {
+                src: to_v4(&q_src),
+                dst: to_v4(&q_dst),
+                protocol: e_proto,
+                payload_len: quoted.len(),
+                ttl: 64,
+                tos: 0,
+                ident: 0,
+                dont_frag: true,
+            }
+            .emit(&mut dm[qh..]);
+        }
+        dm[qh + q_hdr_len..qh + q_total].copy_from_slice(&quoted);
+        if out_v6 {
+            write_v6_header(&mut dm[l3..], &outer_src, &outer_dst, proto::ICMPV6, msg_len, 64);
+            let ps = pseudo6(&dm[l3..], proto::ICMPV6, msg_len);
+            icmp::Packet::new_unchecked(&mut dm[m0..m0 + msg_len]).fill_checksum(ps);
+        } else {
+            ipv4::Repr {
+                src: to_v4(&outer_src),
+                dst: to_v4(&outer_dst),
+                protocol: proto::ICMP,
+                payload_len: msg_len,
+                ttl: 64,
+                tos: 0,
+                ident: 0,
+                dont_frag: false,
+            }
+            .emit(&mut dm[l3..]);
+            icmp::Packet::new_unchecked(&mut dm[m0..m0 + msg_len]).fill_checksum(0);
+        }
+        let Some(slot) = self.resolve(&outer_dst, c.inbound_tuple().hash(self.snap.seed)) else {
+            return drop(DropReason::NoRoute);
+        };
+        let port = self.neigh.get(slot).map_or(p.in_port, |e| e.port);
+        self.stats.icmp_errors += 1;
+        self.emit(
+            port,
+            slot,
+            l3,
+            if out_v6 { ethertype::IPV6 } else { ethertype::IPV4 },
+            f,
+            alloc,
+            out,
+        )
+    }
+
+    /// Sends a frame answered in place back to the MAC it came from.
+    fn reply_to_sender(&mut self, in_port: u16, mut f: F, out: &mut Output<F>) -> Verdict {
+        let Some(pt) = self.snap.ports.get(usize::from(in_port)) else {
+            return drop(DropReason::Unsupported);
+        };
+        let mac = pt.mac;
+        let mut e = ethernet::Frame::new_unchecked(f.data_mut());
+        let src = e.src();
+        e.set_dst(src);
+        e.set_src(mac);
+        self.stats.stack_replies += 1;
+        self.tx(in_port, f, out);
+        Verdict::Reply { port: in_port }
+    }
+}
+
+/// The IPv6 all-nodes multicast address.
+const ALL_NODES: Addr = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Drops are counted by the caller of `handle`; this only names the reason.
+fn drop(reason: DropReason) -> Verdict {
+    Verdict::Drop { reason }
+}
+
+/// Sum of the IPv6 pseudo-header for the IPv6 header at the start of `ip6`.
+fn pseudo6(ip6: &[u8], p: u8, len: usize) -> u32 {
+    checksum::sum(&ip6[8..40]) + u32::from(p) + (len as u32 >> 16) + (len as u32 & 0xffff)
+}
+
+fn write_v6_header(buf: &mut [u8], src: &Addr, dst: &Addr, next: u8, payload: usize, hop: u8) {
+    ipv6::Repr {
+        src: (*src).into(),
+        dst: (*dst).into(),
+        next_header: next,
+        payload_len: payload,
+        hop_limit: hop,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(buf);
+}
+
+/// Lowers a SYN's MSS option (checksum kept valid).
+fn clamp_mss(seg: &mut [u8], max: u16) {
+    if let Ok(mut t) = tcp::Packet::new_checked(seg) {
+        t.clamp_mss(max);
+    }
+}
+
+/// An address as the bytes its family sums in a pseudo-header.
+fn strip(a: &Addr) -> Vec<u8> {
+    if is_v4(a) {
+        a[12..].to_vec()
+    } else {
+        a.to_vec()
+    }
+}
+
+/// Maps an ICMP error between families (RFC 7915 §4.2 and §5.2); same family keeps it. The MTU of a
+/// too-big message is adjusted by the 20-byte header difference.
+fn map_icmp(from_v6: bool, to_v6: bool, ty: u8, code: u8, rest: [u8; 4]) -> Option<(u8, u8, [u8; 4])> {
+    match (from_v6, to_v6) {
+        (false, false) | (true, true) => Some((ty, code, rest)),
+        (false, true) => match (ty, code) {
+            (icmp4::DEST_UNREACHABLE, icmp4::CODE_FRAG_NEEDED) => {
+                let mtu = u32::from(u16::from_be_bytes([rest[2], rest[3]])) + 20;
+                Some((icmp6::PACKET_TOO_BIG, 0, mtu.max(1280).to_be_bytes()))
+            }
+            (icmp4::DEST_UNREACHABLE, icmp4::CODE_PORT_UNREACHABLE) => {
+                Some((icmp6::DEST_UNREACHABLE, icmp6::CODE_PORT_UNREACHABLE, [0; 4]))
+            }
+            (icmp4::DEST_UNREACHABLE, 9 | 10 | 13) => {
+                Some((icmp6::DEST_UNREACHABLE, icmp6::CODE_ADMIN_PROHIBITED, [0; 4]))
+            }
+            (icmp4::DEST_UNREACHABLE, 0 | 1 | 5..=8 | 11 | 12) => {
+                Some((icmp6::DEST_UNREACHABLE, icmp6::CODE_NO_ROUTE, [0; 4]))
+            }
+            (icmp4::TIME_EXCEEDED, c) => Some((icmp6::TIME_EXCEEDED, c, [0; 4])),
+            _ => None,
+        },
+        (true, false) => match (ty, code) {
+            (icmp6::PACKET_TOO_BIG, _) => {
+                let mtu = u32::from_be_bytes(rest)
+                    .saturating_sub(20)
+                    .min(u32::from(u16::MAX)) as u16;
+                let m = mtu.to_be_bytes();
+                Some((
+                    icmp4::DEST_UNREACHABLE,
+                    icmp4::CODE_FRAG_NEEDED,
+                    [0, 0, m[0], m[1]],
+                ))
+            }
+            (icmp6::DEST_UNREACHABLE, icmp6::CODE_PORT_UNREACHABLE) => {
+                Some((icmp4::DEST_UNREACHABLE, icmp4::CODE_PORT_UNREACHABLE, [0; 4]))
+            }
+            (icmp6::DEST_UNREACHABLE, icmp6::CODE_ADMIN_PROHIBITED) => {
+                Some((icmp4::DEST_UNREACHABLE, 10, [0; 4]))
+            }
+            (icmp6::DEST_UNREACHABLE, _) => Some((icmp4::DEST_UNREACHABLE, 1, [0; 4])),
+            (icmp6::TIME_EXCEEDED, c) => Some((icmp4::TIME_EXCEEDED, c, [0; 4])),
+            _ => None,
+        },
+    }
+}
+
+/// An ICMP error the worker originates.
+#[derive(Debug, Clone, Copy)]
+enum IcmpKind {
+    /// TTL / hop limit exceeded in transit.
+    TimeExceeded,
+    /// Larger than this MTU.
+    TooBig(usize),
+}

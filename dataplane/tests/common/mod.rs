@@ -1,0 +1,352 @@
+//! A lab for engine tests: a node topology with an uplink (clients behind a router) and an inside port
+//! (backends), packets built and checked by etherparse, an independent implementation.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use anylb_dataplane::frame::{Frame, VecAlloc, VecFrame};
+use anylb_dataplane::snapshot::{Builder, Overrides};
+use anylb_dataplane::worker::{Output, Verdict, Worker};
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+
+pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const UP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x00];
+pub const IN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x01];
+
+pub fn backend_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0xbe, i]
+}
+
+pub const TOPOLOGY: &str = r#"
+[cluster]
+name = "lab"
+asn = 65010
+[cluster.maglev]
+seed = 7
+table_size = 251
+
+[[nodes]]
+name = "lb1"
+router_id = "192.0.2.11"
+[nodes.dataplane]
+workers = [1]
+connections_per_worker = 1024
+[[nodes.dataplane.ports]]
+name = "up0"
+device = "net_null0"
+addresses = ["192.0.2.11/28", "2001:db8:10::11/64"]
+[[nodes.dataplane.ports]]
+name = "in0"
+device = "net_null1"
+addresses = ["198.51.100.1/24", "2001:db8:20::1/64"]
+mtu = 1500
+
+[[nodes.local_addresses]]
+prefix = "198.51.100.16/31"
+ports = "2000-2999"
+port = "in0"
+[[nodes.local_addresses]]
+prefix = "2001:db8:20::100/127"
+ports = "2000-2999"
+port = "in0"
+
+[[nodes.routes]]
+prefix = "0.0.0.0/0"
+via = ["192.0.2.1"]
+[[nodes.routes]]
+prefix = "::/0"
+via = ["2001:db8:10::1"]
+
+[[nodes.neighbors]]
+address = "192.0.2.1"
+mac = "02:00:00:00:00:01"
+port = "up0"
+[[nodes.neighbors]]
+address = "2001:db8:10::1"
+mac = "02:00:00:00:00:01"
+port = "up0"
+[[nodes.neighbors]]
+address = "198.51.100.101"
+mac = "02:00:00:00:be:01"
+port = "in0"
+[[nodes.neighbors]]
+address = "198.51.100.102"
+mac = "02:00:00:00:be:02"
+port = "in0"
+[[nodes.neighbors]]
+address = "2001:db8:20::101"
+mac = "02:00:00:00:be:11"
+port = "in0"
+
+[[services]]
+name = "web4"
+vip = "203.0.113.10"
+port = 80
+protocol = "tcp"
+backends = [{ address = "198.51.100.101", port = 8080 }, { address = "198.51.100.102", port = 8080 }]
+
+[[services]]
+name = "dns4"
+vip = "203.0.113.10"
+port = 53
+protocol = "udp"
+backends = [{ address = "198.51.100.101" }]
+
+[[services]]
+name = "web6"
+vip = "2001:db8::1"
+port = 80
+protocol = "tcp"
+backends = [{ address = "2001:db8:20::101", port = 8080 }]
+
+[[services]]
+name = "dns6"
+vip = "2001:db8::1"
+port = 53
+protocol = "udp"
+backends = [{ address = "2001:db8:20::101" }]
+
+[[services]]
+name = "web64"
+vip = "2001:db8::64"
+port = 80
+protocol = "tcp"
+backends = [{ address = "198.51.100.101", port = 8080 }]
+
+[[services]]
+name = "dns64"
+vip = "2001:db8::64"
+port = 53
+protocol = "udp"
+backends = [{ address = "198.51.100.102" }]
+"#;
+
+pub struct Lab {
+    pub worker: Worker<VecFrame>,
+    pub builder: Builder,
+    pub cfg: anylb_conf::NodeConfig,
+    pub alloc: VecAlloc,
+    pub now: u64,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        Lab::with(TOPOLOGY, &Overrides::default())
+    }
+
+    pub fn with(topology: &str, ov: &Overrides) -> Lab {
+        let t = anylb_conf::load_str(topology, "lab.toml").unwrap_or_else(|e| panic!("{e}"));
+        let cfg = t.resolve("lb1").unwrap();
+        let mut builder = Builder::default();
+        let snap = builder.build(&cfg, &[UP_MAC, IN_MAC], 1, ov).unwrap();
+        let mut worker = Worker::new(0, Arc::new(snap));
+        // Drain the gratuitous announcements of the first snapshot.
+        let mut out = Output::new(false);
+        worker.poll(1_000, &mut VecAlloc, &mut out);
+        Lab {
+            worker,
+            builder,
+            cfg,
+            alloc: VecAlloc,
+            now: 1_000,
+        }
+    }
+
+    /// Sends one frame in on `port`; returns its verdict and everything transmitted.
+    pub fn send(&mut self, port: u16, frame: Vec<u8>) -> (Verdict, Vec<(u16, Vec<u8>)>) {
+        let mut out = Output::new(true);
+        self.worker.process(
+            self.now,
+            port,
+            [VecFrame::from_bytes(&frame)],
+            &mut self.alloc,
+            &mut out,
+        );
+        let tx = out.tx.into_iter().map(|(p, f)| (p, f.data().to_vec())).collect();
+        (out.verdicts[0], tx)
+    }
+
+    /// Sends a frame that must be forwarded as exactly one frame; returns (port, frame).
+    pub fn forward(&mut self, port: u16, frame: Vec<u8>) -> (u16, Vec<u8>) {
+        let (v, tx) = self.send(port, frame);
+        assert!(matches!(v, Verdict::Forward { .. }), "verdict {v:?}");
+        assert_eq!(tx.len(), 1);
+        tx.into_iter().next().unwrap()
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        let mut out = Output::new(false);
+        self.worker.poll(self.now, &mut self.alloc, &mut out);
+    }
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A TCP segment from `src` to `dst` in an Ethernet frame from `smac` to `dmac`.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: (&str, u16),
+    dst: (&str, u16),
+    flags: &str,
+    seq: u32,
+    mss: Option<u16>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(smac, dmac);
+    let (s, d) = (ip(src.0), ip(dst.0));
+    let b = match (s, d) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => eth.ipv4(a.octets(), b.octets(), 64).tcp(src.1, dst.1, seq, 64240),
+        (IpAddr::V6(a), IpAddr::V6(b)) => eth.ipv6(a.octets(), b.octets(), 64).tcp(src.1, dst.1, seq, 64240),
+        _ => panic!("mixed families"),
+    };
+    let mut b = b;
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(1);
+    }
+    if flags.contains('F') {
+        b = b.fin();
+    }
+    if flags.contains('R') {
+        b = b.rst();
+    }
+    if flags.contains('P') {
+        b = b.psh();
+    }
+    if let Some(m) = mss {
+        b = b.options(&[TcpOptionElement::MaximumSegmentSize(m)]).unwrap();
+    }
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+/// A UDP datagram.
+pub fn udp(smac: [u8; 6], dmac: [u8; 6], src: (&str, u16), dst: (&str, u16), payload: &[u8]) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(smac, dmac);
+    let (s, d) = (ip(src.0), ip(dst.0));
+    let b = match (s, d) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => eth.ipv4(a.octets(), b.octets(), 64).udp(src.1, dst.1),
+        (IpAddr::V6(a), IpAddr::V6(b)) => eth.ipv6(a.octets(), b.octets(), 64).udp(src.1, dst.1),
+        _ => panic!("mixed families"),
+    };
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+/// What a transmitted frame carries, with every checksum verified independently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub ttl: u8,
+    pub proto: &'static str,
+    pub sport: u16,
+    pub dport: u16,
+    pub syn: bool,
+    pub mss: Option<u16>,
+    pub payload: Vec<u8>,
+}
+
+/// Parses a frame with etherparse and checks the IPv4 header checksum and the transport checksum.
+pub fn seen(frame: &[u8]) -> Seen {
+    let p = SlicedPacket::from_ethernet(frame).unwrap_or_else(|e| panic!("etherparse: {e:?}"));
+    let eth = p
+        .link
+        .as_ref()
+        .and_then(|l| l.to_header())
+        .and_then(|h| h.ethernet2())
+        .unwrap();
+    let (src, dst, ttl, s4d4, s6d6) = match p.net.as_ref().unwrap() {
+        NetSlice::Ipv4(v4) => {
+            let h = v4.header();
+            let hdr = h.to_header();
+            assert_eq!(
+                hdr.header_checksum,
+                hdr.calc_header_checksum(),
+                "IPv4 header checksum"
+            );
+            (
+                IpAddr::from(h.source()),
+                IpAddr::from(h.destination()),
+                h.ttl(),
+                Some((h.source(), h.destination())),
+                None,
+            )
+        }
+        NetSlice::Ipv6(v6) => {
+            let h = v6.header();
+            (
+                IpAddr::from(h.source()),
+                IpAddr::from(h.destination()),
+                h.hop_limit(),
+                None,
+                Some((h.source(), h.destination())),
+            )
+        }
+    };
+    match p.transport.as_ref().unwrap() {
+        TransportSlice::Tcp(t) => {
+            let want = match (s4d4, s6d6) {
+                (Some((s, d)), _) => t.calc_checksum_ipv4(s, d).unwrap(),
+                (_, Some((s, d))) => t.calc_checksum_ipv6(s, d).unwrap(),
+                _ => unreachable!(),
+            };
+            assert_eq!(t.checksum(), want, "TCP checksum");
+            let mss = t.options_iterator().find_map(|o| match o {
+                Ok(TcpOptionElement::MaximumSegmentSize(m)) => Some(m),
+                _ => None,
+            });
+            Seen {
+                dmac: eth.destination,
+                smac: eth.source,
+                src,
+                dst,
+                ttl,
+                proto: "tcp",
+                sport: t.source_port(),
+                dport: t.destination_port(),
+                syn: t.syn(),
+                mss,
+                payload: t.payload().to_vec(),
+            }
+        }
+        TransportSlice::Udp(u) => {
+            let h = u.to_header();
+            if u.checksum() != 0 || s6d6.is_some() {
+                let want = match (s4d4, s6d6) {
+                    (Some((s, d)), _) => h.calc_checksum_ipv4_raw(s, d, u.payload()).unwrap(),
+                    (_, Some((s, d))) => h.calc_checksum_ipv6_raw(s, d, u.payload()).unwrap(),
+                    _ => unreachable!(),
+                };
+                assert_eq!(u.checksum(), want, "UDP checksum");
+            }
+            Seen {
+                dmac: eth.destination,
+                smac: eth.source,
+                src,
+                dst,
+                ttl,
+                proto: "udp",
+                sport: u.source_port(),
+                dport: u.destination_port(),
+                syn: false,
+                mss: None,
+                payload: u.payload().to_vec(),
+            }
+        }
+        other => panic!("unexpected transport {other:?}"),
+    }
+}
