@@ -296,6 +296,7 @@ pub fn seen(frame: &[u8]) -> Seen {
                 Some((h.source(), h.destination())),
             )
         }
+        other => panic!("not IP: {other:?}"),
     };
     match p.transport.as_ref().unwrap() {
         TransportSlice::Tcp(t) => {
