@@ -2,6 +2,7 @@
 //! `-j/--json` on every command for machines and tables for people.
 
 mod config_cmd;
+mod replay_cmd;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ enum Command {
     /// Check, show and compare topology files.
     #[command(subcommand)]
     Config(config_cmd::ConfigCmd),
+    /// Run one worker's pipeline over a capture: a verdict per frame, transmitted frames to a pcap.
+    Replay(replay_cmd::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +39,6 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Config(cmd) => config_cmd::run(cmd, cli.json),
+        Command::Replay(args) => replay_cmd::run(args, cli.json),
     }
 }

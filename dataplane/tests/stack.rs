@@ -68,7 +68,7 @@ fn arp_for_a_vip_is_answered_and_for_the_node_goes_to_the_kernel() {
 fn neighbor_solicitation_for_a_vip_gets_an_advertisement() {
     let mut lab = Lab::new();
     let target: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
-    let mut ns = vec![0u8; 32];
+    let mut ns = [0u8; 32];
     ns[0] = 135;
     ns[8..24].copy_from_slice(&target.octets());
     ns[24..32].copy_from_slice(&[1, 1, 2, 0, 0, 0, 0, 1]);

@@ -1,0 +1,337 @@
+//! Golden replay tests: each scenario's input capture is replayed through one worker and the transmitted
+//! frames must equal the stored output capture byte for byte, the verdicts the stored list.
+//!
+//! The inputs are generated here (backend frames answer what the pipeline actually sent), and the test also
+//! checks that generating them again gives the stored input. After an intended change of behaviour, run
+//! `ANYLB_BLESS=1 cargo test -p anylb-dataplane --test golden` and review the diff of `tests/golden/`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use anylb_dataplane::pcap::{self, Record};
+use anylb_dataplane::replay;
+use anylb_dataplane::snapshot::Overrides;
+use common::*;
+use etherparse::PacketBuilder;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// Builds a scenario's input frames, talking to a live worker so that backend frames answer what it sent.
+struct Gen {
+    lab: Lab,
+    frames: Vec<Vec<u8>>,
+}
+
+impl Gen {
+    fn new(topology: &str) -> Gen {
+        let text = std::fs::read_to_string(dir().join(topology)).unwrap();
+        Gen {
+            lab: Lab::with(&text, &Overrides::default()),
+            frames: Vec::new(),
+        }
+    }
+
+    /// Feeds a frame; returns what was transmitted.
+    fn send(&mut self, port: u16, f: Vec<u8>) -> Vec<(u16, Vec<u8>)> {
+        self.frames.push(f.clone());
+        self.lab.send(port, f).1
+    }
+
+    /// A client → VIP TCP segment; returns the frame the backend got, if one.
+    fn client_tcp(
+        &mut self,
+        client: (&str, u16),
+        vip: (&str, u16),
+        flags: &str,
+        payload: &[u8],
+    ) -> Option<Seen> {
+        let f = tcp(
+            ROUTER_MAC,
+            UP_MAC,
+            client,
+            vip,
+            flags,
+            100,
+            if flags == "S" { Some(1460) } else { None },
+            payload,
+        );
+        self.send(0, f)
+            .into_iter()
+            .find(|(p, _)| *p == 1)
+            .map(|(_, f)| seen(&f))
+    }
+
+    /// The backend's answer to `to`, the frame it received.
+    fn backend_tcp(&mut self, to: &Seen, flags: &str, payload: &[u8]) {
+        let f = tcp(
+            to.dmac,
+            IN_MAC,
+            (&to.dst.to_string(), to.dport),
+            (&to.src.to_string(), to.sport),
+            flags,
+            500,
+            if flags == "SA" { Some(1460) } else { None },
+            payload,
+        );
+        self.send(1, f);
+    }
+
+    fn records(&self) -> Vec<Record> {
+        self.frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Record {
+                ts_ns: 1_700_000_000_000_000_000 + i as u64 * 1_000_000,
+                data: f.clone(),
+            })
+            .collect()
+    }
+}
+
+/// A full TCP conversation: handshake, data both ways, client close, backend close, last ACK.
+fn conversation(topology: &str, client: (&str, u16), vip: (&str, u16)) -> Gen {
+    let mut g = Gen::new(topology);
+    let syn = g.client_tcp(client, vip, "S", b"").unwrap();
+    g.backend_tcp(&syn, "SA", b"");
+    g.client_tcp(client, vip, "A", b"");
+    g.client_tcp(client, vip, "AP", b"GET / HTTP/1.0\r\n\r\n");
+    g.backend_tcp(&syn, "AP", b"HTTP/1.0 200 OK\r\n\r\nhello");
+    g.client_tcp(client, vip, "AF", b"");
+    g.backend_tcp(&syn, "AF", b"");
+    g.client_tcp(client, vip, "A", b"");
+    g
+}
+
+fn scenario(name: &str) -> (Gen, &'static str) {
+    match name {
+        "tcp44" => (
+            conversation("lab.toml", ("192.0.2.100", 40000), ("203.0.113.10", 80)),
+            "lab.toml",
+        ),
+        "tcp66" => (
+            conversation("lab.toml", ("2001:db8:c::5", 50000), ("2001:db8::1", 80)),
+            "lab.toml",
+        ),
+        "tcp64" => (
+            conversation("lab.toml", ("2001:db8:c::5", 50000), ("2001:db8::64", 80)),
+            "lab.toml",
+        ),
+        "udp" => {
+            let mut g = Gen::new("lab.toml");
+            for (client, vip, backend_mac_) in [
+                (("192.0.2.100", 5353), ("203.0.113.10", 53), backend_mac(1)),
+                (("2001:db8:c::5", 5353), ("2001:db8::1", 53), backend_mac(0x11)),
+                (("2001:db8:c::5", 5354), ("2001:db8::64", 53), backend_mac(2)),
+            ] {
+                let out = g.send(0, udp(ROUTER_MAC, UP_MAC, client, vip, b"query"));
+                let s = seen(&out[0].1);
+                g.send(
+                    1,
+                    udp(
+                        backend_mac_,
+                        IN_MAC,
+                        (&s.dst.to_string(), s.dport),
+                        (&s.src.to_string(), s.sport),
+                        b"answer",
+                    ),
+                );
+            }
+            (g, "lab.toml")
+        }
+        "arp_ns" => {
+            let mut g = Gen::new("lab.toml");
+            let mut v = Vec::new();
+            let arp = etherparse::ArpPacket::new(
+                etherparse::ArpHardwareId::ETHERNET,
+                etherparse::EtherType::IPV4,
+                etherparse::ArpOperation::REQUEST,
+                &ROUTER_MAC,
+                &[192, 0, 2, 1],
+                &[0; 6],
+                &[203, 0, 113, 10],
+            )
+            .unwrap();
+            PacketBuilder::ethernet2(ROUTER_MAC, [0xff; 6])
+                .arp(arp)
+                .write(&mut v)
+                .unwrap();
+            g.send(0, v);
+            let target: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+            let mut body = target.octets().to_vec();
+            body.extend_from_slice(&[1, 1, 2, 0, 0, 0, 0, 1]);
+            let group: std::net::Ipv6Addr = "ff02::1:ff00:1".parse().unwrap();
+            let src: std::net::Ipv6Addr = "2001:db8:10::1".parse().unwrap();
+            let mut v = Vec::new();
+            PacketBuilder::ethernet2(ROUTER_MAC, [0x33, 0x33, 0xff, 0, 0, 1])
+                .ipv6(src.octets(), group.octets(), 255)
+                .icmpv6_raw(135, 0, [0; 4])
+                .write(&mut v, &body)
+                .unwrap();
+            g.send(0, v);
+            (g, "lab.toml")
+        }
+        "echo" => {
+            let mut g = Gen::new("lab.toml");
+            let mut v = Vec::new();
+            PacketBuilder::ethernet2(ROUTER_MAC, UP_MAC)
+                .ipv4([192, 0, 2, 100], [203, 0, 113, 10], 60)
+                .icmpv4_echo_request(7, 1)
+                .write(&mut v, b"ping")
+                .unwrap();
+            g.send(0, v);
+            let (s, d): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+                ("2001:db8:c::5".parse().unwrap(), "2001:db8::64".parse().unwrap());
+            let mut v = Vec::new();
+            PacketBuilder::ethernet2(ROUTER_MAC, UP_MAC)
+                .ipv6(s.octets(), d.octets(), 60)
+                .icmpv6_echo_request(9, 2)
+                .write(&mut v, b"ping6")
+                .unwrap();
+            g.send(0, v);
+            (g, "lab.toml")
+        }
+        "frag_needed" => {
+            let mut g = Gen::new("lab.toml");
+            for (client, vip) in [
+                (("192.0.2.100", 40000), ("203.0.113.10", 80)),
+                (("2001:db8:c::5", 50000), ("2001:db8::64", 80)),
+            ] {
+                let f = tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 100, Some(1460), b"");
+                let out = g.send(0, f);
+                let to_backend = &out[0].1;
+                let s = seen(to_backend);
+                let (src, dst): ([u8; 4], [u8; 4]) = (
+                    to_backend[30..34].try_into().unwrap(),
+                    to_backend[26..30].try_into().unwrap(),
+                );
+                let mut v = Vec::new();
+                PacketBuilder::ethernet2(s.dmac, IN_MAC)
+                    .ipv4(src, dst, 64)
+                    .icmpv4_raw(3, 4, [0, 0, 0x05, 0x78])
+                    .write(&mut v, &to_backend[14..14 + 28])
+                    .unwrap();
+                g.send(1, v);
+            }
+            (g, "lab.toml")
+        }
+        "all_drained" => {
+            let mut g = Gen::new("lab.toml");
+            g.client_tcp(("192.0.2.100", 40000), ("203.0.113.20", 80), "S", b"");
+            (g, "lab.toml")
+        }
+        "table_full" => {
+            let mut g = Gen::new("small-table.toml");
+            for port in 40000..40003 {
+                g.client_tcp(("192.0.2.100", port), ("203.0.113.10", 80), "S", b"");
+            }
+            g.client_tcp(("192.0.2.100", 40000), ("203.0.113.10", 80), "A", b"still here");
+            (g, "small-table.toml")
+        }
+        other => panic!("no scenario {other}"),
+    }
+}
+
+fn check(name: &str) {
+    let (g, topology) = scenario(name);
+    let input = g.records();
+    let text = std::fs::read_to_string(dir().join(topology)).unwrap();
+    let cfg = anylb_conf::load_str(&text, topology)
+        .unwrap()
+        .resolve("lb1")
+        .unwrap();
+    let result = replay::run(&cfg, &input).unwrap();
+    let verdicts: Vec<String> = result
+        .packets
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {}",
+                p.index,
+                serde_json::to_string(&p.verdict).unwrap(),
+                p.summary
+            )
+        })
+        .collect();
+    let verdicts = verdicts.join("\n") + "\n";
+    let (pin, pout, pv) = (
+        dir().join(format!("{name}.in.pcap")),
+        dir().join(format!("{name}.out.pcap")),
+        dir().join(format!("{name}.verdicts")),
+    );
+    if std::env::var_os("ANYLB_BLESS").is_some() {
+        pcap::write(std::fs::File::create(&pin).unwrap(), &input).unwrap();
+        pcap::write(std::fs::File::create(&pout).unwrap(), &result.output).unwrap();
+        std::fs::write(&pv, &verdicts).unwrap();
+        return;
+    }
+    let stored_in = pcap::read(std::fs::File::open(&pin).unwrap()).unwrap();
+    assert_eq!(
+        stored_in, input,
+        "{name}: the generator no longer produces the stored input"
+    );
+    let replayed = replay::run(&cfg, &stored_in).unwrap();
+    let stored_out = pcap::read(std::fs::File::open(&pout).unwrap()).unwrap();
+    assert_eq!(
+        replayed.output.len(),
+        stored_out.len(),
+        "{name}: number of output frames"
+    );
+    for (i, (got, want)) in replayed.output.iter().zip(&stored_out).enumerate() {
+        assert_eq!(got.data, want.data, "{name}: output frame {}", i + 1);
+    }
+    assert_eq!(
+        verdicts,
+        std::fs::read_to_string(&pv).unwrap(),
+        "{name}: verdicts"
+    );
+}
+
+#[test]
+fn golden_tcp44_handshake_data_teardown() {
+    check("tcp44");
+}
+
+#[test]
+fn golden_tcp66_handshake_data_teardown() {
+    check("tcp66");
+}
+
+#[test]
+fn golden_tcp64_handshake_data_teardown() {
+    check("tcp64");
+}
+
+#[test]
+fn golden_udp_44_66_64() {
+    check("udp");
+}
+
+#[test]
+fn golden_arp_and_ns_for_a_vip() {
+    check("arp_ns");
+}
+
+#[test]
+fn golden_echo_to_vips() {
+    check("echo");
+}
+
+#[test]
+fn golden_frag_needed_from_a_backend_reaches_the_client() {
+    check("frag_needed");
+}
+
+#[test]
+fn golden_syn_with_every_backend_at_weight_zero() {
+    check("all_drained");
+}
+
+#[test]
+fn golden_full_connection_table() {
+    check("table_full");
+}
