@@ -241,6 +241,16 @@ impl ConnTable {
         self.index[home_of(h, self.mask) as usize]
     }
 
+    /// Touches the record the home slot of `h` points to (both of its first cache lines).
+    #[inline]
+    pub fn warm_record(&self, h: u64) {
+        let s = self.index[home_of(h, self.mask) as usize];
+        if s != 0 {
+            let c = &self.arena[(((s as u32) >> 1) & 0x7fff_ffff) as usize];
+            std::hint::black_box((c.client[0], c.cport));
+        }
+    }
+
     /// Finds the connection of a packet with tuple `t` (hash `h`), and which direction it travels.
     #[inline]
     pub fn lookup(&self, t: &Tuple, h: u64) -> Option<(u32, Dir)> {

@@ -3,6 +3,8 @@
 //! Addresses are kept as 16 bytes (IPv4 as IPv4-mapped IPv6, `::ffff:a.b.c.d`), so one tuple type serves
 //! IPv4, IPv6 and NAT64 flows. The hash is a fixed, seeded multiply-xorshift: fast, and the same on every node.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// A 16-byte address: IPv6, or IPv4 mapped into IPv6.
@@ -124,6 +126,56 @@ pub fn hash_bytes(data: &[u8], seed: u64) -> u64 {
     }
     h
 }
+
+/// A fast, non-cryptographic hasher for the dataplane's maps keyed by addresses and ports. The maps it
+/// serves are built from configuration or bounded in size, so hash flooding cannot grow them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K0);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        let x = self.0 ^ (self.0 >> 29);
+        x.wrapping_mul(K1) ^ (x >> 32)
+    }
+}
+
+/// A `HashMap` with [`FastHasher`].
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 #[cfg(test)]
 mod tests {

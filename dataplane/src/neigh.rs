@@ -4,9 +4,9 @@
 //! limited to neighbours we asked about, neighbours that asked about us, and static entries, and the table has
 //! a hard size, so a flood of spoofed ARP cannot grow it without bound.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use crate::flow::Addr;
+use crate::flow::{Addr, FastMap};
 use crate::wire::ethernet::Mac;
 
 /// Frames held per unresolved neighbour.
@@ -35,14 +35,14 @@ pub struct Entry<F> {
 #[derive(Debug)]
 pub struct Neighbors<F> {
     slots: Vec<Entry<F>>,
-    by_key: HashMap<(u16, Addr), u32>,
+    by_key: FastMap<(u16, Addr), u32>,
 }
 
 impl<F> Default for Neighbors<F> {
     fn default() -> Self {
         Neighbors {
             slots: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: FastMap::default(),
         }
     }
 }

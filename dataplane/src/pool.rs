@@ -6,9 +6,9 @@
 //! per LIP and protocol, a FIFO of its free ports: allocation and release are O(1), and a released port is
 //! reused last, which keeps it out of the backend's TIME_WAIT for as long as possible.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use crate::flow::{is_v4, Addr};
+use crate::flow::{is_v4, Addr, FastMap};
 
 /// One local address's free ports for TCP and UDP.
 #[derive(Debug, Clone)]
@@ -21,10 +21,10 @@ struct Lip {
 #[derive(Debug, Clone, Default)]
 pub struct Pools {
     lips: Vec<Lip>,
-    by_addr: HashMap<Addr, usize>,
+    by_addr: FastMap<Addr, usize>,
     v4: Vec<usize>,
     v6: Vec<usize>,
-    ranges: HashMap<Addr, (u16, u16)>,
+    ranges: FastMap<Addr, (u16, u16)>,
     cursor: [usize; 2],
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::flow::{is_v4, Addr};
+use crate::flow::{is_v4, Addr, FastMap};
 
 /// One way to reach a prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,7 +28,7 @@ pub struct Route {
 /// The route table.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
-    by_len: HashMap<u8, HashMap<u128, Route>>,
+    by_len: HashMap<u8, FastMap<u128, Route>>,
     /// Lengths in use, longest first (in 128-bit terms: IPv4 /n is stored as /(96+n)).
     lengths: Vec<u8>,
 }
@@ -100,7 +100,7 @@ impl Table {
 
     /// Number of routes.
     pub fn len(&self) -> usize {
-        self.by_len.values().map(HashMap::len).sum()
+        self.by_len.values().map(FastMap::len).sum()
     }
 
     /// Whether the table is empty.

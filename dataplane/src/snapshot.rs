@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anylb_conf::{Forwarding, NodeConfig, Protocol};
 
-use crate::flow::{addr, is_v4, Addr};
+use crate::flow::{addr, is_v4, Addr, FastMap};
 use crate::route::{NextHop, Route, Table};
 use crate::sched::{self, backend_key, Maglev};
 use crate::tcp_state::TickTimeouts;
@@ -104,9 +104,9 @@ pub struct Snapshot {
     pub ports: Vec<Port>,
     /// Services.
     pub services: Vec<Service>,
-    svc_index: HashMap<(Addr, u8, u16), u16>,
+    svc_index: FastMap<(Addr, u8, u16), u16>,
     /// Addresses the dataplane answers for.
-    pub local: HashMap<Addr, Local>,
+    pub local: FastMap<Addr, Local>,
     /// Local-address pools as (address, first port, last port).
     pub lips: Vec<(Addr, u16, u16)>,
     /// Route table (connected subnets and static routes; received routes are added by the control plane).
@@ -193,7 +193,7 @@ impl Builder {
         };
         let mut ports = Vec::new();
         let mut routes = Table::default();
-        let mut local = HashMap::new();
+        let mut local = FastMap::default();
         for (i, p) in node.dataplane.ports.iter().enumerate() {
             let mac = match p.mac {
                 Some(m) => m.0,
@@ -256,7 +256,7 @@ impl Builder {
         }
 
         let mut services = Vec::new();
-        let mut svc_index = HashMap::new();
+        let mut svc_index = FastMap::default();
         let mut uid_index = HashMap::new();
         if cfg.services.len() >= usize::from(u16::MAX) {
             return Err(BuildError::TooMany("services"));

@@ -10,11 +10,10 @@
 //! errors about NATed flows back to the client. Everything addressed to the node's own addresses, or to nothing
 //! the dataplane serves, goes to the kernel.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::conn::{Conn, ConnTable, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED};
-use crate::flow::{is_v4, to_v4, v4, Addr, Tuple};
+use crate::flow::{is_v4, to_v4, v4, Addr, FastMap, Tuple};
 use crate::frame::{Frame, FrameAlloc};
 use crate::nat::{self, Endpoints};
 use crate::neigh::Neighbors;
@@ -121,7 +120,7 @@ pub struct Worker<F: Frame> {
     neigh: Neighbors<F>,
     sched: Vec<sched::State>,
     backend_conns: Vec<u32>,
-    persist: HashMap<(u16, Addr), (u16, u32)>,
+    persist: FastMap<(u16, Addr), (u16, u32)>,
     /// Counters.
     pub stats: Stats,
     epoch_ms: Option<u64>,
@@ -132,6 +131,10 @@ pub struct Worker<F: Frame> {
     announce: Vec<(u16, Addr)>,
     icmp_tokens: u32,
     icmp_refill_ms: u64,
+    burst: Vec<F>,
+    /// Tuples and hashes computed while warming the current burst, and the position in it.
+    hints: Vec<Option<(Tuple, u64)>>,
+    cur: usize,
 }
 
 impl<F: Frame> Worker<F> {
@@ -145,7 +148,7 @@ impl<F: Frame> Worker<F> {
             neigh: Neighbors::default(),
             sched: Vec::new(),
             backend_conns: Vec::new(),
-            persist: HashMap::new(),
+            persist: FastMap::default(),
             stats: Stats::default(),
             epoch_ms: None,
             now_ms: 0,
@@ -155,6 +158,9 @@ impl<F: Frame> Worker<F> {
             announce: Vec::new(),
             icmp_tokens: ICMP_BURST,
             icmp_refill_ms: 0,
+            burst: Vec::new(),
+            hints: Vec::new(),
+            cur: 0,
             snap: snap.clone(),
         };
         w.apply(None, &snap);
@@ -248,7 +254,11 @@ impl<F: Frame> Worker<F> {
     ) {
         self.set_clock(now_ms);
         self.timers(alloc, out);
-        for f in frames {
+        let mut burst = std::mem::take(&mut self.burst);
+        burst.extend(frames);
+        self.warm(&burst);
+        for (i, f) in burst.drain(..).enumerate() {
+            self.cur = i;
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += f.data().len() as u64;
             let v = self.handle(in_port, f, alloc, out);
@@ -258,6 +268,24 @@ impl<F: Frame> Worker<F> {
             if out.record {
                 out.verdicts.push(v);
             }
+        }
+        self.burst = burst;
+    }
+
+    /// Loads the connection-table index slots, then the records, of a whole burst before processing it, so
+    /// that their cache misses overlap instead of stalling one packet at a time.
+    fn warm(&mut self, frames: &[F]) {
+        self.hints.clear();
+        for f in frames {
+            let hint = quick_tuple(f.data()).map(|t| {
+                let h = self.conns.hash(&t);
+                std::hint::black_box(self.conns.warm(h));
+                (t, h)
+            });
+            self.hints.push(hint);
+        }
+        for (_, h) in self.hints.iter().flatten() {
+            self.conns.warm_record(*h);
         }
     }
 
@@ -726,7 +754,10 @@ impl<F: Frame> Worker<F> {
             dst: p.dst,
             dport: p.dport,
         };
-        let h = self.conns.hash(&t);
+        let h = match self.hints.get(self.cur) {
+            Some(Some((ht, h))) if *ht == t => *h,
+            _ => self.conns.hash(&t),
+        };
         match self.conns.lookup(&t, h) {
             Some((idx, dir)) => self.forward(p, idx, dir, f, alloc, out),
             None => match local {
@@ -905,7 +936,7 @@ impl<F: Frame> Worker<F> {
             return self.icmp_error(&p, f, IcmpKind::TimeExceeded, DropReason::Ttl, alloc, out);
         }
         let c = *self.conns.get(idx);
-        let snap = self.snap.clone();
+        let snap_gen = self.snap.generation as u16;
         // State and expiry.
         let old = c.state();
         let new = if p.proto == proto::TCP {
@@ -913,20 +944,20 @@ impl<F: Frame> Worker<F> {
         } else {
             State::Udp
         };
-        let svc = if c.svc_gen == snap.generation as u16 {
+        let svc = if c.svc_gen == snap_gen {
             Some(c.service)
         } else {
             // The snapshot changed since: find the service again by its VIP, protocol and port.
-            let s = snap.service(&c.vip, c.proto, c.vport);
+            let s = self.snap.service(&c.vip, c.proto, c.vport);
             if let Some(si) = s {
                 let cm = self.conns.get_mut(idx);
                 cm.service = si;
-                cm.svc_gen = snap.generation as u16;
+                cm.svc_gen = snap_gen;
             }
             s
         };
         let timeouts = svc
-            .and_then(|si| snap.services.get(usize::from(si)))
+            .and_then(|si| self.snap.services.get(usize::from(si)))
             .map(|s| s.timeouts);
         let timeout = timeouts.map_or(300_000 / TICK_MS as u32, |t| t.of(new));
         if new != old {
@@ -964,7 +995,7 @@ impl<F: Frame> Worker<F> {
         let slot = if cached != NO_HOP && c.route_gen == self.route_gen {
             cached
         } else {
-            let Some(s) = self.resolve(&e.dst, c.inbound_tuple().hash(snap.seed)) else {
+            let Some(s) = self.resolve(&e.dst, c.inbound_tuple().hash(self.snap.seed)) else {
                 return drop(DropReason::NoRoute);
             };
             let cm = self.conns.get_mut(idx);
@@ -983,7 +1014,8 @@ impl<F: Frame> Worker<F> {
             return drop(DropReason::NoRoute);
         };
         let out_port = entry.port;
-        let mtu = snap
+        let mtu = self
+            .snap
             .ports
             .get(usize::from(out_port))
             .map_or(1500, |pt| usize::from(pt.mtu));
@@ -1051,7 +1083,8 @@ impl<F: Frame> Worker<F> {
                     l3 += grow;
                 }
                 if p.proto == proto::TCP && syn {
-                    let client_mtu = snap
+                    let client_mtu = self
+                        .snap
                         .ports
                         .get(usize::from(c.in_port))
                         .map_or(1500, |pt| usize::from(pt.mtu));
@@ -1503,6 +1536,46 @@ impl<F: Frame> Worker<F> {
         self.tx(in_port, f, out);
         Verdict::Reply { port: in_port }
     }
+}
+
+/// The transport tuple of a plain TCP/UDP frame (no IPv6 extension headers), for warming caches only.
+#[inline]
+fn quick_tuple(d: &[u8]) -> Option<Tuple> {
+    let mut l3 = ethernet::HEADER_LEN;
+    let mut et = u16::from_be_bytes([*d.get(12)?, *d.get(13)?]);
+    if et == ethertype::VLAN {
+        et = u16::from_be_bytes([*d.get(16)?, *d.get(17)?]);
+        l3 = ethernet::TAGGED_HEADER_LEN;
+    }
+    let ip = d.get(l3..)?;
+    let (p, src, dst, l4) = match et {
+        ethertype::IPV4 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            let src = v4(std::net::Ipv4Addr::new(*ip.get(12)?, ip[13], ip[14], ip[15]));
+            let dst = v4(std::net::Ipv4Addr::new(*ip.get(16)?, ip[17], ip[18], ip[19]));
+            (ip[9], src, dst, ihl)
+        }
+        ethertype::IPV6 => {
+            let h = ip.get(..ipv6::HEADER_LEN)?;
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            src.copy_from_slice(&h[8..24]);
+            dst.copy_from_slice(&h[24..40]);
+            (h[6], src, dst, ipv6::HEADER_LEN)
+        }
+        _ => return None,
+    };
+    if p != proto::TCP && p != proto::UDP {
+        return None;
+    }
+    let ports = ip.get(l4..l4 + 4)?;
+    Some(Tuple {
+        proto: p,
+        src,
+        sport: u16::from_be_bytes([ports[0], ports[1]]),
+        dst,
+        dport: u16::from_be_bytes([ports[2], ports[3]]),
+    })
 }
 
 /// The IPv6 all-nodes multicast address.

@@ -4,30 +4,23 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// One's-complement sum of `data` as big-endian 16-bit words, not folded.
+/// One's-complement sum of `data` as big-endian 16-bit words (an odd last byte padded with zero), folded to
+/// 16 bits so that callers can add several sums without overflow.
+#[inline]
 pub fn sum(data: &[u8]) -> u32 {
+    // 32-bit words summed in 64 bits: 2^16 = 1 (mod 0xffff), so folding gives the 16-bit one's-complement sum.
     let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(8);
+    let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        acc += (w >> 48) + ((w >> 32) & 0xffff) + ((w >> 16) & 0xffff) + (w & 0xffff);
+        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     }
-    let rest = chunks.remainder();
-    let mut pairs = rest.chunks_exact(2);
-    for p in &mut pairs {
-        acc += u64::from(u16::from_be_bytes([p[0], p[1]]));
-    }
-    if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
-    }
-    fold64(acc)
-}
-
-fn fold64(mut acc: u64) -> u32 {
-    while acc > 0xffff_ffff {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
-    }
-    acc as u32
+    let r = chunks.remainder();
+    let mut last = [0u8; 4];
+    last[..r.len()].copy_from_slice(r);
+    acc += u64::from(u32::from_be_bytes(last));
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    u32::from(fold(acc as u32))
 }
 
 /// Folds a sum to 16 bits (without complementing).
@@ -90,6 +83,24 @@ mod tests {
     #[test]
     fn odd_length_pads_with_zero() {
         assert_eq!(sum(&[0x12, 0x34, 0x56]), 0x1234 + 0x5600);
+        assert_eq!(sum(&[0xff, 0xff, 0xff, 0xff, 0x00, 0x01]), 0x0001);
+    }
+
+    #[test]
+    fn word_sum_matches_a_plain_16_bit_sum() {
+        let data: Vec<u8> = (0..1500u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for len in [0, 1, 2, 3, 5, 20, 40, 64, 1499, 1500] {
+            let mut plain: u64 = 0;
+            for c in data[..len].chunks(2) {
+                plain += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+            while plain > 0xffff {
+                plain = (plain & 0xffff) + (plain >> 16);
+            }
+            assert_eq!(u64::from(fold(sum(&data[..len]))), plain, "len {len}");
+        }
     }
 
     #[test]

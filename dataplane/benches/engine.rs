@@ -1,0 +1,359 @@
+//! Dataplane engine benchmarks on one core, 64-byte frames, printing `BENCH <name> <value> <unit>` lines.
+//!
+//! Run: `cargo bench -p anylb-dataplane --bench engine` (add `-- quick` for a short run without the 10M table).
+//!
+//! - established Full-NAT44 with 1k, 1M and 10M connections in the table, and Full-NAT64 with 1k and 1M:
+//!   pre-built frames of random established flows are copied into recycled buffers (as a NIC would DMA them)
+//!   and processed in bursts of 32;
+//! - new connections per second: SYNs of fresh flows, each allocating a local address and port, with the clock
+//!   advancing so that connections expire and release their ports at the same rate (steady state);
+//! - bytes per connection of the connection table.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anylb_dataplane::frame::{Frame, VecAlloc, VecFrame};
+use anylb_dataplane::snapshot::{Builder, Overrides};
+use anylb_dataplane::worker::{Output, Worker};
+
+const BURST: usize = 32;
+const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const UP_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 0];
+const IN_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 1];
+
+fn topology(capacity: u32, syn_timeout: &str) -> String {
+    format!(
+        r#"
+[cluster]
+name = "bench"
+[cluster.timeouts]
+tcp_syn_recv = "{syn_timeout}"
+[[nodes]]
+name = "lb1"
+router_id = "192.0.2.11"
+[nodes.dataplane]
+workers = [1]
+connections_per_worker = {capacity}
+[[nodes.dataplane.ports]]
+name = "up0"
+device = "net_null0"
+addresses = ["192.0.2.11/28", "2001:db8:10::11/64"]
+[[nodes.dataplane.ports]]
+name = "in0"
+device = "net_null1"
+addresses = ["198.51.100.1/25"]
+[[nodes.local_addresses]]
+prefix = "198.51.100.128/25"
+ports = "1024-65535"
+port = "in0"
+[[nodes.local_addresses]]
+prefix = "203.0.113.128/25"
+ports = "1024-65535"
+port = "in0"
+[[nodes.routes]]
+prefix = "0.0.0.0/0"
+via = ["192.0.2.1"]
+[[nodes.routes]]
+prefix = "::/0"
+via = ["2001:db8:10::1"]
+[[nodes.neighbors]]
+address = "192.0.2.1"
+mac = "02:00:00:00:00:01"
+port = "up0"
+[[nodes.neighbors]]
+address = "2001:db8:10::1"
+mac = "02:00:00:00:00:01"
+port = "up0"
+[[nodes.neighbors]]
+address = "198.51.100.101"
+mac = "02:00:00:00:be:01"
+port = "in0"
+[[nodes.neighbors]]
+address = "198.51.100.102"
+mac = "02:00:00:00:be:02"
+port = "in0"
+[[services]]
+name = "web4"
+vip = "203.0.113.10"
+port = 80
+protocol = "tcp"
+backends = [{{ address = "198.51.100.101", port = 8080 }}, {{ address = "198.51.100.102", port = 8080 }}]
+[[services]]
+name = "web64"
+vip = "2001:db8::64"
+port = 80
+protocol = "tcp"
+backends = [{{ address = "198.51.100.101", port = 8080 }}, {{ address = "198.51.100.102", port = 8080 }}]
+"#
+    )
+}
+
+fn worker(capacity: u32, syn_timeout: &str) -> Worker<VecFrame> {
+    let t = anylb_conf::load_str(&topology(capacity, syn_timeout), "bench.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = t.resolve("lb1").expect("node");
+    let snap = Builder::default()
+        .build(&cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
+        .expect("snapshot");
+    Worker::new(0, Arc::new(snap))
+}
+
+fn csum(data: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in data.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// A 64-byte (60 + FCS) TCP frame from client `i` to the IPv4 VIP, or a 78-byte one to the IPv6 VIP.
+fn frame(i: u32, v6: bool, flags: u8) -> Vec<u8> {
+    // Client address and port spread the flows: 240 addresses outside the uplink /28, 60000 ports each.
+    let host = 16 + (i % 240) as u8;
+    let port = 1024 + (i / 240) as u16;
+    let mut f = Vec::with_capacity(80);
+    f.extend_from_slice(&UP_MAC);
+    f.extend_from_slice(&ROUTER_MAC);
+    if v6 {
+        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        let src = [
+            0x20,
+            0x01,
+            0x0d,
+            0xb8,
+            0,
+            0x0c,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            (i >> 24) as u8 | 0x80,
+            host,
+        ];
+        let dst = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64];
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        let mut t = tcp_header(port, flags);
+        let mut ps = Vec::new();
+        ps.extend_from_slice(&src);
+        ps.extend_from_slice(&dst);
+        ps.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+        ps.extend_from_slice(&t);
+        let c = csum(&ps);
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&t);
+    } else {
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let src = [192, 0, 2, host];
+        let dst = [203, 0, 113, 10];
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let c = csum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut t = tcp_header(port, flags);
+        let mut ps = Vec::new();
+        ps.extend_from_slice(&src);
+        ps.extend_from_slice(&dst);
+        ps.extend_from_slice(&[0, 6, 0, 20]);
+        ps.extend_from_slice(&t);
+        let c = csum(&ps);
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&t);
+        f.resize(60, 0);
+    }
+    f
+}
+
+fn tcp_header(sport: u16, flags: u8) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&80u16.to_be_bytes());
+    t[4..8].copy_from_slice(&1u32.to_be_bytes());
+    t[12] = 0x50;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    t
+}
+
+/// Frames stored back to back (fixed stride), as a NIC ring would hold them.
+struct Templates {
+    bytes: Vec<u8>,
+    lens: Vec<u8>,
+}
+
+const STRIDE: usize = 128;
+
+impl Templates {
+    fn new(frames: impl Iterator<Item = Vec<u8>>) -> Templates {
+        let mut t = Templates {
+            bytes: Vec::new(),
+            lens: Vec::new(),
+        };
+        for f in frames {
+            let mut slot = [0u8; STRIDE];
+            slot[..f.len()].copy_from_slice(&f);
+            t.bytes.extend_from_slice(&slot);
+            t.lens.push(f.len() as u8);
+        }
+        t
+    }
+
+    fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        &self.bytes[i * STRIDE..i * STRIDE + usize::from(self.lens[i])]
+    }
+}
+
+/// Feeds frames in bursts, recycling transmitted buffers; returns (packets, elapsed, forwarded).
+fn run(
+    w: &mut Worker<VecFrame>,
+    templates: &Templates,
+    packets: usize,
+    now: &mut u64,
+    clock_step_per_burst: u64,
+) -> (usize, Duration, u64) {
+    let mut pool: Vec<VecFrame> = (0..BURST * 2).map(|_| VecFrame::empty()).collect();
+    let mut out = Output::new(false);
+    let mut alloc = VecAlloc;
+    let mut burst: Vec<VecFrame> = Vec::with_capacity(BURST);
+    let tx_before = w.stats.tx_packets;
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut t = 0;
+    while sent < packets {
+        for _ in 0..BURST {
+            let mut f = pool.pop().unwrap_or_else(VecFrame::empty);
+            f.reset(templates.get(t));
+            t += 1;
+            if t == templates.len() {
+                t = 0;
+            }
+            burst.push(f);
+        }
+        *now += clock_step_per_burst;
+        w.process(*now, 0, burst.drain(..), &mut alloc, &mut out);
+        sent += BURST;
+        pool.extend(out.tx.drain(..).map(|(_, f)| f));
+        out.clear();
+    }
+    let el = start.elapsed();
+    (sent, el, w.stats.tx_packets - tx_before)
+}
+
+/// A shuffled sample of `n` of the `conns` flows.
+fn sample(conns: u32, n: usize, v6: bool) -> Templates {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    Templates::new((0..n).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        frame((x % u64::from(conns)) as u32, v6, 0x10)
+    }))
+}
+
+fn established(name: &str, conns: u32, v6: bool, packets: usize) {
+    let mut w = worker(conns.next_power_of_two().max(1024), "1h");
+    let mut now = 1_000;
+    // Open every connection with a SYN.
+    let t0 = Instant::now();
+    let mut opened = 0u32;
+    let mut pool: Vec<VecFrame> = Vec::new();
+    let mut out = Output::new(false);
+    let mut alloc = VecAlloc;
+    while opened < conns {
+        let n = (conns - opened).min(BURST as u32);
+        let burst: Vec<VecFrame> = (opened..opened + n)
+            .map(|i| {
+                let mut f = pool.pop().unwrap_or_else(VecFrame::empty);
+                f.reset(&frame(i, v6, 0x02));
+                f
+            })
+            .collect();
+        w.process(now, 0, burst, &mut alloc, &mut out);
+        pool.extend(out.tx.drain(..).map(|(_, f)| f));
+        out.clear();
+        opened += n;
+    }
+    assert_eq!(w.conns().len() as u32, conns, "{name}: every connection opened");
+    eprintln!(
+        "{name}: opened {conns} connections in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let templates = sample(conns, (conns as usize).clamp(1024, 1 << 20), v6);
+    // Warm up, then measure.
+    run(&mut w, &templates, packets / 10, &mut now, 0);
+    let (n, el, fwd) = run(&mut w, &templates, packets, &mut now, 0);
+    assert_eq!(fwd as usize, n, "{name}: every packet forwarded");
+    let ns = el.as_nanos() as f64 / n as f64;
+    println!("BENCH {name}_mpps {:.2} Mpps", 1e3 / ns);
+    println!("BENCH {name}_ns_per_packet {:.1} ns", ns);
+    black_box(&w);
+}
+
+fn new_connections(packets: usize) {
+    // SYN_RECV times out after 1s; the clock advances 1ms per burst of 32, so ~32k connections stay live and
+    // expiry releases ports as fast as new ones are taken.
+    let mut w = worker(1 << 20, "1s");
+    let mut now = 1_000;
+    let templates = Templates::new(
+        (0..4_000_000u32)
+            .step_by(3)
+            .take(1 << 20)
+            .map(|i| frame(i, false, 0x02)),
+    );
+    run(&mut w, &templates, 1 << 16, &mut now, 1);
+    let base_new = w.stats.new_connections;
+    let (n, el, _) = run(&mut w, &templates, packets, &mut now, 1);
+    let created = w.stats.new_connections - base_new;
+    assert!(created as usize >= n * 9 / 10, "new connections {created} of {n}");
+    println!(
+        "BENCH new_connections_per_second {:.0} conn/s",
+        created as f64 / el.as_secs_f64()
+    );
+    println!(
+        "BENCH new_connection_ns {:.1} ns",
+        el.as_nanos() as f64 / created as f64
+    );
+    println!("BENCH new_connections_live_at_end {} conns", w.conns().len());
+    println!(
+        "BENCH bytes_per_connection {} bytes",
+        w.conns().bytes_per_connection()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `profile44` / `profile64`: a short single run for callgrind.
+    if let Some(which) = args.iter().find(|a| a.starts_with("profile")) {
+        established(which, 1_000, which.ends_with("64"), 200_000);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "quick");
+    let (p, big) = if quick {
+        (2_000_000, false)
+    } else {
+        (20_000_000, true)
+    };
+    established("fnat44_established_1k", 1_000, false, p);
+    established("fnat64_established_1k", 1_000, true, p);
+    established("fnat44_established_1m", 1_000_000, false, p);
+    established("fnat64_established_1m", 1_000_000, true, p);
+    if big {
+        established("fnat44_established_10m", 10_000_000, false, p);
+    }
+    new_connections(if quick { 1_000_000 } else { 4_000_000 });
+}
