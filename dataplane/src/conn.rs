@@ -241,12 +241,10 @@ impl ConnTable {
         self.index[home_of(h, self.mask) as usize]
     }
 
-    /// Touches the record the home slot of `h` points to (both of its first cache lines).
+    /// Touches the record an index slot (from [`warm`](Self::warm)) points to, both of its first cache lines.
     #[inline]
-    pub fn warm_record(&self, h: u64) {
-        let s = self.index[home_of(h, self.mask) as usize];
-        if s != 0 {
-            let c = &self.arena[(((s as u32) >> 1) & 0x7fff_ffff) as usize];
+    pub fn warm_slot(&self, s: u64) {
+        if let Some(c) = self.arena.get((((s as u32) >> 1) & 0x7fff_ffff) as usize) {
             std::hint::black_box((c.client[0], c.cport));
         }
     }

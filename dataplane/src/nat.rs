@@ -32,8 +32,22 @@ fn csum_offset(p: u8) -> usize {
     }
 }
 
+/// The 16-bit word at `i`.
+#[inline(always)]
+fn w(b: &[u8], i: usize) -> u32 {
+    u32::from(u16::from_be_bytes([b[i], b[i + 1]]))
+}
+
+/// Sum of the 16-bit words of an address field (4 or 16 bytes), unfolded.
+#[inline(always)]
 fn addr_sum(a: &[u8]) -> u32 {
-    checksum::sum(a)
+    let mut s = 0;
+    let mut i = 0;
+    while i + 1 < a.len() {
+        s += w(a, i);
+        i += 2;
+    }
+    s
 }
 
 /// Rewrites the transport ports and checksum of the segment at `l4` for new addresses.
@@ -50,10 +64,10 @@ fn rewrite_l4(
     if l4.len() < co + 2 {
         return false;
     }
-    let old_ports = checksum::sum(&l4[0..4]);
+    let old_ports = w(l4, 0) + w(l4, 2);
     l4[0..2].copy_from_slice(&e.sport.to_be_bytes());
     l4[2..4].copy_from_slice(&e.dport.to_be_bytes());
-    let new_ports = checksum::sum(&l4[0..4]);
+    let new_ports = u32::from(e.sport) + u32::from(e.dport);
     let old_c = u16::from_be_bytes([l4[co], l4[co + 1]]);
     if p == proto::UDP && old_c == 0 {
         if !to_v6 {
@@ -81,12 +95,12 @@ fn rewrite_l4(
 pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
     let p = pkt[9];
     let old_addrs = addr_sum(&pkt[12..20]);
-    let old_ip = checksum::sum(&pkt[8..10]) + old_addrs;
+    let old_ip = w(pkt, 8) + old_addrs;
     pkt[8] = pkt[8].wrapping_sub(1);
     pkt[12..16].copy_from_slice(&e.src[12..16]);
     pkt[16..20].copy_from_slice(&e.dst[12..16]);
     let new_addrs = addr_sum(&pkt[12..20]);
-    let new_ip = checksum::sum(&pkt[8..10]) + new_addrs;
+    let new_ip = w(pkt, 8) + new_addrs;
     let c = checksum::update_sums(u16::from_be_bytes([pkt[10], pkt[11]]), old_ip, new_ip);
     pkt[10..12].copy_from_slice(&c.to_be_bytes());
     rewrite_l4(&mut pkt[ihl..], p, e, old_addrs, new_addrs, false)

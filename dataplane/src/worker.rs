@@ -132,8 +132,9 @@ pub struct Worker<F: Frame> {
     icmp_tokens: u32,
     icmp_refill_ms: u64,
     burst: Vec<F>,
-    /// Tuples and hashes computed while warming the current burst, and the position in it.
-    hints: Vec<Option<(Tuple, u64)>>,
+    /// Tuples and hashes (0 = none) computed while warming the current burst, and the position in it.
+    hint_tuples: Vec<Tuple>,
+    hint_hashes: Vec<u64>,
     cur: usize,
 }
 
@@ -159,7 +160,8 @@ impl<F: Frame> Worker<F> {
             icmp_tokens: ICMP_BURST,
             icmp_refill_ms: 0,
             burst: Vec::new(),
-            hints: Vec::new(),
+            hint_tuples: Vec::new(),
+            hint_hashes: Vec::new(),
             cur: 0,
             snap: snap.clone(),
         };
@@ -275,17 +277,31 @@ impl<F: Frame> Worker<F> {
     /// Loads the connection-table index slots, then the records, of a whole burst before processing it, so
     /// that their cache misses overlap instead of stalling one packet at a time.
     fn warm(&mut self, frames: &[F]) {
-        self.hints.clear();
-        for f in frames {
-            let hint = quick_tuple(f.data()).map(|t| {
-                let h = self.conns.hash(&t);
-                std::hint::black_box(self.conns.warm(h));
-                (t, h)
-            });
-            self.hints.push(hint);
+        const EMPTY: Tuple = Tuple { proto: 0, src: [0; 16], sport: 0, dst: [0; 16], dport: 0 };
+        let n = frames.len();
+        self.hint_tuples.resize(n, EMPTY);
+        self.hint_hashes.resize(n, 0);
+        // Tuples and hashes first (computation only), then the index slots in a tight loop of independent
+        // loads, then the records they point to: a burst of misses in flight at once.
+        for ((f, t), h) in frames.iter().zip(self.hint_tuples.iter_mut()).zip(self.hint_hashes.iter_mut()) {
+            match quick_tuple(f.data()) {
+                Some(q) => {
+                    *h = self.conns.hash(&q);
+                    *t = q;
+                }
+                None => *h = 0,
+            }
         }
-        for (_, h) in self.hints.iter().flatten() {
-            self.conns.warm_record(*h);
+        let mut slots = [0u64; 64];
+        for (slot, &h) in slots.iter_mut().zip(&self.hint_hashes) {
+            if h != 0 {
+                *slot = self.conns.warm(h);
+            }
+        }
+        for &s in &slots[..n.min(64)] {
+            if s != 0 {
+                self.conns.warm_slot(s);
+            }
         }
     }
 
@@ -754,8 +770,8 @@ impl<F: Frame> Worker<F> {
             dst: p.dst,
             dport: p.dport,
         };
-        let h = match self.hints.get(self.cur) {
-            Some(Some((ht, h))) if *ht == t => *h,
+        let h = match (self.hint_hashes.get(self.cur), self.hint_tuples.get(self.cur)) {
+            (Some(&h), Some(ht)) if h != 0 && *ht == t => h,
             _ => self.conns.hash(&t),
         };
         match self.conns.lookup(&t, h) {
