@@ -277,13 +277,23 @@ impl<F: Frame> Worker<F> {
     /// Loads the connection-table index slots, then the records, of a whole burst before processing it, so
     /// that their cache misses overlap instead of stalling one packet at a time.
     fn warm(&mut self, frames: &[F]) {
-        const EMPTY: Tuple = Tuple { proto: 0, src: [0; 16], sport: 0, dst: [0; 16], dport: 0 };
+        const EMPTY: Tuple = Tuple {
+            proto: 0,
+            src: [0; 16],
+            sport: 0,
+            dst: [0; 16],
+            dport: 0,
+        };
         let n = frames.len();
         self.hint_tuples.resize(n, EMPTY);
         self.hint_hashes.resize(n, 0);
         // Tuples and hashes first (computation only), then the index slots in a tight loop of independent
         // loads, then the records they point to: a burst of misses in flight at once.
-        for ((f, t), h) in frames.iter().zip(self.hint_tuples.iter_mut()).zip(self.hint_hashes.iter_mut()) {
+        for ((f, t), h) in frames
+            .iter()
+            .zip(self.hint_tuples.iter_mut())
+            .zip(self.hint_hashes.iter_mut())
+        {
             match quick_tuple(f.data()) {
                 Some(q) => {
                     *h = self.conns.hash(&q);
