@@ -3,6 +3,7 @@
 
 mod config_cmd;
 mod replay_cmd;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ enum Command {
     /// Check, show and compare topology files.
     #[command(subcommand)]
     Config(config_cmd::ConfigCmd),
+    /// Run a node: its dataplane on DPDK (BGP and health checks arrive in their own issues).
+    Run(run_cmd::RunArgs),
     /// Run one worker's pipeline over a capture: a verdict per frame, transmitted frames to a pcap.
     Replay(replay_cmd::ReplayArgs),
 }
@@ -33,12 +36,13 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Run(_)) { "info" } else { "warn" })),
         )
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
         Command::Config(cmd) => config_cmd::run(cmd, cli.json),
         Command::Replay(args) => replay_cmd::run(args, cli.json),
+        Command::Run(args) => run_cmd::run(args),
     }
 }

@@ -4,6 +4,8 @@
 //! and [`tcp_state`] the state tracking that sets its timeouts.
 
 pub mod conn;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod flow;
 pub mod frame;
 pub mod nat;

@@ -21,6 +21,8 @@ int anylb_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_tr
 int anylb_pktmbuf_is_contiguous(const struct rte_mbuf *m) { return rte_pktmbuf_is_contiguous(m); }
 int anylb_pktmbuf_linearize(struct rte_mbuf *m) { return rte_pktmbuf_linearize(m); }
 uint64_t anylb_pktmbuf_ol_flags(const struct rte_mbuf *m) { return m->ol_flags; }
+uint16_t anylb_pktmbuf_port(const struct rte_mbuf *m) { return m->port; }
+void anylb_pktmbuf_set_port(struct rte_mbuf *m, uint16_t port) { m->port = port; }
 unsigned int anylb_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n) {
     return rte_ring_enqueue_burst(r, objs, n, NULL);
 }

@@ -31,6 +31,8 @@ int anylb_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 int anylb_pktmbuf_is_contiguous(const struct rte_mbuf *m);
 int anylb_pktmbuf_linearize(struct rte_mbuf *m);
 uint64_t anylb_pktmbuf_ol_flags(const struct rte_mbuf *m);
+uint16_t anylb_pktmbuf_port(const struct rte_mbuf *m);
+void anylb_pktmbuf_set_port(struct rte_mbuf *m, uint16_t port);
 unsigned int anylb_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n);
 unsigned int anylb_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n);
 unsigned int anylb_ring_count(const struct rte_ring *r);

@@ -289,6 +289,18 @@ impl Mbuf {
         f & RX_IP_MASK == RX_IP_GOOD && f & RX_L4_MASK == RX_L4_GOOD
     }
 
+    /// The port the frame was received on (or the value set by [`set_port`](Self::set_port)).
+    pub fn port(&self) -> u16 {
+        // SAFETY: we own the mbuf.
+        unsafe { ffi::anylb_pktmbuf_port(self.ptr.as_ptr()) }
+    }
+
+    /// Records a port in the frame's metadata (frames handed between lcores keep their input port).
+    pub fn set_port(&mut self, port: u16) {
+        // SAFETY: we own the mbuf.
+        unsafe { ffi::anylb_pktmbuf_set_port(self.ptr.as_ptr(), port) }
+    }
+
     fn into_raw(self) -> *mut ffi::rte_mbuf {
         let p = self.ptr.as_ptr();
         std::mem::forget(self);

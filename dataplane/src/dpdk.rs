@@ -1,0 +1,730 @@
+//! The DPDK runtime: the engine's workers on pinned lcores over real ports (PCI devices or vdevs), one RX and
+//! one TX queue per worker per port, RSS across workers, Full-NAT replies steered to the worker that owns the
+//! connection, and the kernel exception path.
+//!
+//! This is the one dataplane module that uses dpdk-sys; dpdk-sys exposes safe wrappers, so no `unsafe` is
+//! needed here either.
+//!
+//! - **Steering.** A reply's owner is its destination port's low bits (see [`crate::pool`]). With more than one
+//!   worker the runtime first tries an rte_flow rule per (port, local address, protocol, worker slice) sending
+//!   the slice to that worker's queue; when a port refuses, replies that land on the wrong worker are passed to
+//!   the owner over a single-producer/single-consumer ring (one ring per ordered pair of workers). The log and
+//!   [`Runtime::steering`] say which path is in use.
+//! - **Exception path.** Frames with the to-kernel verdict go to a TAP interface per port (a `net_tap` vdev named
+//!   `al-<port>`) that carries the port's MAC; the runtime gives it the node's addresses, and what the kernel sends
+//!   on it leaves through the port. With `net_af_packet` the kernel already sees every frame of the interface, so
+//!   there is no TAP and to-kernel frames are simply released (the kernel has its own copy).
+//! - **Configuration.** The control thread publishes snapshots with [`Runtime::publish`]; workers check a
+//!   generation counter once per loop and switch between bursts.
+//! - **Counters.** Each worker publishes its [`Stats`] to atomics about every millisecond; [`Runtime::stats`]
+//!   reads them without locks on the fast path.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dpdk_sys::{Eal, FlowRule, Mbuf, Mempool, Port, PortConfig, Ring};
+
+use crate::flow::{to_ip, Addr};
+use crate::frame::{Frame, FrameAlloc};
+use crate::snapshot::Snapshot;
+use crate::stats::{Stats, DROP_REASONS};
+use crate::wire::ethernet::Mac;
+use crate::worker::{Output, Worker};
+
+impl Frame for Mbuf {
+    fn data(&self) -> &[u8] {
+        Mbuf::data(self)
+    }
+
+    fn data_mut(&mut self) -> &mut [u8] {
+        Mbuf::data_mut(self)
+    }
+
+    fn prepend(&mut self, n: usize) -> bool {
+        Mbuf::prepend(self, n)
+    }
+
+    fn adj(&mut self, n: usize) -> bool {
+        Mbuf::adj(self, n)
+    }
+
+    fn truncate(&mut self, len: usize) {
+        let cur = self.len();
+        if cur > len {
+            self.trim(cur - len);
+        }
+    }
+
+    fn append(&mut self, n: usize) -> bool {
+        Mbuf::append(self, n)
+    }
+
+    fn rx_checksums_verified(&self) -> bool {
+        self.rx_checksums_good()
+    }
+}
+
+/// Allocates frames from a mempool.
+#[derive(Debug, Clone)]
+pub struct PoolAlloc(pub Arc<Mempool>);
+
+impl FrameAlloc for PoolAlloc {
+    type F = Mbuf;
+
+    fn alloc(&mut self) -> Option<Mbuf> {
+        self.0.alloc()
+    }
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A DPDK call failed.
+    #[error(transparent)]
+    Dpdk(#[from] dpdk_sys::Error),
+    /// The configuration cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// Setting up the kernel interface failed.
+    #[error("exception interface {iface}: {reason}")]
+    Tap {
+        /// Interface name.
+        iface: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// How the kernel sees a port's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exception {
+    /// A TAP interface carries the node's addresses; to-kernel frames go there.
+    Tap,
+    /// The kernel sees the interface itself (`net_af_packet`); to-kernel frames are released.
+    KernelSees,
+    /// No kernel path (e.g. `net_null`, `net_pcap`, `net_ring`): to-kernel frames are released.
+    None,
+}
+
+/// One port to open.
+#[derive(Debug, Clone)]
+pub struct PortSpec {
+    /// Name from the topology.
+    pub name: String,
+    /// PCI address or vdev string.
+    pub device: String,
+    /// MTU.
+    pub mtu: u16,
+    /// The node's own addresses with prefix length (given to the TAP interface).
+    pub addresses: Vec<(IpAddr, u8)>,
+}
+
+/// How to start the runtime.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker cores.
+    pub workers: Vec<u16>,
+    /// Core of the main (control) thread.
+    pub main_core: u16,
+    /// Extra EAL arguments from the topology.
+    pub eal_args: Vec<String>,
+    /// Ports, in topology order.
+    pub ports: Vec<PortSpec>,
+    /// Descriptors per queue.
+    pub descriptors: u16,
+    /// Buffers in the pool.
+    pub mbufs: u32,
+    /// Create TAP exception interfaces where the kernel does not see the port.
+    pub exception_taps: bool,
+}
+
+/// How Full-NAT replies reach their worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Steering {
+    /// One worker: nothing to steer.
+    SingleWorker,
+    /// rte_flow rules send each worker's port slice to its queue.
+    Flow,
+    /// Replies on the wrong worker are passed over rings.
+    Software,
+}
+
+/// A port as the runtime opened it.
+#[derive(Debug)]
+struct OpenPort {
+    name: String,
+    port: Port,
+    mac: Mac,
+    exception: Exception,
+    tap: Option<Port>,
+    /// TAP interface name.
+    tap_iface: Option<String>,
+}
+
+/// Counters of one worker, published as atomics.
+#[derive(Debug)]
+struct Published {
+    vals: Vec<AtomicU64>,
+    heartbeat: AtomicU64,
+}
+
+const FIXED: usize = 10;
+
+impl Published {
+    fn new() -> Self {
+        Published { vals: (0..FIXED + DROP_REASONS).map(|_| AtomicU64::new(0)).collect(), heartbeat: AtomicU64::new(0) }
+    }
+
+    fn store(&self, s: &Stats, now_ms: u64) {
+        let fixed = [
+            s.rx_packets,
+            s.rx_bytes,
+            s.tx_packets,
+            s.tx_bytes,
+            s.to_kernel,
+            s.redirected,
+            s.new_connections,
+            s.expired_connections,
+            s.stack_replies,
+            s.icmp_errors,
+        ];
+        for (a, v) in self.vals.iter().zip(fixed.iter().chain(s.drops.iter())) {
+            a.store(*v, Ordering::Relaxed);
+        }
+        self.heartbeat.store(now_ms, Ordering::Release);
+    }
+
+    fn load(&self) -> Stats {
+        let v: Vec<u64> = self.vals.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        let mut drops = [0u64; DROP_REASONS];
+        drops.copy_from_slice(&v[FIXED..FIXED + DROP_REASONS]);
+        Stats {
+            rx_packets: v[0],
+            rx_bytes: v[1],
+            tx_packets: v[2],
+            tx_bytes: v[3],
+            to_kernel: v[4],
+            redirected: v[5],
+            new_connections: v[6],
+            expired_connections: v[7],
+            stack_replies: v[8],
+            icmp_errors: v[9],
+            drops,
+        }
+    }
+}
+
+/// State shared by the control thread and the workers.
+#[derive(Debug)]
+struct Shared {
+    stop: AtomicBool,
+    generation: AtomicU64,
+    snapshot: Mutex<Arc<Snapshot>>,
+    published: Vec<Published>,
+    /// rings[from][to]: frames worker `from` hands to worker `to`.
+    rings: Vec<Vec<Option<Ring>>>,
+    /// Frames injected by the control thread, per worker.
+    inject: Vec<Ring>,
+    started: Instant,
+    tx_failed: AtomicU64,
+    /// Neighbours learnt by one worker, sent to every other one.
+    neighbors: Vec<mpsc::Sender<(u16, Addr, Mac)>>,
+}
+
+/// A running dataplane.
+#[derive(Debug)]
+pub struct Runtime {
+    // Fields drop in this order: everything that belongs to DPDK goes before the EAL is cleaned up.
+    shared: Arc<Shared>,
+    _rules: Vec<FlowRule>,
+    ports: Arc<Vec<OpenPort>>,
+    pool: Arc<Mempool>,
+    lcores: Vec<u32>,
+    steering: Steering,
+    inject_lock: Mutex<()>,
+    stopped: bool,
+    eal: Eal,
+}
+
+/// A port's description for the CLI.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PortStatus {
+    /// Topology name.
+    pub name: String,
+    /// DPDK port id.
+    pub id: u16,
+    /// MAC.
+    pub mac: String,
+    /// Link up.
+    pub link_up: bool,
+    /// Speed.
+    pub speed_mbps: u32,
+    /// Exception path.
+    pub exception: Exception,
+    /// TAP interface, if any.
+    pub tap: Option<String>,
+    /// Frames received.
+    pub ipackets: u64,
+    /// Frames sent.
+    pub opackets: u64,
+    /// Frames missed (RX queue full).
+    pub imissed: u64,
+}
+
+/// The vdev driver name of a device string ("net_af_packet0,iface=x" → "net_af_packet0"), or none for PCI.
+fn vdev_name(device: &str) -> Option<&str> {
+    let name = device.split(',').next().unwrap_or(device);
+    name.starts_with("net_").then_some(name)
+}
+
+/// The TAP interface name for a port (at most 15 characters).
+fn tap_iface(port: &str) -> String {
+    let mut s = format!("al-{port}");
+    s.truncate(15);
+    s
+}
+
+fn mac_str(m: &Mac) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+/// Runs `ip` with arguments; an error names the command.
+fn ip_cmd(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip").args(args).output().map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+impl Runtime {
+    /// The EAL arguments for `cfg`: cores, main lcore, the topology's extra arguments and one device argument per
+    /// port (vdevs with `qpairs` matching the worker count for net_af_packet), plus the TAP vdevs.
+    pub fn eal_args(cfg: &Config) -> Vec<String> {
+        let mut cores: Vec<u16> = std::iter::once(cfg.main_core).chain(cfg.workers.iter().copied()).collect();
+        cores.dedup();
+        let mut args = vec![
+            "-l".to_owned(),
+            cores.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+            "--main-lcore".to_owned(),
+            cfg.main_core.to_string(),
+        ];
+        args.extend(cfg.eal_args.iter().cloned());
+        let queues = cfg.workers.len().max(1);
+        for (i, p) in cfg.ports.iter().enumerate() {
+            match vdev_name(&p.device) {
+                Some(name) => {
+                    let mut dev = p.device.clone();
+                    if name.starts_with("net_af_packet") && !dev.contains("qpairs=") {
+                        dev.push_str(&format!(",qpairs={queues}"));
+                    }
+                    args.push(format!("--vdev={dev}"));
+                    if cfg.exception_taps && !name.starts_with("net_af_packet") && !name.starts_with("net_tap") {
+                        args.push(format!("--vdev=net_tap{i},iface={}", tap_iface(&p.name)));
+                    }
+                }
+                None => {
+                    args.push("-a".to_owned());
+                    args.push(p.device.clone());
+                    if cfg.exception_taps {
+                        args.push(format!("--vdev=net_tap{i},iface={}", tap_iface(&p.name)));
+                    }
+                }
+            }
+        }
+        args
+    }
+
+    /// Initialises the EAL, opens and starts every port, installs steering, and launches the workers with
+    /// `first` as their snapshot builder: `first(macs)` builds the first snapshot from the ports' MACs.
+    pub fn start(cfg: &Config, first: impl FnOnce(&[Mac]) -> Result<Snapshot, String>) -> Result<Runtime, Error> {
+        if cfg.workers.is_empty() {
+            return Err(Error::Config("at least one worker core is needed".into()));
+        }
+        let args = Self::eal_args(cfg);
+        tracing::info!(args = %args.join(" "), "initialising the DPDK EAL");
+        let eal = Eal::init(&args)?;
+        let nworkers = cfg.workers.len();
+        let pool = Arc::new(Mempool::new(&eal, "anylb_pool", cfg.mbufs, 256, 2048 + 128, dpdk_sys::socket_id())?);
+        let mut ports = Vec::new();
+        for (i, p) in cfg.ports.iter().enumerate() {
+            let name = match vdev_name(&p.device) {
+                Some(n) => n.to_owned(),
+                None => p.device.clone(),
+            };
+            let port = Port::by_name(&eal, &name)?;
+            let info = port.info()?;
+            let pc = PortConfig {
+                rx_queues: nworkers as u16,
+                tx_queues: nworkers as u16,
+                rss: true,
+                rx_checksum: true,
+                descriptors: cfg.descriptors,
+            };
+            if usize::from(info.max_rx_queues) < nworkers {
+                return Err(Error::Config(format!(
+                    "port {} ({}) has {} RX queues, {} workers need one each",
+                    p.name, info.driver, info.max_rx_queues, nworkers
+                )));
+            }
+            let (rss, rx_csum) = port.configure(&pc, &pool)?;
+            if let Err(e) = port.set_mtu(p.mtu) {
+                tracing::warn!(port = %p.name, error = %e, "MTU not set");
+            }
+            let _ = port.promiscuous();
+            port.start()?;
+            let mac = port.mac()?;
+            let exception = if info.driver == "net_af_packet" {
+                Exception::KernelSees
+            } else if cfg.exception_taps {
+                Exception::Tap
+            } else {
+                Exception::None
+            };
+            let (tap, tap_name) = if exception == Exception::Tap {
+                let iface = tap_iface(&p.name);
+                let tap = Port::by_name(&eal, &format!("net_tap{i}"))?;
+                tap.configure(&PortConfig { rx_queues: 1, tx_queues: nworkers as u16, rss: false, rx_checksum: false, descriptors: cfg.descriptors }, &pool)?;
+                tap.start()?;
+                Self::setup_tap(&iface, &mac, p).map_err(|reason| Error::Tap { iface: iface.clone(), reason })?;
+                (Some(tap), Some(iface))
+            } else {
+                (None, None)
+            };
+            tracing::info!(port = %p.name, driver = %info.driver, mac = %mac_str(&mac), rss, rx_checksum_offload = rx_csum,
+                tx_checksum_offload_available = info.tx_checksum, exception = ?exception, "port started");
+            ports.push(OpenPort { name: p.name.clone(), port, mac, exception, tap, tap_iface: tap_name });
+        }
+        let macs: Vec<Mac> = ports.iter().map(|p| p.mac).collect();
+        let snap = Arc::new(first(&macs).map_err(Error::Config)?);
+
+        // Steering of replies.
+        let mut rules = Vec::new();
+        let steering = if nworkers == 1 {
+            Steering::SingleWorker
+        } else {
+            match Self::install_rules(&ports, &snap, nworkers) {
+                Ok(r) => {
+                    rules = r;
+                    Steering::Flow
+                }
+                Err(e) => {
+                    tracing::info!(reason = %e, "rte_flow steering not available; replies reach their worker over rings");
+                    Steering::Software
+                }
+            }
+        };
+        tracing::info!(steering = ?steering, workers = nworkers, "reply steering");
+
+        let mut rings = Vec::new();
+        for from in 0..nworkers {
+            let mut row = Vec::new();
+            for to in 0..nworkers {
+                row.push(if from == to { None } else { Some(Ring::new(&eal, &format!("al_r{from}_{to}"), 4096)?) });
+            }
+            rings.push(row);
+        }
+        let inject = (0..nworkers).map(|w| Ring::new(&eal, &format!("al_inj{w}"), 1024)).collect::<Result<Vec<_>, _>>()?;
+        let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..nworkers).map(|_| mpsc::channel()).unzip();
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            generation: AtomicU64::new(snap.generation),
+            snapshot: Mutex::new(snap.clone()),
+            published: (0..nworkers).map(|_| Published::new()).collect(),
+            rings,
+            inject,
+            started: Instant::now(),
+            tx_failed: AtomicU64::new(0),
+            neighbors: senders,
+        });
+        let ports = Arc::new(ports);
+        let mut lcores = Vec::new();
+        for (wid, &core) in cfg.workers.iter().enumerate() {
+            let (shared, ports, pool, snap) = (shared.clone(), ports.clone(), pool.clone(), snap.clone());
+            let lcore = u32::from(core);
+            let learned = receivers.remove(0);
+            eal.launch(lcore, Box::new(move || worker_loop(wid as u16, shared, ports, pool, snap, learned)))?;
+            lcores.push(lcore);
+        }
+        Ok(Runtime { shared, _rules: rules, ports, pool, lcores, steering, inject_lock: Mutex::new(()), stopped: false, eal })
+    }
+
+    fn setup_tap(iface: &str, mac: &Mac, p: &PortSpec) -> Result<(), String> {
+        ip_cmd(&["link", "set", "dev", iface, "address", &mac_str(mac)])?;
+        ip_cmd(&["link", "set", "dev", iface, "mtu", &p.mtu.to_string()])?;
+        for (a, len) in &p.addresses {
+            ip_cmd(&["addr", "replace", &format!("{a}/{len}"), "dev", iface])?;
+        }
+        ip_cmd(&["link", "set", "dev", iface, "up"])
+    }
+
+    fn install_rules(ports: &[OpenPort], snap: &Snapshot, workers: usize) -> Result<Vec<FlowRule>, dpdk_sys::Error> {
+        let mask = snap.mask;
+        let mut rules = Vec::new();
+        for p in ports {
+            for (lip, _, _) in &snap.lips {
+                for proto in [6u8, 17] {
+                    for w in 0..workers as u16 {
+                        rules.push(p.port.steer(to_ip(lip), proto, mask, w, w)?);
+                    }
+                }
+            }
+        }
+        Ok(rules)
+    }
+
+    /// How replies reach their worker.
+    pub fn steering(&self) -> Steering {
+        self.steering
+    }
+
+    /// Publishes a new snapshot; workers switch to it between bursts.
+    pub fn publish(&self, snap: Snapshot) {
+        let g = snap.generation;
+        if let Ok(mut s) = self.shared.snapshot.lock() {
+            *s = Arc::new(snap);
+        }
+        self.shared.generation.store(g, Ordering::Release);
+    }
+
+    /// Counters of every worker.
+    pub fn stats(&self) -> Vec<Stats> {
+        self.shared.published.iter().map(Published::load).collect()
+    }
+
+    /// Milliseconds since each worker last published (a stalled worker's age grows).
+    pub fn heartbeat_ages_ms(&self) -> Vec<u64> {
+        let now = self.shared.started.elapsed().as_millis() as u64;
+        self.shared.published.iter().map(|p| now.saturating_sub(p.heartbeat.load(Ordering::Acquire))).collect()
+    }
+
+    /// Frames the NIC refused to send (TX queue full), all workers.
+    pub fn tx_failed(&self) -> u64 {
+        self.shared.tx_failed.load(Ordering::Relaxed)
+    }
+
+    /// Ports with link state and NIC counters.
+    pub fn ports(&self) -> Vec<PortStatus> {
+        self.ports
+            .iter()
+            .map(|p| {
+                let link = p.port.link().unwrap_or(dpdk_sys::Link { up: false, speed_mbps: 0 });
+                let s = p.port.stats().unwrap_or_default();
+                PortStatus {
+                    name: p.name.clone(),
+                    id: p.port.id(),
+                    mac: mac_str(&p.mac),
+                    link_up: link.up,
+                    speed_mbps: link.speed_mbps,
+                    exception: p.exception,
+                    tap: p.tap_iface.clone(),
+                    ipackets: s.ipackets,
+                    opackets: s.opackets,
+                    imissed: s.imissed,
+                }
+            })
+            .collect()
+    }
+
+    /// Hands frames to worker `worker` as if received on topology port `port` (control-plane injection and
+    /// tests). Returns how many were queued.
+    pub fn inject(&self, worker: usize, port: u16, frames: &[Vec<u8>]) -> usize {
+        let _g = self.inject_lock.lock();
+        let Some(ring) = self.shared.inject.get(worker) else { return 0 };
+        let Some(dpdk_port) = self.ports.get(usize::from(port)).map(|p| p.port.id()) else { return 0 };
+        let mut batch = Vec::new();
+        for f in frames {
+            let Some(mut m) = self.pool.alloc() else { break };
+            if !m.append(f.len()) {
+                continue;
+            }
+            m.data_mut().copy_from_slice(f);
+            m.set_port(dpdk_port);
+            batch.push(m);
+        }
+        ring.enqueue(&mut batch)
+    }
+
+    /// Stops the workers and the ports.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for &l in &self.lcores {
+            let r = self.eal.wait(l);
+            tracing::info!(lcore = l, exit = r, "worker stopped");
+        }
+        for p in self.ports.iter() {
+            let _ = p.port.stop();
+            if let Some(t) = &p.tap {
+                let _ = t.stop();
+            }
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Frames sent per port and TX queue, or released when the NIC refuses them (counted).
+fn send(port: &Port, queue: u16, frames: &mut Vec<Mbuf>, failed: &AtomicU64) {
+    if frames.is_empty() {
+        return;
+    }
+    port.tx_burst(queue, frames);
+    if !frames.is_empty() {
+        failed.fetch_add(frames.len() as u64, Ordering::Relaxed);
+        frames.clear();
+    }
+}
+
+/// One worker: polls its queue of every port, its rings and the TAPs (worker 0), runs the engine, sends.
+fn worker_loop(
+    wid: u16,
+    shared: Arc<Shared>,
+    ports: Arc<Vec<OpenPort>>,
+    pool: Arc<Mempool>,
+    first: Arc<Snapshot>,
+    learned: mpsc::Receiver<(u16, Addr, Mac)>,
+) -> i32 {
+    let nports = ports.len();
+    // DPDK port id → topology port index.
+    let max_id = ports.iter().map(|p| usize::from(p.port.id())).max().unwrap_or(0);
+    let mut by_id = vec![u16::MAX; max_id + 1];
+    for (i, p) in ports.iter().enumerate() {
+        by_id[usize::from(p.port.id())] = i as u16;
+    }
+    let mut generation = first.generation;
+    let mut w: Worker<Mbuf> = Worker::new(wid, first);
+    let mut alloc = PoolAlloc(pool);
+    let mut out: Output<Mbuf> = Output::new(false);
+    let mut rx: Vec<Mbuf> = Vec::with_capacity(64);
+    let mut per_port_tx: Vec<Vec<Mbuf>> = (0..nports).map(|_| Vec::with_capacity(64)).collect();
+    let mut per_port_kernel: Vec<Vec<Mbuf>> = (0..nports).map(|_| Vec::with_capacity(64)).collect();
+    let mut per_worker: Vec<Vec<Mbuf>> = (0..shared.published.len()).map(|_| Vec::new()).collect();
+    let nworkers = shared.published.len();
+    let mut last_publish = 0u64;
+    let tx_queue = wid;
+    tracing::info!(worker = wid, lcore = dpdk_sys::lcore_id(), "worker running");
+    while !shared.stop.load(Ordering::Relaxed) {
+        let now_ms = shared.started.elapsed().as_millis() as u64;
+        let g = shared.generation.load(Ordering::Acquire);
+        if g != generation {
+            if let Ok(s) = shared.snapshot.lock() {
+                w.set_snapshot(s.clone());
+            }
+            generation = g;
+        }
+        let mut busy = false;
+        for (pi, p) in ports.iter().enumerate() {
+            rx.clear();
+            if p.port.rx_burst(wid, &mut rx, 32) > 0 {
+                busy = true;
+                w.process(now_ms, pi as u16, rx.drain(..), &mut alloc, &mut out);
+            }
+        }
+        // Frames from other workers and from the control thread keep their input port in the mbuf.
+        let sources = shared.rings.iter().filter_map(|row| row[usize::from(wid)].as_ref()).chain(std::iter::once(&shared.inject[usize::from(wid)]));
+        for ring in sources {
+            rx.clear();
+            if ring.dequeue(&mut rx, 32) > 0 {
+                busy = true;
+                for m in rx.drain(..) {
+                    let port = by_id.get(usize::from(m.port())).copied().unwrap_or(0);
+                    w.process(now_ms, port, std::iter::once(m), &mut alloc, &mut out);
+                }
+            }
+        }
+        // The kernel's frames leave through their port (worker 0 polls the TAPs).
+        if wid == 0 {
+            for p in ports.iter() {
+                if let Some(tap) = &p.tap {
+                    rx.clear();
+                    if tap.rx_burst(0, &mut rx, 32) > 0 {
+                        busy = true;
+                        send(&p.port, tx_queue, &mut rx, &shared.tx_failed);
+                    }
+                }
+            }
+        }
+        if !busy {
+            w.poll(now_ms, &mut alloc, &mut out);
+        }
+        for (port, f) in out.tx.drain(..) {
+            if let Some(v) = per_port_tx.get_mut(usize::from(port)) {
+                v.push(f);
+            }
+        }
+        for (port, f) in out.kernel.drain(..) {
+            if let Some(v) = per_port_kernel.get_mut(usize::from(port)) {
+                v.push(f);
+            }
+        }
+        for (to, f) in out.redirect.drain(..) {
+            if let Some(v) = per_worker.get_mut(usize::from(to)) {
+                v.push(f);
+            }
+        }
+        for n in out.learned.drain(..) {
+            for (i, tx) in shared.neighbors.iter().enumerate() {
+                if i != usize::from(wid) {
+                    let _ = tx.send(n);
+                }
+            }
+        }
+        while let Ok((port, a, mac)) = learned.try_recv() {
+            w.learn_neighbor(port, &a, mac, &mut out);
+        }
+        for (pi, p) in ports.iter().enumerate() {
+            send(&p.port, tx_queue, &mut per_port_tx[pi], &shared.tx_failed);
+            match &p.tap {
+                Some(tap) => send(tap, tx_queue, &mut per_port_kernel[pi], &shared.tx_failed),
+                None => per_port_kernel[pi].clear(),
+            }
+        }
+        for (to, frames) in per_worker.iter_mut().enumerate() {
+            if frames.is_empty() || to >= nworkers {
+                continue;
+            }
+            if let Some(Some(ring)) = shared.rings[usize::from(wid)].get(to) {
+                ring.enqueue(frames);
+            }
+            frames.clear();
+        }
+        if now_ms != last_publish {
+            shared.published[usize::from(wid)].store(&w.stats, now_ms);
+            last_publish = now_ms;
+        }
+        if !busy {
+            std::hint::spin_loop();
+        }
+    }
+    shared.published[usize::from(wid)].store(&w.stats, shared.started.elapsed().as_millis() as u64);
+    0
+}
+
+/// Waits up to `timeout` for `f` to hold, polling every 10 ms.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
