@@ -44,7 +44,11 @@ pub fn run(a: RunArgs) -> ExitCode {
     let dp = &cfg.node.dataplane;
     let mut eal_args = dp.eal_args.clone();
     if !eal_args.iter().any(|x| x.starts_with("--file-prefix")) {
-        eal_args.push(format!("--file-prefix=anylb-{}", cfg.node.name));
+        eal_args.push(format!(
+            "--file-prefix=anylb-{}-{}",
+            cfg.node.name,
+            std::process::id()
+        ));
     }
     let rcfg = Config {
         workers: dp.workers.clone(),
@@ -58,6 +62,7 @@ pub fn run(a: RunArgs) -> ExitCode {
                 device: p.device.clone(),
                 mtu: p.mtu(),
                 addresses: p.addresses.iter().map(|n| (n.addr(), n.prefix_len())).collect(),
+                exception: p.exception.unwrap_or_default(),
             })
             .collect(),
         descriptors: 1024,
@@ -66,7 +71,11 @@ pub fn run(a: RunArgs) -> ExitCode {
     };
     let workers = dp.workers.len();
     let mut builder = Builder::default();
-    let runtime = match Runtime::start(&rcfg, |macs| builder.build(&cfg, macs, workers, &Overrides::default()).map_err(|e| e.to_string())) {
+    let runtime = match Runtime::start(&rcfg, |macs| {
+        builder
+            .build(&cfg, macs, workers, &Overrides::default())
+            .map_err(|e| e.to_string())
+    }) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the dataplane of {}: {e}", cfg.node.name);
@@ -88,14 +97,31 @@ pub fn run(a: RunArgs) -> ExitCode {
         if a.stats_interval > 0 && last.elapsed() >= Duration::from_secs(a.stats_interval) {
             last = Instant::now();
             for (i, s) in runtime.stats().iter().enumerate() {
-                tracing::info!(worker = i, rx = s.rx_packets, tx = s.tx_packets, kernel = s.to_kernel, new_conns = s.new_connections,
-                    drops = s.total_drops(), redirected = s.redirected, "worker counters");
+                tracing::info!(
+                    worker = i,
+                    rx = s.rx_packets,
+                    tx = s.tx_packets,
+                    kernel = s.to_kernel,
+                    new_conns = s.new_connections,
+                    drops = s.total_drops(),
+                    redirected = s.redirected,
+                    "worker counters"
+                );
             }
         }
     }
     tracing::info!("stopping");
     for (i, s) in runtime.stats().iter().enumerate() {
-        tracing::info!(worker = i, rx = s.rx_packets, tx = s.tx_packets, new_conns = s.new_connections, drops = s.total_drops(), "final counters");
+        tracing::info!(
+            worker = i,
+            rx = s.rx_packets,
+            tx = s.tx_packets,
+            new_conns = s.new_connections,
+            drops = s.total_drops(),
+            redirected = s.redirected,
+            kernel = s.to_kernel,
+            "final counters"
+        );
     }
     runtime.stop();
     ExitCode::SUCCESS

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anylb_dataplane::pcap::{self, Record};
 
 fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dataplane/tests/golden").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dataplane/tests/golden")
+        .join(name)
 }
 
 const UP_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 0];
@@ -33,7 +35,11 @@ fn client_frames() -> Vec<Record> {
 }
 
 fn by_port(records: &[Record], mac: [u8; 6]) -> Vec<Vec<u8>> {
-    records.iter().filter(|r| r.data[6..12] == mac).map(|r| r.data.clone()).collect()
+    records
+        .iter()
+        .filter(|r| r.data[6..12] == mac)
+        .map(|r| r.data.clone())
+        .collect()
 }
 
 #[test]
@@ -64,12 +70,24 @@ fn dpdk_net_pcap_output_equals_replay_output() {
     std::fs::write(&cfg_path, topo).unwrap();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_anylb"))
-        .args(["run", "--config", cfg_path.to_str().unwrap(), "--node", "lb1", "--no-tap", "--stats-interval", "0"])
+        .args([
+            "run",
+            "--config",
+            cfg_path.to_str().unwrap(),
+            "--node",
+            "lb1",
+            "--no-tap",
+            "--stats-interval",
+            "0",
+        ])
         .spawn()
         .unwrap();
     // net_pcap reads the whole file at once; give the worker a moment, then stop (net_pcap flushes on stop).
     std::thread::sleep(Duration::from_secs(3));
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -87,7 +105,10 @@ fn dpdk_net_pcap_output_equals_replay_output() {
     let dpdk_in = pcap::read(std::fs::File::open(&out_in).unwrap()).unwrap();
 
     let text = std::fs::read_to_string(&cfg_path).unwrap();
-    let cfg = anylb_conf::load_str(&text, "lab.toml").unwrap().resolve("lb1").unwrap();
+    let cfg = anylb_conf::load_str(&text, "lab.toml")
+        .unwrap()
+        .resolve("lb1")
+        .unwrap();
     let replayed = anylb_dataplane::replay::run(&cfg, &frames).unwrap();
     let want_up = by_port(&replayed.output, UP_MAC);
     let want_in = by_port(&replayed.output, IN_MAC);

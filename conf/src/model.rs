@@ -219,7 +219,8 @@ impl Node {
 pub struct Dataplane {
     /// Cores that run forwarding workers, one worker per core.
     pub workers: Vec<u16>,
-    /// Core of the control thread (default: the first core not in `workers`).
+    /// Core of the control thread (default: the first core not in `workers`). It may share a worker's core on
+    /// small machines: the control thread mostly sleeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_core: Option<u16>,
     /// Extra DPDK EAL arguments (the core list and vdevs are derived from the topology).
@@ -259,6 +260,22 @@ pub struct Port {
     /// MAC address override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
+    /// How the kernel gets the node's own traffic on this port (default auto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<ExceptionPath>,
+}
+
+/// The kernel exception path of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExceptionPath {
+    /// A TAP interface, except for `net_af_packet` ports whose interface the kernel sees itself.
+    #[default]
+    Auto,
+    /// Always a TAP interface carrying the port's addresses.
+    Tap,
+    /// No kernel path.
+    None,
 }
 
 impl Port {

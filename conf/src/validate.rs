@@ -187,14 +187,6 @@ fn node(t: &Topology, i: usize, n: &Node, refs: &dyn Fn(&str) -> bool, r: &mut R
             r.push(dp.with("workers").with(j), format!("core {c} is listed twice"));
         }
     }
-    if let Some(mc) = n.dataplane.main_core {
-        if cores.contains(&mc) {
-            r.push(
-                dp.with("main_core"),
-                format!("main_core {mc} is also a worker core"),
-            );
-        }
-    }
     if n.dataplane.connections_per_worker == Some(0) {
         r.push(
             dp.with("connections_per_worker"),

@@ -121,6 +121,8 @@ pub struct PortSpec {
     pub mtu: u16,
     /// The node's own addresses with prefix length (given to the TAP interface).
     pub addresses: Vec<(IpAddr, u8)>,
+    /// The exception path asked for.
+    pub exception: anylb_conf::ExceptionPath,
 }
 
 /// How to start the runtime.
@@ -138,7 +140,7 @@ pub struct Config {
     pub descriptors: u16,
     /// Buffers in the pool.
     pub mbufs: u32,
-    /// Create TAP exception interfaces where the kernel does not see the port.
+    /// Allow TAP exception interfaces (ports set to `auto` or `tap`); false disables them everywhere.
     pub exception_taps: bool,
 }
 
@@ -177,7 +179,10 @@ const FIXED: usize = 10;
 
 impl Published {
     fn new() -> Self {
-        Published { vals: (0..FIXED + DROP_REASONS).map(|_| AtomicU64::new(0)).collect(), heartbeat: AtomicU64::new(0) }
+        Published {
+            vals: (0..FIXED + DROP_REASONS).map(|_| AtomicU64::new(0)).collect(),
+            heartbeat: AtomicU64::new(0),
+        }
     }
 
     fn store(&self, s: &Stats, now_ms: u64) {
@@ -290,14 +295,24 @@ fn tap_iface(port: &str) -> String {
 }
 
 fn mac_str(m: &Mac) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 /// Runs `ip` with arguments; an error names the command.
 fn ip_cmd(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("ip").args(args).output().map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
     if !out.status.success() {
-        return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(())
 }
@@ -306,13 +321,19 @@ impl Runtime {
     /// The EAL arguments for `cfg`: cores, main lcore, the topology's extra arguments and one device argument per
     /// port (vdevs with `qpairs` matching the worker count for net_af_packet), plus the TAP vdevs.
     pub fn eal_args(cfg: &Config) -> Vec<String> {
-        let mut cores: Vec<u16> = std::iter::once(cfg.main_core).chain(cfg.workers.iter().copied()).collect();
-        cores.dedup();
+        // lcore 0 is the main thread, lcores 1..=N the workers, each mapped to its configured CPU, so that a
+        // worker may share a CPU with the main thread (which mostly sleeps) on small machines.
+        let mut map = vec![format!("0@{}", cfg.main_core)];
+        map.extend(
+            cfg.workers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{}@{c}", i + 1)),
+        );
         let mut args = vec![
-            "-l".to_owned(),
-            cores.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+            format!("--lcores={}", map.join(",")),
             "--main-lcore".to_owned(),
-            cfg.main_core.to_string(),
+            "0".to_owned(),
         ];
         args.extend(cfg.eal_args.iter().cloned());
         let queues = cfg.workers.len().max(1);
@@ -324,25 +345,50 @@ impl Runtime {
                         dev.push_str(&format!(",qpairs={queues}"));
                     }
                     args.push(format!("--vdev={dev}"));
-                    if cfg.exception_taps && !name.starts_with("net_af_packet") && !name.starts_with("net_tap") {
-                        args.push(format!("--vdev=net_tap{i},iface={}", tap_iface(&p.name)));
-                    }
                 }
                 None => {
                     args.push("-a".to_owned());
                     args.push(p.device.clone());
-                    if cfg.exception_taps {
-                        args.push(format!("--vdev=net_tap{i},iface={}", tap_iface(&p.name)));
-                    }
                 }
+            }
+            if Self::exception_of(cfg, p) == Exception::Tap {
+                args.push(format!("--vdev=net_tap{i},iface={}", tap_iface(&p.name)));
             }
         }
         args
     }
 
+    /// The exception path a port gets.
+    fn exception_of(cfg: &Config, p: &PortSpec) -> Exception {
+        use anylb_conf::ExceptionPath as E;
+        let af_packet = vdev_name(&p.device).is_some_and(|n| n.starts_with("net_af_packet"));
+        match (p.exception, cfg.exception_taps) {
+            (E::None, _) | (_, false) if af_packet => Exception::KernelSees,
+            (E::None, _) | (_, false) => Exception::None,
+            (E::Tap, true) => Exception::Tap,
+            (E::Auto, true) if af_packet => Exception::KernelSees,
+            (E::Auto, true) => {
+                // Vdevs without a wire (null, ring, pcap) have nothing to exchange with a kernel.
+                let wireless = vdev_name(&p.device).is_some_and(|n| {
+                    ["net_null", "net_ring", "net_pcap"]
+                        .iter()
+                        .any(|x| n.starts_with(x))
+                });
+                if wireless {
+                    Exception::None
+                } else {
+                    Exception::Tap
+                }
+            }
+        }
+    }
+
     /// Initialises the EAL, opens and starts every port, installs steering, and launches the workers with
     /// `first` as their snapshot builder: `first(macs)` builds the first snapshot from the ports' MACs.
-    pub fn start(cfg: &Config, first: impl FnOnce(&[Mac]) -> Result<Snapshot, String>) -> Result<Runtime, Error> {
+    pub fn start(
+        cfg: &Config,
+        first: impl FnOnce(&[Mac]) -> Result<Snapshot, String>,
+    ) -> Result<Runtime, Error> {
         if cfg.workers.is_empty() {
             return Err(Error::Config("at least one worker core is needed".into()));
         }
@@ -350,7 +396,14 @@ impl Runtime {
         tracing::info!(args = %args.join(" "), "initialising the DPDK EAL");
         let eal = Eal::init(&args)?;
         let nworkers = cfg.workers.len();
-        let pool = Arc::new(Mempool::new(&eal, "anylb_pool", cfg.mbufs, 256, 2048 + 128, dpdk_sys::socket_id())?);
+        let pool = Arc::new(Mempool::new(
+            &eal,
+            "anylb_pool",
+            cfg.mbufs,
+            256,
+            2048 + 128,
+            dpdk_sys::socket_id(),
+        )?);
         let mut ports = Vec::new();
         for (i, p) in cfg.ports.iter().enumerate() {
             let name = match vdev_name(&p.device) {
@@ -379,26 +432,39 @@ impl Runtime {
             let _ = port.promiscuous();
             port.start()?;
             let mac = port.mac()?;
-            let exception = if info.driver == "net_af_packet" {
-                Exception::KernelSees
-            } else if cfg.exception_taps {
-                Exception::Tap
-            } else {
-                Exception::None
-            };
+            let exception = Self::exception_of(cfg, p);
             let (tap, tap_name) = if exception == Exception::Tap {
                 let iface = tap_iface(&p.name);
                 let tap = Port::by_name(&eal, &format!("net_tap{i}"))?;
-                tap.configure(&PortConfig { rx_queues: 1, tx_queues: nworkers as u16, rss: false, rx_checksum: false, descriptors: cfg.descriptors }, &pool)?;
+                tap.configure(
+                    &PortConfig {
+                        rx_queues: 1,
+                        tx_queues: nworkers as u16,
+                        rss: false,
+                        rx_checksum: false,
+                        descriptors: cfg.descriptors,
+                    },
+                    &pool,
+                )?;
                 tap.start()?;
-                Self::setup_tap(&iface, &mac, p).map_err(|reason| Error::Tap { iface: iface.clone(), reason })?;
+                Self::setup_tap(&iface, &mac, p).map_err(|reason| Error::Tap {
+                    iface: iface.clone(),
+                    reason,
+                })?;
                 (Some(tap), Some(iface))
             } else {
                 (None, None)
             };
             tracing::info!(port = %p.name, driver = %info.driver, mac = %mac_str(&mac), rss, rx_checksum_offload = rx_csum,
                 tx_checksum_offload_available = info.tx_checksum, exception = ?exception, "port started");
-            ports.push(OpenPort { name: p.name.clone(), port, mac, exception, tap, tap_iface: tap_name });
+            ports.push(OpenPort {
+                name: p.name.clone(),
+                port,
+                mac,
+                exception,
+                tap,
+                tap_iface: tap_name,
+            });
         }
         let macs: Vec<Mac> = ports.iter().map(|p| p.mac).collect();
         let snap = Arc::new(first(&macs).map_err(Error::Config)?);
@@ -425,11 +491,17 @@ impl Runtime {
         for from in 0..nworkers {
             let mut row = Vec::new();
             for to in 0..nworkers {
-                row.push(if from == to { None } else { Some(Ring::new(&eal, &format!("al_r{from}_{to}"), 4096)?) });
+                row.push(if from == to {
+                    None
+                } else {
+                    Some(Ring::new(&eal, &format!("al_r{from}_{to}"), 4096)?)
+                });
             }
             rings.push(row);
         }
-        let inject = (0..nworkers).map(|w| Ring::new(&eal, &format!("al_inj{w}"), 1024)).collect::<Result<Vec<_>, _>>()?;
+        let inject = (0..nworkers)
+            .map(|w| Ring::new(&eal, &format!("al_inj{w}"), 1024))
+            .collect::<Result<Vec<_>, _>>()?;
         let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..nworkers).map(|_| mpsc::channel()).unzip();
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -444,14 +516,27 @@ impl Runtime {
         });
         let ports = Arc::new(ports);
         let mut lcores = Vec::new();
-        for (wid, &core) in cfg.workers.iter().enumerate() {
+        for wid in 0..nworkers {
             let (shared, ports, pool, snap) = (shared.clone(), ports.clone(), pool.clone(), snap.clone());
-            let lcore = u32::from(core);
+            let lcore = wid as u32 + 1;
             let learned = receivers.remove(0);
-            eal.launch(lcore, Box::new(move || worker_loop(wid as u16, shared, ports, pool, snap, learned)))?;
+            eal.launch(
+                lcore,
+                Box::new(move || worker_loop(wid as u16, shared, ports, pool, snap, learned)),
+            )?;
             lcores.push(lcore);
         }
-        Ok(Runtime { shared, _rules: rules, ports, pool, lcores, steering, inject_lock: Mutex::new(()), stopped: false, eal })
+        Ok(Runtime {
+            shared,
+            _rules: rules,
+            ports,
+            pool,
+            lcores,
+            steering,
+            inject_lock: Mutex::new(()),
+            stopped: false,
+            eal,
+        })
     }
 
     fn setup_tap(iface: &str, mac: &Mac, p: &PortSpec) -> Result<(), String> {
@@ -463,7 +548,11 @@ impl Runtime {
         ip_cmd(&["link", "set", "dev", iface, "up"])
     }
 
-    fn install_rules(ports: &[OpenPort], snap: &Snapshot, workers: usize) -> Result<Vec<FlowRule>, dpdk_sys::Error> {
+    fn install_rules(
+        ports: &[OpenPort],
+        snap: &Snapshot,
+        workers: usize,
+    ) -> Result<Vec<FlowRule>, dpdk_sys::Error> {
         let mask = snap.mask;
         let mut rules = Vec::new();
         for p in ports {
@@ -500,7 +589,11 @@ impl Runtime {
     /// Milliseconds since each worker last published (a stalled worker's age grows).
     pub fn heartbeat_ages_ms(&self) -> Vec<u64> {
         let now = self.shared.started.elapsed().as_millis() as u64;
-        self.shared.published.iter().map(|p| now.saturating_sub(p.heartbeat.load(Ordering::Acquire))).collect()
+        self.shared
+            .published
+            .iter()
+            .map(|p| now.saturating_sub(p.heartbeat.load(Ordering::Acquire)))
+            .collect()
     }
 
     /// Frames the NIC refused to send (TX queue full), all workers.
@@ -513,7 +606,10 @@ impl Runtime {
         self.ports
             .iter()
             .map(|p| {
-                let link = p.port.link().unwrap_or(dpdk_sys::Link { up: false, speed_mbps: 0 });
+                let link = p.port.link().unwrap_or(dpdk_sys::Link {
+                    up: false,
+                    speed_mbps: 0,
+                });
                 let s = p.port.stats().unwrap_or_default();
                 PortStatus {
                     name: p.name.clone(),
@@ -535,8 +631,12 @@ impl Runtime {
     /// tests). Returns how many were queued.
     pub fn inject(&self, worker: usize, port: u16, frames: &[Vec<u8>]) -> usize {
         let _g = self.inject_lock.lock();
-        let Some(ring) = self.shared.inject.get(worker) else { return 0 };
-        let Some(dpdk_port) = self.ports.get(usize::from(port)).map(|p| p.port.id()) else { return 0 };
+        let Some(ring) = self.shared.inject.get(worker) else {
+            return 0;
+        };
+        let Some(dpdk_port) = self.ports.get(usize::from(port)).map(|p| p.port.id()) else {
+            return 0;
+        };
         let mut batch = Vec::new();
         for f in frames {
             let Some(mut m) = self.pool.alloc() else { break };
@@ -638,7 +738,11 @@ fn worker_loop(
             }
         }
         // Frames from other workers and from the control thread keep their input port in the mbuf.
-        let sources = shared.rings.iter().filter_map(|row| row[usize::from(wid)].as_ref()).chain(std::iter::once(&shared.inject[usize::from(wid)]));
+        let sources = shared
+            .rings
+            .iter()
+            .filter_map(|row| row[usize::from(wid)].as_ref())
+            .chain(std::iter::once(&shared.inject[usize::from(wid)]));
         for ring in sources {
             rx.clear();
             if ring.dequeue(&mut rx, 32) > 0 {

@@ -1,3 +1,4 @@
-//! topology-tests: containerlab topologies and their namespace runner (issue 8).
-//!
-//! Not built yet: this crate only holds its place in the workspace.
+//! topology-tests: the namespace plumbing that end-to-end tests and the demo run on ([`netns`]); the
+//! containerlab topologies and their runner arrive with issue 8.
+
+pub mod netns;
