@@ -4,7 +4,7 @@
 # is none. Quick when everything is there already.
 set -euo pipefail
 
-PKGS=(build-essential pkg-config libclang-dev clang libdpdk-dev dpdk libpcap-dev
+PKGS=(build-essential pkg-config libclang-dev clang libdpdk-dev dpdk dpdk-dev libpcap-dev ethtool
       frr bird2 gobgpd iproute2 tcpdump iperf3 curl python3 procps)
 
 missing=()

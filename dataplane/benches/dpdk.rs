@@ -1,0 +1,215 @@
+//! The DPDK path on one worker against dpdk-testpmd on the same vdevs, printing `BENCH` lines.
+//!
+//! Run as root: `cargo bench -p anylb-dataplane --bench dpdk` (add `-- quick` for 2-second runs).
+//!
+//! Source: `net_pcap` replaying a capture forever (`infinite_rx=1`) of 64-byte TCP frames of 1024 flows to a
+//! Full-NAT VIP (each flow's SYN, then 3 ACKs); sink: `net_null` (`no-rx=1`). anylb forwards them through
+//! Full-NAT to the backend port; testpmd does plain `io` forwarding between the same two vdevs in the same run.
+
+use std::time::{Duration, Instant};
+
+use anylb_dataplane::dpdk::{Config, PortSpec, Runtime};
+use anylb_dataplane::pcap::{self, Record};
+use anylb_dataplane::snapshot::{Builder, Overrides};
+
+const TOPOLOGY: &str = r#"
+[cluster]
+name = "bench"
+[[nodes]]
+name = "lb1"
+router_id = "192.0.2.11"
+[nodes.dataplane]
+workers = [1]
+main_core = 0
+[[nodes.dataplane.ports]]
+name = "up0"
+device = "unused"
+mac = "02:00:00:00:0b:00"
+addresses = ["192.0.2.11/24"]
+[[nodes.dataplane.ports]]
+name = "in0"
+device = "unused"
+mac = "02:00:00:00:0b:01"
+addresses = ["198.51.100.1/24"]
+[[nodes.local_addresses]]
+prefix = "198.51.100.16/30"
+port = "in0"
+[[nodes.neighbors]]
+address = "198.51.100.101"
+mac = "02:00:00:00:be:01"
+port = "in0"
+[[services]]
+name = "web"
+vip = "203.0.113.10"
+port = 80
+protocol = "tcp"
+backends = [{ address = "198.51.100.101", port = 8080 }]
+"#;
+
+fn csum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+fn frame(flow: u32, flags: u8) -> Vec<u8> {
+    let src = [192, 0, 2, 100 + (flow % 100) as u8];
+    let dst = [203, 0, 113, 10];
+    let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&(10_000 + flow as u16).to_be_bytes());
+    t[2..4].copy_from_slice(&80u16.to_be_bytes());
+    t[4..8].copy_from_slice(&1u32.to_be_bytes());
+    t[12] = 0x50;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let mut ps = src.to_vec();
+    ps.extend_from_slice(&dst);
+    ps.extend_from_slice(&[0, 6, 0, 20]);
+    ps.extend_from_slice(&t);
+    let c = csum(&ps);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![2, 0, 0, 0, 0x0b, 0, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&t);
+    f.resize(60, 0);
+    f
+}
+
+fn testpmd_mpps(input: &str, secs: u64) -> Option<f64> {
+    let out = std::process::Command::new("timeout")
+        .args([
+            &format!("{}", secs + 2),
+            "dpdk-testpmd",
+            "--no-huge",
+            "--no-shconf",
+            "--no-pci",
+            "-m",
+            "256",
+            "-l",
+            "0,1",
+            "--log-level",
+            "lib.eal:error",
+            "--file-prefix=anylb-bench-testpmd",
+            &format!("--vdev=net_pcap0,rx_pcap={input},infinite_rx=1"),
+            "--vdev=net_null0,no-rx=1",
+            "--",
+            "--forward-mode=io",
+            "--auto-start",
+            "--stats-period=1",
+            "--nb-cores=1",
+            "--total-num-mbufs=8192",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The last non-zero Tx-pps line is the sink port's steady rate.
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Tx-pps:"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .filter(|&v| v > 0.0)
+        .last()
+        .map(|pps| pps / 1e6)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let secs = if quick { 2 } else { 5 };
+    let dir = std::env::temp_dir().join(format!("anylb-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("flows.pcap");
+    let mut records = Vec::new();
+    for f in 0..1024 {
+        records.push(Record {
+            ts_ns: 0,
+            data: frame(f, 0x02),
+        });
+    }
+    for _ in 0..3 {
+        for f in 0..1024 {
+            records.push(Record {
+                ts_ns: 0,
+                data: frame(f, 0x10),
+            });
+        }
+    }
+    pcap::write(std::fs::File::create(&input).expect("pcap"), &records).expect("write pcap");
+    let input_s = input.display().to_string();
+
+    let topo = anylb_conf::load_str(TOPOLOGY, "bench.toml").unwrap_or_else(|e| panic!("{e}"));
+    let node = topo.resolve("lb1").expect("node");
+    let cfg = Config {
+        workers: vec![1],
+        main_core: 0,
+        eal_args: [
+            "--no-huge",
+            "--no-shconf",
+            "--no-pci",
+            "-m",
+            "512",
+            "--log-level",
+            "lib.eal:error",
+            "--file-prefix=anylb-bench",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        ports: vec![
+            PortSpec {
+                name: "up0".into(),
+                device: format!("net_pcap0,rx_pcap={input_s},infinite_rx=1"),
+                mtu: 1500,
+                addresses: vec![],
+                exception: anylb_conf::ExceptionPath::None,
+            },
+            PortSpec {
+                name: "in0".into(),
+                device: "net_null0,no-rx=1".into(),
+                mtu: 1500,
+                addresses: vec![],
+                exception: anylb_conf::ExceptionPath::None,
+            },
+        ],
+        descriptors: 1024,
+        mbufs: 16383,
+        exception_taps: false,
+    };
+    let mut builder = Builder::default();
+    let rt = Runtime::start(&cfg, |macs| {
+        builder
+            .build(&node, macs, 1, &Overrides::default())
+            .map_err(|e| e.to_string())
+    })
+    .expect("runtime");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rt.stats()[0].clone();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = rt.stats()[0].clone();
+    let el = t0.elapsed().as_secs_f64();
+    let forwarded = (after.tx_packets - before.tx_packets) as f64;
+    let mpps = forwarded / el / 1e6;
+    let drops = after.total_drops() - before.total_drops();
+    let conns = after.new_connections;
+    rt.stop();
+    println!("BENCH dpdk_fnat44_one_worker_mpps {mpps:.2} Mpps");
+    println!("BENCH dpdk_fnat44_ns_per_packet {:.1} ns", 1e3 / mpps);
+    eprintln!("anylb: {forwarded} frames forwarded in {el:.2}s, {drops} drops, {conns} connections");
+    match testpmd_mpps(&input_s, secs) {
+        Some(base) => {
+            println!("BENCH dpdk_testpmd_io_mpps {base:.2} Mpps");
+            println!("BENCH dpdk_fnat44_to_testpmd_ratio {:.3} ratio", mpps / base);
+        }
+        None => eprintln!("dpdk-testpmd did not run (install dpdk-dev); no baseline"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
