@@ -114,10 +114,10 @@ fn testpmd_mpps(input: &str, secs: u64) -> Option<f64> {
     let text = String::from_utf8_lossy(&out.stdout);
     // The last non-zero Tx-pps line is the sink port's steady rate.
     text.lines()
+        .rev()
         .filter_map(|l| l.trim().strip_prefix("Tx-pps:"))
         .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
-        .filter(|&v| v > 0.0)
-        .last()
+        .find(|&v| v > 0.0)
         .map(|pps| pps / 1e6)
 }
 
