@@ -1,3 +1,6 @@
-//! anylb-routing: the embedded BGP speaker and BFD (issue 5).
+//! anylb-routing: the embedded BGP speaker.
 //!
-//! Not built yet: this crate only holds its place in the workspace.
+//! [`packet`] is the codec. The Sans-IO state machine, sessions, RIBs, the announce/withdraw handle and BFD
+//! build on it.
+
+pub mod packet;
