@@ -266,8 +266,8 @@ pub struct RouteRefresh {
 pub enum Message {
     /// OPEN.
     Open(Open),
-    /// UPDATE.
-    Update(Update),
+    /// UPDATE (boxed: it is much larger than the other messages).
+    Update(Box<Update>),
     /// NOTIFICATION.
     Notification(Notification),
     /// KEEPALIVE.
@@ -341,7 +341,7 @@ impl Codec {
         };
         match buf[18] {
             kind::OPEN => decode_open(body),
-            kind::UPDATE => self.decode_update(body).map(Message::Update),
+            kind::UPDATE => self.decode_update(body).map(|u| Message::Update(Box::new(u))),
             kind::NOTIFICATION => {
                 if body.len() < 2 {
                     return Err(bad_len());
@@ -814,7 +814,7 @@ mod tests {
             }),
             ..Update::default()
         };
-        let got = round_trip(&Message::Update(u), Codec::default());
+        let got = round_trip(&Message::Update(Box::new(u)), Codec::default());
         let Message::Update(u) = got else { panic!() };
         assert_eq!(u.end_of_rib(), Some((2, 1)));
     }
@@ -853,7 +853,7 @@ mod tests {
         let mut total = 0;
         for u in &ups {
             let mut b = Vec::new();
-            Codec::default().encode(&Message::Update(u.clone()), &mut b);
+            Codec::default().encode(&Message::Update(Box::new(u.clone())), &mut b);
             assert!(b.len() <= MAX_LEN);
             total += u.nlri.len();
         }
@@ -861,7 +861,7 @@ mod tests {
         let w = pack_v4_withdraw(&ps);
         assert!(w.iter().all(|u| {
             let mut b = Vec::new();
-            Codec::default().encode(&Message::Update(u.clone()), &mut b);
+            Codec::default().encode(&Message::Update(Box::new(u.clone())), &mut b);
             b.len() <= MAX_LEN
         }));
     }
