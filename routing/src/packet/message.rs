@@ -577,11 +577,11 @@ fn decode_open(b: &[u8]) -> Result<Message> {
 pub fn pack_v4(attrs: &Attrs, prefixes: &[Ipv4Net], codec: Codec) -> Vec<Update> {
     let mut probe = Vec::new();
     codec.encode(
-        &Message::Update(Update {
+        &Message::Update(Box::new(Update {
             attrs: attrs.clone(),
             nlri: vec![],
             ..Update::default()
-        }),
+        })),
         &mut probe,
     );
     let room = MAX_LEN - probe.len() - 64;
@@ -638,11 +638,11 @@ pub fn pack_mp(
         nlri: vec![],
     };
     codec.encode(
-        &Message::Update(Update {
+        &Message::Update(Box::new(Update {
             attrs: attrs.clone(),
             mp_reach: Some(empty.clone()),
             ..Update::default()
-        }),
+        })),
         &mut probe,
     );
     let room = MAX_LEN - probe.len() - 64;
@@ -778,8 +778,8 @@ mod tests {
         };
         for four in [true, false] {
             assert_eq!(
-                round_trip(&Message::Update(u.clone()), Codec { four_octet_as: four }),
-                Message::Update(u.clone())
+                round_trip(&Message::Update(Box::new(u.clone())), Codec { four_octet_as: four }),
+                Message::Update(Box::new(u.clone()))
             );
         }
         let mut a6 = attrs.clone();
@@ -798,8 +798,8 @@ mod tests {
             ..Update::default()
         };
         assert_eq!(
-            round_trip(&Message::Update(u6.clone()), Codec { four_octet_as: true }),
-            Message::Update(u6)
+            round_trip(&Message::Update(Box::new(u6.clone())), Codec { four_octet_as: true }),
+            Message::Update(Box::new(u6))
         );
     }
 
