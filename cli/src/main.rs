@@ -4,6 +4,7 @@
 mod config_cmd;
 mod replay_cmd;
 mod run_cmd;
+mod speak_cmd;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ enum Command {
     Config(config_cmd::ConfigCmd),
     /// Run a node: its dataplane on DPDK (BGP and health checks arrive in their own issues).
     Run(run_cmd::RunArgs),
+    /// Run only the BGP speaker: announce prefixes to neighbours and watch the sessions (like ExaBGP).
+    Speak(speak_cmd::SpeakArgs),
     /// Run one worker's pipeline over a capture: a verdict per frame, transmitted frames to a pcap.
     Replay(replay_cmd::ReplayArgs),
 }
@@ -50,5 +53,6 @@ fn main() -> ExitCode {
         Command::Config(cmd) => config_cmd::run(cmd, cli.json),
         Command::Replay(args) => replay_cmd::run(args, cli.json),
         Command::Run(args) => run_cmd::run(args),
+        Command::Speak(args) => speak_cmd::run(args, cli.json),
     }
 }

@@ -778,7 +778,10 @@ mod tests {
         };
         for four in [true, false] {
             assert_eq!(
-                round_trip(&Message::Update(Box::new(u.clone())), Codec { four_octet_as: four }),
+                round_trip(
+                    &Message::Update(Box::new(u.clone())),
+                    Codec { four_octet_as: four }
+                ),
                 Message::Update(Box::new(u.clone()))
             );
         }
@@ -798,7 +801,10 @@ mod tests {
             ..Update::default()
         };
         assert_eq!(
-            round_trip(&Message::Update(Box::new(u6.clone())), Codec { four_octet_as: true }),
+            round_trip(
+                &Message::Update(Box::new(u6.clone())),
+                Codec { four_octet_as: true }
+            ),
             Message::Update(Box::new(u6))
         );
     }

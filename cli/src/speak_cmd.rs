@@ -1,0 +1,221 @@
+//! `anylb speak`: the BGP speaker on its own, as ExaBGP or GoBGP's CLI would be used: announce prefixes to
+//! neighbours, watch the sessions and what they send. For checking upstream sessions before a node goes live,
+//! and for interop tests.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anylb_routing::rib::Announcement;
+use anylb_routing::speaker::{NeighborConfig, Speaker, SpeakerConfig};
+use clap::Args;
+use ipnet::IpNet;
+
+/// Arguments of `anylb speak`.
+#[derive(Debug, Args)]
+pub struct SpeakArgs {
+    /// Local AS.
+    #[arg(long)]
+    asn: u32,
+    /// BGP identifier.
+    #[arg(long)]
+    router_id: Ipv4Addr,
+    /// Address to listen on for BGP (none: active sessions only).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// A neighbour: ADDRESS,asn=N[,passive][,hold=SECS][,ipv4=0][,ipv6][,nh6=ADDR][,local=ADDR][,max-prefix=N]
+    #[arg(long = "neighbor", required = true)]
+    neighbors: Vec<String>,
+    /// Prefixes to announce.
+    #[arg(long = "announce")]
+    announce: Vec<IpNet>,
+    /// Announce this many consecutive prefixes of each --announce prefix's length.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Communities (ASN:VALUE or well-known names) added to the announcements.
+    #[arg(long = "community")]
+    communities: Vec<anylb_conf::Community>,
+    /// Large communities (G:L1:L2).
+    #[arg(long = "large-community")]
+    large_communities: Vec<anylb_conf::LargeCommunity>,
+    /// MED of the announcements.
+    #[arg(long)]
+    med: Option<u32>,
+    /// Withdraw everything after this many seconds (and keep running).
+    #[arg(long)]
+    withdraw_after: Option<u64>,
+    /// Stop after this many seconds (default: run until SIGTERM / SIGINT).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Print the sessions (and, with --json, received routes) every this many seconds.
+    #[arg(long, default_value_t = 1)]
+    status_every: u64,
+}
+
+fn parse_neighbor(s: &str) -> Result<NeighborConfig, String> {
+    let mut parts = s.split(',');
+    let addr: IpAddr = parts
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| format!("{s}: neighbour address: {e}"))?;
+    let mut n = NeighborConfig {
+        address: addr,
+        remote_asn: 0,
+        description: None,
+        passive: false,
+        hold_time: Duration::from_secs(90),
+        keepalive: Duration::from_secs(30),
+        connect_retry: Duration::from_secs(2),
+        ttl: None,
+        local_address: None,
+        ipv4: addr.is_ipv4(),
+        ipv6: addr.is_ipv6(),
+        next_hop: None,
+        ipv6_next_hop: None,
+        communities: vec![],
+        large_communities: vec![],
+        med: None,
+        local_pref: None,
+        prepend: 0,
+        max_prefix: None,
+    };
+    for p in parts {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{s}: {k}: {e}"));
+        match k {
+            "asn" => n.remote_asn = u32::try_from(num(v)?).map_err(|e| format!("{s}: asn: {e}"))?,
+            "passive" => n.passive = true,
+            "hold" => {
+                n.hold_time = Duration::from_secs(num(v)?);
+                n.keepalive = n.hold_time / 3;
+            }
+            "ipv4" => n.ipv4 = v != "0",
+            "ipv6" => n.ipv6 = v != "0",
+            "nh6" => n.ipv6_next_hop = Some(v.parse::<Ipv6Addr>().map_err(|e| format!("{s}: nh6: {e}"))?),
+            "local" => n.local_address = Some(v.parse().map_err(|e| format!("{s}: local: {e}"))?),
+            "max-prefix" => {
+                n.max_prefix = Some(u32::try_from(num(v)?).map_err(|e| format!("{s}: max-prefix: {e}"))?)
+            }
+            other => return Err(format!("{s}: unknown neighbour option {other:?}")),
+        }
+    }
+    if n.remote_asn == 0 {
+        return Err(format!("{s}: asn=N is required"));
+    }
+    Ok(n)
+}
+
+/// The `count` prefixes starting at `p`, each of `p`'s length.
+fn expand(p: IpNet, count: u32) -> Vec<IpNet> {
+    (0..count)
+        .filter_map(|i| match p {
+            IpNet::V4(n) => {
+                let step = 1u64 << (32 - u32::from(n.prefix_len()));
+                let base = u64::from(u32::from(n.network()));
+                let a = u32::try_from(base + u64::from(i) * step).ok()?;
+                ipnet::Ipv4Net::new(Ipv4Addr::from(a), n.prefix_len())
+                    .ok()
+                    .map(IpNet::V4)
+            }
+            IpNet::V6(n) => {
+                let step = 1u128.checked_shl(128 - u32::from(n.prefix_len())).unwrap_or(0);
+                let a = u128::from(n.network()).checked_add(u128::from(i) * step)?;
+                ipnet::Ipv6Net::new(Ipv6Addr::from(a), n.prefix_len())
+                    .ok()
+                    .map(IpNet::V6)
+            }
+        })
+        .collect()
+}
+
+/// Runs `anylb speak`.
+pub fn run(a: SpeakArgs, json: bool) -> ExitCode {
+    let neighbors = match a
+        .neighbors
+        .iter()
+        .map(|s| parse_neighbor(s))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = SpeakerConfig {
+        local_asn: a.asn,
+        router_id: a.router_id,
+        listen: a.listen,
+        graceful_restart: None,
+        restarting: false,
+        neighbors,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let speaker = match Speaker::start(cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot start the BGP speaker: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let prefixes: Vec<IpNet> = a.announce.iter().flat_map(|p| expand(*p, a.count)).collect();
+        let ann = Announcement {
+            communities: a.communities.iter().map(|c| c.0).collect(),
+            large_communities: a.large_communities.iter().map(|c| (c.0, c.1, c.2)).collect(),
+            med: a.med,
+            prepend: 0,
+        };
+        speaker.announce(&prefixes, &ann);
+        tracing::info!(prefixes = prefixes.len(), "announcing");
+        let start = tokio::time::Instant::now();
+        let mut withdrawn = false;
+        let mut tick = tokio::time::interval(Duration::from_secs(a.status_every.max(1)));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term() => break,
+            }
+            let el = start.elapsed().as_secs();
+            if let Some(w) = a.withdraw_after {
+                if el >= w && !withdrawn {
+                    speaker.withdraw(&prefixes);
+                    withdrawn = true;
+                    tracing::info!("withdrawn");
+                }
+            }
+            if json {
+                let v = serde_json::json!({ "neighbors": speaker.neighbors(), "received": speaker.received(None).iter().map(|(n, p, r)| serde_json::json!({"neighbor": n, "prefix": p, "next_hop": r.next_hop})).collect::<Vec<_>>() });
+                println!("{v}");
+            } else {
+                for n in speaker.neighbors() {
+                    println!("{} AS{} {} rcvd={} sent={}", n.address, n.remote_asn, n.state.name(), n.prefixes_rcvd, n.prefixes_sent);
+                }
+            }
+            if a.duration.is_some_and(|d| el >= d) {
+                break;
+            }
+        }
+        speaker.stop("anylb speak stopping");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGTERM.
+async fn term() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,194 @@
+//! The embedded BGP speaker against a real FRR (Debian's 8.4) in network namespaces: sessions over IPv4 and
+//! IPv6, hundreds of prefixes per family with their attributes, withdrawal, received routes, and FRR
+//! installing a VIP announced by two speakers with two next hops. Needs root and frr (CI has both).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use topology_tests::frr::Frr;
+use topology_tests::netns::{unique_prefix, veth, Netns};
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn speak(ns: &mut Netns, log: &std::path::Path, args: &[&str]) -> u32 {
+    let mut v = vec![env!("CARGO_BIN_EXE_anylb"), "--json", "speak"];
+    v.extend_from_slice(args);
+    ns.spawn(&v, Some(log)).unwrap()
+}
+
+#[test]
+fn frr_learns_attributes_and_withdrawals_over_ipv4_and_ipv6_sessions() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = unique_prefix("bf");
+    let r = Netns::new(&format!("{p}r")).unwrap();
+    let mut lb = Netns::new(&format!("{p}l")).unwrap();
+    veth(&r, "eth0", &lb, "eth0").unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
+    r.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    lb.ip(&["addr", "add", "2001:db8:1::11/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    let frr = Frr::start(
+        &r,
+        "frr defaults traditional\n\
+         router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n no bgp network import-check\n\
+         neighbor 192.0.2.11 remote-as 65010\n neighbor 192.0.2.11 timers 3 9\n\
+         neighbor 2001:db8:1::11 remote-as 65010\n neighbor 2001:db8:1::11 timers 3 9\n\
+         address-family ipv4 unicast\n  network 0.0.0.0/0\n  neighbor 192.0.2.11 activate\n  no neighbor 2001:db8:1::11 activate\n exit-address-family\n\
+         address-family ipv6 unicast\n  neighbor 2001:db8:1::11 activate\n exit-address-family\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("speak.log");
+    // The documentation ranges hold 512 /32s beside the link subnet: 198.51.100.0/24 and 203.0.113.0/24.
+    let pid = speak(
+        &mut lb,
+        &log,
+        &[
+            "--asn",
+            "65010",
+            "--router-id",
+            "192.0.2.11",
+            "--listen",
+            "[::]:179",
+            "--neighbor",
+            "192.0.2.1,asn=65000,hold=9",
+            "--neighbor",
+            "2001:db8:1::1,asn=65000,hold=9",
+            "--announce",
+            "198.51.100.0/32",
+            "--announce",
+            "203.0.113.0/32",
+            "--announce",
+            "2001:db8:ffff::/128",
+            "--count",
+            "256",
+            "--community",
+            "65010:80",
+            "--large-community",
+            "65010:1:2",
+            "--med",
+            "7",
+            "--withdraw-after",
+            "30",
+            "--duration",
+            "60",
+        ],
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        frr.wait(Duration::from_secs(30), |f| f.established("192.0.2.11")
+            && f.established("2001:db8:1::11")),
+        "sessions:\n{}\n{}",
+        frr.vtysh("show bgp summary").unwrap_or_default(),
+        text()
+    );
+    assert!(
+        frr.wait(Duration::from_secs(10), |f| f.prefix_count("ipv4") == 513
+            && f.prefix_count("ipv6") == 256),
+        "{}\n{}",
+        frr.vtysh("show bgp summary").unwrap_or_default(),
+        text()
+            .lines()
+            .filter(|l| !l.starts_with("{"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let v = frr.json("show bgp ipv4 unicast 203.0.113.77/32 json").unwrap();
+    let path = &v["paths"][0];
+    assert_eq!(path["aspath"]["string"], "65010", "{v}");
+    assert_eq!(path["metric"], 7, "{v}");
+    assert_eq!(path["community"]["string"], "65010:80", "{v}");
+    assert_eq!(path["largeCommunity"]["string"], "65010:1:2", "{v}");
+    assert_eq!(path["nexthops"][0]["ip"], "192.0.2.11", "{v}");
+    let v6 = frr
+        .json("show bgp ipv6 unicast 2001:db8:ffff::ff/128 json")
+        .unwrap();
+    assert_eq!(v6["paths"][0]["nexthops"][0]["ip"], "2001:db8:1::11", "{v6}");
+    // FRR's default route reached the speaker.
+    assert!(text().contains("\"prefix\":\"0.0.0.0/0\""), "{}", text());
+    // After the withdrawal only FRR's own default route is left.
+    assert!(
+        frr.wait(Duration::from_secs(45), |f| f.prefix_count("ipv4") == 1
+            && f.prefix_count("ipv6") == 0),
+        "{}",
+        frr.vtysh("show bgp summary").unwrap_or_default()
+    );
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
+    // The shutdown communication reached FRR.
+    assert!(frr.wait(Duration::from_secs(10), |f| !f.established("192.0.2.11")));
+    let n = frr.vtysh("show bgp neighbors 192.0.2.11").unwrap();
+    assert!(
+        n.contains("anylb speak stopping") || n.contains("Administrative Shutdown"),
+        "{n}"
+    );
+}
+
+#[test]
+fn frr_installs_a_vip_announced_by_two_speakers_with_two_next_hops() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = unique_prefix("be");
+    let r = Netns::new(&format!("{p}r")).unwrap();
+    let mut a = Netns::new(&format!("{p}a")).unwrap();
+    let mut b = Netns::new(&format!("{p}b")).unwrap();
+    veth(&r, "eth0", &a, "eth0").unwrap();
+    veth(&r, "eth1", &b, "eth0").unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/28", "dev", "eth0"]).unwrap();
+    r.ip(&["addr", "add", "192.0.2.17/28", "dev", "eth1"]).unwrap();
+    a.ip(&["addr", "add", "192.0.2.11/28", "dev", "eth0"]).unwrap();
+    b.ip(&["addr", "add", "192.0.2.27/28", "dev", "eth0"]).unwrap();
+    let frr = Frr::start(
+        &r,
+        "frr defaults traditional\n\
+         router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n\
+         neighbor 192.0.2.11 remote-as 65010\n neighbor 192.0.2.27 remote-as 65010\n\
+         address-family ipv4 unicast\n  maximum-paths 4\n exit-address-family\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let args = |rid: &'static str, peer: &'static str| {
+        vec![
+            "--asn",
+            "65010",
+            "--router-id",
+            rid,
+            "--listen",
+            "0.0.0.0:179",
+            "--neighbor",
+            peer,
+            "--announce",
+            "203.0.113.10/32",
+            "--duration",
+            "40",
+        ]
+    };
+    let pa = speak(
+        &mut a,
+        &dir.path().join("a.log"),
+        &args("192.0.2.11", "192.0.2.1,asn=65000"),
+    );
+    let pb = speak(
+        &mut b,
+        &dir.path().join("b.log"),
+        &args("192.0.2.27", "192.0.2.17,asn=65000"),
+    );
+    let installed = frr.wait(Duration::from_secs(30), |_| {
+        r.sh("ip route show 203.0.113.10")
+            .is_ok_and(|s| s.contains("192.0.2.11") && s.contains("192.0.2.27"))
+    });
+    assert!(
+        installed,
+        "kernel route: {:?}\n{}",
+        r.sh("ip route show 203.0.113.10"),
+        frr.vtysh("show bgp ipv4 unicast 203.0.113.10/32")
+            .unwrap_or_default()
+    );
+    assert!(a.stop(pa, Duration::from_secs(10)));
+    // One speaker gone: one next hop left.
+    assert!(frr.wait(Duration::from_secs(15), |_| r
+        .sh("ip route show 203.0.113.10")
+        .is_ok_and(|s| !s.contains("192.0.2.11") && s.contains("192.0.2.27"))));
+    assert!(b.stop(pb, Duration::from_secs(10)));
+}
