@@ -1,15 +1,22 @@
-//! `anylb run`: one node of the cluster. For now it starts the node's DPDK dataplane from the topology and
-//! runs it until SIGTERM or SIGINT, logging its counters; BGP and health checking join in their own issues.
+//! `anylb run`: one node of the cluster. Starts the node's DPDK dataplane from the topology and its BGP
+//! speaker, which announces the VIPs of the services the node serves and its local-address pools; routes
+//! received from upstreams become the dataplane's route table (with ECMP). SIGTERM or SIGINT shut down
+//! gracefully: the routes are re-announced with the GRACEFUL_SHUTDOWN community (RFC 8326), the node waits
+//! `shutdown_wait`, then closes its sessions with a shutdown communication and stops the dataplane.
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use anylb_conf::{Family, NodeConfig};
 use anylb_dataplane::dpdk::{Config, PortSpec, Runtime};
 use anylb_dataplane::snapshot::{Builder, Overrides};
+use anylb_routing::rib::Announcement;
+use anylb_routing::speaker::{NeighborConfig, Speaker, SpeakerConfig};
 use clap::Args;
+use ipnet::IpNet;
 
 /// Arguments of `anylb run`.
 #[derive(Debug, Args)]
@@ -26,6 +33,83 @@ pub struct RunArgs {
     /// Do not create TAP exception interfaces (the kernel then sees only what it sees by itself).
     #[arg(long)]
     no_tap: bool,
+}
+
+/// The speaker configuration of a node, if it has BGP.
+pub fn speaker_config(cfg: &NodeConfig) -> Option<SpeakerConfig> {
+    let bgp = cfg.node.bgp.as_ref()?;
+    let local_asn = bgp.asn?;
+    let neighbors = bgp
+        .neighbors
+        .iter()
+        .filter_map(|n| {
+            let fams = n.families();
+            Some(NeighborConfig {
+                address: n.address,
+                remote_asn: n.asn?,
+                description: n.description.clone(),
+                passive: n.passive,
+                hold_time: n.hold_time.map_or(Duration::from_secs(90), |d| d.get()),
+                keepalive: n.keepalive.map_or(Duration::from_secs(30), |d| d.get()),
+                connect_retry: n.connect_retry.map_or(Duration::from_secs(5), |d| d.get()),
+                ttl: n.multihop_ttl,
+                local_address: n.local_address,
+                ipv4: fams.contains(&Family::Ipv4Unicast),
+                ipv6: fams.contains(&Family::Ipv6Unicast),
+                next_hop: n.next_hop,
+                ipv6_next_hop: n.ipv6_next_hop,
+                communities: n.communities.iter().map(|c| c.0).collect(),
+                large_communities: n.large_communities.iter().map(|c| (c.0, c.1, c.2)).collect(),
+                med: n.med,
+                local_pref: n.local_pref,
+                prepend: n.as_path_prepend.unwrap_or(0),
+                max_prefix: n.max_prefix,
+            })
+        })
+        .collect();
+    let port = bgp.listen_port();
+    Some(SpeakerConfig {
+        local_asn,
+        router_id: cfg.node.router_id,
+        listen: (port != 0).then(|| SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port)),
+        graceful_restart: bgp
+            .graceful_restart
+            .filter(|g| g.enabled)
+            .map(|g| g.restart_time.map_or(120, |t| t.as_secs().min(4095) as u16)),
+        restarting: false,
+        neighbors,
+    })
+}
+
+/// What the node announces: every served VIP as a host route with the service's communities, and every
+/// local-address pool marked for announcement.
+pub fn announcements(cfg: &NodeConfig) -> Vec<(IpNet, Announcement)> {
+    let mut out: Vec<(IpNet, Announcement)> = Vec::new();
+    for s in &cfg.services {
+        let p = IpNet::from(s.vip);
+        let a = Announcement {
+            communities: s.communities.iter().map(|c| c.0).collect(),
+            large_communities: s.large_communities.iter().map(|c| (c.0, c.1, c.2)).collect(),
+            med: None,
+            prepend: 0,
+        };
+        match out.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, existing)) => {
+                for c in a.communities {
+                    if !existing.communities.contains(&c) {
+                        existing.communities.push(c);
+                    }
+                }
+            }
+            None => out.push((p, a)),
+        }
+    }
+    for pool in &cfg.node.local_addresses {
+        if pool.announce.unwrap_or(true) {
+            out.push((pool.prefix.trunc(), Announcement::default()));
+        }
+    }
+    out
 }
 
 /// Runs a node until a signal asks it to stop.
@@ -71,9 +155,11 @@ pub fn run(a: RunArgs) -> ExitCode {
     };
     let workers = dp.workers.len();
     let mut builder = Builder::default();
-    let runtime = match Runtime::start(&rcfg, |macs| {
+    let mut macs = Vec::new();
+    let runtime = match Runtime::start(&rcfg, |m| {
+        macs = m.to_vec();
         builder
-            .build(&cfg, macs, workers, &Overrides::default())
+            .build(&cfg, m, workers, &Overrides::default())
             .map_err(|e| e.to_string())
     }) {
         Ok(r) => r,
@@ -83,34 +169,100 @@ pub fn run(a: RunArgs) -> ExitCode {
         }
     };
     tracing::info!(node = %cfg.node.name, workers, steering = ?runtime.steering(), "dataplane running");
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("error: cannot install a signal handler: {e}");
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
             runtime.stop();
             return ExitCode::from(1);
         }
+    };
+    let code = rt.block_on(control(&a, &cfg, &runtime, &mut builder, &macs));
+    runtime.stop();
+    code
+}
+
+/// The control loop: BGP, route updates into the dataplane, counters, shutdown.
+async fn control(
+    a: &RunArgs,
+    cfg: &NodeConfig,
+    runtime: &Runtime,
+    builder: &mut Builder,
+    macs: &[[u8; 6]],
+) -> ExitCode {
+    let speaker = match speaker_config(cfg) {
+        Some(sc) => match Speaker::start(sc).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("error: cannot start the BGP speaker: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+    let announced = announcements(cfg);
+    if let Some(s) = &speaker {
+        for (p, ann) in &announced {
+            s.announce(&[*p], ann);
+        }
+        tracing::info!(
+            prefixes = announced.len(),
+            "announcing VIPs and local-address pools"
+        );
     }
-    let mut last = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        if a.stats_interval > 0 && last.elapsed() >= Duration::from_secs(a.stats_interval) {
-            last = Instant::now();
-            for (i, s) in runtime.stats().iter().enumerate() {
-                tracing::info!(
-                    worker = i,
-                    rx = s.rx_packets,
-                    tx = s.tx_packets,
-                    kernel = s.to_kernel,
-                    new_conns = s.new_connections,
-                    drops = s.total_drops(),
-                    redirected = s.redirected,
-                    "worker counters"
-                );
+    let mut fib = speaker.as_ref().map(Speaker::routes);
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(a.stats_interval.max(1)));
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot install a signal handler: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            changed = async { match fib.as_mut() { Some(f) => f.changed().await, None => std::future::pending().await } } => {
+                if changed.is_err() {
+                    fib = None;
+                    continue;
+                }
+                let routes: BTreeMap<IpNet, Vec<IpAddr>> = fib.as_ref().map(|f| f.borrow().clone()).unwrap_or_default();
+                tracing::info!(routes = routes.len(), "received routes changed; updating the dataplane");
+                let ov = Overrides { routes: routes.into_iter().collect(), ..Overrides::default() };
+                match builder.build(cfg, macs, runtime.stats().len(), &ov) {
+                    Ok(s) => runtime.publish(s),
+                    Err(e) => tracing::warn!(error = %e, "cannot rebuild the dataplane configuration"),
+                }
+            }
+            _ = stats_tick.tick(), if a.stats_interval > 0 => {
+                for (i, s) in runtime.stats().iter().enumerate() {
+                    tracing::info!(worker = i, rx = s.rx_packets, tx = s.tx_packets, kernel = s.to_kernel, new_conns = s.new_connections,
+                        drops = s.total_drops(), redirected = s.redirected, "worker counters");
+                }
             }
         }
     }
     tracing::info!("stopping");
+    if let Some(s) = &speaker {
+        let wait = cfg
+            .node
+            .bgp
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.shutdown_wait().get());
+        if !wait.is_zero() {
+            tracing::info!(wait = ?wait, "graceful shutdown: announcing with the GRACEFUL_SHUTDOWN community");
+            for (p, ann) in &announced {
+                let mut g = ann.clone();
+                g.communities.push(anylb_conf::Community::GRACEFUL_SHUTDOWN.0);
+                s.announce(&[*p], &g);
+            }
+            tokio::time::sleep(wait).await;
+        }
+        s.stop(&format!("anylb node {} shutting down", cfg.node.name));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     for (i, s) in runtime.stats().iter().enumerate() {
         tracing::info!(
             worker = i,
@@ -123,6 +275,5 @@ pub fn run(a: RunArgs) -> ExitCode {
             "final counters"
         );
     }
-    runtime.stop();
     ExitCode::SUCCESS
 }

@@ -163,6 +163,8 @@ pub enum BuildError {
 pub struct Overrides {
     /// (service, backend address, backend port) → weight (0 = down or drained).
     pub weights: HashMap<(String, IpAddr, u16), u32>,
+    /// Routes learnt by BGP: prefix → ECMP next hops. Static routes of the topology win over them.
+    pub routes: Vec<(ipnet::IpNet, Vec<IpAddr>)>,
 }
 
 /// Builds snapshots, keeping backend ids stable.
@@ -238,6 +240,28 @@ impl Builder {
                 })
                 .collect::<Result<Vec<_>, BuildError>>()?;
             routes.insert(&addr(r.prefix.network()), r.prefix.prefix_len(), Route { hops });
+        }
+        for (prefix, via) in &ov.routes {
+            if node.routes.iter().any(|r| r.prefix == *prefix) {
+                continue;
+            }
+            // Next hops must be on a connected subnet (eBGP single hop); others are ignored.
+            let hops: Vec<NextHop> = via
+                .iter()
+                .filter_map(|v| {
+                    let via = addr(*v);
+                    routes
+                        .next_hop(&via, 0)
+                        .filter(|h| h.via.is_none())
+                        .map(|h| NextHop {
+                            via: Some(via),
+                            port: h.port,
+                        })
+                })
+                .collect();
+            if !hops.is_empty() {
+                routes.insert(&addr(prefix.network()), prefix.prefix_len(), Route { hops });
+            }
         }
         let mut lips = Vec::new();
         for pool in &node.local_addresses {

@@ -1,0 +1,203 @@
+//! A node end to end: `anylb run` with its DPDK dataplane (net_af_packet) and BGP speaker behind a real FRR
+//! router. FRR learns the VIP and installs it; the node learns the client subnet from FRR and puts it in the
+//! dataplane's route table; a real TCP client reaches a real server through FRR and the VIP; on SIGTERM the
+//! node first re-announces with GRACEFUL_SHUTDOWN, then withdraws. Needs root, libdpdk and frr (CI has them).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use topology_tests::frr::Frr;
+use topology_tests::netns::{unique_prefix, veth, Netns};
+
+const ECHO_SERVER: &str = r#"
+import socket, sys, threading, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64); s.settimeout(0.5)
+end = time.time() + 90
+def serve(c):
+    c.settimeout(5)
+    try:
+        d = c.recv(4096)
+        c.sendall(b"echo:" + d)
+    except OSError: pass
+    c.close()
+while time.time() < end:
+    try: c, _ = s.accept()
+    except socket.timeout: continue
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+const CLIENT: &str = r#"
+import socket, sys, time
+deadline = time.time() + 40
+while True:
+    try:
+        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1); c.close(); break
+    except OSError:
+        if time.time() > deadline: print("never reachable"); sys.exit(2)
+        time.sleep(0.3)
+ok = 0
+for i in range(int(sys.argv[3])):
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    c.sendall(b"hi %d" % i)
+    if c.recv(100) == b"echo:hi %d" % i: ok += 1
+    c.close()
+print("ok", ok)
+"#;
+
+const TOPOLOGY: &str = r#"
+[cluster]
+name = "e2e"
+asn = 65010
+
+[[nodes]]
+name = "lb1"
+router_id = "192.0.2.11"
+[nodes.dataplane]
+workers = [1]
+main_core = 0
+eal_args = ["--no-huge", "--no-shconf", "--no-pci", "-m", "256", "--log-level", "lib.eal:error"]
+[[nodes.dataplane.ports]]
+name = "up0"
+device = "net_af_packet0,iface=up0"
+addresses = ["192.0.2.11/28"]
+[[nodes.dataplane.ports]]
+name = "in0"
+device = "net_af_packet1,iface=in0"
+addresses = ["198.51.100.1/24"]
+[[nodes.local_addresses]]
+prefix = "198.51.100.16/31"
+port = "in0"
+announce = false
+[nodes.bgp]
+shutdown_wait = "4s"
+[[nodes.bgp.neighbors]]
+address = "192.0.2.1"
+asn = 65000
+hold_time = "9s"
+keepalive = "3s"
+
+[[services]]
+name = "echo"
+vip = "203.0.113.10"
+port = 80
+protocol = "tcp"
+communities = ["65010:80"]
+backends = [{ address = "198.51.100.101", port = 8080 }]
+"#;
+
+#[test]
+fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracefully() {
+    let p = unique_prefix("ne");
+    let c = Netns::new(&format!("{p}c")).unwrap();
+    let r = Netns::new(&format!("{p}r")).unwrap();
+    let mut lb = Netns::new(&format!("{p}l")).unwrap();
+    let mut s = Netns::new(&format!("{p}s")).unwrap();
+    veth(&c, "eth0", &r, "eth0").unwrap();
+    veth(&r, "eth1", &lb, "up0").unwrap();
+    veth(&lb, "in0", &s, "eth0").unwrap();
+    c.ip(&["addr", "add", "192.0.2.130/26", "dev", "eth0"]).unwrap();
+    c.ip(&["route", "add", "default", "via", "192.0.2.129"]).unwrap();
+    r.ip(&["addr", "add", "192.0.2.129/26", "dev", "eth0"]).unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/28", "dev", "eth1"]).unwrap();
+    r.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    lb.ip(&["addr", "add", "192.0.2.11/28", "dev", "up0"]).unwrap();
+    lb.ip(&["addr", "add", "198.51.100.1/24", "dev", "in0"]).unwrap();
+    s.ip(&["addr", "add", "198.51.100.101/24", "dev", "eth0"])
+        .unwrap();
+    let frr = Frr::start(
+        &r,
+        "frr defaults traditional\n\
+         router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n\
+         neighbor 192.0.2.11 remote-as 65010\n neighbor 192.0.2.11 timers 3 9\n\
+         address-family ipv4 unicast\n  network 192.0.2.128/26\n exit-address-family\n",
+    )
+    .unwrap();
+    s.spawn(&["python3", "-c", ECHO_SERVER, "198.51.100.101", "8080"], None)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("e2e.toml");
+    std::fs::write(&cfg, TOPOLOGY).unwrap();
+    let log = dir.path().join("anylb.log");
+    let pid = lb
+        .spawn(
+            &[
+                env!("CARGO_BIN_EXE_anylb"),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--node",
+                "lb1",
+                "--stats-interval",
+                "0",
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // FRR learns the VIP with the service's community and installs it towards the node.
+    assert!(
+        frr.wait(Duration::from_secs(30), |_| r
+            .sh("ip route show 203.0.113.10")
+            .is_ok_and(|x| x.contains("192.0.2.11"))),
+        "{}\n{}",
+        frr.vtysh("show bgp summary").unwrap_or_default(),
+        text()
+    );
+    let v = frr.json("show bgp ipv4 unicast 203.0.113.10/32 json").unwrap();
+    assert_eq!(v["paths"][0]["community"]["string"], "65010:80", "{v}");
+    // The node learnt the client subnet and serves clients through FRR.
+    let out = c
+        .exec(&[
+            "timeout",
+            "60",
+            "python3",
+            "-c",
+            CLIENT,
+            "203.0.113.10",
+            "80",
+            "10",
+        ])
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok 10"),
+        "{:?}\n{}",
+        out,
+        text()
+    );
+    assert!(text().contains("received routes changed"), "{}", text());
+
+    // Graceful shutdown: first the community, then the withdrawal.
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let gshut = frr.wait(Duration::from_secs(5), |f| {
+        f.json("show bgp ipv4 unicast 203.0.113.10/32 json")
+            .is_ok_and(|v| {
+                let t = v.to_string();
+                t.contains("graceful-shutdown") || t.contains("gshut") || t.contains("65535:0")
+            })
+    });
+    assert!(
+        gshut,
+        "{}\n{}",
+        frr.vtysh("show bgp ipv4 unicast 203.0.113.10/32")
+            .unwrap_or_default(),
+        text()
+    );
+    assert!(
+        frr.wait(Duration::from_secs(15), |_| r
+            .sh("ip route show 203.0.113.10")
+            .is_ok_and(|x| x.trim().is_empty())),
+        "{}",
+        text()
+    );
+    assert!(
+        lb.stop(pid, Duration::from_secs(10)) || text().contains("final counters"),
+        "{}",
+        text()
+    );
+}
