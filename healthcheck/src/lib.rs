@@ -1,3 +1,11 @@
-//! anylb-healthcheck: backend health checks, rise/fall and announce decisions (issue 6).
+//! anylb-healthcheck: active health checks of backends.
 //!
-//! Not built yet: this crate only holds its place in the workspace.
+//! [`checker`] runs one check (TCP, HTTP, UDP, ICMP, exec); [`state`] turns results into up/down transitions
+//! with rise and fall and computes slow-start weights; [`monitor`] schedules every backend's checks with jitter,
+//! keeps the last transitions, applies manual drains, and tells the daemon each backend's effective weight and
+//! each service's announce decision.
+
+pub mod checker;
+pub mod icmp;
+pub mod monitor;
+pub mod state;

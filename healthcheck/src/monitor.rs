@@ -1,0 +1,383 @@
+//! The health monitor of a node: one task per backend that checks it every `interval` (plus jitter, and a
+//! start spread over the first interval so thousands of checks never fire together), turns results into
+//! transitions with rise/fall, and keeps the last transitions for the CLI.
+//!
+//! The daemon reads [`Monitor::weights`] (0 when down or manually drained, ramping during slow start) and
+//! [`Monitor::services`] (whether each service has `min_healthy` healthy backends, i.e. whether to announce
+//! its VIP), and waits on [`Monitor::changes`] to know when to read again. Manual drains survive health changes.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anylb_conf::{HealthKind, NodeConfig};
+use tokio::sync::{broadcast, watch};
+
+use crate::checker::{self, Check, Probe};
+use crate::state::{slow_start_weight, Health, RiseFall};
+
+/// Transitions kept per backend.
+const HISTORY: usize = 16;
+
+/// A backend of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Key {
+    /// Service name.
+    pub service: String,
+    /// Backend address.
+    pub address: IpAddr,
+    /// Backend port.
+    pub port: u16,
+}
+
+/// A change of health.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Transition {
+    /// When.
+    pub at: SystemTime,
+    /// Which backend.
+    pub key: Key,
+    /// New health.
+    pub to: Health,
+    /// The last check's result.
+    pub reason: String,
+    /// The number of the check (1-based) that made the change.
+    pub check: u64,
+}
+
+/// What the CLI shows of a backend.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendStatus {
+    /// Which backend.
+    pub key: Key,
+    /// Health.
+    pub health: Health,
+    /// Manually drained.
+    pub drained: bool,
+    /// Configured weight.
+    pub weight: u32,
+    /// Effective weight now.
+    pub effective_weight: u32,
+    /// Last check result ("ok" or why it failed).
+    pub last_result: Option<String>,
+    /// Checks run.
+    pub checks: u64,
+    /// Last transitions, oldest first.
+    pub transitions: Vec<Transition>,
+}
+
+/// A service's health against its `min_healthy`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceStatus {
+    /// Name.
+    pub name: String,
+    /// VIP.
+    pub vip: IpAddr,
+    /// Backends up and not drained.
+    pub healthy: u32,
+    /// Backends.
+    pub total: u32,
+    /// Needed to announce.
+    pub min_healthy: u32,
+    /// Whether the VIP should be announced.
+    pub announce: bool,
+}
+
+#[derive(Debug)]
+struct Backend {
+    weight: u32,
+    drained: bool,
+    admin_drained: bool,
+    health: Health,
+    up_since: Option<Instant>,
+    slow_start: Option<Duration>,
+    last_result: Option<String>,
+    checks: u64,
+    transitions: VecDeque<Transition>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backends: HashMap<Key, Backend>,
+    services: Vec<(String, IpAddr, u32, Vec<Key>)>,
+}
+
+/// The running monitor.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    inner: Arc<Mutex<Inner>>,
+    events: broadcast::Sender<Transition>,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+/// A deterministic fraction in [0, 1) from a key and a counter (jitter without a shared RNG).
+fn fraction(key: &Key, n: u64) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for b in key
+        .service
+        .bytes()
+        .chain(key.address.to_string().bytes())
+        .chain(key.port.to_be_bytes())
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h ^= h >> 33;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Monitor {
+    /// Starts checking every backend of the services in `cfg` on the current tokio runtime.
+    pub fn start(cfg: &NodeConfig) -> Monitor {
+        let (events, _) = broadcast::channel(1024);
+        let (changed, _) = watch::channel(0u64);
+        let mut inner = Inner {
+            backends: HashMap::new(),
+            services: Vec::new(),
+        };
+        let mut checks = Vec::new();
+        for s in &cfg.services {
+            let mut keys = Vec::new();
+            let checked = s.health.as_ref().is_some_and(|h| h.kind != HealthKind::None);
+            for b in &s.backends {
+                let port = b.port.or(s.port.port()).unwrap_or(0);
+                let key = Key {
+                    service: s.name.clone(),
+                    address: b.address,
+                    port,
+                };
+                inner.backends.insert(
+                    key.clone(),
+                    Backend {
+                        weight: b.weight(),
+                        drained: b.drained,
+                        admin_drained: false,
+                        health: if checked { Health::Down } else { Health::Up },
+                        up_since: None,
+                        slow_start: s.health.as_ref().and_then(|h| h.slow_start).map(|d| d.get()),
+                        last_result: None,
+                        checks: 0,
+                        transitions: VecDeque::new(),
+                    },
+                );
+                if let (true, Some(h)) = (checked, &s.health) {
+                    let probe = match h.kind {
+                        HealthKind::Tcp => Probe::Tcp,
+                        HealthKind::Http | HealthKind::Https => Probe::Http {
+                            path: h.path.clone().unwrap_or_else(|| "/".into()),
+                            host: h.host.clone(),
+                            status: if h.status.is_empty() {
+                                vec![200]
+                            } else {
+                                h.status.clone()
+                            },
+                            body: h.body.clone(),
+                        },
+                        HealthKind::Udp => Probe::Udp {
+                            payload: h.payload.clone().unwrap_or_default().into_bytes(),
+                            expect: h.expect.clone().map(String::into_bytes),
+                        },
+                        HealthKind::Icmp => Probe::Icmp,
+                        HealthKind::Exec => Probe::Exec(h.command.clone()),
+                        HealthKind::None => Probe::None,
+                    };
+                    let check = Check {
+                        probe,
+                        target: SocketAddr::new(b.address, h.port.unwrap_or(port)),
+                        source: h.source,
+                        timeout: h.timeout().get(),
+                    };
+                    checks.push((
+                        key.clone(),
+                        check,
+                        h.interval().get(),
+                        h.jitter(),
+                        RiseFall::new(h.rise(), h.fall()),
+                    ));
+                }
+                keys.push(key);
+            }
+            inner
+                .services
+                .push((s.name.clone(), s.vip, s.min_healthy(), keys));
+        }
+        let m = Monitor {
+            inner: Arc::new(Mutex::new(inner)),
+            events,
+            changed: Arc::new(changed),
+        };
+        for (key, check, interval, jitter, rf) in checks {
+            tokio::spawn(m.clone().run_backend(key, check, interval, jitter, rf));
+        }
+        tokio::spawn(m.clone().ramp());
+        m
+    }
+
+    async fn run_backend(self, key: Key, check: Check, interval: Duration, jitter: f64, mut rf: RiseFall) {
+        // Spread the first checks over one interval.
+        let mut next = tokio::time::Instant::now() + interval.mul_f64(fraction(&key, 0));
+        let mut n = 1u64;
+        loop {
+            tokio::time::sleep_until(next).await;
+            let result = checker::run(&check).await;
+            let ok = result.is_ok();
+            let text = match &result {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => e.clone(),
+            };
+            let change = rf.record(ok);
+            let mut transition = None;
+            if let Ok(mut inner) = self.inner.lock() {
+                if let Some(b) = inner.backends.get_mut(&key) {
+                    b.checks += 1;
+                    b.last_result = Some(text.clone());
+                    if let Some(h) = change {
+                        b.health = h;
+                        b.up_since = (h == Health::Up).then(Instant::now);
+                        let t = Transition {
+                            at: SystemTime::now(),
+                            key: key.clone(),
+                            to: h,
+                            reason: text.clone(),
+                            check: b.checks,
+                        };
+                        b.transitions.push_back(t.clone());
+                        while b.transitions.len() > HISTORY {
+                            b.transitions.pop_front();
+                        }
+                        transition = Some(t);
+                    }
+                }
+            }
+            if let Some(t) = transition {
+                tracing::info!(service = %key.service, backend = %key.address, port = key.port, to = ?t.to, reason = %t.reason, "backend health changed");
+                let _ = self.events.send(t);
+                self.bump();
+            }
+            // Next check: interval ± jitter × interval.
+            let j = (fraction(&key, n) * 2.0 - 1.0) * jitter.clamp(0.0, 0.5);
+            next += interval.mul_f64(1.0 + j);
+            n += 1;
+        }
+    }
+
+    /// While a backend is in slow start, signals a change every second so that weights are re-read.
+    async fn ramp(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let ramping = self.inner.lock().is_ok_and(|inner| {
+                inner.backends.values().any(|b| {
+                    b.health == Health::Up
+                        && b.slow_start
+                            .zip(b.up_since)
+                            .is_some_and(|(s, u)| u.elapsed() < s + Duration::from_secs(1))
+                })
+            });
+            if ramping {
+                self.bump();
+            }
+        }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|g| *g += 1);
+    }
+
+    /// Effective weights: (service, address, port) → weight.
+    pub fn weights(&self) -> HashMap<(String, IpAddr, u16), u32> {
+        let Ok(inner) = self.inner.lock() else {
+            return HashMap::new();
+        };
+        inner
+            .backends
+            .iter()
+            .map(|(k, b)| ((k.service.clone(), k.address, k.port), effective(b)))
+            .collect()
+    }
+
+    /// Every service's health and announce decision.
+    pub fn services(&self) -> Vec<ServiceStatus> {
+        let Ok(inner) = self.inner.lock() else {
+            return Vec::new();
+        };
+        inner
+            .services
+            .iter()
+            .map(|(name, vip, min, keys)| {
+                let healthy = keys
+                    .iter()
+                    .filter(|k| inner.backends.get(*k).is_some_and(|b| effective(b) > 0))
+                    .count() as u32;
+                ServiceStatus {
+                    name: name.clone(),
+                    vip: *vip,
+                    healthy,
+                    total: keys.len() as u32,
+                    min_healthy: *min,
+                    announce: healthy >= *min,
+                }
+            })
+            .collect()
+    }
+
+    /// Backends of `service` (all when none).
+    pub fn backends(&self, service: Option<&str>) -> Vec<BackendStatus> {
+        let Ok(inner) = self.inner.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<BackendStatus> = inner
+            .backends
+            .iter()
+            .filter(|(k, _)| service.is_none_or(|s| s == k.service))
+            .map(|(k, b)| BackendStatus {
+                key: k.clone(),
+                health: b.health,
+                drained: b.drained || b.admin_drained,
+                weight: b.weight,
+                effective_weight: effective(b),
+                last_result: b.last_result.clone(),
+                checks: b.checks,
+                transitions: b.transitions.iter().cloned().collect(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// Drains (or undrains) a backend by hand; returns false when there is no such backend.
+    pub fn set_drained(&self, key: &Key, drained: bool) -> bool {
+        let found = self
+            .inner
+            .lock()
+            .is_ok_and(|mut inner| match inner.backends.get_mut(key) {
+                Some(b) => {
+                    b.admin_drained = drained;
+                    true
+                }
+                None => false,
+            });
+        if found {
+            self.bump();
+        }
+        found
+    }
+
+    /// Transitions as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.events.subscribe()
+    }
+
+    /// A counter that increases whenever weights or announce decisions may have changed.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+fn effective(b: &Backend) -> u32 {
+    if b.health == Health::Down || b.drained || b.admin_drained {
+        return 0;
+    }
+    let since = b.up_since.map_or(Duration::MAX, |u| u.elapsed());
+    slow_start_weight(b.weight, since, b.slow_start)
+}

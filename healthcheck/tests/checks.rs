@@ -1,0 +1,321 @@
+//! The checkers against real servers on loopback, and the monitor's rise/fall, slow start and drains.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anylb_healthcheck::checker::{self, Check, Probe};
+use anylb_healthcheck::monitor::{Key, Monitor};
+use anylb_healthcheck::state::Health;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An HTTP server answering the n-th request with `statuses[n]` (the last one after the end).
+async fn scripted_http(statuses: Vec<u16>) -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            let i = c.fetch_add(1, Ordering::SeqCst);
+            let st = statuses.get(i).or(statuses.last()).copied().unwrap_or(200);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let body = "healthy";
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {st} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (port, count)
+}
+
+fn topology(port: u16, health: &str) -> anylb_conf::NodeConfig {
+    let t = format!(
+        r#"
+[cluster]
+name = "h"
+[[nodes]]
+name = "n"
+router_id = "192.0.2.1"
+[nodes.dataplane]
+workers = [1]
+[[nodes.dataplane.ports]]
+name = "p"
+device = "net_null0"
+[[nodes.local_addresses]]
+prefix = "198.51.100.16/31"
+[[services]]
+name = "web"
+vip = "203.0.113.10"
+port = 80
+protocol = "tcp"
+health = {health}
+backends = [{{ address = "127.0.0.1", port = {port} }}]
+"#
+    );
+    anylb_conf::load_str(&t, "h.toml")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .resolve("n")
+        .unwrap()
+}
+
+fn key(port: u16) -> Key {
+    Key {
+        service: "web".into(),
+        address: "127.0.0.1".parse().unwrap(),
+        port,
+    }
+}
+
+async fn wait_checks(m: &Monitor, port: u16, n: u64) {
+    for _ in 0..500 {
+        if m.backends(None)
+            .iter()
+            .find(|b| b.key == key(port))
+            .is_some_and(|b| b.checks >= n)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {n} checks");
+}
+
+#[tokio::test]
+async fn a_flapping_backend_honours_rise_and_fall_exactly() {
+    // rise 2, fall 3: up at check 2; two failures then a success change nothing; three failures (checks 6-8)
+    // take it down at 8; two successes (9-10) bring it back at 10.
+    let (port, _) = scripted_http(vec![200, 200, 500, 500, 200, 500, 500, 500, 200, 200, 200]).await;
+    let m = Monitor::start(&topology(
+        port,
+        r#"{ kind = "http", interval = "50ms", timeout = "40ms", rise = 2, fall = 3, jitter = 0.0 }"#,
+    ));
+    wait_checks(&m, port, 11).await;
+    let b = m.backends(Some("web")).remove(0);
+    let seq: Vec<(Health, u64)> = b.transitions.iter().map(|t| (t.to, t.check)).collect();
+    assert_eq!(
+        seq,
+        vec![(Health::Up, 2), (Health::Down, 8), (Health::Up, 10)],
+        "{:?}",
+        b.transitions
+    );
+    assert_eq!(b.transitions[1].reason, "status 500");
+    assert!(m.services()[0].announce);
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_down_after_the_timeout() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Accept and hold connections without answering.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let c = Check {
+        probe: Probe::Http {
+            path: "/".into(),
+            host: None,
+            status: vec![200],
+            body: None,
+        },
+        target: format!("127.0.0.1:{port}").parse().unwrap(),
+        source: None,
+        timeout: Duration::from_millis(200),
+    };
+    let t0 = std::time::Instant::now();
+    let r = checker::run(&c).await;
+    assert!(r.as_ref().unwrap_err().contains("timed out"), "{r:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(200) && t0.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_wrong_status_or_body_is_a_failure() {
+    let (port, _) = scripted_http(vec![503]).await;
+    let target = format!("127.0.0.1:{port}").parse().unwrap();
+    let c = Check {
+        probe: Probe::Http {
+            path: "/healthz".into(),
+            host: Some("web.example".into()),
+            status: vec![200, 204],
+            body: None,
+        },
+        target,
+        source: None,
+        timeout: Duration::from_secs(1),
+    };
+    assert_eq!(checker::run(&c).await, Err("status 503".into()));
+    let (port, _) = scripted_http(vec![200]).await;
+    let target = format!("127.0.0.1:{port}").parse().unwrap();
+    let c = Check {
+        probe: Probe::Http {
+            path: "/".into(),
+            host: None,
+            status: vec![200],
+            body: Some("sick".into()),
+        },
+        target,
+        source: None,
+        timeout: Duration::from_secs(1),
+    };
+    assert!(checker::run(&c).await.unwrap_err().contains("body lacks"));
+    let c2 = Check {
+        probe: Probe::Http {
+            path: "/".into(),
+            host: None,
+            status: vec![200],
+            body: Some("healthy".into()),
+        },
+        ..c
+    };
+    assert_eq!(checker::run(&c2).await, Ok(()));
+}
+
+#[tokio::test]
+async fn a_hanging_exec_check_is_killed_with_its_process_group() {
+    let dir = tempfile_dir();
+    let pidfile = format!("{dir}/pid");
+    let script = format!("sleep 30 & echo $! > {pidfile}; wait");
+    let c = Check {
+        probe: Probe::Exec(vec!["sh".into(), "-c".into(), script]),
+        target: "127.0.0.1:1".parse().unwrap(),
+        source: None,
+        timeout: Duration::from_millis(300),
+    };
+    let r = checker::run(&c).await;
+    assert!(r.unwrap_err().contains("timed out"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let alive = std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
+        && !std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .unwrap_or_default()
+            .contains(") Z ");
+    assert!(!alive, "the grandchild sleep {} survived", pid.trim());
+    let ok = Check {
+        probe: Probe::Exec(vec!["sh".into(), "-c".into(), "test {port} = 1".into()]),
+        ..c.clone()
+    };
+    assert_eq!(checker::run(&ok).await, Ok(()));
+    let bad = Check {
+        probe: Probe::Exec(vec!["false".into()]),
+        ..c
+    };
+    assert!(checker::run(&bad).await.unwrap_err().contains("exit status"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> String {
+    let d = std::env::temp_dir().join(format!("anylb-hc-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.display().to_string()
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test]
+async fn slow_start_ramps_the_weight_after_recovery() {
+    let (port, _) = scripted_http(vec![200]).await;
+    let m = Monitor::start(&topology(
+        port,
+        r#"{ kind = "http", interval = "50ms", timeout = "40ms", rise = 1, fall = 1, jitter = 0.0, slow_start = "1s" }"#,
+    ));
+    wait_checks(&m, port, 1).await;
+    let w0 = m.weights()[&("web".to_string(), "127.0.0.1".parse().unwrap(), port)];
+    assert!(w0 < 50, "just up: {w0}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let w1 = m.weights()[&("web".to_string(), "127.0.0.1".parse().unwrap(), port)];
+    assert!(w1 > w0 && w1 < 100, "half way: {w1}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        m.weights()[&("web".to_string(), "127.0.0.1".parse().unwrap(), port)],
+        100
+    );
+}
+
+#[tokio::test]
+async fn manual_drain_survives_health_changes_and_withdraws_the_service() {
+    let (port, _) = scripted_http(vec![200]).await;
+    let m = Monitor::start(&topology(
+        port,
+        r#"{ kind = "tcp", interval = "50ms", timeout = "40ms", rise = 1, fall = 1 }"#,
+    ));
+    wait_checks(&m, port, 2).await;
+    assert!(m.services()[0].announce);
+    assert!(m.set_drained(&key(port), true));
+    wait_checks(&m, port, 4).await;
+    assert_eq!(
+        m.weights()[&("web".to_string(), "127.0.0.1".parse().unwrap(), port)],
+        0
+    );
+    let s = &m.services()[0];
+    assert_eq!((s.healthy, s.announce), (0, false));
+    assert!(m.set_drained(&key(port), false));
+    assert!(m.services()[0].announce);
+    assert!(!m.set_drained(&key(9), true));
+}
+
+#[tokio::test]
+async fn udp_checks_see_replies_and_port_unreachable() {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 100];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let mut r = b"pong:".to_vec();
+            r.extend_from_slice(&buf[..n]);
+            let _ = sock.send_to(&r, from).await;
+        }
+    });
+    let c = Check {
+        probe: Probe::Udp {
+            payload: b"ping".to_vec(),
+            expect: Some(b"pong".to_vec()),
+        },
+        target: format!("127.0.0.1:{port}").parse().unwrap(),
+        source: None,
+        timeout: Duration::from_secs(1),
+    };
+    assert_eq!(checker::run(&c).await, Ok(()));
+    // Nobody listens on this port: ICMP port unreachable → connection refused.
+    let closed = {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let c2 = Check { target: closed, ..c };
+    assert!(checker::run(&c2).await.unwrap_err().contains("refused"));
+}
+
+#[tokio::test]
+async fn icmp_echo_to_loopback_succeeds() {
+    for a in ["127.0.0.1:0", "[::1]:0"] {
+        let c = Check {
+            probe: Probe::Icmp,
+            target: a.parse().unwrap(),
+            source: None,
+            timeout: Duration::from_secs(2),
+        };
+        assert_eq!(checker::run(&c).await, Ok(()), "{a}");
+    }
+}
