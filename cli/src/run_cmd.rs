@@ -13,6 +13,7 @@ use std::time::Duration;
 use anylb_conf::{Family, NodeConfig};
 use anylb_dataplane::dpdk::{Config, PortSpec, Runtime};
 use anylb_dataplane::snapshot::{Builder, Overrides};
+use anylb_healthcheck::monitor::Monitor;
 use anylb_routing::rib::Announcement;
 use anylb_routing::speaker::{NeighborConfig, Speaker, SpeakerConfig};
 use clap::Args;
@@ -112,6 +113,11 @@ pub fn announcements(cfg: &NodeConfig) -> Vec<(IpNet, Announcement)> {
     out
 }
 
+/// Whether `p` is the host route of a VIP of one of the node's services.
+fn is_vip(cfg: &NodeConfig, p: &IpNet) -> bool {
+    cfg.services.iter().any(|s| IpNet::from(s.vip) == *p)
+}
+
 /// Runs a node until a signal asks it to stop.
 pub fn run(a: RunArgs) -> ExitCode {
     let topo = match anylb_conf::load_file(&a.config) {
@@ -182,7 +188,7 @@ pub fn run(a: RunArgs) -> ExitCode {
     code
 }
 
-/// The control loop: BGP, route updates into the dataplane, counters, shutdown.
+/// The control loop: health checks, BGP, route and weight updates into the dataplane, counters, shutdown.
 async fn control(
     a: &RunArgs,
     cfg: &NodeConfig,
@@ -200,18 +206,15 @@ async fn control(
         },
         None => None,
     };
-    let announced = announcements(cfg);
-    if let Some(s) = &speaker {
-        for (p, ann) in &announced {
-            s.announce(&[*p], ann);
-        }
-        tracing::info!(
-            prefixes = announced.len(),
-            "announcing VIPs and local-address pools"
-        );
-    }
+    let monitor = Monitor::start(cfg);
+    let all = announcements(cfg);
+    let mut announced: BTreeMap<IpNet, Announcement> = BTreeMap::new();
+    let mut routes: BTreeMap<IpNet, Vec<IpAddr>> = BTreeMap::new();
     let mut fib = speaker.as_ref().map(Speaker::routes);
+    let mut health = monitor.changes();
     let mut stats_tick = tokio::time::interval(Duration::from_secs(a.stats_interval.max(1)));
+    let mut self_check = tokio::time::interval(Duration::from_millis(500));
+    let mut dataplane_ok = true;
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(t) => t,
         Err(e) => {
@@ -219,7 +222,52 @@ async fn control(
             return ExitCode::from(1);
         }
     };
+    let mut dirty = true;
     loop {
+        if dirty {
+            dirty = false;
+            // The dataplane gets the health checker's weights and the routes BGP learnt.
+            let ov = Overrides {
+                weights: monitor.weights(),
+                routes: routes.iter().map(|(p, h)| (*p, h.clone())).collect(),
+            };
+            match builder.build(cfg, macs, runtime.stats().len(), &ov) {
+                Ok(snap) => runtime.publish(snap),
+                Err(e) => tracing::warn!(error = %e, "cannot rebuild the dataplane configuration"),
+            }
+            // Announce a VIP while the dataplane forwards and one of its services has min_healthy backends up;
+            // announce the pools while the dataplane forwards.
+            if let Some(sp) = &speaker {
+                let services = monitor.services();
+                let want: BTreeMap<IpNet, Announcement> = all
+                    .iter()
+                    .filter(|(p, _)| {
+                        dataplane_ok
+                            && (!is_vip(cfg, p)
+                                || services.iter().any(|s| IpNet::from(s.vip) == *p && s.announce))
+                    })
+                    .cloned()
+                    .collect();
+                for (p, ann) in &want {
+                    if announced.get(p) != Some(ann) {
+                        sp.announce(&[*p], ann);
+                        tracing::info!(prefix = %p, "announce");
+                    }
+                }
+                let gone: Vec<IpNet> = announced
+                    .keys()
+                    .filter(|p| !want.contains_key(*p))
+                    .copied()
+                    .collect();
+                if !gone.is_empty() {
+                    sp.withdraw(&gone);
+                    for p in &gone {
+                        tracing::info!(prefix = %p, "withdraw");
+                    }
+                }
+                announced = want;
+            }
+        }
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
@@ -228,12 +276,22 @@ async fn control(
                     fib = None;
                     continue;
                 }
-                let routes: BTreeMap<IpNet, Vec<IpAddr>> = fib.as_ref().map(|f| f.borrow().clone()).unwrap_or_default();
+                routes = fib.as_ref().map(|f| f.borrow().clone()).unwrap_or_default();
                 tracing::info!(routes = routes.len(), "received routes changed; updating the dataplane");
-                let ov = Overrides { routes: routes.into_iter().collect(), ..Overrides::default() };
-                match builder.build(cfg, macs, runtime.stats().len(), &ov) {
-                    Ok(s) => runtime.publish(s),
-                    Err(e) => tracing::warn!(error = %e, "cannot rebuild the dataplane configuration"),
+                dirty = true;
+            }
+            changed = health.changed() => {
+                if changed.is_ok() {
+                    dirty = true;
+                }
+            }
+            _ = self_check.tick() => {
+                // A worker that stopped publishing for a second has stopped forwarding: withdraw everything.
+                let ok = runtime.heartbeat_ages_ms().iter().all(|&age| age < 1000);
+                if ok != dataplane_ok {
+                    tracing::warn!(forwarding = ok, "dataplane self-check changed");
+                    dataplane_ok = ok;
+                    dirty = true;
                 }
             }
             _ = stats_tick.tick(), if a.stats_interval > 0 => {
@@ -253,7 +311,7 @@ async fn control(
             .map_or(Duration::ZERO, |b| b.shutdown_wait().get());
         if !wait.is_zero() {
             tracing::info!(wait = ?wait, "graceful shutdown: announcing with the GRACEFUL_SHUTDOWN community");
-            for (p, ann) in &announced {
+            for (p, ann) in announced.iter() {
                 let mut g = ann.clone();
                 g.communities.push(anylb_conf::Community::GRACEFUL_SHUTDOWN.0);
                 s.announce(&[*p], &g);

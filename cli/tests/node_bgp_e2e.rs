@@ -1,6 +1,7 @@
 //! A node end to end: `anylb run` with its DPDK dataplane (net_af_packet) and BGP speaker behind a real FRR
 //! router. FRR learns the VIP and installs it; the node learns the client subnet from FRR and puts it in the
-//! dataplane's route table; a real TCP client reaches a real server through FRR and the VIP; on SIGTERM the
+//! dataplane's route table; a real TCP client reaches a real server through FRR and the VIP; when the only
+//! backend fails its health check the VIP is withdrawn, and announced again when it recovers; on SIGTERM the
 //! node first re-announces with GRACEFUL_SHUTDOWN, then withdraws. Needs root, libdpdk and frr (CI has them).
 
 #![allow(clippy::unwrap_used)]
@@ -84,6 +85,7 @@ vip = "203.0.113.10"
 port = 80
 protocol = "tcp"
 communities = ["65010:80"]
+health = { kind = "tcp", interval = "300ms", timeout = "200ms", rise = 2, fall = 2 }
 backends = [{ address = "198.51.100.101", port = 8080 }]
 "#;
 
@@ -114,7 +116,8 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
          address-family ipv4 unicast\n  network 192.0.2.128/26\n exit-address-family\n",
     )
     .unwrap();
-    s.spawn(&["python3", "-c", ECHO_SERVER, "198.51.100.101", "8080"], None)
+    let server = s
+        .spawn(&["python3", "-c", ECHO_SERVER, "198.51.100.101", "8080"], None)
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("e2e.toml");
@@ -168,6 +171,43 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         text()
     );
     assert!(text().contains("received routes changed"), "{}", text());
+
+    // The only backend dies: the health check takes it down and the node withdraws the VIP; it comes back.
+    s.stop(server, Duration::from_secs(5));
+    assert!(
+        frr.wait(Duration::from_secs(10), |_| r
+            .sh("ip route show 203.0.113.10")
+            .is_ok_and(|x| x.trim().is_empty())),
+        "{}",
+        text()
+    );
+    s.spawn(&["python3", "-c", ECHO_SERVER, "198.51.100.101", "8080"], None)
+        .unwrap();
+    assert!(
+        frr.wait(Duration::from_secs(10), |_| r
+            .sh("ip route show 203.0.113.10")
+            .is_ok_and(|x| x.contains("192.0.2.11"))),
+        "{}",
+        text()
+    );
+    let out = c
+        .exec(&[
+            "timeout",
+            "60",
+            "python3",
+            "-c",
+            CLIENT,
+            "203.0.113.10",
+            "80",
+            "3",
+        ])
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok 3"),
+        "{:?}\n{}",
+        out,
+        text()
+    );
 
     // Graceful shutdown: first the community, then the withdrawal.
     std::process::Command::new("kill")
