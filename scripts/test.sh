@@ -11,9 +11,15 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked 2>&1 | tee /tmp/anylb-test.log | grep -E '^(test result|running|error|failures)|FAILED|panicked' || true
-status=${PIPESTATUS[0]}
+set +e
+cargo test --workspace --locked > /tmp/anylb-test.log 2>&1
+status=$?
+set -e
+grep -E '^(test result|running|error|failures)|FAILED|panicked' /tmp/anylb-test.log || true
 passed=$(grep -Eo '[0-9]+ passed' /tmp/anylb-test.log | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' /tmp/anylb-test.log | awk '{s+=$1} END {print s+0}')
+if [ "$status" -ne 0 ]; then
+  sed -n '/^failures:/,/^test result/p' /tmp/anylb-test.log | head -n 300
+fi
 echo "$passed passed, $failed failed"
 exit "$status"

@@ -1,9 +1,12 @@
 //! `anylb`: the node daemon and the operator CLI. The grammar is `anylb <noun> [object] [verb]`, with
 //! `-j/--json` on every command for machines and tables for people.
 
+mod api;
 mod config_cmd;
+mod daemon;
 mod replay_cmd;
 mod run_cmd;
+mod show_cmd;
 mod speak_cmd;
 
 use std::process::ExitCode;
@@ -17,6 +20,9 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(short = 'j', long, global = true)]
     json: bool,
+    /// The node's control socket (default: $ANYLB_SOCKET, or the only socket in /run/anylb).
+    #[arg(short = 's', long, global = true)]
+    socket: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +34,51 @@ enum Command {
     Config(config_cmd::ConfigCmd),
     /// Run a node: its dataplane on DPDK (BGP and health checks arrive in their own issues).
     Run(run_cmd::RunArgs),
+    /// The node: status, or drain / undrain all its routes.
+    Node {
+        #[command(subcommand)]
+        cmd: Option<show_cmd::NodeCmd>,
+    },
+    /// BGP sessions and routes.
+    #[command(subcommand)]
+    Bgp(show_cmd::BgpCmd),
+    /// The dataplane's route table.
+    Route,
+    /// Services with health and announcement.
+    Services,
+    /// Backends with health, drain and weights.
+    Backends {
+        /// Only this service.
+        service: Option<String>,
+    },
+    /// Backend health with recent transitions.
+    Health {
+        /// Only this service.
+        service: Option<String>,
+    },
+    /// Drain or undrain a backend.
+    #[command(subcommand)]
+    Backend(show_cmd::BackendCmd),
+    /// Connections in the dataplane.
+    Conns {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Dataplane counters.
+    Stats {
+        /// One line per worker.
+        #[arg(long)]
+        per_worker: bool,
+        /// Repeat every SECONDS with rates.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
+    },
+    /// Re-read the topology file and apply what changed for this node.
+    Reload,
     /// Run only the BGP speaker: announce prefixes to neighbours and watch the sessions (like ExaBGP).
     Speak(speak_cmd::SpeakArgs),
     /// Run one worker's pipeline over a capture: a verdict per frame, transmitted frames to a pcap.
@@ -54,5 +105,26 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay_cmd::run(args, cli.json),
         Command::Run(args) => run_cmd::run(args),
         Command::Speak(args) => speak_cmd::run(args, cli.json),
+        Command::Node { cmd } => show_cmd::run(cli.socket, |s| match cmd {
+            None => show_cmd::status(s, cli.json),
+            Some(c) => show_cmd::node(s, cli.json, c),
+        }),
+        Command::Bgp(cmd) => show_cmd::run(cli.socket, |s| show_cmd::bgp(s, cli.json, cmd)),
+        Command::Route => show_cmd::run(cli.socket, |s| show_cmd::route(s, cli.json)),
+        Command::Services => show_cmd::run(cli.socket, |s| show_cmd::services(s, cli.json)),
+        Command::Backends { service } => {
+            show_cmd::run(cli.socket, |s| show_cmd::backends(s, cli.json, service, false))
+        }
+        Command::Health { service } => {
+            show_cmd::run(cli.socket, |s| show_cmd::backends(s, cli.json, service, true))
+        }
+        Command::Backend(cmd) => show_cmd::run(cli.socket, |s| show_cmd::backend(s, cli.json, cmd)),
+        Command::Conns { service, limit } => {
+            show_cmd::run(cli.socket, |s| show_cmd::conns(s, cli.json, service, limit))
+        }
+        Command::Stats { per_worker, watch } => {
+            show_cmd::run(cli.socket, |s| show_cmd::stats(s, cli.json, per_worker, watch))
+        }
+        Command::Reload => show_cmd::run(cli.socket, |s| show_cmd::reload(s, cli.json)),
     }
 }

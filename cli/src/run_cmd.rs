@@ -8,12 +8,16 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anylb_conf::{Family, NodeConfig};
 use anylb_dataplane::dpdk::{Config, PortSpec, Runtime};
 use anylb_dataplane::snapshot::{Builder, Overrides};
 use anylb_healthcheck::monitor::Monitor;
+
+use crate::daemon::{self, Node};
 use anylb_routing::rib::Announcement;
 use anylb_routing::speaker::{NeighborConfig, Speaker, SpeakerConfig};
 use clap::Args;
@@ -114,7 +118,7 @@ pub fn announcements(cfg: &NodeConfig) -> Vec<(IpNet, Announcement)> {
 }
 
 /// Whether `p` is the host route of a VIP of one of the node's services.
-fn is_vip(cfg: &NodeConfig, p: &IpNet) -> bool {
+pub fn is_vip(cfg: &NodeConfig, p: &IpNet) -> bool {
     cfg.services.iter().any(|s| IpNet::from(s.vip) == *p)
 }
 
@@ -168,7 +172,7 @@ pub fn run(a: RunArgs) -> ExitCode {
             .build(&cfg, m, workers, &Overrides::default())
             .map_err(|e| e.to_string())
     }) {
-        Ok(r) => r,
+        Ok(r) => Arc::new(r),
         Err(e) => {
             eprintln!("error: cannot start the dataplane of {}: {e}", cfg.node.name);
             return ExitCode::from(1);
@@ -179,159 +183,51 @@ pub fn run(a: RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            runtime.stop();
             return ExitCode::from(1);
         }
     };
-    let code = rt.block_on(control(&a, &cfg, &runtime, &mut builder, &macs));
-    runtime.stop();
-    code
-}
-
-/// The control loop: health checks, BGP, route and weight updates into the dataplane, counters, shutdown.
-async fn control(
-    a: &RunArgs,
-    cfg: &NodeConfig,
-    runtime: &Runtime,
-    builder: &mut Builder,
-    macs: &[[u8; 6]],
-) -> ExitCode {
-    let speaker = match speaker_config(cfg) {
-        Some(sc) => match Speaker::start(sc).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("error: cannot start the BGP speaker: {e}");
-                return ExitCode::from(1);
-            }
-        },
-        None => None,
-    };
-    let monitor = Monitor::start(cfg);
-    let all = announcements(cfg);
-    let mut announced: BTreeMap<IpNet, Announcement> = BTreeMap::new();
-    let mut routes: BTreeMap<IpNet, Vec<IpAddr>> = BTreeMap::new();
-    let mut fib = speaker.as_ref().map(Speaker::routes);
-    let mut health = monitor.changes();
-    let mut stats_tick = tokio::time::interval(Duration::from_secs(a.stats_interval.max(1)));
-    let mut self_check = tokio::time::interval(Duration::from_millis(500));
-    let mut dataplane_ok = true;
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot install a signal handler: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut dirty = true;
-    loop {
-        if dirty {
-            dirty = false;
-            // The dataplane gets the health checker's weights and the routes BGP learnt.
-            let ov = Overrides {
-                weights: monitor.weights(),
-                routes: routes.iter().map(|(p, h)| (*p, h.clone())).collect(),
-            };
-            match builder.build(cfg, macs, runtime.stats().len(), &ov) {
-                Ok(snap) => runtime.publish(snap),
-                Err(e) => tracing::warn!(error = %e, "cannot rebuild the dataplane configuration"),
-            }
-            // Announce a VIP while the dataplane forwards and one of its services has min_healthy backends up;
-            // announce the pools while the dataplane forwards.
-            if let Some(sp) = &speaker {
-                let services = monitor.services();
-                let want: BTreeMap<IpNet, Announcement> = all
-                    .iter()
-                    .filter(|(p, _)| {
-                        dataplane_ok
-                            && (!is_vip(cfg, p)
-                                || services.iter().any(|s| IpNet::from(s.vip) == *p && s.announce))
-                    })
-                    .cloned()
-                    .collect();
-                for (p, ann) in &want {
-                    if announced.get(p) != Some(ann) {
-                        sp.announce(&[*p], ann);
-                        tracing::info!(prefix = %p, "announce");
-                    }
+    let code = rt.block_on(async {
+        let speaker = match speaker_config(&cfg) {
+            Some(sc) => match Speaker::start(sc).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("error: cannot start the BGP speaker: {e}");
+                    return ExitCode::from(1);
                 }
-                let gone: Vec<IpNet> = announced
-                    .keys()
-                    .filter(|p| !want.contains_key(*p))
-                    .copied()
-                    .collect();
-                if !gone.is_empty() {
-                    sp.withdraw(&gone);
-                    for p in &gone {
-                        tracing::info!(prefix = %p, "withdraw");
-                    }
-                }
-                announced = want;
-            }
-        }
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-            changed = async { match fib.as_mut() { Some(f) => f.changed().await, None => std::future::pending().await } } => {
-                if changed.is_err() {
-                    fib = None;
-                    continue;
-                }
-                routes = fib.as_ref().map(|f| f.borrow().clone()).unwrap_or_default();
-                tracing::info!(routes = routes.len(), "received routes changed; updating the dataplane");
-                dirty = true;
-            }
-            changed = health.changed() => {
-                if changed.is_ok() {
-                    dirty = true;
-                }
-            }
-            _ = self_check.tick() => {
-                // A worker that stopped publishing for a second has stopped forwarding: withdraw everything.
-                let ok = runtime.heartbeat_ages_ms().iter().all(|&age| age < 1000);
-                if ok != dataplane_ok {
-                    tracing::warn!(forwarding = ok, "dataplane self-check changed");
-                    dataplane_ok = ok;
-                    dirty = true;
-                }
-            }
-            _ = stats_tick.tick(), if a.stats_interval > 0 => {
-                for (i, s) in runtime.stats().iter().enumerate() {
-                    tracing::info!(worker = i, rx = s.rx_packets, tx = s.tx_packets, kernel = s.to_kernel, new_conns = s.new_connections,
-                        drops = s.total_drops(), redirected = s.redirected, "worker counters");
-                }
-            }
-        }
-    }
-    tracing::info!("stopping");
-    if let Some(s) = &speaker {
-        let wait = cfg
+            },
+            None => None,
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let node = Arc::new(Node {
+            config_path: a.config.clone(),
+            cfg: Mutex::new(cfg.clone()),
+            started: std::time::Instant::now(),
+            runtime: runtime.clone(),
+            speaker,
+            monitor: Mutex::new(Monitor::start(&cfg)),
+            announced: Mutex::new(BTreeMap::new()),
+            drained: AtomicBool::new(false),
+            forwarding: AtomicBool::new(true),
+            control: tx,
+        });
+        let socket = cfg.node.control_socket();
+        let api = tokio::spawn(daemon::serve_api(node.clone(), socket.clone()));
+        let metrics = cfg
             .node
-            .bgp
-            .as_ref()
-            .map_or(Duration::ZERO, |b| b.shutdown_wait().get());
-        if !wait.is_zero() {
-            tracing::info!(wait = ?wait, "graceful shutdown: announcing with the GRACEFUL_SHUTDOWN community");
-            for (p, ann) in announced.iter() {
-                let mut g = ann.clone();
-                g.communities.push(anylb_conf::Community::GRACEFUL_SHUTDOWN.0);
-                s.announce(&[*p], &g);
-            }
-            tokio::time::sleep(wait).await;
+            .metrics_listen
+            .map(|addr| tokio::spawn(daemon::serve_metrics(node.clone(), addr)));
+        daemon::control(node.clone(), rx, builder, macs, a.stats_interval).await;
+        api.abort();
+        if let Some(m) = metrics {
+            m.abort();
         }
-        s.stop(&format!("anylb node {} shutting down", cfg.node.name));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = std::fs::remove_file(&socket);
+        ExitCode::SUCCESS
+    });
+    drop(rt);
+    match Arc::try_unwrap(runtime) {
+        Ok(r) => r.stop(),
+        Err(still_shared) => drop(still_shared),
     }
-    for (i, s) in runtime.stats().iter().enumerate() {
-        tracing::info!(
-            worker = i,
-            rx = s.rx_packets,
-            tx = s.tx_packets,
-            new_conns = s.new_connections,
-            drops = s.total_drops(),
-            redirected = s.redirected,
-            kernel = s.to_kernel,
-            "final counters"
-        );
-    }
-    ExitCode::SUCCESS
+    code
 }

@@ -55,6 +55,8 @@ asn = 65010
 [[nodes]]
 name = "lb1"
 router_id = "192.0.2.11"
+control_socket = "SOCKET"
+metrics_listen = "127.0.0.1:9810"
 [nodes.dataplane]
 workers = [1]
 main_core = 0
@@ -121,7 +123,8 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("e2e.toml");
-    std::fs::write(&cfg, TOPOLOGY).unwrap();
+    let sock = dir.path().join("lb1.sock");
+    std::fs::write(&cfg, TOPOLOGY.replace("SOCKET", sock.to_str().unwrap())).unwrap();
     let log = dir.path().join("anylb.log");
     let pid = lb
         .spawn(
@@ -171,6 +174,108 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         text()
     );
     assert!(text().contains("received routes changed"), "{}", text());
+
+    // The operator's view through the control socket.
+    let cli = |args: &[&str]| {
+        let mut v = vec!["-s", sock.to_str().unwrap()];
+        v.extend_from_slice(args);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_anylb"))
+            .args(&v)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "anylb {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let summary = cli(&["bgp", "summary"]);
+    let head: Vec<&str> = summary.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        head,
+        [
+            "Neighbor",
+            "V",
+            "AS",
+            "MsgRcvd",
+            "MsgSent",
+            "Up/Down",
+            "State/PfxRcd"
+        ],
+        "{summary}"
+    );
+    assert!(
+        summary.contains("192.0.2.1") && summary.contains("65000"),
+        "{summary}"
+    );
+    let services = cli(&["services"]);
+    assert!(
+        services.contains("203.0.113.10:80") && services.contains("1/1") && services.contains("yes"),
+        "{services}"
+    );
+    let received: serde_json::Value =
+        serde_json::from_str(&cli(&["-j", "bgp", "routes", "received"])).unwrap();
+    assert_eq!(received[0]["prefix"], "192.0.2.128/26", "{received}");
+    assert!(
+        cli(&["route"])
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["192.0.2.128/26", "via", "192.0.2.1", "dev", "up0"]),
+        "{}",
+        cli(&["route"])
+    );
+    let stats: serde_json::Value = serde_json::from_str(&cli(&["--json", "stats"])).unwrap();
+    assert!(
+        stats["total"]["new_connections"].as_u64().unwrap() >= 10,
+        "{stats}"
+    );
+    let health = cli(&["health", "echo"]);
+    assert!(
+        health.contains("198.51.100.101:8080") && health.contains("-> up"),
+        "{health}"
+    );
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--unix-socket",
+            sock.to_str().unwrap(),
+            "http://anylb/v1/status",
+        ])
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&curl.stdout).unwrap();
+    assert_eq!(st["node"], "lb1");
+    let metrics = lb.sh("curl -s http://127.0.0.1:9810/metrics").unwrap();
+    assert!(
+        metrics.contains("anylb_bgp_session_established{neighbor=\"192.0.2.1\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("anylb_service_announced{service=\"echo\"} 1"),
+        "{metrics}"
+    );
+    // A held-open connection shows in `anylb conns`.
+    let conns: serde_json::Value = serde_json::from_str(&cli(&["-j", "conns", "--service", "echo"])).unwrap();
+    assert!(conns.as_array().is_some_and(|c| !c.is_empty()), "{conns}");
+
+    // Node drain withdraws the VIP at FRR after the graceful-shutdown wait; undrain announces it again.
+    assert!(cli(&["node", "drain"]).contains("drained"));
+    assert!(
+        frr.wait(Duration::from_secs(10), |_| r
+            .sh("ip route show 203.0.113.10")
+            .is_ok_and(|x| x.trim().is_empty())),
+        "{}",
+        text()
+    );
+    assert!(cli(&["node", "undrain"]).contains("undrained"));
+    assert!(
+        frr.wait(Duration::from_secs(10), |_| r
+            .sh("ip route show 203.0.113.10")
+            .is_ok_and(|x| x.contains("192.0.2.11"))),
+        "{}",
+        text()
+    );
 
     // The only backend dies: the health check takes it down and the node withdraws the VIP; it comes back.
     s.stop(server, Duration::from_secs(5));

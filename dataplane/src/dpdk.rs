@@ -239,6 +239,30 @@ struct Shared {
     tx_failed: AtomicU64,
     /// Neighbours learnt by one worker, sent to every other one.
     neighbors: Vec<mpsc::Sender<(u16, Addr, Mac)>>,
+    /// Connection samples asked of each worker (the most wanted; 0 = none) and their answers.
+    conn_req: Vec<AtomicU64>,
+    conn_resp: Vec<Mutex<Option<Vec<ConnInfo>>>>,
+}
+
+/// A connection as the CLI shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnInfo {
+    /// Worker that owns it.
+    pub worker: u16,
+    /// "tcp" or "udp".
+    pub proto: &'static str,
+    /// Client address and port.
+    pub client: std::net::SocketAddr,
+    /// VIP and port.
+    pub vip: std::net::SocketAddr,
+    /// Local address and port.
+    pub local: std::net::SocketAddr,
+    /// Backend address and port.
+    pub backend: std::net::SocketAddr,
+    /// State name.
+    pub state: &'static str,
+    /// Milliseconds until expiry.
+    pub expires_in_ms: u64,
 }
 
 /// A running dataplane.
@@ -513,6 +537,8 @@ impl Runtime {
             started: Instant::now(),
             tx_failed: AtomicU64::new(0),
             neighbors: senders,
+            conn_req: (0..nworkers).map(|_| AtomicU64::new(0)).collect(),
+            conn_resp: (0..nworkers).map(|_| Mutex::new(None)).collect(),
         });
         let ports = Arc::new(ports);
         let mut lcores = Vec::new();
@@ -581,6 +607,11 @@ impl Runtime {
         self.shared.generation.store(g, Ordering::Release);
     }
 
+    /// The snapshot the workers forward with.
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.shared.snapshot.lock().ok().map(|s| s.clone())
+    }
+
     /// Counters of every worker.
     pub fn stats(&self) -> Vec<Stats> {
         self.shared.published.iter().map(Published::load).collect()
@@ -625,6 +656,31 @@ impl Runtime {
                 }
             })
             .collect()
+    }
+
+    /// Up to `limit` connections of every worker (each worker answers between bursts; waits at most 500 ms).
+    pub fn connections(&self, limit: usize) -> Vec<ConnInfo> {
+        let n = self.shared.conn_req.len();
+        for r in &self.shared.conn_req {
+            r.store(limit.max(1) as u64, Ordering::Release);
+        }
+        let mut out = Vec::new();
+        let mut got = vec![false; n];
+        let end = Instant::now() + Duration::from_millis(500);
+        while got.iter().any(|g| !g) && Instant::now() < end {
+            for (i, slot) in self.shared.conn_resp.iter().enumerate() {
+                if got[i] {
+                    continue;
+                }
+                if let Some(v) = slot.lock().ok().and_then(|mut s| s.take()) {
+                    out.extend(v);
+                    got[i] = true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        out.truncate(limit);
+        out
     }
 
     /// Hands frames to worker `worker` as if received on topology port `port` (control-plane injection and
@@ -809,6 +865,13 @@ fn worker_loop(
             }
             frames.clear();
         }
+        let want = shared.conn_req[usize::from(wid)].swap(0, Ordering::AcqRel);
+        if want > 0 {
+            let sample = sample_conns(&w, wid, want as usize, now_ms);
+            if let Ok(mut slot) = shared.conn_resp[usize::from(wid)].lock() {
+                *slot = Some(sample);
+            }
+        }
         if now_ms != last_publish {
             shared.published[usize::from(wid)].store(&w.stats, now_ms);
             last_publish = now_ms;
@@ -819,6 +882,30 @@ fn worker_loop(
     }
     shared.published[usize::from(wid)].store(&w.stats, shared.started.elapsed().as_millis() as u64);
     0
+}
+
+/// Up to `limit` connections of a worker, for the CLI.
+fn sample_conns(w: &Worker<Mbuf>, wid: u16, limit: usize, now_ms: u64) -> Vec<ConnInfo> {
+    let sa = |a: &Addr, p: u16| std::net::SocketAddr::new(to_ip(a), p);
+    let tick_now = w.tick_at(now_ms);
+    w.conns()
+        .iter()
+        .take(limit)
+        .map(|(_, c)| ConnInfo {
+            worker: wid,
+            proto: if c.proto == crate::wire::proto::TCP {
+                "tcp"
+            } else {
+                "udp"
+            },
+            client: sa(&c.client, c.cport),
+            vip: sa(&c.vip, c.vport),
+            local: sa(&c.lip, c.lport),
+            backend: sa(&c.backend, c.bport),
+            state: c.state().name(),
+            expires_in_ms: u64::from(c.expires.saturating_sub(tick_now)) * crate::snapshot::TICK_MS,
+        })
+        .collect()
 }
 
 /// Waits up to `timeout` for `f` to hold, polling every 10 ms.

@@ -239,6 +239,12 @@ impl<F: Frame> Worker<F> {
         }
     }
 
+    /// The connection-table tick of time `now_ms` (for showing expiries).
+    pub fn tick_at(&self, now_ms: u64) -> u32 {
+        let epoch = self.epoch_ms.unwrap_or(now_ms);
+        u32::try_from(now_ms.saturating_sub(epoch) / TICK_MS).unwrap_or(u32::MAX)
+    }
+
     fn set_clock(&mut self, now_ms: u64) {
         let epoch = *self.epoch_ms.get_or_insert(now_ms);
         self.now_ms = now_ms;

@@ -645,6 +645,8 @@ pub struct FlowRule {
 
 // SAFETY: a flow handle is an opaque token; destroying it from another thread is allowed by rte_flow.
 unsafe impl Send for FlowRule {}
+// SAFETY: FlowRule has no methods taking &self; sharing references to it cannot touch the handle.
+unsafe impl Sync for FlowRule {}
 
 impl Drop for FlowRule {
     fn drop(&mut self) {

@@ -109,6 +109,7 @@ pub struct Monitor {
     inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<Transition>,
     changed: Arc<watch::Sender<u64>>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// A deterministic fraction in [0, 1) from a key and a counter (jitter without a shared RNG).
@@ -129,6 +130,12 @@ fn fraction(key: &Key, n: u64) -> f64 {
 impl Monitor {
     /// Starts checking every backend of the services in `cfg` on the current tokio runtime.
     pub fn start(cfg: &NodeConfig) -> Monitor {
+        Self::start_after(cfg, None)
+    }
+
+    /// Like [`start`](Self::start), but backends that `previous` already checked keep their health, history and
+    /// manual drain (a reload must not take healthy backends down while they prove themselves again).
+    pub fn start_after(cfg: &NodeConfig, previous: Option<&Monitor>) -> Monitor {
         let (events, _) = broadcast::channel(1024);
         let (changed, _) = watch::channel(0u64);
         let mut inner = Inner {
@@ -195,22 +202,55 @@ impl Monitor {
                         RiseFall::new(h.rise(), h.fall()),
                     ));
                 }
+                if let Some(prev) = previous.and_then(|p| p.inner.lock().ok()) {
+                    if let (Some(old), Some(new)) = (prev.backends.get(&key), inner.backends.get_mut(&key)) {
+                        new.health = old.health;
+                        new.up_since = old.up_since;
+                        new.admin_drained = old.admin_drained;
+                        new.transitions = old.transitions.clone();
+                        new.checks = old.checks;
+                    }
+                }
                 keys.push(key);
             }
             inner
                 .services
                 .push((s.name.clone(), s.vip, s.min_healthy(), keys));
         }
+        // Carried-over health seeds the rise/fall state too.
+        let seeded: Vec<_> = checks
+            .into_iter()
+            .map(|(key, check, interval, jitter, rf)| {
+                let up = inner.backends.get(&key).is_some_and(|b| b.health == Health::Up);
+                (key, check, interval, jitter, if up { rf.into_up() } else { rf })
+            })
+            .collect();
         let m = Monitor {
             inner: Arc::new(Mutex::new(inner)),
             events,
             changed: Arc::new(changed),
+            tasks: Arc::new(Mutex::new(Vec::new())),
         };
-        for (key, check, interval, jitter, rf) in checks {
-            tokio::spawn(m.clone().run_backend(key, check, interval, jitter, rf));
+        let mut handles = Vec::new();
+        for (key, check, interval, jitter, rf) in seeded {
+            handles.push(tokio::spawn(
+                m.clone().run_backend(key, check, interval, jitter, rf),
+            ));
         }
-        tokio::spawn(m.clone().ramp());
+        handles.push(tokio::spawn(m.clone().ramp()));
+        if let Ok(mut t) = m.tasks.lock() {
+            *t = handles;
+        }
         m
+    }
+
+    /// Stops every check.
+    pub fn stop(&self) {
+        if let Ok(mut t) = self.tasks.lock() {
+            for h in t.drain(..) {
+                h.abort();
+            }
+        }
     }
 
     async fn run_backend(self, key: Key, check: Check, interval: Duration, jitter: f64, mut rf: RiseFall) {

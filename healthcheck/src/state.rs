@@ -35,6 +35,13 @@ impl RiseFall {
         }
     }
 
+    /// The same counters, starting up (health carried over from a previous monitor).
+    pub fn into_up(mut self) -> Self {
+        self.health = Health::Up;
+        self.streak = 0;
+        self
+    }
+
     /// Current health.
     pub fn health(&self) -> Health {
         self.health

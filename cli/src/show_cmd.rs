@@ -1,0 +1,598 @@
+//! The operator CLI against a running node: `anylb <noun> [object] [verb]`, tables for people (FRR-like), JSON
+//! with `-j`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use crate::api::{self, request, ClientError};
+
+/// BGP commands.
+#[derive(Debug, Subcommand)]
+pub enum BgpCmd {
+    /// Sessions: Neighbor V AS MsgRcvd MsgSent Up/Down State/PfxRcd.
+    Summary,
+    /// One neighbour in detail (all when no address).
+    Neighbor {
+        /// Neighbour address.
+        address: Option<IpAddr>,
+    },
+    /// Routes advertised or received.
+    Routes {
+        /// advertised or received.
+        #[arg(value_parser = ["advertised", "received"])]
+        which: String,
+        /// Only this neighbour (received routes).
+        #[arg(long)]
+        neighbor: Option<IpAddr>,
+    },
+}
+
+/// Backend actions.
+#[derive(Debug, Subcommand)]
+pub enum BackendCmd {
+    /// Stop sending new connections to a backend (its connections continue).
+    Drain {
+        /// Service.
+        service: String,
+        /// Backend ADDRESS:PORT.
+        backend: SocketAddr,
+    },
+    /// Let a drained backend take connections again.
+    Undrain {
+        /// Service.
+        service: String,
+        /// Backend ADDRESS:PORT.
+        backend: SocketAddr,
+    },
+}
+
+/// Node actions.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Graceful withdraw of every route of the node (GRACEFUL_SHUTDOWN community, wait, withdraw).
+    Drain,
+    /// Announce again.
+    Undrain,
+}
+
+/// Finds the socket: `-s`, `$ANYLB_SOCKET`, or the only `*.sock` in /run/anylb.
+pub fn socket(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(p) = given.or_else(|| std::env::var_os("ANYLB_SOCKET").map(PathBuf::from)) {
+        return Ok(p);
+    }
+    let found: Vec<PathBuf> = std::fs::read_dir("/run/anylb")
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err("no anylb daemon socket in /run/anylb (is `anylb run` running? use -s/--socket)".into()),
+        many => Err(format!(
+            "several daemon sockets in /run/anylb ({}); choose one with -s/--socket",
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+fn get(sock: &Path, path: &str) -> Result<Value, ClientError> {
+    request(sock, "GET", path, None)
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < w.len() {
+                w[i] = w[i].max(c.len());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == cells.len() {
+                    c.clone()
+                } else {
+                    format!("{c:<width$}", width = w[i])
+                }
+            })
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn ago(v: &Value) -> String {
+    let Some(secs) = v.get("secs_since_epoch").and_then(Value::as_u64) else {
+        return "never".into();
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(secs);
+    let d = now.saturating_sub(secs);
+    format!("{:02}:{:02}:{:02}", d / 3600, (d / 60) % 60, d % 60)
+}
+
+fn out(json: bool, v: &Value, human: impl FnOnce(&Value)) -> ExitCode {
+    if json {
+        println!("{v:#}");
+    } else {
+        human(v);
+    }
+    ExitCode::SUCCESS
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(1)
+}
+
+/// `anylb bgp …`.
+pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError> {
+    Ok(match cmd {
+        BgpCmd::Summary => {
+            let v = get(sock, "/v1/bgp/neighbors")?;
+            out(json, &v, |v| {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|n| {
+                        let state = s(&n["state"]);
+                        let pfx = if state == "Established" {
+                            n["prefixes_rcvd"].to_string()
+                        } else {
+                            state
+                        };
+                        vec![
+                            s(&n["address"]),
+                            "4".into(),
+                            s(&n["remote_asn"]),
+                            s(&n["msgs_rcvd"]),
+                            s(&n["msgs_sent"]),
+                            ago(&n["since"]),
+                            pfx,
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "Neighbor",
+                        "V",
+                        "AS",
+                        "MsgRcvd",
+                        "MsgSent",
+                        "Up/Down",
+                        "State/PfxRcd",
+                    ],
+                    &rows,
+                );
+                println!("\nTotal number of neighbors {}", rows.len());
+            })
+        }
+        BgpCmd::Neighbor { address } => {
+            let v = get(sock, "/v1/bgp/neighbors")?;
+            let list: Vec<Value> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| address.is_none_or(|a| s(&n["address"]) == a.to_string()))
+                .cloned()
+                .collect();
+            if list.is_empty() && address.is_some() {
+                return Err(ClientError::Api(format!(
+                    "no neighbour {}",
+                    address.map(|a| a.to_string()).unwrap_or_default()
+                )));
+            }
+            out(json, &Value::Array(list.clone()), |_| {
+                for n in &list {
+                    println!(
+                        "BGP neighbor is {}, remote AS {}{}",
+                        s(&n["address"]),
+                        s(&n["remote_asn"]),
+                        n["description"]
+                            .as_str()
+                            .map(|d| format!(", {d}"))
+                            .unwrap_or_default()
+                    );
+                    println!("  BGP state = {}, since {}", s(&n["state"]), ago(&n["since"]));
+                    if let Some(neg) = n["negotiated"].as_object() {
+                        println!("  Peer router id {}, hold time {}s, keepalive {}s, 4-octet AS {}, route refresh {}", s(&neg["peer_router_id"]), neg["hold_time"]["secs"], neg["keepalive"]["secs"], neg["four_octet_as"], neg["route_refresh"]);
+                    }
+                    if let Some(c) = n["connection"].as_array() {
+                        println!("  Local {}, remote {}", s(&c[0]), s(&c[1]));
+                    }
+                    println!(
+                        "  Messages received {}, sent {}; prefixes received {}, sent {}",
+                        s(&n["msgs_rcvd"]),
+                        s(&n["msgs_sent"]),
+                        s(&n["prefixes_rcvd"]),
+                        s(&n["prefixes_sent"])
+                    );
+                    if let Some(e) = n["last_error"].as_str() {
+                        println!("  Last error: {e}");
+                    }
+                }
+            })
+        }
+        BgpCmd::Routes { which, neighbor } => {
+            if which == "advertised" {
+                let v = get(sock, "/v1/bgp/routes/advertised")?;
+                out(json, &v, |v| {
+                    let rows: Vec<Vec<String>> = v
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| {
+                            let list = |x: &Value| {
+                                x.as_array()
+                                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(" "))
+                                    .unwrap_or_default()
+                            };
+                            vec![
+                                s(&r["prefix"]),
+                                list(&r["communities"]),
+                                list(&r["large_communities"]),
+                                s(&r["med"]),
+                            ]
+                        })
+                        .collect();
+                    table(&["Prefix", "Communities", "Large communities", "MED"], &rows);
+                })
+            } else {
+                let q = neighbor.map(|n| format!("?neighbor={n}")).unwrap_or_default();
+                let v = get(sock, &format!("/v1/bgp/routes/received{q}"))?;
+                out(json, &v, |v| {
+                    let rows: Vec<Vec<String>> = v
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| {
+                            vec![
+                                s(&r["prefix"]),
+                                s(&r["next_hop"]),
+                                s(&r["neighbor"]),
+                                s(&r["local_pref"]),
+                                s(&r["med"]),
+                                s(&r["as_path"]),
+                            ]
+                        })
+                        .collect();
+                    table(&["Prefix", "Next hop", "From", "LocPrf", "MED", "Path"], &rows);
+                })
+            }
+        }
+    })
+}
+
+/// `anylb route`.
+pub fn route(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
+    let v = get(sock, "/v1/routes")?;
+    Ok(out(json, &v, |v| {
+        let rows: Vec<Vec<String>> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                vec![
+                    s(&r["prefix"]),
+                    r["next_hops"]
+                        .as_array()
+                        .map(|h| h.iter().map(s).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        table(&["Prefix", "Next hops"], &rows);
+    }))
+}
+
+/// `anylb services`.
+pub fn services(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
+    let v = get(sock, "/v1/services")?;
+    Ok(out(json, &v, |v| {
+        let rows: Vec<Vec<String>> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                vec![
+                    s(&x["name"]),
+                    format!("{}:{}", s(&x["vip"]), s(&x["port"])),
+                    s(&x["protocol"]),
+                    s(&x["forwarding"]),
+                    s(&x["scheduler"]),
+                    format!("{}/{}", s(&x["healthy"]), s(&x["backends"])),
+                    s(&x["min_healthy"]),
+                    if x["announced"] == Value::Bool(true) {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "Service",
+                "VIP",
+                "Proto",
+                "Forwarding",
+                "Sched",
+                "Healthy",
+                "Min",
+                "Announced",
+            ],
+            &rows,
+        );
+    }))
+}
+
+/// `anylb backends [SERVICE]` and `anylb health [SERVICE]`.
+pub fn backends(
+    sock: &Path,
+    json: bool,
+    service: Option<String>,
+    history: bool,
+) -> Result<ExitCode, ClientError> {
+    let q = service.map(|s| format!("?service={s}")).unwrap_or_default();
+    let v = get(sock, &format!("/v1/backends{q}"))?;
+    Ok(out(json, &v, |v| {
+        let list = v.as_array().cloned().unwrap_or_default();
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|b| {
+                vec![
+                    s(&b["key"]["service"]),
+                    format!("{}:{}", s(&b["key"]["address"]), s(&b["key"]["port"])),
+                    s(&b["health"]),
+                    if b["drained"] == Value::Bool(true) {
+                        "drained".into()
+                    } else {
+                        "-".into()
+                    },
+                    format!("{}/{}", s(&b["effective_weight"]), s(&b["weight"])),
+                    s(&b["checks"]),
+                    s(&b["last_result"]),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "Service",
+                "Backend",
+                "Health",
+                "Admin",
+                "Weight",
+                "Checks",
+                "Last check",
+            ],
+            &rows,
+        );
+        if history {
+            for b in &list {
+                let t = b["transitions"].as_array().cloned().unwrap_or_default();
+                if t.is_empty() {
+                    continue;
+                }
+                println!(
+                    "\n{} {}:{} transitions:",
+                    s(&b["key"]["service"]),
+                    s(&b["key"]["address"]),
+                    s(&b["key"]["port"])
+                );
+                for x in t {
+                    println!(
+                        "  {} ago  -> {}  (check {}: {})",
+                        ago(&x["at"]),
+                        s(&x["to"]),
+                        s(&x["check"]),
+                        s(&x["reason"])
+                    );
+                }
+            }
+        }
+    }))
+}
+
+/// `anylb conns`.
+pub fn conns(
+    sock: &Path,
+    json: bool,
+    service: Option<String>,
+    limit: usize,
+) -> Result<ExitCode, ClientError> {
+    let mut q = format!("?limit={limit}");
+    if let Some(s) = service {
+        q.push_str(&format!("&service={s}"));
+    }
+    let v = get(sock, &format!("/v1/conns{q}"))?;
+    Ok(out(json, &v, |v| {
+        let rows: Vec<Vec<String>> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                vec![
+                    s(&c["proto"]),
+                    s(&c["client"]),
+                    s(&c["vip"]),
+                    s(&c["local"]),
+                    s(&c["backend"]),
+                    s(&c["state"]),
+                    format!("{}s", c["expires_in_ms"].as_u64().unwrap_or(0) / 1000),
+                    s(&c["worker"]),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "Pro", "Client", "VIP", "Local", "Backend", "State", "Expire", "Worker",
+            ],
+            &rows,
+        );
+    }))
+}
+
+/// `anylb stats`.
+pub fn stats(sock: &Path, json: bool, per_worker: bool, watch: Option<u64>) -> Result<ExitCode, ClientError> {
+    let mut prev: Option<(std::time::Instant, Value)> = None;
+    loop {
+        let v = get(sock, "/v1/stats")?;
+        if json {
+            println!("{v:#}");
+        } else {
+            let rate = |k: &str| match &prev {
+                Some((t, p)) => {
+                    let dt = t.elapsed().as_secs_f64().max(1e-3);
+                    format!(
+                        "{:.0}/s",
+                        (v["total"][k]
+                            .as_u64()
+                            .unwrap_or(0)
+                            .saturating_sub(p["total"][k].as_u64().unwrap_or(0)))
+                            as f64
+                            / dt
+                    )
+                }
+                None => "-".into(),
+            };
+            let t = &v["total"];
+            println!(
+                "rx {} ({})  tx {} ({})  kernel {}  redirected {}  connections new {} ({})  expired {}  drops {}  tx refused {}",
+                s(&t["rx_packets"]), rate("rx_packets"), s(&t["tx_packets"]), rate("tx_packets"), s(&t["to_kernel"]), s(&t["redirected"]),
+                s(&t["new_connections"]), rate("new_connections"), s(&t["expired_connections"]), s(&t["drops"]), s(&v["tx_failed"])
+            );
+            let drops: Vec<String> = v["drops"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| d[1].as_u64().unwrap_or(0) > 0)
+                .map(|d| format!("{} {}", s(&d[0]), s(&d[1])))
+                .collect();
+            if !drops.is_empty() {
+                println!("drops: {}", drops.join(", "));
+            }
+            if per_worker {
+                let rows: Vec<Vec<String>> = v["workers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, w)| {
+                        vec![
+                            i.to_string(),
+                            s(&w["rx_packets"]),
+                            s(&w["tx_packets"]),
+                            s(&w["new_connections"]),
+                            s(&w["redirected"]),
+                            s(&w["drops"]),
+                        ]
+                    })
+                    .collect();
+                table(&["Worker", "Rx", "Tx", "NewConns", "Redirected", "Drops"], &rows);
+            }
+        }
+        let Some(every) = watch else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        prev = Some((std::time::Instant::now(), v));
+        std::thread::sleep(Duration::from_secs(every.max(1)));
+    }
+}
+
+/// `anylb status`.
+pub fn status(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
+    let v = get(sock, "/v1/status")?;
+    Ok(out(json, &v, |v| {
+        println!(
+            "node {} of cluster {}: up {}s, {} workers ({} steering), forwarding {}, drained {}, config {}",
+            s(&v["node"]),
+            s(&v["cluster"]),
+            s(&v["uptime_secs"]),
+            s(&v["workers"]),
+            s(&v["steering"]),
+            s(&v["forwarding"]),
+            s(&v["drained"]),
+            s(&v["config"])
+        );
+    }))
+}
+
+fn done(json: bool, v: &Value) -> ExitCode {
+    out(json, v, |v| {
+        println!("{}", s(&v["message"]));
+        for d in v["details"].as_array().into_iter().flatten() {
+            println!("  {}", s(d));
+        }
+    })
+}
+
+/// `anylb backend drain|undrain`.
+pub fn backend(sock: &Path, json: bool, cmd: BackendCmd) -> Result<ExitCode, ClientError> {
+    let (service, b, drained) = match cmd {
+        BackendCmd::Drain { service, backend } => (service, backend, true),
+        BackendCmd::Undrain { service, backend } => (service, backend, false),
+    };
+    let body = serde_json::to_value(api::DrainBackend {
+        service,
+        address: b.ip(),
+        port: b.port(),
+        drained,
+    })
+    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    Ok(done(
+        json,
+        &request(sock, "POST", "/v1/backends/drain", Some(&body))?,
+    ))
+}
+
+/// `anylb node drain|undrain`.
+pub fn node(sock: &Path, json: bool, cmd: NodeCmd) -> Result<ExitCode, ClientError> {
+    let body = serde_json::json!({ "drained": matches!(cmd, NodeCmd::Drain) });
+    Ok(done(json, &request(sock, "POST", "/v1/node/drain", Some(&body))?))
+}
+
+/// `anylb reload`.
+pub fn reload(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
+    Ok(done(json, &request(sock, "POST", "/v1/reload", None)?))
+}
+
+/// Runs a client command, turning errors into a message and exit code 1.
+pub fn run(sock: Option<PathBuf>, f: impl FnOnce(&Path) -> Result<ExitCode, ClientError>) -> ExitCode {
+    let sock = match socket(sock) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match f(&sock) {
+        Ok(c) => c,
+        Err(e) => fail(e),
+    }
+}
