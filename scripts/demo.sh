@@ -1,29 +1,18 @@
 #!/usr/bin/env bash
-# The main job. Until the demo cluster in network namespaces lands (issue 8), it builds anylb and walks through
-# the example topologies: checks every file, shows one node resolved, and shows what a reload would change.
+# The main job: installs what anylb needs, builds it, and runs the demo cluster in network namespaces — a client,
+# an FRR router doing ECMP, two anylb nodes (DPDK dataplane on net_af_packet, BGP, health checks) and three HTTP
+# backends — from topology-tests/topologies/demo.clab.yml. It shows the BGP sessions and services, sends traffic
+# and shows how it spread over nodes and backends, fails a backend and then a node, and tears everything down.
+# Run as root (namespaces, DPDK, FRR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
-cargo build --release -q -p anylb
-ANYLB=target/release/anylb
-[ -n "${CARGO_TARGET_DIR:-}" ] && ANYLB="$CARGO_TARGET_DIR/release/anylb"
-
-echo "== anylb config check examples/*.toml"
-for f in examples/*.toml; do "$ANYLB" config check "$f"; done
-
-echo
-echo "== anylb config show examples/ecmp-cluster.toml --node lb1 (first lines)"
-"$ANYLB" config show examples/ecmp-cluster.toml --node lb1 | head -n 30
-
-echo
-echo "== a broken topology: every error with file:line:column"
-"$ANYLB" config check conf/tests/fixtures/three-errors.toml || echo "(exit $?)"
-
-echo
-echo "== anylb config diff: a weight change and a new backend"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-sed -e 's/weight = 50/weight = 80/' -e 's/{ address = "198.51.100.102" },/{ address = "198.51.100.102" },\n  { address = "198.51.100.104" },/' \
-  examples/ecmp-cluster.toml > "$tmp/new.toml"
-"$ANYLB" config diff examples/ecmp-cluster.toml "$tmp/new.toml" --node lb1
+echo "== building (release)"
+cargo build --release -q -p anylb -p topology-tests
+BIN="${CARGO_TARGET_DIR:-target}/release"
+LAB=topology-tests/topologies/demo.clab.yml
+trap '"$BIN/anylb-lab" down "$LAB" >/dev/null 2>&1 || true' EXIT INT TERM
+"$BIN/anylb" config check topology-tests/topologies/demo/cluster.toml
+"$BIN/anylb-lab" demo "$LAB" --anylb "$BIN/anylb"

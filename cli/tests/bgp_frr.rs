@@ -186,12 +186,28 @@ fn frr_installs_a_vip_announced_by_two_speakers_with_two_next_hops() {
         r.sh("ip route show 203.0.113.10")
             .is_ok_and(|s| s.contains("192.0.2.11") && s.contains("192.0.2.27"))
     });
+    let logs = || {
+        ["a.log", "b.log"]
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(dir.path().join(f))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.starts_with('{'))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
     assert!(
         installed,
-        "kernel route: {:?}\n{}",
+        "kernel route: {:?}\n{}\n{}\n{}",
         r.sh("ip route show 203.0.113.10"),
+        frr.vtysh("show bgp summary").unwrap_or_default(),
         frr.vtysh("show bgp ipv4 unicast 203.0.113.10/32")
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        logs()
     );
     assert!(a.stop(pa, Duration::from_secs(10)));
     // One speaker gone: one next hop left.

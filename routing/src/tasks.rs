@@ -258,80 +258,89 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
             return;
         }
         let deadline = timers.iter().min_by_key(|(_, t)| **t).map(|(k, t)| (*k, *t));
-        let ev = tokio::select! {
-            cmd = rx.recv() => match cmd {
-                None => { stopped = true; Some(Event::ManualStop("speaker stopped".into())) }
-                Some(Cmd::Stop(msg)) => { stopped = true; Some(Event::ManualStop(msg)) }
-                Some(Cmd::BfdDown) => Some(Event::BfdDown),
-                Some(Cmd::Changed(prefixes)) => {
-                    if let (State::Established, Some(neg)) = (fsm.state(), fsm.negotiated().cloned()) {
-                        let local = conn.as_ref().map(|x| x.local.ip());
-                        if !send_changes(&shared, &n, &neg, local, &codec, conn.as_mut(), &prefixes, false).await {
-                            Some(Event::TcpFails)
+        // Frames already buffered are decoded before waiting for anything new: a peer that sent its OPEN and
+        // KEEPALIVE in one segment must not wait for its next message.
+        let pending = conn.as_ref().is_some_and(|cn| {
+            matches!(frame_len(&cn.buf), Ok(Some(l)) if cn.buf.len() >= l) || frame_len(&cn.buf).is_err()
+        });
+        let ev = if pending {
+            None
+        } else {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => { stopped = true; Some(Event::ManualStop("speaker stopped".into())) }
+                    Some(Cmd::Stop(msg)) => { stopped = true; Some(Event::ManualStop(msg)) }
+                    Some(Cmd::BfdDown) => Some(Event::BfdDown),
+                    Some(Cmd::Changed(prefixes)) => {
+                        if let (State::Established, Some(neg)) = (fsm.state(), fsm.negotiated().cloned()) {
+                            let local = conn.as_ref().map(|x| x.local.ip());
+                            if !send_changes(&shared, &n, &neg, local, &codec, conn.as_mut(), &prefixes, false).await {
+                                Some(Event::TcpFails)
+                            } else { None }
                         } else { None }
-                    } else { None }
-                }
-                Some(Cmd::Incoming(stream)) => {
-                    let take = match fsm.state() {
-                        State::Idle => false,
-                        State::Connect | State::Active => true,
-                        _ => peer_router_id.is_some_and(|p| p > shared.cfg.router_id) && fsm.state() != State::Established,
-                    };
-                    if take {
-                        if let Some(mut old) = conn.take() {
-                            let mut b = Vec::new();
-                            Codec::default().encode(&Message::Notification(Notification { code: code::CEASE, subcode: subcode::COLLISION, data: vec![] }), &mut b);
-                            let _ = old.stream.write_all(&b).await;
-                        }
-                        connecting = None;
-                        prepare(&stream, c, ebgp);
-                        let (local, remote) = (stream.local_addr().ok().map(canonical_sa), stream.peer_addr().ok().map(canonical_sa));
-                        if let (Some(l), Some(r)) = (local, remote) {
-                            conn = Some(Conn { stream, buf: Vec::with_capacity(8192), local: l });
-                            if let Ok(mut s) = n.status.lock() { s.connection = Some((l, r)); }
-                            // A new connection restarts the handshake from Active.
-                            fsm = restart_fsm(fsm);
-                            Some(Event::TcpConnected)
-                        } else { None }
-                    } else {
-                        let mut stream = stream;
-                        let mut b = Vec::new();
-                        Codec::default().encode(&Message::Notification(Notification { code: code::CEASE, subcode: subcode::COLLISION, data: vec![] }), &mut b);
-                        let _ = stream.write_all(&b).await;
-                        None
                     }
-                }
-            },
-            res = async { match connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
-                connecting = None;
-                match res {
-                    Ok(stream) => {
-                        prepare(&stream, c, ebgp);
-                        match (stream.local_addr().map(canonical_sa), stream.peer_addr().map(canonical_sa)) {
-                            (Ok(l), Ok(r)) => {
+                    Some(Cmd::Incoming(stream)) => {
+                        let take = match fsm.state() {
+                            State::Idle => false,
+                            State::Connect | State::Active => true,
+                            _ => peer_router_id.is_some_and(|p| p > shared.cfg.router_id) && fsm.state() != State::Established,
+                        };
+                        if take {
+                            if let Some(mut old) = conn.take() {
+                                let mut b = Vec::new();
+                                Codec::default().encode(&Message::Notification(Notification { code: code::CEASE, subcode: subcode::COLLISION, data: vec![] }), &mut b);
+                                let _ = old.stream.write_all(&b).await;
+                            }
+                            connecting = None;
+                            prepare(&stream, c, ebgp);
+                            let (local, remote) = (stream.local_addr().ok().map(canonical_sa), stream.peer_addr().ok().map(canonical_sa));
+                            if let (Some(l), Some(r)) = (local, remote) {
                                 conn = Some(Conn { stream, buf: Vec::with_capacity(8192), local: l });
                                 if let Ok(mut s) = n.status.lock() { s.connection = Some((l, r)); }
+                                // A new connection restarts the handshake from Active.
+                                fsm = restart_fsm(fsm);
                                 Some(Event::TcpConnected)
-                            }
-                            _ => Some(Event::TcpFails),
+                            } else { None }
+                        } else {
+                            let mut stream = stream;
+                            let mut b = Vec::new();
+                            Codec::default().encode(&Message::Notification(Notification { code: code::CEASE, subcode: subcode::COLLISION, data: vec![] }), &mut b);
+                            let _ = stream.write_all(&b).await;
+                            None
                         }
                     }
-                    Err(e) => {
-                        tracing::debug!(neighbor = %c.address, error = %e, "connect failed");
-                        Some(Event::TcpFails)
+                },
+                res = async { match connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                    connecting = None;
+                    match res {
+                        Ok(stream) => {
+                            prepare(&stream, c, ebgp);
+                            match (stream.local_addr().map(canonical_sa), stream.peer_addr().map(canonical_sa)) {
+                                (Ok(l), Ok(r)) => {
+                                    conn = Some(Conn { stream, buf: Vec::with_capacity(8192), local: l });
+                                    if let Ok(mut s) = n.status.lock() { s.connection = Some((l, r)); }
+                                    Some(Event::TcpConnected)
+                                }
+                                _ => Some(Event::TcpFails),
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(neighbor = %c.address, error = %e, "connect failed");
+                            Some(Event::TcpFails)
+                        }
                     }
                 }
-            }
-            r = async { match conn.as_mut() { Some(cn) => cn.stream.read_buf(&mut cn.buf).await, None => std::future::pending().await } } => {
-                match r {
-                    Ok(0) | Err(_) => Some(Event::TcpFails),
-                    Ok(_) => None,
+                r = async { match conn.as_mut() { Some(cn) => cn.stream.read_buf(&mut cn.buf).await, None => std::future::pending().await } } => {
+                    match r {
+                        Ok(0) | Err(_) => Some(Event::TcpFails),
+                        Ok(_) => None,
+                    }
                 }
-            }
-            _ = async { match deadline { Some((_, t)) => sleep_until(t).await, None => std::future::pending().await } } => {
-                let (k, _) = deadline.unwrap_or((Timer::Hold, Instant::now()));
-                timers.remove(&k);
-                Some(Event::TimerExpired(k))
+                _ = async { match deadline { Some((_, t)) => sleep_until(t).await, None => std::future::pending().await } } => {
+                    let (k, _) = deadline.unwrap_or((Timer::Hold, Instant::now()));
+                    timers.remove(&k);
+                    Some(Event::TimerExpired(k))
+                }
             }
         };
         if let Some(e) = ev {

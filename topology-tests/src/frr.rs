@@ -14,6 +14,7 @@ pub struct Frr {
     name: String,
     conf_dir: PathBuf,
     run_dir: PathBuf,
+    keep: bool,
 }
 
 impl Frr {
@@ -33,6 +34,7 @@ impl Frr {
             name: name.clone(),
             conf_dir,
             run_dir,
+            keep: false,
         };
         for daemon in ["zebra", "bgpd"] {
             ns.exec(&[
@@ -104,8 +106,34 @@ impl Frr {
     }
 }
 
+impl Frr {
+    /// Leaves the files in place when dropped (`anylb-lab up`).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// Removes the files of the instance in namespace `name`.
+    pub fn remove(name: &str) {
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/frr").join(name));
+        let _ = std::fs::remove_dir_all(PathBuf::from("/var/run/frr").join(name));
+    }
+
+    /// An instance started earlier in namespace `name`, for queries.
+    pub fn attach(name: &str) -> Frr {
+        Frr {
+            name: name.to_owned(),
+            conf_dir: PathBuf::from("/etc/frr").join(name),
+            run_dir: PathBuf::from("/var/run/frr").join(name),
+            keep: true,
+        }
+    }
+}
+
 impl Drop for Frr {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.conf_dir);
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }

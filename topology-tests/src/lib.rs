@@ -1,5 +1,7 @@
-//! topology-tests: the namespace plumbing that end-to-end tests and the demo run on ([`netns`]); the
-//! containerlab topologies and their runner arrive with issue 8.
+//! topology-tests: containerlab topologies for anylb ([`clab`]), brought up on network namespaces
+//! ([`netns`]) with FRR routers ([`frr`]), the README demo ([`demo`]) and the end-to-end scenarios.
 
+pub mod clab;
+pub mod demo;
 pub mod frr;
 pub mod netns;

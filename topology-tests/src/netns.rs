@@ -27,6 +27,7 @@ pub fn run(cmd: &[&str]) -> io::Result<Output> {
 pub struct Netns {
     name: String,
     children: Vec<Child>,
+    keep: bool,
 }
 
 impl Netns {
@@ -43,6 +44,7 @@ impl Netns {
         let ns = Netns {
             name: name.to_owned(),
             children: Vec::new(),
+            keep: false,
         };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -122,8 +124,31 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Leaves the namespace and its processes in place when this value is dropped (`anylb-lab up`).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// Kills every process in namespace `name` and deletes it (`anylb-lab down`).
+    pub fn remove(name: &str) {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();

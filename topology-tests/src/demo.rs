@@ -1,0 +1,167 @@
+//! The README's demo on a lab brought up from `demo.clab.yml`: sessions, services, traffic spread over nodes and
+//! backends, a backend failure, a node failure — each with what the operator sees.
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::clab::Lab;
+
+/// The client's HTTP load: `n` requests with fresh connections; prints one JSON line of counts by backend.
+pub const CLIENT: &str = r#"
+import json, socket, sys, time
+vip, n = sys.argv[1], int(sys.argv[2])
+counts, failed = {}, 0
+for i in range(n):
+    try:
+        c = socket.create_connection((vip, 80), timeout=2)
+        c.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+        data = b""
+        while True:
+            d = c.recv(4096)
+            if not d: break
+            data += d
+        c.close()
+        name = data.split(b"\r\n\r\n", 1)[1].strip().decode()
+        counts[name] = counts.get(name, 0) + 1
+    except Exception:
+        failed += 1
+print(json.dumps({"ok": sum(counts.values()), "failed": failed, "by_backend": counts}))
+"#;
+
+fn say(s: &str) {
+    println!("\n=== {s}");
+}
+
+fn anylb_cli(anylb: &Path, node: &str, args: &[&str]) -> String {
+    let sock = format!("/run/anylb/{node}.sock");
+    let mut v = vec!["-s", sock.as_str()];
+    v.extend_from_slice(args);
+    match std::process::Command::new(anylb).args(&v).output() {
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("(anylb {args:?}: {e})"),
+    }
+}
+
+fn route(lab: &Lab) -> String {
+    lab.ns("r1")
+        .and_then(|r| r.sh("ip route show 203.0.113.10"))
+        .unwrap_or_default()
+}
+
+fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> io::Result<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return Ok(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(io::Error::other(format!("timed out waiting for {what}")))
+}
+
+fn traffic(lab: &Lab, n: u32) -> io::Result<serde_json::Value> {
+    let out = lab.ns("client")?.exec(&[
+        "timeout",
+        "120",
+        "python3",
+        "-c",
+        CLIENT,
+        "203.0.113.10",
+        &n.to_string(),
+    ])?;
+    serde_json::from_slice(&out.stdout).map_err(|e| io::Error::other(format!("client output: {e}")))
+}
+
+fn conns(anylb: &Path, node: &str) -> u64 {
+    let j = anylb_cli(anylb, node, &["-j", "stats"]);
+    serde_json::from_str::<serde_json::Value>(&j)
+        .ok()
+        .and_then(|v| v["total"]["new_connections"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Runs the demo on an up lab. Returns an error (and the caller tears down) when a step fails.
+pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
+    say("waiting for BGP: r1 must learn 203.0.113.10/32 from both anylb nodes (ECMP)");
+    let t = wait("two next hops at r1", Duration::from_secs(60), || {
+        let r = route(lab);
+        r.contains("192.0.2.11") && r.contains("192.0.2.27")
+    })?;
+    println!(
+        "after {:.1}s, r1's kernel has:\n{}",
+        t.as_secs_f64(),
+        route(lab).trim_end()
+    );
+
+    say("anylb bgp summary (lb1)");
+    print!("{}", anylb_cli(anylb, "lb1", &["bgp", "summary"]));
+    say("anylb services (lb1)");
+    print!("{}", anylb_cli(anylb, "lb1", &["services"]));
+    // Health checks need rise × interval before every backend takes traffic.
+    wait("three healthy backends", Duration::from_secs(20), || {
+        anylb_cli(anylb, "lb1", &["services"]).contains("3/3")
+            && anylb_cli(anylb, "lb2", &["services"]).contains("3/3")
+    })?;
+
+    say("1000 HTTP requests from the client to http://203.0.113.10/");
+    let (c1, c2) = (conns(anylb, "lb1"), conns(anylb, "lb2"));
+    let v = traffic(lab, 1000)?;
+    let (d1, d2) = (conns(anylb, "lb1") - c1, conns(anylb, "lb2") - c2);
+    println!(
+        "ok {} failed {}; by backend {}",
+        v["ok"], v["failed"], v["by_backend"]
+    );
+    println!("by node: lb1 {d1} connections, lb2 {d2} connections");
+
+    say("backend be2 fails");
+    let pid = *lab
+        .pids
+        .get("be2")
+        .ok_or_else(|| io::Error::other("be2 not started"))?;
+    if let Some(ns) = lab.nodes.get_mut("be2") {
+        ns.stop(pid, Duration::from_secs(5));
+    }
+    let t = wait("be2 down on both nodes", Duration::from_secs(20), || {
+        anylb_cli(anylb, "lb1", &["services"]).contains("2/3")
+            && anylb_cli(anylb, "lb2", &["services"]).contains("2/3")
+    })?;
+    println!(
+        "both nodes took be2 out after {:.1}s (fall 2 × interval 500ms + check time)",
+        t.as_secs_f64()
+    );
+    print!("{}", anylb_cli(anylb, "lb1", &["health", "web"]));
+    let v = traffic(lab, 300)?;
+    println!(
+        "300 requests: ok {} failed {}; by backend {}",
+        v["ok"], v["failed"], v["by_backend"]
+    );
+
+    say("node lb1 is killed");
+    let pid = *lab
+        .pids
+        .get("lb1")
+        .ok_or_else(|| io::Error::other("lb1 not started"))?;
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    let t = wait("r1 to drop lb1", Duration::from_secs(20), || {
+        let r = route(lab);
+        !r.contains("192.0.2.11") && r.contains("192.0.2.27")
+    })?;
+    println!(
+        "r1 removed lb1's next hop after {:.2}s:\n{}",
+        t.as_secs_f64(),
+        route(lab).trim_end()
+    );
+    let v = traffic(lab, 300)?;
+    println!(
+        "300 requests: ok {} failed {}; by backend {}",
+        v["ok"], v["failed"], v["by_backend"]
+    );
+    Ok(())
+}
