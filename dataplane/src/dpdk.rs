@@ -736,6 +736,11 @@ impl Drop for Runtime {
     }
 }
 
+/// Empty polls before an idle worker starts napping.
+const IDLE_SPINS: u32 = 1024;
+/// How long an idle worker naps between polls.
+const IDLE_NAP: Duration = Duration::from_micros(100);
+
 /// Frames sent per port and TX queue, or released when the NIC refuses them (counted).
 fn send(port: &Port, queue: u16, frames: &mut Vec<Mbuf>, failed: &AtomicU64) {
     if frames.is_empty() {
@@ -774,6 +779,7 @@ fn worker_loop(
     let mut per_worker: Vec<Vec<Mbuf>> = (0..shared.published.len()).map(|_| Vec::new()).collect();
     let nworkers = shared.published.len();
     let mut last_publish = 0u64;
+    let mut idle = 0u32;
     let tx_queue = wid;
     tracing::info!(worker = wid, lcore = dpdk_sys::lcore_id(), "worker running");
     while !shared.stop.load(Ordering::Relaxed) {
@@ -876,8 +882,18 @@ fn worker_loop(
             shared.published[usize::from(wid)].store(&w.stats, now_ms);
             last_publish = now_ms;
         }
-        if !busy {
-            std::hint::spin_loop();
+        // Adaptive idle: a worker with nothing to do for a while naps briefly, so that on shared cores (small
+        // machines, several nodes on one host) the kernel, FRR and the backends get CPU. A busy worker never
+        // sleeps; an idle one answers within about IDLE_NAP.
+        if busy {
+            idle = 0;
+        } else {
+            idle += 1;
+            if idle >= IDLE_SPINS {
+                std::thread::sleep(IDLE_NAP);
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
     shared.published[usize::from(wid)].store(&w.stats, shared.started.elapsed().as_millis() as u64);

@@ -199,27 +199,55 @@ impl Lab {
                     lab.pids.insert(name.clone(), pid);
                 }
                 _ => {
-                    if let Some(cmd) = &def.cmd {
-                        let words: Vec<String> = cmd
-                            .split_whitespace()
-                            .map(|w| {
-                                lab.bind(&def, w)
-                                    .map_or_else(|| w.to_owned(), |p| p.display().to_string())
-                            })
-                            .collect();
-                        let args: Vec<&str> = words.iter().map(String::as_str).collect();
-                        let log = logs.join(format!("{name}.log"));
-                        let ns = lab
-                            .nodes
-                            .get_mut(&name)
-                            .ok_or_else(|| io::Error::other("node vanished"))?;
-                        let pid = ns.spawn(&args, Some(&log))?;
-                        lab.pids.insert(name.clone(), pid);
+                    if def.cmd.is_some() {
+                        lab.start(&name)?;
                     }
                 }
             }
         }
         Ok(lab)
+    }
+
+    /// Starts (again) the `cmd` of a node that is neither FRR nor anylb, with bound paths replaced by host
+    /// files; returns its pid.
+    pub fn start(&mut self, name: &str) -> io::Result<u32> {
+        let def = self
+            .clab
+            .topology
+            .nodes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| io::Error::other(format!("no node {name:?}")))?;
+        let cmd = def
+            .cmd
+            .clone()
+            .ok_or_else(|| io::Error::other(format!("{name} has no cmd")))?;
+        let words: Vec<String> = cmd
+            .split_whitespace()
+            .map(|w| {
+                self.bind(&def, w)
+                    .map_or_else(|| w.to_owned(), |p| p.display().to_string())
+            })
+            .collect();
+        let args: Vec<&str> = words.iter().map(String::as_str).collect();
+        let log = self.logs.join(format!("{name}.log"));
+        let ns = self
+            .nodes
+            .get_mut(name)
+            .ok_or_else(|| io::Error::other("node vanished"))?;
+        let pid = ns.spawn(&args, Some(&log))?;
+        self.pids.insert(name.to_owned(), pid);
+        Ok(pid)
+    }
+
+    /// Stops the started process of a node (SIGTERM, then SIGKILL after 5 s).
+    pub fn stop(&mut self, name: &str) -> bool {
+        let Some(pid) = self.pids.remove(name) else {
+            return false;
+        };
+        self.nodes
+            .get_mut(name)
+            .is_some_and(|ns| ns.stop(pid, std::time::Duration::from_secs(5)))
     }
 
     /// The namespace of `node`.

@@ -33,7 +33,8 @@ fn say(s: &str) {
     println!("\n=== {s}");
 }
 
-fn anylb_cli(anylb: &Path, node: &str, args: &[&str]) -> String {
+/// Runs the anylb CLI against `node`'s socket; stdout and stderr.
+pub fn anylb_cli(anylb: &Path, node: &str, args: &[&str]) -> String {
     let sock = format!("/run/anylb/{node}.sock");
     let mut v = vec!["-s", sock.as_str()];
     v.extend_from_slice(args);
@@ -47,13 +48,15 @@ fn anylb_cli(anylb: &Path, node: &str, args: &[&str]) -> String {
     }
 }
 
-fn route(lab: &Lab) -> String {
+/// r1's kernel route to the VIP.
+pub fn route(lab: &Lab) -> String {
     lab.ns("r1")
         .and_then(|r| r.sh("ip route show 203.0.113.10"))
         .unwrap_or_default()
 }
 
-fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> io::Result<Duration> {
+/// Polls `f` until it holds; how long it took.
+pub fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> io::Result<Duration> {
     let t0 = Instant::now();
     while t0.elapsed() < timeout {
         if f() {
@@ -64,7 +67,8 @@ fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> io::Resul
     Err(io::Error::other(format!("timed out waiting for {what}")))
 }
 
-fn traffic(lab: &Lab, n: u32) -> io::Result<serde_json::Value> {
+/// `n` HTTP requests from the client: {ok, failed, by_backend}.
+pub fn traffic(lab: &Lab, n: u32) -> io::Result<serde_json::Value> {
     let out = lab.ns("client")?.exec(&[
         "timeout",
         "120",
@@ -77,7 +81,8 @@ fn traffic(lab: &Lab, n: u32) -> io::Result<serde_json::Value> {
     serde_json::from_slice(&out.stdout).map_err(|e| io::Error::other(format!("client output: {e}")))
 }
 
-fn conns(anylb: &Path, node: &str) -> u64 {
+/// Connections `node` created so far.
+pub fn conns(anylb: &Path, node: &str) -> u64 {
     let j = anylb_cli(anylb, node, &["-j", "stats"]);
     serde_json::from_str::<serde_json::Value>(&j)
         .ok()
@@ -119,13 +124,7 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
     println!("by node: lb1 {d1} connections, lb2 {d2} connections");
 
     say("backend be2 fails");
-    let pid = *lab
-        .pids
-        .get("be2")
-        .ok_or_else(|| io::Error::other("be2 not started"))?;
-    if let Some(ns) = lab.nodes.get_mut("be2") {
-        ns.stop(pid, Duration::from_secs(5));
-    }
+    lab.stop("be2");
     let t = wait("be2 down on both nodes", Duration::from_secs(20), || {
         anylb_cli(anylb, "lb1", &["services"]).contains("2/3")
             && anylb_cli(anylb, "lb2", &["services"]).contains("2/3")

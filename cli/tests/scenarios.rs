@@ -1,0 +1,188 @@
+//! The end-to-end scenarios on the demo cluster (topology-tests/topologies/demo.clab.yml) brought up from
+//! network namespaces: ECMP at the upstream, traffic over every backend and both nodes, a reload while a
+//! connection stays open, a node drain without failed requests, a backend failure and recovery, every backend
+//! down, and a node killed. Needs root, libdpdk and frr (CI has them).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use topology_tests::clab::Lab;
+use topology_tests::demo::{anylb_cli, conns, route, traffic, wait};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+const HOLD_OPEN: &str = r#"
+import socket, sys, time
+c = socket.create_connection(("203.0.113.10", 80), timeout=5)
+time.sleep(float(sys.argv[1]))
+c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+data = b""
+while True:
+    d = c.recv(4096)
+    if not d: break
+    data += d
+print("held", data.split(b"\r\n\r\n", 1)[-1].strip().decode())
+"#;
+
+#[test]
+fn demo_cluster_scenarios() {
+    let anylb = Path::new(env!("CARGO_BIN_EXE_anylb"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology-tests/topologies");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&src, dir.path());
+    let file = dir.path().join("demo.clab.yml");
+    let _ = Lab::down(&file);
+    let mut lab = Lab::up(&file, anylb, &dir.path().join("logs")).unwrap();
+    let logs = || {
+        ["lb1", "lb2"]
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n}\n{}",
+                    std::fs::read_to_string(dir.path().join(format!("logs/{n}.log"))).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // 1. Both nodes' BGP sessions are up and FRR installs the VIP with two next hops.
+    wait("two next hops", Duration::from_secs(60), || {
+        route(&lab).contains("192.0.2.11") && route(&lab).contains("192.0.2.27")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    wait("healthy backends", Duration::from_secs(20), || {
+        anylb_cli(anylb, "lb1", &["services"]).contains("3/3")
+            && anylb_cli(anylb, "lb2", &["services"]).contains("3/3")
+    })
+    .unwrap();
+
+    // 2. 1000 requests all succeed; every backend serves some; both nodes carry traffic.
+    let (c1, c2) = (conns(anylb, "lb1"), conns(anylb, "lb2"));
+    let v = traffic(&lab, 1000).unwrap();
+    assert_eq!(
+        (v["ok"].as_u64(), v["failed"].as_u64()),
+        (Some(1000), Some(0)),
+        "{v}"
+    );
+    for b in ["be1", "be2", "be3"] {
+        assert!(
+            v["by_backend"][b].as_u64().unwrap_or(0) > 0,
+            "{b} served nothing: {v}"
+        );
+    }
+    let (d1, d2) = (conns(anylb, "lb1") - c1, conns(anylb, "lb2") - c2);
+    assert!(d1 > 100 && d2 > 100, "lb1 {d1}, lb2 {d2}");
+
+    // 9. A reload adding a backend and changing a weight leaves a held-open connection working.
+    let client = lab.ns("client").unwrap();
+    let held = std::thread::scope(|s| {
+        let h = s.spawn(|| client.exec(&["timeout", "30", "python3", "-c", HOLD_OPEN, "4"]));
+        std::thread::sleep(Duration::from_secs(1));
+        let cluster = dir.path().join("demo/cluster.toml");
+        let text = std::fs::read_to_string(&cluster).unwrap().replace(
+            "  { address = \"198.51.100.103\", port = 8080 },",
+            "  { address = \"198.51.100.103\", port = 8080, weight = 50 },\n  { address = \"198.51.100.104\", port = 8080 },",
+        );
+        std::fs::write(&cluster, text).unwrap();
+        for n in ["lb1", "lb2"] {
+            let out = anylb_cli(anylb, n, &["reload"]);
+            assert!(
+                out.contains("changes applied") && out.contains("198.51.100.104:8080 added"),
+                "{out}"
+            );
+        }
+        h.join().unwrap()
+    });
+    let held = held.unwrap();
+    assert!(
+        String::from_utf8_lossy(&held.stdout).starts_with("held be"),
+        "{held:?}"
+    );
+    assert!(anylb_cli(anylb, "lb1", &["backends", "web"]).contains("198.51.100.104:8080"));
+
+    // 8. Draining lb1 loses no request: traffic runs while lb1 withdraws gracefully.
+    let drained = std::thread::scope(|s| {
+        let h = s.spawn(|| traffic(&lab, 600));
+        std::thread::sleep(Duration::from_millis(300));
+        let out = anylb_cli(anylb, "lb1", &["node", "drain"]);
+        (out, h.join().unwrap().unwrap())
+    });
+    assert!(drained.0.contains("drained"), "{}", drained.0);
+    assert_eq!(drained.1["failed"].as_u64(), Some(0), "{}", drained.1);
+    assert!(!route(&lab).contains("192.0.2.11"), "{}", route(&lab));
+    anylb_cli(anylb, "lb1", &["node", "undrain"]);
+    wait("lb1 back", Duration::from_secs(15), || {
+        route(&lab).contains("192.0.2.11")
+    })
+    .unwrap();
+
+    // 3. A backend dies: after fall × interval no request fails; it recovers and gets traffic again.
+    lab.stop("be2");
+    wait("be2 down", Duration::from_secs(10), || {
+        anylb_cli(anylb, "lb1", &["services"]).contains("2/4")
+            && anylb_cli(anylb, "lb2", &["services"]).contains("2/4")
+    })
+    .unwrap();
+    let v = traffic(&lab, 300).unwrap();
+    assert_eq!(v["failed"].as_u64(), Some(0), "{v}");
+    assert!(v["by_backend"].get("be2").is_none(), "{v}");
+    lab.start("be2").unwrap();
+    wait("be2 up", Duration::from_secs(10), || {
+        anylb_cli(anylb, "lb1", &["services"]).contains("3/4")
+            && anylb_cli(anylb, "lb2", &["services"]).contains("3/4")
+    })
+    .unwrap();
+    let v = traffic(&lab, 300).unwrap();
+    assert!(v["by_backend"]["be2"].as_u64().unwrap_or(0) > 0, "{v}");
+
+    // 5. Every backend down: both nodes withdraw the VIP.
+    for b in ["be1", "be2", "be3"] {
+        lab.stop(b);
+    }
+    wait("VIP withdrawn", Duration::from_secs(15), || {
+        route(&lab).trim().is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", route(&lab)));
+    for b in ["be1", "be2", "be3"] {
+        lab.start(b).unwrap();
+    }
+    wait("VIP back", Duration::from_secs(20), || {
+        route(&lab).contains("192.0.2.11") && route(&lab).contains("192.0.2.27")
+    })
+    .unwrap();
+
+    // 4. A node is killed: FRR removes it within a second; new requests succeed through the other node.
+    let pid = lab.pids["lb1"];
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let t = wait("lb1 gone", Duration::from_secs(10), || {
+        !route(&lab).contains("192.0.2.11") && route(&lab).contains("192.0.2.27")
+    })
+    .unwrap();
+    assert!(t < Duration::from_secs(1), "FRR took {t:?}");
+    let v = traffic(&lab, 200).unwrap();
+    assert_eq!(
+        (v["ok"].as_u64(), v["failed"].as_u64()),
+        (Some(200), Some(0)),
+        "{v}"
+    );
+
+    drop(lab);
+    Lab::down(&file).unwrap();
+}
