@@ -76,6 +76,16 @@ pub const FLAG_CLIENT_V6: u8 = 0x02;
 pub const FLAG_BACKEND_V6: u8 = 0x04;
 /// The local address/port came from the pool and must be released on expiry.
 pub const FLAG_POOLED: u8 = 0x08;
+/// Forwarding-mode bits of `flags`.
+pub const MODE_MASK: u8 = 0x30;
+/// Full-NAT: both addresses rewritten, `lip:lport` from the pool.
+pub const MODE_FULLNAT: u8 = 0x00;
+/// NAT (DNAT): the destination is rewritten, `lip:lport` is the client itself; replies pass through the node.
+pub const MODE_NAT: u8 = 0x10;
+/// Direct routing: the frame goes to the backend's MAC unchanged; replies bypass the node.
+pub const MODE_DR: u8 = 0x20;
+/// Tunnel: IP-in-IP to the backend with outer source `lip`; replies bypass the node.
+pub const MODE_TUNNEL: u8 = 0x30;
 
 impl Conn {
     /// An unused record (all zero).

@@ -85,6 +85,9 @@ pub enum Local {
     Lip,
     /// The node's own address on a port (the kernel answers for it).
     Own(u16),
+    /// Not ours, but possibly the reply of a NAT-mode connection the node is the gateway for. Never stored in
+    /// [`Snapshot::local`].
+    Transit,
 }
 
 /// Everything a worker needs, immutable.
@@ -115,6 +118,9 @@ pub struct Snapshot {
     pub static_neighbors: Vec<(u16, Addr, Mac)>,
     /// Backend uid → (service index, backend index), for the CLI.
     pub uid_index: HashMap<u32, (u16, u16)>,
+    /// Some service uses NAT forwarding: TCP and UDP to addresses that are not ours are looked up in the
+    /// connection table (the backends' replies) before going to the kernel.
+    pub transit: bool,
 }
 
 impl Snapshot {
@@ -345,7 +351,9 @@ impl Builder {
                 timeouts,
             });
         }
+        let transit = services.iter().any(|s| s.forwarding == Forwarding::Nat);
         Ok(Snapshot {
+            transit,
             generation: self.generation,
             seed: cfg.maglev.seed,
             workers: workers.max(1),

@@ -12,7 +12,12 @@
 
 use std::sync::Arc;
 
-use crate::conn::{Conn, ConnTable, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED};
+use anylb_conf::Forwarding;
+
+use crate::conn::{
+    Conn, ConnTable, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED, MODE_DR, MODE_FULLNAT,
+    MODE_MASK, MODE_NAT, MODE_TUNNEL,
+};
 use crate::flow::{is_v4, to_v4, v4, Addr, FastMap, Tuple};
 use crate::frame::{Frame, FrameAlloc};
 use crate::nat::{self, Endpoints};
@@ -657,6 +662,7 @@ impl<F: Frame> Worker<F> {
         }
         let dst = v4(ip.dst());
         let local = match self.snap.local(&dst) {
+            None if self.snap.transit && matches!(ip.protocol(), proto::TCP | proto::UDP) => Local::Transit,
             Some(Local::Own(_)) | None => return self.kernel(in_port, f, out),
             Some(l) => l,
         };
@@ -740,6 +746,7 @@ impl<F: Frame> Worker<F> {
             }
         }
         let local = match self.snap.local(&dst) {
+            None if self.snap.transit && matches!(ul.protocol, proto::TCP | proto::UDP) => Local::Transit,
             Some(Local::Own(_)) | None => return self.kernel(in_port, f, out),
             Some(l) => l,
         };
@@ -794,6 +801,18 @@ impl<F: Frame> Worker<F> {
             Some((idx, dir)) => self.forward(p, idx, dir, f, alloc, out),
             None => match local {
                 Local::Vip => self.new_conn(p, f, alloc, out),
+                Local::Transit => {
+                    // Not a NAT-mode reply here: perhaps on the worker that owns the client's port, else the
+                    // kernel routes it.
+                    let o = self.nat_owner(p.dport);
+                    if o != self.id {
+                        self.stats.redirected += 1;
+                        out.redirect.push((o, f));
+                        Verdict::Redirect { worker: o }
+                    } else {
+                        self.kernel(p.in_port, f, out)
+                    }
+                }
                 _ => {
                     let o = owner(p.dport, self.snap.mask);
                     if o != self.id && usize::from(o) < self.snap.workers {
@@ -841,6 +860,17 @@ impl<F: Frame> Worker<F> {
         let Some(si) = snap.service(&p.dst, p.proto, p.dport) else {
             return drop(DropReason::NoService);
         };
+        let forwarding = snap.services[usize::from(si)].forwarding;
+        if forwarding == Forwarding::Nat {
+            // The backend's replies are addressed to the client's port: keep the connection on the worker
+            // they are steered to.
+            let o = self.nat_owner(p.sport);
+            if o != self.id {
+                self.stats.redirected += 1;
+                out.redirect.push((o, f));
+                return Verdict::Redirect { worker: o };
+            }
+        }
         if p.proto == proto::TCP
             && p.tcp_flags & (tcp::flags::SYN | tcp::flags::ACK | tcp::flags::RST) != tcp::flags::SYN
         {
@@ -899,15 +929,35 @@ impl<F: Frame> Worker<F> {
         let b = &svc.backends[usize::from(bi)];
         let bport = if b.port == 0 { p.dport } else { b.port };
         let backend_v6 = !is_v4(&b.addr);
-        let Some((lip, lport)) = self.pools.alloc(backend_v6, p.proto) else {
-            return drop(DropReason::PoolExhausted);
+        let (lip, lport, mut flags) = match forwarding {
+            Forwarding::Fullnat | Forwarding::Snat => {
+                let Some((lip, lport)) = self.pools.alloc(backend_v6, p.proto) else {
+                    return drop(DropReason::PoolExhausted);
+                };
+                (lip, lport, FLAG_POOLED | MODE_FULLNAT)
+            }
+            Forwarding::Nat => (p.src, p.sport, MODE_NAT),
+            Forwarding::Dr => (p.src, p.sport, MODE_DR),
+            Forwarding::Tunnel => {
+                let h = Tuple {
+                    proto: p.proto,
+                    src: p.src,
+                    sport: p.sport,
+                    dst: p.dst,
+                    dport: p.dport,
+                }
+                .hash(snap.seed);
+                let Some(src) = self.tunnel_source(&b.addr, h) else {
+                    return drop(DropReason::NoRoute);
+                };
+                (src, p.sport, MODE_TUNNEL)
+            }
         };
         let state = if p.proto == proto::TCP {
             State::SynRecv
         } else {
             State::Udp
         };
-        let mut flags = FLAG_POOLED;
         if p.v6 {
             flags |= FLAG_CLIENT_V6;
         }
@@ -939,7 +989,9 @@ impl<F: Frame> Worker<F> {
         let idx = match self.conns.insert(c) {
             Ok(i) => i,
             Err(e) => {
-                self.pools.release(&lip, p.proto, lport);
+                if flags & FLAG_POOLED != 0 {
+                    self.pools.release(&lip, p.proto, lport);
+                }
                 return drop(match e {
                     InsertError::Full => DropReason::TableFull,
                     InsertError::Exists => DropReason::NoConnection,
@@ -968,6 +1020,11 @@ impl<F: Frame> Worker<F> {
             return self.icmp_error(&p, f, IcmpKind::TimeExceeded, DropReason::Ttl, alloc, out);
         }
         let c = *self.conns.get(idx);
+        let mode = c.flags & MODE_MASK;
+        if matches!(mode, MODE_DR | MODE_TUNNEL) && dir == Dir::Reply {
+            // Direct-return modes never see replies: this is a stray packet that happens to match.
+            return drop(DropReason::NoConnection);
+        }
         let snap_gen = self.snap.generation as u16;
         // State and expiry.
         let old = c.state();
@@ -999,6 +1056,9 @@ impl<F: Frame> Worker<F> {
         if exp != c.expires {
             self.conns.set_expiry(idx, exp);
         }
+        if matches!(mode, MODE_DR | MODE_TUNNEL) {
+            return self.forward_direct(&p, idx, &c, mode == MODE_TUNNEL, f, alloc, out);
+        }
         let (e, out_v6) = match dir {
             Dir::Inbound => (
                 Endpoints {
@@ -1019,28 +1079,8 @@ impl<F: Frame> Worker<F> {
                 c.flags & FLAG_CLIENT_V6 != 0,
             ),
         };
-        // Next hop, cached per connection and direction.
-        let cached = match dir {
-            Dir::Inbound => c.nh_fwd,
-            Dir::Reply => c.nh_rev,
-        };
-        let slot = if cached != NO_HOP && c.route_gen == self.route_gen {
-            cached
-        } else {
-            let Some(s) = self.resolve(&e.dst, c.inbound_tuple().hash(self.snap.seed)) else {
-                return drop(DropReason::NoRoute);
-            };
-            let cm = self.conns.get_mut(idx);
-            if cm.route_gen != self.route_gen {
-                cm.nh_fwd = NO_HOP;
-                cm.nh_rev = NO_HOP;
-                cm.route_gen = self.route_gen;
-            }
-            match dir {
-                Dir::Inbound => cm.nh_fwd = s,
-                Dir::Reply => cm.nh_rev = s,
-            }
-            s
+        let Some(slot) = self.next_hop(idx, &c, dir, &e.dst) else {
+            return drop(DropReason::NoRoute);
         };
         let Some(entry) = self.neigh.get(slot) else {
             return drop(DropReason::NoRoute);
@@ -1137,6 +1177,133 @@ impl<F: Frame> Worker<F> {
             alloc,
             out,
         )
+    }
+
+    /// The neighbour slot towards `dst` for connection `idx` in direction `dir`, cached in the connection until
+    /// the routes change.
+    fn next_hop(&mut self, idx: u32, c: &Conn, dir: Dir, dst: &Addr) -> Option<u32> {
+        let cached = match dir {
+            Dir::Inbound => c.nh_fwd,
+            Dir::Reply => c.nh_rev,
+        };
+        if cached != NO_HOP && c.route_gen == self.route_gen {
+            return Some(cached);
+        }
+        let s = self.resolve(dst, c.inbound_tuple().hash(self.snap.seed))?;
+        let cm = self.conns.get_mut(idx);
+        if cm.route_gen != self.route_gen {
+            cm.nh_fwd = NO_HOP;
+            cm.nh_rev = NO_HOP;
+            cm.route_gen = self.route_gen;
+        }
+        match dir {
+            Dir::Inbound => cm.nh_fwd = s,
+            Dir::Reply => cm.nh_rev = s,
+        }
+        Some(s)
+    }
+
+    /// Direct routing (the frame as received, to the backend's MAC) and tunnelling (IP-in-IP or IPv6-in-IPv6
+    /// from the connection's outer source to the backend). Replies go from the backend straight to the client.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_direct<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: &Pkt,
+        idx: u32,
+        c: &Conn,
+        tunnel: bool,
+        mut f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let Some(slot) = self.next_hop(idx, c, Dir::Inbound, &c.backend) else {
+            return drop(DropReason::NoRoute);
+        };
+        let Some(entry) = self.neigh.get(slot) else {
+            return drop(DropReason::NoRoute);
+        };
+        let out_port = entry.port;
+        let et = if p.v6 { ethertype::IPV6 } else { ethertype::IPV4 };
+        if !tunnel {
+            return self.emit(out_port, slot, p.l3, et, f, alloc, out);
+        }
+        let mtu = self
+            .snap
+            .ports
+            .get(usize::from(out_port))
+            .map_or(1500, |pt| usize::from(pt.mtu));
+        let outer = if p.v6 { ipv6::HEADER_LEN } else { ipv4::HEADER_LEN };
+        let in_len = f.data().len() - p.l3;
+        if in_len + outer > mtu {
+            let dont_frag = p.v6 || f.data()[p.l3 + 6] & 0x40 != 0;
+            if !dont_frag {
+                return drop(DropReason::TooBig);
+            }
+            let sender_mtu = mtu.saturating_sub(outer).max(if p.v6 { 1280 } else { 68 });
+            return self.icmp_error(p, f, IcmpKind::TooBig(sender_mtu), DropReason::TooBig, alloc, out);
+        }
+        if p.proto == proto::TCP && p.tcp_flags & tcp::flags::SYN != 0 {
+            let l3l4 = if p.v6 { 60 } else { 40 };
+            clamp_mss(&mut f.data_mut()[p.l4..], mtu.saturating_sub(outer + l3l4) as u16);
+        }
+        if !f.prepend(outer) {
+            return drop(DropReason::NoBuffer);
+        }
+        // The inner packet now starts at `l3 + outer`; the outer header goes in front of it.
+        let l3 = p.l3;
+        let d = f.data_mut();
+        if p.v6 {
+            let label = (c.inbound_tuple().hash(self.snap.seed) & 0xf_ffff) as u32;
+            let tclass = (d[l3 + outer] & 0x0f) << 4 | d[l3 + outer + 1] >> 4;
+            ipv6::Repr {
+                src: c.lip.into(),
+                dst: c.backend.into(),
+                next_header: proto::IPV6,
+                payload_len: in_len,
+                hop_limit: 64,
+                traffic_class: tclass,
+                flow_label: label,
+            }
+            .emit(&mut d[l3..]);
+        } else {
+            self.ident = self.ident.wrapping_add(1);
+            let inner = l3 + outer;
+            ipv4::Repr {
+                src: to_v4(&c.lip),
+                dst: to_v4(&c.backend),
+                protocol: proto::IPIP,
+                payload_len: in_len,
+                ttl: 64,
+                tos: d[inner + 1],
+                ident: self.ident,
+                dont_frag: d[inner + 6] & 0x40 != 0,
+            }
+            .emit(&mut d[l3..]);
+        }
+        self.emit(out_port, slot, l3, et, f, alloc, out)
+    }
+
+    /// The outer source of a tunnelled flow with hash `h` to `backend`: one of the local addresses of the
+    /// backend's family chosen by the hash (so the backend's RSS spreads flows), else the egress port's address.
+    fn tunnel_source(&self, backend: &Addr, h: u64) -> Option<Addr> {
+        let fam = is_v4(backend);
+        let n = self.snap.lips.iter().filter(|(a, _, _)| is_v4(a) == fam).count();
+        if n > 0 {
+            return self
+                .snap
+                .lips
+                .iter()
+                .filter(|(a, _, _)| is_v4(a) == fam)
+                .nth((h % n as u64) as usize)
+                .map(|(a, _, _)| *a);
+        }
+        let hop = self.snap.routes.next_hop(backend, h)?;
+        self.snap.port_addr(hop.port, fam)
+    }
+
+    /// The worker that keeps NAT-mode connections of client port `port` (their replies are addressed to it).
+    fn nat_owner(&self, port: u16) -> u16 {
+        (usize::from(port) % self.snap.workers.max(1)) as u16
     }
 
     /// Route lookup and neighbour slot for `dst`.

@@ -232,6 +232,48 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             g.client_tcp(("192.0.2.100", 40000), ("203.0.113.10", 80), "A", b"still here");
             (g, "small-table.toml")
         }
+        "dr" | "tunnel" => {
+            // Replies bypass the node in these modes: only the client's side goes through it.
+            let mut g = Gen::new("modes.toml");
+            let (v4, v6) = if name == "dr" {
+                ("203.0.113.30", "2001:db8::30")
+            } else {
+                ("203.0.113.31", "2001:db8::31")
+            };
+            for (client, vip) in [
+                (("192.0.2.100", 40000), (v4, 80)),
+                (("2001:db8:c::5", 50000), (v6, 80)),
+            ] {
+                for (flags, payload) in [
+                    ("S", &b""[..]),
+                    ("A", b""),
+                    ("AP", b"GET / HTTP/1.0\r\n\r\n"),
+                    ("AF", b""),
+                    ("A", b""),
+                ] {
+                    let f = tcp(
+                        ROUTER_MAC,
+                        UP_MAC,
+                        client,
+                        vip,
+                        flags,
+                        100,
+                        if flags == "S" { Some(1460) } else { None },
+                        payload,
+                    );
+                    g.send(0, f);
+                }
+            }
+            (g, "modes.toml")
+        }
+        "nat44" => (
+            conversation("modes.toml", ("192.0.2.100", 40000), ("203.0.113.32", 80)),
+            "modes.toml",
+        ),
+        "nat66" => (
+            conversation("modes.toml", ("2001:db8:c::5", 50000), ("2001:db8::32", 80)),
+            "modes.toml",
+        ),
         other => panic!("no scenario {other}"),
     }
 }
@@ -334,4 +376,24 @@ fn golden_syn_with_every_backend_at_weight_zero() {
 #[test]
 fn golden_full_connection_table() {
     check("table_full");
+}
+
+#[test]
+fn golden_dr_v4_and_v6() {
+    check("dr");
+}
+
+#[test]
+fn golden_tunnel_ipip_and_ip6ip6() {
+    check("tunnel");
+}
+
+#[test]
+fn golden_nat44_handshake_data_teardown() {
+    check("nat44");
+}
+
+#[test]
+fn golden_nat66_handshake_data_teardown() {
+    check("nat66");
 }
