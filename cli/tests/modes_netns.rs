@@ -1,0 +1,218 @@
+//! The DR, tunnel and NAT forwarding modes with real TCP through the DPDK dataplane in network namespaces.
+//!
+//! A client namespace reaches the node over `up0`; the server namespace sits behind `in0` and has a direct
+//! return link to the client (`ret`), as DR and tunnel backends answer clients without the balancer. The server
+//! holds the DR and tunnel VIPs on its loopback; this kernel has no ipip module, so a small user-space tunnel
+//! endpoint (a raw socket for IP protocol 4 feeding a TUN device) decapsulates. NAT replies go back through the
+//! node, the server's gateway for the NAT client's address. The echo server answers with the addresses it saw,
+//! which shows each mode kept what it must: DR and tunnel keep the VIP as destination, NAT rewrites it, and
+//! none rewrites the client's address. Needs root (CI is root).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use topology_tests::netns::{unique_prefix, veth, Netns};
+
+/// Answers each connection's data with "<peer address> <local address> <data>".
+const SERVER: &str = r#"
+import socket, sys, threading, time
+port, life = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(64); s.settimeout(0.5)
+end = time.time() + life
+def serve(c):
+    c.settimeout(5)
+    try:
+        d = c.recv(4096)
+        c.sendall(("%s %s " % (c.getpeername()[0], c.getsockname()[0])).encode() + d)
+    except OSError: pass
+    c.close()
+while time.time() < end:
+    try: c, _ = s.accept()
+    except socket.timeout: continue
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A user-space IP-in-IP endpoint: outer headers off, inner packets into a TUN device the kernel reads.
+const DECAP: &str = r#"
+import fcntl, os, select, socket, struct, subprocess, sys, time
+life = float(sys.argv[1])
+tun = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(tun, 0x400454ca, struct.pack("16sH", b"dec0", 0x0001 | 0x1000))
+subprocess.run(["ip", "link", "set", "dec0", "up"], check=True)
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+print("ready", flush=True)
+end = time.time() + life
+while time.time() < end:
+    r, _, _ = select.select([raw], [], [], 0.5)
+    if not r: continue
+    d = raw.recv(65535)
+    os.write(tun, d[(d[0] & 15) * 4:])
+"#;
+
+/// `n` connections from `src` to `addr:port`, each sending "hello"; prints every answer, one per line.
+const CLIENT: &str = r#"
+import socket, sys, time
+src, addr, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def once():
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.settimeout(3)
+    c.bind((src, 0)); c.connect((addr, port)); c.sendall(b"hello")
+    got = b""
+    while True:
+        d = c.recv(4096)
+        if not d: break
+        got += d
+    c.close()
+    return got.decode()
+deadline = time.time() + 20
+while True:
+    try: once(); break
+    except OSError:
+        if time.time() > deadline: print("never reachable"); sys.exit(2)
+        time.sleep(0.2)
+for i in range(n):
+    print(once())
+"#;
+
+const TOPOLOGY: &str = r#"
+[cluster]
+name = "modes"
+[[nodes]]
+name = "lb1"
+router_id = "192.0.2.11"
+[nodes.dataplane]
+workers = [1]
+main_core = 0
+eal_args = ["--no-huge", "--no-shconf", "--no-pci", "-m", "256", "--log-level", "lib.eal:error"]
+[[nodes.dataplane.ports]]
+name = "up0"
+device = "net_af_packet0,iface=up0"
+addresses = ["192.0.2.11/28"]
+[[nodes.dataplane.ports]]
+name = "in0"
+device = "net_af_packet1,iface=in0"
+addresses = ["198.51.100.1/24"]
+[[nodes.local_addresses]]
+prefix = "198.51.100.16/31"
+port = "in0"
+
+[[services]]
+name = "dr"
+vip = "203.0.113.20"
+port = 8080
+protocol = "tcp"
+forwarding = "dr"
+backends = [{ address = "198.51.100.101" }]
+
+[[services]]
+name = "tunnel"
+vip = "203.0.113.21"
+port = 8080
+protocol = "tcp"
+forwarding = "tunnel"
+backends = [{ address = "198.51.100.101" }]
+
+[[services]]
+name = "nat"
+vip = "203.0.113.22"
+port = 80
+protocol = "tcp"
+forwarding = "nat"
+backends = [{ address = "198.51.100.101", port = 8080 }]
+"#;
+
+#[test]
+fn dr_tunnel_and_nat_deliver_real_tcp_connections() {
+    let p = unique_prefix("md");
+    let c = Netns::new(&format!("{p}c")).unwrap();
+    let mut lb = Netns::new(&format!("{p}lb")).unwrap();
+    let mut s = Netns::new(&format!("{p}s")).unwrap();
+    veth(&c, "eth0", &lb, "up0").unwrap();
+    veth(&lb, "in0", &s, "eth0").unwrap();
+    veth(&c, "ret", &s, "ret").unwrap();
+    for cmd in [
+        "ip addr add 192.0.2.2/28 dev eth0",
+        "ip addr add 192.0.2.3/28 dev eth0",
+        "ip addr add 192.0.2.129/30 dev ret",
+        "ip route add 203.0.113.0/24 via 192.0.2.11 src 192.0.2.2",
+        "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.ret.rp_filter=0",
+    ] {
+        c.sh(cmd).unwrap();
+    }
+    for cmd in [
+        "ip addr add 198.51.100.101/24 dev eth0",
+        "ip addr add 192.0.2.130/30 dev ret",
+        "ip addr add 203.0.113.20/32 dev lo",
+        "ip addr add 203.0.113.21/32 dev lo",
+        // NAT: the node is the gateway for the NAT client; DR and tunnel answer over the direct link.
+        "ip route add 192.0.2.3/32 via 198.51.100.1",
+        "ip route add 192.0.2.0/28 via 192.0.2.129 dev ret",
+        "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
+        "sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2",
+    ] {
+        s.sh(cmd).unwrap();
+    }
+    // The kernel sees the af_packet interfaces itself and owns the node's addresses there.
+    lb.sh("ip addr add 192.0.2.11/28 dev up0 && ip addr add 198.51.100.1/24 dev in0")
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let decap_log = dir.path().join("decap.log");
+    s.spawn(&["python3", "-c", SERVER, "8080", "90"], None).unwrap();
+    s.spawn(&["python3", "-c", DECAP, "90"], Some(&decap_log))
+        .unwrap();
+    let cfg = dir.path().join("modes.toml");
+    std::fs::write(&cfg, TOPOLOGY).unwrap();
+    let log = dir.path().join("anylb.log");
+    let pid = lb
+        .spawn(
+            &[
+                env!("CARGO_BIN_EXE_anylb"),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--node",
+                "lb1",
+                "--stats-interval",
+                "0",
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let node_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let run = |src: &str, vip: &str, port: &str| -> Vec<String> {
+        let out = c
+            .exec(&["timeout", "60", "python3", "-c", CLIENT, src, vip, port, "10"])
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "client {src} → {vip}:{port}: {text}{}\ndecap: {}\nnode log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&decap_log).unwrap_or_default(),
+            node_log()
+        );
+        text.lines().map(str::to_owned).collect()
+    };
+
+    // DR: the server's socket is the VIP itself, the peer the real client.
+    let dr = run("192.0.2.2", "203.0.113.20", "8080");
+    assert_eq!(dr.len(), 10);
+    assert!(dr.iter().all(|l| l == "192.0.2.2 203.0.113.20 hello"), "{dr:?}");
+    // Tunnel: the same after decapsulation.
+    let tun = run("192.0.2.2", "203.0.113.21", "8080");
+    assert_eq!(tun.len(), 10);
+    assert!(tun.iter().all(|l| l == "192.0.2.2 203.0.113.21 hello"), "{tun:?}");
+    // NAT: destination rewritten to the backend, the client address kept, replies back through the node.
+    let nat = run("192.0.2.3", "203.0.113.22", "80");
+    assert_eq!(nat.len(), 10);
+    assert!(
+        nat.iter().all(|l| l == "192.0.2.3 198.51.100.101 hello"),
+        "{nat:?}"
+    );
+
+    assert!(lb.stop(pid, Duration::from_secs(20)), "{}", node_log());
+}
