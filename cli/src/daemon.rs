@@ -561,9 +561,10 @@ pub async fn control(
     let mut health = monitor(&n).map(|m| m.changes());
     let mut stats_tick = tokio::time::interval(Duration::from_secs(stats_interval.max(1)));
     let mut self_check = tokio::time::interval(Duration::from_millis(500));
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(e) => {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(t), Ok(h)) => (t, h),
+        (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "cannot install a signal handler");
             return;
         }
@@ -577,6 +578,17 @@ pub async fn control(
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => {
+                // SIGHUP reloads the topology, as `anylb reload` does.
+                match reload_topology(&n) {
+                    Ok(changes) => {
+                        tracing::info!(changes = changes.len(), "reloaded on SIGHUP: {}", changes.join("; "));
+                        health = monitor(&n).map(|m| m.changes());
+                        dirty = true;
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload on SIGHUP refused; the running configuration is unchanged"),
+                }
+            }
             msg = rx.recv() => match msg {
                 None => break,
                 Some(Control::Dirty) => dirty = true,

@@ -6,7 +6,8 @@
 //! endpoint (a raw socket for IP protocol 4 feeding a TUN device) decapsulates. NAT replies go back through the
 //! node, the server's gateway for the NAT client's address. The echo server answers with the addresses it saw,
 //! which shows each mode kept what it must: DR and tunnel keep the VIP as destination, NAT rewrites it, and
-//! none rewrites the client's address. Needs root (CI is root).
+//! none rewrites the client's address. Then SIGHUP reloads the topology with a Full-NAT service added. Needs root
+//! (CI is root).
 
 #![allow(clippy::unwrap_used)]
 
@@ -213,6 +214,29 @@ fn dr_tunnel_and_nat_deliver_real_tcp_connections() {
         nat.iter().all(|l| l == "192.0.2.3 198.51.100.101 hello"),
         "{nat:?}"
     );
+
+    // SIGHUP reloads the topology: a Full-NAT service added to the file starts serving, and the server now sees
+    // one of the node's local addresses instead of the client.
+    let added = format!(
+        "{TOPOLOGY}\n[[services]]\nname = \"fnat\"\nvip = \"203.0.113.23\"\nport = 80\nprotocol = \"tcp\"\n\
+         backends = [{{ address = \"198.51.100.101\", port = 8080 }}]\n"
+    );
+    std::fs::write(&cfg, added).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let fnat = run("192.0.2.2", "203.0.113.23", "80");
+    assert_eq!(fnat.len(), 10);
+    assert!(
+        fnat.iter()
+            .all(|l| l == "198.51.100.16 198.51.100.101 hello" || l == "198.51.100.17 198.51.100.101 hello"),
+        "{fnat:?}"
+    );
+    assert!(node_log().contains("reloaded on SIGHUP"), "{}", node_log());
+    // The NAT service still works after the reload.
+    assert_eq!(run("192.0.2.3", "203.0.113.22", "80").len(), 10);
 
     assert!(lb.stop(pid, Duration::from_secs(20)), "{}", node_log());
 }
