@@ -76,6 +76,9 @@ pub const FLAG_CLIENT_V6: u8 = 0x02;
 pub const FLAG_BACKEND_V6: u8 = 0x04;
 /// The local address/port came from the pool and must be released on expiry.
 pub const FLAG_POOLED: u8 = 0x08;
+/// A source-NAT gateway flow: `lip:lport` came from the rule's pool; `vip:vport` and `backend:bport` are the
+/// server the client talks to.
+pub const FLAG_SNAT: u8 = 0x40;
 /// Forwarding-mode bits of `flags`.
 pub const MODE_MASK: u8 = 0x30;
 /// Full-NAT: both addresses rewritten, `lip:lport` from the pool.

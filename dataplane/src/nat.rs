@@ -94,6 +94,28 @@ fn rewrite_l4(
 /// its TTL. Returns false when the transport header is too short.
 pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
     let p = pkt[9];
+    let (old_addrs, new_addrs) = rewrite_v4_header(pkt, e);
+    rewrite_l4(&mut pkt[ihl..], p, e, old_addrs, new_addrs, false)
+}
+
+/// Rewrites an ICMP echo request or reply (`pkt` starts at the IPv4 header, `ihl` its length): addresses from
+/// `e`, identifier `id`, TTL decremented. Returns false when the ICMP header is too short.
+pub fn rewrite_echo_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints, id: u16) -> bool {
+    if pkt.len() < ihl + 8 {
+        return false;
+    }
+    rewrite_v4_header(pkt, e);
+    let m = &mut pkt[ihl..];
+    let old = u16::from_be_bytes([m[4], m[5]]);
+    m[4..6].copy_from_slice(&id.to_be_bytes());
+    let c = checksum::update_u16(u16::from_be_bytes([m[2], m[3]]), old, id);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// Rewrites the IPv4 addresses from `e` and decrements the TTL, keeping the header checksum; returns the sums
+/// of the old and new addresses (for the transport checksum).
+fn rewrite_v4_header(pkt: &mut [u8], e: &Endpoints) -> (u32, u32) {
     let old_addrs = addr_sum(&pkt[12..20]);
     let old_ip = w(pkt, 8) + old_addrs;
     pkt[8] = pkt[8].wrapping_sub(1);
@@ -103,7 +125,7 @@ pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
     let new_ip = w(pkt, 8) + new_addrs;
     let c = checksum::update_sums(u16::from_be_bytes([pkt[10], pkt[11]]), old_ip, new_ip);
     pkt[10..12].copy_from_slice(&c.to_be_bytes());
-    rewrite_l4(&mut pkt[ihl..], p, e, old_addrs, new_addrs, false)
+    (old_addrs, new_addrs)
 }
 
 /// Rewrites an IPv6 packet (`pkt` starts at the IPv6 header, the transport header at `l4`) to new endpoints

@@ -76,6 +76,51 @@ pub struct Service {
     pub timeouts: TickTimeouts,
 }
 
+/// A source-NAT gateway rule, resolved.
+#[derive(Debug, Clone)]
+pub struct Snat {
+    /// Rule name.
+    pub name: String,
+    /// Source prefixes matched, as (network, prefix length in 128-bit terms).
+    pub sources: Vec<(Addr, u8)>,
+    /// Protocols matched: TCP, UDP, ICMP echo.
+    pub tcp: bool,
+    /// See `tcp`.
+    pub udp: bool,
+    /// See `tcp`.
+    pub icmp: bool,
+    /// The port the translated traffic must leave through.
+    pub out_port: u16,
+    /// Translation addresses with their port range.
+    pub pool: Vec<(Addr, u16, u16)>,
+}
+
+impl Snat {
+    /// Whether the rule matches a packet from `src` over `proto`.
+    pub fn matches(&self, src: &Addr, proto: u8) -> bool {
+        let p = match proto {
+            proto::TCP => self.tcp,
+            proto::UDP => self.udp,
+            proto::ICMP | proto::ICMPV6 => self.icmp,
+            _ => false,
+        };
+        p && self
+            .sources
+            .iter()
+            .any(|(net, len)| prefix_contains(net, *len, src))
+    }
+}
+
+/// Whether `a` is inside `net/len` (128-bit form).
+fn prefix_contains(net: &Addr, len: u8, a: &Addr) -> bool {
+    let full = usize::from(len / 8);
+    if net[..full] != a[..full] {
+        return false;
+    }
+    let rest = len % 8;
+    rest == 0 || (net[full] ^ a[full]) & (0xffu8 << (8 - rest)) == 0
+}
+
 /// What a local address is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Local {
@@ -121,6 +166,10 @@ pub struct Snapshot {
     /// Some service uses NAT forwarding: TCP and UDP to addresses that are not ours are looked up in the
     /// connection table (the backends' replies) before going to the kernel.
     pub transit: bool,
+    /// Source-NAT gateway rules of this node, in topology order (the first match wins).
+    pub snat: Vec<Snat>,
+    /// The cluster's default timeouts (source-NAT flows).
+    pub default_timeouts: TickTimeouts,
 }
 
 impl Snapshot {
@@ -280,6 +329,42 @@ impl Builder {
                 }
             }
         }
+        let mut snat = Vec::new();
+        for r in &cfg.snat {
+            let out_port = port_no(&r.out_port)?;
+            let pr = r.ports.unwrap_or(anylb_conf::PortRange::DEFAULT_POOL);
+            let mut pool = Vec::new();
+            for n in &r.pool {
+                for a in n.hosts().chain(std::iter::once(n.network())) {
+                    let a = addr(a);
+                    if !pool.iter().any(|(x, _, _)| *x == a) {
+                        pool.push((a, pr.start, pr.end));
+                        local.insert(a, Local::Lip);
+                    }
+                }
+            }
+            let protos = r.protocols();
+            snat.push(Snat {
+                name: r.name.clone(),
+                sources: r
+                    .sources
+                    .iter()
+                    .map(|n| {
+                        let len = if n.addr().is_ipv4() {
+                            n.prefix_len() + 96
+                        } else {
+                            n.prefix_len()
+                        };
+                        (addr(n.network()), len)
+                    })
+                    .collect(),
+                tcp: protos.contains(&anylb_conf::SnatProtocol::Tcp),
+                udp: protos.contains(&anylb_conf::SnatProtocol::Udp),
+                icmp: protos.contains(&anylb_conf::SnatProtocol::Icmp),
+                out_port,
+                pool,
+            });
+        }
         let mut static_neighbors = Vec::new();
         for n in &node.neighbors {
             static_neighbors.push((port_no(&n.port)?, addr(n.address), n.mac.0));
@@ -354,6 +439,8 @@ impl Builder {
         let transit = services.iter().any(|s| s.forwarding == Forwarding::Nat);
         Ok(Snapshot {
             transit,
+            snat,
+            default_timeouts: TickTimeouts::new(&cfg.timeouts, TICK_MS),
             generation: self.generation,
             seed: cfg.maglev.seed,
             workers: workers.max(1),

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use anylb_conf::Forwarding;
 
 use crate::conn::{
-    Conn, ConnTable, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED, MODE_DR, MODE_FULLNAT,
-    MODE_MASK, MODE_NAT, MODE_TUNNEL,
+    Conn, ConnTable, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED, FLAG_SNAT, MODE_DR,
+    MODE_FULLNAT, MODE_MASK, MODE_NAT, MODE_TUNNEL,
 };
 use crate::flow::{is_v4, to_v4, v4, Addr, FastMap, Tuple};
 use crate::frame::{Frame, FrameAlloc};
@@ -122,6 +122,8 @@ pub struct Worker<F: Frame> {
     snap: Arc<Snapshot>,
     conns: ConnTable,
     pools: Pools,
+    /// One pool per source-NAT rule, parallel to `Snapshot::snat`.
+    snat_pools: Vec<Pools>,
     neigh: Neighbors<F>,
     sched: Vec<sched::State>,
     backend_conns: Vec<u32>,
@@ -150,6 +152,7 @@ impl<F: Frame> Worker<F> {
         let mut w = Worker {
             id,
             pools: Pools::default(),
+            snat_pools: Vec::new(),
             conns,
             neigh: Neighbors::default(),
             sched: Vec::new(),
@@ -186,6 +189,10 @@ impl<F: Frame> Worker<F> {
     fn apply(&mut self, old: Option<&Snapshot>, snap: &Snapshot) {
         if old.is_none_or(|o| o.lips != snap.lips) {
             self.pools.update(&snap.lips, self.id, snap.mask);
+        }
+        self.snat_pools.resize_with(snap.snat.len(), Pools::default);
+        for (pool, rule) in self.snat_pools.iter_mut().zip(&snap.snat) {
+            pool.update(&rule.pool, self.id, snap.mask);
         }
         self.sched = vec![sched::State::default(); snap.services.len()];
         if old.is_none_or(|o| o.routes.len() != snap.routes.len() || o.generation != snap.generation) {
@@ -333,14 +340,14 @@ impl<F: Frame> Worker<F> {
     }
 
     fn timers<A: FrameAlloc<F = F>>(&mut self, alloc: &mut A, out: &mut Output<F>) {
-        let (pools, counts, stats) = (&mut self.pools, &mut self.backend_conns, &mut self.stats);
+        let (pools, snat_pools, counts, stats) = (
+            &mut self.pools,
+            &mut self.snat_pools,
+            &mut self.backend_conns,
+            &mut self.stats,
+        );
         let n = self.conns.expire(self.tick, EXPIRE_BUDGET, |c| {
-            if c.flags & FLAG_POOLED != 0 {
-                pools.release(&c.lip, c.proto, c.lport);
-            }
-            if let Some(x) = counts.get_mut(c.uid as usize) {
-                *x = x.saturating_sub(1);
-            }
+            release(c, pools, snat_pools, counts)
         });
         stats.expired_connections += n as u64;
         let tick = self.tick;
@@ -662,7 +669,12 @@ impl<F: Frame> Worker<F> {
         }
         let dst = v4(ip.dst());
         let local = match self.snap.local(&dst) {
-            None if self.snap.transit && matches!(ip.protocol(), proto::TCP | proto::UDP) => Local::Transit,
+            None if (self.snap.transit && matches!(ip.protocol(), proto::TCP | proto::UDP))
+                || (!self.snap.snat.is_empty()
+                    && matches!(ip.protocol(), proto::TCP | proto::UDP | proto::ICMP)) =>
+            {
+                Local::Transit
+            }
             Some(Local::Own(_)) | None => return self.kernel(in_port, f, out),
             Some(l) => l,
         };
@@ -695,7 +707,7 @@ impl<F: Frame> Worker<F> {
         };
         match p {
             proto::TCP | proto::UDP => self.transport(pkt, local, f, alloc, out),
-            proto::ICMP => self.icmp4(pkt, f, alloc, out),
+            proto::ICMP => self.icmp4(pkt, local, f, alloc, out),
             _ => drop(DropReason::Unsupported),
         }
     }
@@ -746,7 +758,11 @@ impl<F: Frame> Worker<F> {
             }
         }
         let local = match self.snap.local(&dst) {
-            None if self.snap.transit && matches!(ul.protocol, proto::TCP | proto::UDP) => Local::Transit,
+            None if (self.snap.transit || !self.snap.snat.is_empty())
+                && matches!(ul.protocol, proto::TCP | proto::UDP) =>
+            {
+                Local::Transit
+            }
             Some(Local::Own(_)) | None => return self.kernel(in_port, f, out),
             Some(l) => l,
         };
@@ -797,18 +813,33 @@ impl<F: Frame> Worker<F> {
             (Some(&h), Some(ht)) if h != 0 && *ht == t => h,
             _ => self.conns.hash(&t),
         };
-        match self.conns.lookup(&t, h) {
+        let hit = match self.conns.lookup(&t, h) {
+            // A new SYN on a finished connection (the client reused its port): forget the old one and
+            // schedule afresh, so the flow does not stick to a backend that may be gone (IPVS conn_reuse_mode).
+            Some((idx, Dir::Inbound))
+                if local == Local::Vip
+                    && p.tcp_flags & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN
+                    && matches!(self.conns.get(idx).state(), State::TimeWait | State::Close) =>
+            {
+                self.forget(idx);
+                None
+            }
+            other => other,
+        };
+        match hit {
             Some((idx, dir)) => self.forward(p, idx, dir, f, alloc, out),
             None => match local {
                 Local::Vip => self.new_conn(p, f, alloc, out),
                 Local::Transit => {
-                    // Not a NAT-mode reply here: perhaps on the worker that owns the client's port, else the
-                    // kernel routes it.
+                    // Not known here: perhaps a NAT-mode reply on the worker that owns the client's port; else
+                    // the start of a flow through the source-NAT gateway; else the kernel routes it.
                     let o = self.nat_owner(p.dport);
-                    if o != self.id {
+                    if self.snap.transit && o != self.id {
                         self.stats.redirected += 1;
                         out.redirect.push((o, f));
                         Verdict::Redirect { worker: o }
+                    } else if let Some(ri) = self.snat_rule(&p) {
+                        self.snat_flow(p, ri, f, alloc, out)
                     } else {
                         self.kernel(p.in_port, f, out)
                     }
@@ -1033,7 +1064,9 @@ impl<F: Frame> Worker<F> {
         } else {
             State::Udp
         };
-        let svc = if c.svc_gen == snap_gen {
+        let svc = if c.flags & FLAG_SNAT != 0 {
+            None
+        } else if c.svc_gen == snap_gen {
             Some(c.service)
         } else {
             // The snapshot changed since: find the service again by its VIP, protocol and port.
@@ -1048,7 +1081,11 @@ impl<F: Frame> Worker<F> {
         let timeouts = svc
             .and_then(|si| self.snap.services.get(usize::from(si)))
             .map(|s| s.timeouts);
-        let timeout = timeouts.map_or(300_000 / TICK_MS as u32, |t| t.of(new));
+        let timeout = match timeouts {
+            Some(t) => t.of(new),
+            None if c.flags & FLAG_SNAT != 0 => self.snap.default_timeouts.of(new),
+            None => 300_000 / TICK_MS as u32,
+        };
         if new != old {
             self.conns.get_mut(idx).state = new as u8;
         }
@@ -1301,6 +1338,200 @@ impl<F: Frame> Worker<F> {
         self.snap.port_addr(hop.port, fam)
     }
 
+    /// Removes connection `idx` now, giving back its local port and its count on the backend.
+    fn forget(&mut self, idx: u32) {
+        let c = self.conns.remove(idx);
+        release(&c, &mut self.pools, &mut self.snat_pools, &mut self.backend_conns);
+    }
+
+    /// The first source-NAT rule for a flow from `p.src` over `p.proto` whose destination leaves through the
+    /// rule's port.
+    fn snat_rule(&self, p: &Pkt) -> Option<usize> {
+        let snap = &self.snap;
+        let out_port = snap.routes.next_hop(&p.dst, 0)?.port;
+        snap.snat
+            .iter()
+            .position(|r| r.out_port == out_port && r.matches(&p.src, p.proto))
+    }
+
+    /// A connection for a new flow through source-NAT rule `ri` (`p.sport`/`p.dport` are the ICMP echo
+    /// identifier and 0 for pings).
+    fn snat_insert(&mut self, p: &Pkt, ri: usize) -> Result<u32, DropReason> {
+        let v6 = p.v6;
+        let pool = self.snat_pools.get_mut(ri).ok_or(DropReason::NoService)?;
+        let (lip, lport) = pool.alloc(v6, p.proto).ok_or(DropReason::PoolExhausted)?;
+        let state = if p.proto == proto::TCP {
+            State::SynRecv
+        } else {
+            State::Udp
+        };
+        let v6_flags = if v6 { FLAG_CLIENT_V6 | FLAG_BACKEND_V6 } else { 0 };
+        let c = Conn {
+            client: p.src,
+            vip: p.dst,
+            lip,
+            backend: p.dst,
+            cport: p.sport,
+            vport: p.dport,
+            lport,
+            bport: p.dport,
+            expires: self.tick.saturating_add(self.snap.default_timeouts.of(state)),
+            proto: p.proto,
+            state: state as u8,
+            flags: FLAG_SNAT | MODE_FULLNAT | v6_flags,
+            in_port: p.in_port as u8,
+            nh_fwd: NO_HOP,
+            nh_rev: NO_HOP,
+            route_gen: self.route_gen,
+            uid: u32::MAX,
+            service: u16::MAX,
+            svc_gen: self.snap.generation as u16,
+            ..Conn::EMPTY
+        };
+        match self.conns.insert(c) {
+            Ok(i) => {
+                self.stats.new_connections += 1;
+                Ok(i)
+            }
+            Err(e) => {
+                if let Some(pool) = self.snat_pools.get_mut(ri) {
+                    pool.release(&lip, p.proto, lport);
+                }
+                Err(match e {
+                    InsertError::Full => DropReason::TableFull,
+                    InsertError::Exists => DropReason::NoConnection,
+                })
+            }
+        }
+    }
+
+    /// The first packet of a TCP or UDP flow through the source-NAT gateway.
+    fn snat_flow<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: Pkt,
+        ri: usize,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        if p.proto == proto::TCP
+            && p.tcp_flags & (tcp::flags::SYN | tcp::flags::ACK | tcp::flags::RST) != tcp::flags::SYN
+        {
+            return drop(DropReason::NoConnection);
+        }
+        if !self.verify_l4(&p, &f) {
+            return drop(DropReason::BadChecksum);
+        }
+        match self.snat_insert(&p, ri) {
+            Ok(idx) => self.forward(p, idx, Dir::Inbound, f, alloc, out),
+            Err(r) => drop(r),
+        }
+    }
+
+    /// ICMP echo through the source-NAT gateway, translated by identifier: requests out (a new flow when a rule
+    /// matches), replies back. Gives the frame back when it is not such an echo (the caller handles it).
+    fn snat_echo<A: FrameAlloc<F = F>>(
+        &mut self,
+        mut p: Pkt,
+        local: Local,
+        ty: u8,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Result<Verdict, F> {
+        let d = f.data();
+        let Some(idb) = d.get(p.l4 + 4..p.l4 + 6) else {
+            return Err(f);
+        };
+        let id = u16::from_be_bytes([idb[0], idb[1]]);
+        let request = ty == icmp4::ECHO_REQUEST;
+        (p.sport, p.dport) = if request { (id, 0) } else { (0, id) };
+        let t = Tuple {
+            proto: proto::ICMP,
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+        };
+        let h = self.conns.hash(&t);
+        let (idx, dir) = match self.conns.lookup(&t, h) {
+            Some(hit) => hit,
+            None if request && local == Local::Transit => {
+                let Some(ri) = self.snat_rule(&p) else {
+                    return Err(f);
+                };
+                match self.snat_insert(&p, ri) {
+                    Ok(idx) => (idx, Dir::Inbound),
+                    Err(r) => return Ok(drop(r)),
+                }
+            }
+            None if !request && local == Local::Lip => {
+                let o = owner(id, self.snap.mask);
+                if o != self.id && usize::from(o) < self.snap.workers {
+                    self.stats.redirected += 1;
+                    out.redirect.push((o, f));
+                    return Ok(Verdict::Redirect { worker: o });
+                }
+                return Err(f);
+            }
+            None => return Err(f),
+        };
+        Ok(self.forward_echo(p, idx, dir, f, alloc, out))
+    }
+
+    /// Translates and sends an echo of source-NAT connection `idx`.
+    fn forward_echo<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: Pkt,
+        idx: u32,
+        dir: Dir,
+        mut f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        if p.ttl <= 1 {
+            return self.icmp_error(&p, f, IcmpKind::TimeExceeded, DropReason::Ttl, alloc, out);
+        }
+        let c = *self.conns.get(idx);
+        let exp = self
+            .tick
+            .saturating_add(self.snap.default_timeouts.of(State::Udp));
+        if exp != c.expires {
+            self.conns.set_expiry(idx, exp);
+        }
+        let (e, id) = match dir {
+            Dir::Inbound => (
+                Endpoints {
+                    src: c.lip,
+                    sport: 0,
+                    dst: c.backend,
+                    dport: 0,
+                },
+                c.lport,
+            ),
+            Dir::Reply => (
+                Endpoints {
+                    src: c.vip,
+                    sport: 0,
+                    dst: c.client,
+                    dport: 0,
+                },
+                c.cport,
+            ),
+        };
+        let Some(slot) = self.next_hop(idx, &c, dir, &e.dst) else {
+            return drop(DropReason::NoRoute);
+        };
+        let Some(port) = self.neigh.get(slot).map(|n| n.port) else {
+            return drop(DropReason::NoRoute);
+        };
+        let ihl = p.l4 - p.l3;
+        if !nat::rewrite_echo_v4(&mut f.data_mut()[p.l3..], ihl, &e, id) {
+            return drop(DropReason::Malformed);
+        }
+        self.emit(port, slot, p.l3, ethertype::IPV4, f, alloc, out)
+    }
+
     /// The worker that keeps NAT-mode connections of client port `port` (their replies are addressed to it).
     fn nat_owner(&self, port: u16) -> u16 {
         (usize::from(port) % self.snap.workers.max(1)) as u16
@@ -1375,7 +1606,8 @@ impl<F: Frame> Worker<F> {
     fn icmp4<A: FrameAlloc<F = F>>(
         &mut self,
         p: Pkt,
-        mut f: F,
+        local: Local,
+        f: F,
         alloc: &mut A,
         out: &mut Output<F>,
     ) -> Verdict {
@@ -1387,6 +1619,18 @@ impl<F: Frame> Worker<F> {
             return drop(DropReason::BadChecksum);
         }
         let ty = m.msg_type();
+        let f = if !self.snap.snat.is_empty() && matches!(ty, icmp4::ECHO_REQUEST | icmp4::ECHO_REPLY) {
+            match self.snat_echo(p, local, ty, f, alloc, out) {
+                Ok(v) => return v,
+                Err(f) => f,
+            }
+        } else {
+            f
+        };
+        if local == Local::Transit {
+            return self.kernel(p.in_port, f, out);
+        }
+        let mut f = f;
         if ty == icmp4::ECHO_REQUEST {
             let d = f.data_mut();
             let old = u16::from_be_bytes([d[p.l4], d[p.l4 + 1]]);
@@ -1779,6 +2023,22 @@ fn quick_tuple(d: &[u8]) -> Option<Tuple> {
 
 /// The IPv6 all-nodes multicast address.
 const ALL_NODES: Addr = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Gives back what a removed connection held: its pool port and its count on the backend.
+fn release(c: &Conn, pools: &mut Pools, snat_pools: &mut [Pools], counts: &mut [u32]) {
+    if c.flags & FLAG_POOLED != 0 {
+        pools.release(&c.lip, c.proto, c.lport);
+    }
+    if c.flags & FLAG_SNAT != 0 {
+        // Release ignores addresses a pool does not hold.
+        for p in snat_pools.iter_mut() {
+            p.release(&c.lip, c.proto, c.lport);
+        }
+    }
+    if let Some(x) = counts.get_mut(c.uid as usize) {
+        *x = x.saturating_sub(1);
+    }
+}
 
 /// Drops are counted by the caller of `handle`; this only names the reason.
 fn drop(reason: DropReason) -> Verdict {

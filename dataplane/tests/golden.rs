@@ -274,6 +274,88 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             conversation("modes.toml", ("2001:db8:c::5", 50000), ("2001:db8::32", 80)),
             "modes.toml",
         ),
+        "snat" => {
+            // A LAN host behind in0 talks to servers behind up0 through the gateway: TCP, UDP and ping.
+            let mut g = Gen::new("snat.toml");
+            let lan = backend_mac(2);
+            let out = g.send(
+                1,
+                tcp(
+                    lan,
+                    IN_MAC,
+                    ("198.51.100.102", 45000),
+                    ("192.0.2.100", 443),
+                    "S",
+                    1,
+                    Some(1460),
+                    b"",
+                ),
+            );
+            let s = seen(&out[0].1);
+            g.send(
+                0,
+                tcp(
+                    ROUTER_MAC,
+                    UP_MAC,
+                    ("192.0.2.100", 443),
+                    ("192.0.2.12", s.sport),
+                    "SA",
+                    9,
+                    Some(1460),
+                    b"",
+                ),
+            );
+            g.send(
+                1,
+                tcp(
+                    lan,
+                    IN_MAC,
+                    ("198.51.100.102", 45000),
+                    ("192.0.2.100", 443),
+                    "A",
+                    2,
+                    None,
+                    b"",
+                ),
+            );
+            let out = g.send(
+                1,
+                udp(
+                    lan,
+                    IN_MAC,
+                    ("198.51.100.102", 5300),
+                    ("192.0.2.53", 53),
+                    b"query",
+                ),
+            );
+            let u = seen(&out[0].1);
+            g.send(
+                0,
+                udp(
+                    ROUTER_MAC,
+                    UP_MAC,
+                    ("192.0.2.53", 53),
+                    ("192.0.2.12", u.sport),
+                    b"answer",
+                ),
+            );
+            let mut req = Vec::new();
+            PacketBuilder::ethernet2(lan, IN_MAC)
+                .ipv4([198, 51, 100, 102], [192, 0, 2, 100], 64)
+                .icmpv4_echo_request(0x1234, 1)
+                .write(&mut req, b"ping")
+                .unwrap();
+            let out = g.send(1, req);
+            let id = u16::from_be_bytes([out[0].1[38], out[0].1[39]]);
+            let mut reply = Vec::new();
+            PacketBuilder::ethernet2(ROUTER_MAC, UP_MAC)
+                .ipv4([192, 0, 2, 100], [192, 0, 2, 12], 64)
+                .icmpv4_echo_reply(id, 1)
+                .write(&mut reply, b"ping")
+                .unwrap();
+            g.send(0, reply);
+            (g, "snat.toml")
+        }
         other => panic!("no scenario {other}"),
     }
 }
@@ -396,4 +478,9 @@ fn golden_nat44_handshake_data_teardown() {
 #[test]
 fn golden_nat66_handshake_data_teardown() {
     check("nat66");
+}
+
+#[test]
+fn golden_snat_gateway_tcp_udp_and_ping() {
+    check("snat");
 }

@@ -217,3 +217,159 @@ fn nat_gateway_hands_unknown_transit_traffic_to_the_kernel() {
         }
     );
 }
+
+fn snat_lab() -> Lab {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/snat.toml")).unwrap();
+    Lab::with(&text, &Overrides::default())
+}
+
+#[test]
+fn snat_gateway_translates_tcp_and_udp_both_ways() {
+    let mut lab = snat_lab();
+    // A LAN host (behind in0) opens a connection to a server on the WAN side (behind up0).
+    let syn = tcp(
+        backend_mac(2),
+        IN_MAC,
+        ("198.51.100.102", 45000),
+        ("192.0.2.100", 443),
+        "S",
+        1,
+        Some(1460),
+        b"",
+    );
+    let (port, out) = lab.forward(1, syn);
+    assert_eq!(port, 0);
+    let s = seen(&out);
+    assert_eq!(s.dmac, ROUTER_MAC);
+    assert_eq!(s.src, ip("192.0.2.12"), "translated to the WAN address");
+    assert!((3000..=3999).contains(&s.sport));
+    assert_eq!(
+        (s.dst, s.dport),
+        (ip("192.0.2.100"), 443),
+        "destination untouched"
+    );
+    assert_eq!(s.ttl, 63);
+    // The server's answer comes back to the LAN host.
+    let synack = tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        ("192.0.2.100", 443),
+        ("192.0.2.12", s.sport),
+        "SA",
+        9,
+        Some(1460),
+        b"",
+    );
+    let (port, out) = lab.forward(0, synack);
+    assert_eq!(port, 1);
+    let r = seen(&out);
+    assert_eq!(r.dmac, backend_mac(2));
+    assert_eq!((r.src, r.sport), (ip("192.0.2.100"), 443));
+    assert_eq!((r.dst, r.dport), (ip("198.51.100.102"), 45000));
+
+    let q = udp(
+        backend_mac(2),
+        IN_MAC,
+        ("198.51.100.102", 5300),
+        ("192.0.2.53", 53),
+        b"query",
+    );
+    let (_, out) = lab.forward(1, q);
+    let u = seen(&out);
+    assert_eq!(u.src, ip("192.0.2.12"));
+    let a = udp(
+        ROUTER_MAC,
+        UP_MAC,
+        ("192.0.2.53", 53),
+        ("192.0.2.12", u.sport),
+        b"answer",
+    );
+    let (_, out) = lab.forward(0, a);
+    let back = seen(&out);
+    assert_eq!((back.dst, back.dport), (ip("198.51.100.102"), 5300));
+    assert_eq!(back.payload, b"answer");
+}
+
+#[test]
+fn snat_gateway_translates_echo_by_identifier() {
+    let mut lab = snat_lab();
+    let mut req = Vec::new();
+    etherparse::PacketBuilder::ethernet2(backend_mac(2), IN_MAC)
+        .ipv4([198, 51, 100, 102], [192, 0, 2, 100], 64)
+        .icmpv4_echo_request(0x1234, 1)
+        .write(&mut req, b"ping")
+        .unwrap();
+    let (port, out) = lab.forward(1, req);
+    assert_eq!(port, 0);
+    let p = etherparse::SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(v4)) = &p.net else {
+        panic!("not IPv4")
+    };
+    assert_eq!(v4.header().source(), [192, 0, 2, 12]);
+    let Some(etherparse::TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!("not ICMP")
+    };
+    let etherparse::Icmpv4Type::EchoRequest(e) = icmp.icmp_type() else {
+        panic!("not an echo request")
+    };
+    assert_ne!(e.id, 0x1234, "identifier translated");
+    let body = icmp.payload();
+    let header = icmp.header();
+    assert_eq!(
+        header.checksum,
+        etherparse::Icmpv4Type::EchoRequest(e).calc_checksum(body),
+        "ICMP checksum"
+    );
+    let mut reply = Vec::new();
+    etherparse::PacketBuilder::ethernet2(ROUTER_MAC, UP_MAC)
+        .ipv4([192, 0, 2, 100], [192, 0, 2, 12], 64)
+        .icmpv4_echo_reply(e.id, 1)
+        .write(&mut reply, b"ping")
+        .unwrap();
+    let (port, out) = lab.forward(0, reply);
+    assert_eq!(port, 1);
+    let p = etherparse::SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(v4)) = &p.net else {
+        panic!("not IPv4")
+    };
+    assert_eq!(v4.header().destination(), [198, 51, 100, 102]);
+    let Some(etherparse::TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!("not ICMP")
+    };
+    assert!(matches!(icmp.icmp_type(), etherparse::Icmpv4Type::EchoReply(r) if r.id == 0x1234));
+}
+
+#[test]
+fn snat_gateway_leaves_unmatched_traffic_to_the_kernel() {
+    let mut lab = snat_lab();
+    // A source outside the rule.
+    let f = tcp(
+        backend_mac(2),
+        IN_MAC,
+        ("203.0.113.99", 45000),
+        ("192.0.2.100", 443),
+        "S",
+        1,
+        None,
+        b"",
+    );
+    assert_eq!(lab.send(1, f).0, Verdict::Kernel);
+    // A mid-flow segment of an unknown flow is not started.
+    let f = tcp(
+        backend_mac(2),
+        IN_MAC,
+        ("198.51.100.102", 45001),
+        ("192.0.2.100", 443),
+        "A",
+        1,
+        None,
+        b"",
+    );
+    assert_eq!(
+        lab.send(1, f).0,
+        Verdict::Drop {
+            reason: DropReason::NoConnection
+        }
+    );
+}

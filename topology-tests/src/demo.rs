@@ -11,10 +11,10 @@ use crate::clab::Lab;
 pub const CLIENT: &str = r#"
 import json, socket, sys, time
 vip, n = sys.argv[1], int(sys.argv[2])
-counts, failed = {}, 0
+counts, failed, errors = {}, 0, {}
 for i in range(n):
     try:
-        c = socket.create_connection((vip, 80), timeout=2)
+        c = socket.create_connection((vip, 80), timeout=5)
         c.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
         data = b""
         while True:
@@ -24,9 +24,11 @@ for i in range(n):
         c.close()
         name = data.split(b"\r\n\r\n", 1)[1].strip().decode()
         counts[name] = counts.get(name, 0) + 1
-    except Exception:
+    except Exception as e:
         failed += 1
-print(json.dumps({"ok": sum(counts.values()), "failed": failed, "by_backend": counts}))
+        key = "%s at request %d" % (type(e).__name__, i) if len(errors) < 5 else type(e).__name__
+        errors[key] = errors.get(key, 0) + 1
+print(json.dumps({"ok": sum(counts.values()), "failed": failed, "by_backend": counts, "errors": errors}))
 "#;
 
 fn say(s: &str) {
