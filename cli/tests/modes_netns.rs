@@ -1,4 +1,5 @@
-//! The DR, tunnel and NAT forwarding modes with real TCP through the DPDK dataplane in network namespaces.
+//! The DR, tunnel and NAT forwarding modes with real TCP through the DPDK dataplane in network namespaces, and
+//! the source-NAT gateway with TCP, UDP and ping.
 //!
 //! A client namespace reaches the node over `up0`; the server namespace sits behind `in0` and has a direct
 //! return link to the client (`ret`), as DR and tunnel backends answer clients without the balancer. The server
@@ -125,8 +126,12 @@ forwarding = "nat"
 backends = [{ address = "198.51.100.101", port = 8080 }]
 "#;
 
+/// DPDK workers busy-poll: the tests of this file take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn dr_tunnel_and_nat_deliver_real_tcp_connections() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let p = unique_prefix("md");
     let c = Netns::new(&format!("{p}c")).unwrap();
     let mut lb = Netns::new(&format!("{p}lb")).unwrap();
@@ -238,5 +243,141 @@ fn dr_tunnel_and_nat_deliver_real_tcp_connections() {
     // The NAT service still works after the reload.
     assert_eq!(run("192.0.2.3", "203.0.113.22", "80").len(), 10);
 
+    assert!(lb.stop(pid, Duration::from_secs(20)), "{}", node_log());
+}
+
+/// TCP and UDP echo servers on `addr` (ports 7000 and 7001) answering "<peer address> <data>".
+const WAN_SERVER: &str = r#"
+import socket, sys, threading, time
+addr, life = sys.argv[1], float(sys.argv[2])
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind((addr, 7000)); t.listen(16); t.settimeout(0.5)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((addr, 7001)); u.settimeout(0.5)
+end = time.time() + life
+def udp():
+    while time.time() < end:
+        try: d, peer = u.recvfrom(4096)
+        except socket.timeout: continue
+        u.sendto(("%s " % peer[0]).encode() + d, peer)
+threading.Thread(target=udp, daemon=True).start()
+while time.time() < end:
+    try: c, peer = t.accept()
+    except socket.timeout: continue
+    c.settimeout(5)
+    try: c.sendall(("%s " % peer[0]).encode() + c.recv(4096))
+    except OSError: pass
+    c.close()
+"#;
+
+/// From the LAN: one TCP and one UDP exchange with the WAN server; prints both answers.
+const LAN_CLIENT: &str = r#"
+import socket, sys, time
+addr = sys.argv[1]
+deadline = time.time() + 20
+while True:
+    try:
+        c = socket.create_connection((addr, 7000), timeout=2); break
+    except OSError:
+        if time.time() > deadline: print("never reachable"); sys.exit(2)
+        time.sleep(0.2)
+c.sendall(b"tcp"); print(c.recv(4096).decode()); c.close()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)
+for _ in range(5):
+    u.sendto(b"udp", (addr, 7001))
+    try: print(u.recv(4096).decode()); break
+    except socket.timeout: continue
+"#;
+
+#[test]
+fn snat_gateway_lets_a_lan_client_reach_a_wan_server_by_tcp_udp_and_ping() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = unique_prefix("sn");
+    let lan = Netns::new(&format!("{p}l")).unwrap();
+    let mut lb = Netns::new(&format!("{p}lb")).unwrap();
+    let mut wan = Netns::new(&format!("{p}w")).unwrap();
+    veth(&lan, "eth0", &lb, "in0").unwrap();
+    veth(&lb, "up0", &wan, "eth0").unwrap();
+    lan.sh("ip addr add 198.51.100.50/24 dev eth0 && ip route add default via 198.51.100.1")
+        .unwrap();
+    // The WAN server has no route back to the LAN: only translated traffic can be answered.
+    wan.sh("ip addr add 192.0.2.2/28 dev eth0").unwrap();
+    lb.sh("ip addr add 192.0.2.11/28 dev up0 && ip addr add 198.51.100.1/24 dev in0")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    wan.spawn(&["python3", "-c", WAN_SERVER, "192.0.2.2", "90"], None)
+        .unwrap();
+    let topology = r#"
+[cluster]
+name = "gw"
+[[nodes]]
+name = "gw1"
+router_id = "192.0.2.11"
+[nodes.dataplane]
+workers = [1]
+main_core = 0
+eal_args = ["--no-huge", "--no-shconf", "--no-pci", "-m", "256", "--log-level", "lib.eal:error"]
+[[nodes.dataplane.ports]]
+name = "up0"
+device = "net_af_packet0,iface=up0"
+addresses = ["192.0.2.11/28"]
+[[nodes.dataplane.ports]]
+name = "in0"
+device = "net_af_packet1,iface=in0"
+addresses = ["198.51.100.1/24"]
+
+[[snat]]
+name = "lan"
+sources = ["198.51.100.0/24"]
+out_port = "up0"
+pool = ["192.0.2.12/32"]
+ports = "20000-29999"
+"#;
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(&cfg, topology).unwrap();
+    let log = dir.path().join("anylb.log");
+    let pid = lb
+        .spawn(
+            &[
+                env!("CARGO_BIN_EXE_anylb"),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--node",
+                "gw1",
+                "--stats-interval",
+                "0",
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let node_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let out = lan
+        .exec(&["timeout", "60", "python3", "-c", LAN_CLIENT, "192.0.2.2"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["192.0.2.12 tcp", "192.0.2.12 udp"],
+        "the server sees the gateway's WAN address\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node_log()
+    );
+    let ping = lan
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "192.0.2.2"])
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        node_log()
+    );
+    assert!(
+        String::from_utf8_lossy(&ping.stdout).contains("3 received"),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
     assert!(lb.stop(pid, Duration::from_secs(20)), "{}", node_log());
 }
