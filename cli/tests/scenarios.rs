@@ -59,6 +59,15 @@ fn demo_cluster_scenarios() {
             .join("\n")
     };
 
+    // What the nodes counted, for the message of a failed traffic check.
+    let counters = || {
+        ["lb1", "lb2"]
+            .iter()
+            .map(|n| format!("--- {n} stats\n{}", anylb_cli(anylb, n, &["stats"])))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
     // 1. Both nodes' BGP sessions are up and FRR installs the VIP with two next hops.
     wait("two next hops", Duration::from_secs(60), || {
         route(&lab).contains("192.0.2.11") && route(&lab).contains("192.0.2.27")
@@ -76,7 +85,8 @@ fn demo_cluster_scenarios() {
     assert_eq!(
         (v["ok"].as_u64(), v["failed"].as_u64()),
         (Some(1000), Some(0)),
-        "{v}"
+        "{v}\n{}",
+        counters()
     );
     for b in ["be1", "be2", "be3"] {
         assert!(
@@ -122,7 +132,13 @@ fn demo_cluster_scenarios() {
         (out, h.join().unwrap().unwrap())
     });
     assert!(drained.0.contains("drained"), "{}", drained.0);
-    assert_eq!(drained.1["failed"].as_u64(), Some(0), "{}", drained.1);
+    assert_eq!(
+        drained.1["failed"].as_u64(),
+        Some(0),
+        "{}\n{}",
+        drained.1,
+        counters()
+    );
     assert!(!route(&lab).contains("192.0.2.11"), "{}", route(&lab));
     anylb_cli(anylb, "lb1", &["node", "undrain"]);
     wait("lb1 back", Duration::from_secs(15), || {
@@ -138,7 +154,7 @@ fn demo_cluster_scenarios() {
     })
     .unwrap();
     let v = traffic(&lab, 300).unwrap();
-    assert_eq!(v["failed"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["failed"].as_u64(), Some(0), "{v}\n{}", counters());
     assert!(v["by_backend"].get("be2").is_none(), "{v}");
     lab.start("be2").unwrap();
     wait("be2 up", Duration::from_secs(10), || {

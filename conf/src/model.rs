@@ -591,9 +591,32 @@ pub struct Service {
     /// Health check of every backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// How Full-NAT backends learn the client's address (TCP only).
+    #[serde(default, skip_serializing_if = "ClientAddress::is_none")]
+    pub client_address: ClientAddress,
     /// Backends (real servers).
     #[serde(default)]
     pub backends: Vec<Backend>,
+}
+
+/// How a Full-NAT backend learns the client's address and port, which the translation hides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAddress {
+    /// Not at all.
+    #[default]
+    None,
+    /// TCP option 254 ("TOA") in the handshake's last ACK, read by the backend's toa kernel module.
+    Toa,
+    /// A PROXY protocol version 2 header before the client's first byte (nginx `proxy_protocol`, HAProxy).
+    ProxyV2,
+}
+
+impl ClientAddress {
+    /// Whether it is `None` (for serde's skip).
+    pub fn is_none(&self) -> bool {
+        *self == ClientAddress::None
+    }
 }
 
 impl Service {

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::model::{BgpNeighbor, Family, Forwarding, HealthKind, Node, Service, SnatRule, Topology};
+use crate::model::{
+    BgpNeighbor, ClientAddress, Family, Forwarding, HealthKind, Node, Protocol, Service, SnatRule, Topology,
+};
 use crate::path;
 use crate::tree::KeyPath;
 use crate::types::{Duration, PortRange, PortSpec};
@@ -471,6 +473,20 @@ fn service(t: &Topology, i: usize, s: &Service, refs: &dyn Fn(&str) -> bool, r: 
             sp.with("forwarding"),
             "source NAT is configured with [[snat]] rules, not as a service",
         );
+    }
+    if s.client_address != ClientAddress::None {
+        if s.forwarding != Forwarding::Fullnat {
+            r.push(
+                sp.with("client_address"),
+                "client_address is for fullnat services (the other modes keep the client's address)",
+            );
+        }
+        if s.protocol != Protocol::Tcp {
+            r.push(
+                sp.with("client_address"),
+                "client_address needs protocol tcp (TOA and PROXY v2 ride on TCP)",
+            );
+        }
     }
     if s.persistence.is_some_and(|d| d.get().is_zero()) {
         r.push(

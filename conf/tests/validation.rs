@@ -587,3 +587,37 @@ fn missing_required_key_is_reported_at_its_table() {
         "missing key `protocol`",
     );
 }
+
+#[test]
+fn client_address_needs_fullnat() {
+    expect(
+        "protocol = \"tcp\"\nbackends",
+        "protocol = \"tcp\"\nforwarding = \"nat\"\nclient_address = \"proxy_v2\"\nbackends",
+        "client_address",
+        "services[0].client_address",
+        "client_address is for fullnat services",
+    );
+}
+
+#[test]
+fn client_address_needs_tcp() {
+    expect(
+        "protocol = \"tcp\"\nbackends",
+        "protocol = \"udp\"\nclient_address = \"toa\"\nbackends",
+        "client_address",
+        "services[0].client_address",
+        "needs protocol tcp",
+    );
+}
+
+#[test]
+fn client_address_accepts_toa_and_proxy_v2() {
+    for kind in ["toa", "proxy_v2", "none"] {
+        let text = BASE.replacen(
+            "protocol = \"tcp\"\nbackends",
+            &format!("protocol = \"tcp\"\nclient_address = \"{kind}\"\nbackends"),
+            1,
+        );
+        load_str(&text, "t.toml").unwrap_or_else(|e| panic!("{kind}: {e}"));
+    }
+}

@@ -53,6 +53,8 @@ pub struct Conn {
     pub flags: u8,
     /// Port the client's packets arrived on.
     pub in_port: u8,
+    /// `CLA_*`: where telling the backend the client's address stands.
+    pub cla: u8,
     /// Cached next hop towards the backend (neighbour slot), valid for `route_gen`.
     pub nh_fwd: u32,
     /// Cached next hop towards the client.
@@ -61,6 +63,8 @@ pub struct Conn {
     pub route_gen: u16,
     /// Low bits of the snapshot generation `service` indexes.
     pub svc_gen: u16,
+    /// The client's first sequence number after its SYN (TOA and PROXY header bookkeeping).
+    pub cla_seq: u32,
     /// Wheel tick the entry is filed under.
     pub(crate) slot_tick: u32,
     /// Wheel links (or the free-list link when unused).
@@ -79,6 +83,18 @@ pub const FLAG_POOLED: u8 = 0x08;
 /// A source-NAT gateway flow: `lip:lport` came from the rule's pool; `vip:vport` and `backend:bport` are the
 /// server the client talks to.
 pub const FLAG_SNAT: u8 = 0x40;
+/// No client address is passed on.
+pub const CLA_NONE: u8 = 0;
+/// TOA goes into client segments at the first sequence number until the backend acknowledges beyond it.
+pub const CLA_TOA: u8 = 1;
+/// The backend acknowledged client data: TOA is done.
+pub const CLA_TOA_DONE: u8 = 2;
+/// The PROXY v2 header is still to be sent.
+pub const CLA_PP_PENDING: u8 = 3;
+/// The PROXY v2 header went out; it is resent with a segment at the first sequence number until acknowledged.
+pub const CLA_PP_SENT: u8 = 4;
+/// The backend acknowledged the PROXY v2 header.
+pub const CLA_PP_ACKED: u8 = 5;
 /// Forwarding-mode bits of `flags`.
 pub const MODE_MASK: u8 = 0x30;
 /// Full-NAT: both addresses rewritten, `lip:lport` from the pool.
@@ -108,10 +124,12 @@ impl Conn {
         state: 0,
         flags: 0,
         in_port: 0,
+        cla: 0,
         nh_fwd: 0,
         nh_rev: 0,
         route_gen: 0,
         svc_gen: 0,
+        cla_seq: 0,
         slot_tick: 0,
         next: 0,
         prev: 0,
@@ -604,7 +622,7 @@ mod tests {
 
     #[test]
     fn records_are_small() {
-        assert!(size_of::<Conn>() <= 112, "{}", size_of::<Conn>());
+        assert!(size_of::<Conn>() <= 116, "{}", size_of::<Conn>());
         let t = ConnTable::new(1 << 20, 1);
         assert!(t.bytes_per_connection() <= 160, "{}", t.bytes_per_connection());
     }

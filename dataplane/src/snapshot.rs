@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use anylb_conf::{Forwarding, NodeConfig, Protocol};
+use anylb_conf::{ClientAddress, Forwarding, NodeConfig, Protocol};
 
 use crate::flow::{addr, is_v4, Addr, FastMap};
 use crate::route::{NextHop, Route, Table};
@@ -62,6 +62,8 @@ pub struct Service {
     pub proto: u8,
     /// Forwarding mode.
     pub forwarding: Forwarding,
+    /// How a Full-NAT backend learns the client's address.
+    pub client_address: ClientAddress,
     /// Scheduler.
     pub sched: sched::Kind,
     /// Backends, in topology order.
@@ -428,6 +430,7 @@ impl Builder {
                 port: vport,
                 proto: p,
                 forwarding: s.forwarding,
+                client_address: s.client_address,
                 sched: s.scheduler.into(),
                 backends,
                 weights,

@@ -12,11 +12,13 @@
 
 use std::sync::Arc;
 
-use anylb_conf::Forwarding;
+use anylb_conf::{ClientAddress, Forwarding};
 
+use crate::client_addr;
 use crate::conn::{
-    Conn, ConnTable, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED, FLAG_SNAT, MODE_DR,
-    MODE_FULLNAT, MODE_MASK, MODE_NAT, MODE_TUNNEL,
+    Conn, ConnTable, InsertError, CLA_NONE, CLA_PP_ACKED, CLA_PP_PENDING, CLA_PP_SENT, CLA_TOA, CLA_TOA_DONE,
+    FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED, FLAG_SNAT, MODE_DR, MODE_FULLNAT, MODE_MASK, MODE_NAT,
+    MODE_TUNNEL,
 };
 use crate::flow::{is_v4, to_v4, v4, Addr, FastMap, Tuple};
 use crate::frame::{Frame, FrameAlloc};
@@ -995,11 +997,17 @@ impl<F: Frame> Worker<F> {
         if backend_v6 {
             flags |= FLAG_BACKEND_V6;
         }
+        let cla = match (forwarding, svc.client_address, p.proto) {
+            (Forwarding::Fullnat, ClientAddress::Toa, proto::TCP) => CLA_TOA,
+            (Forwarding::Fullnat, ClientAddress::ProxyV2, proto::TCP) => CLA_PP_PENDING,
+            _ => CLA_NONE,
+        };
         let c = Conn {
             client: p.src,
             vip: p.dst,
             lip,
             backend: b.addr,
+            cla,
             cport: p.sport,
             vport: p.dport,
             lport,
@@ -1205,6 +1213,16 @@ impl<F: Frame> Worker<F> {
                 }
             }
         };
+        if c.cla != CLA_NONE {
+            let l4 = match (p.v6, out_v6) {
+                (false, false) | (true, true) => p.l4,
+                (true, false) => l3 + ipv4::HEADER_LEN,
+                (false, true) => l3 + ipv6::HEADER_LEN,
+            };
+            if let Err(r) = self.client_address(idx, &c, dir, &mut f, l3, l4, out_v6, mtu) {
+                return drop(r);
+            }
+        }
         self.emit(
             out_port,
             slot,
@@ -1214,6 +1232,101 @@ impl<F: Frame> Worker<F> {
             alloc,
             out,
         )
+    }
+
+    /// TOA and PROXY v2 on a translated segment of connection `idx` (TCP header at `l4`): the option or header
+    /// goes into the client's segments at its first sequence number until the backend acknowledges past them;
+    /// after a PROXY header, client sequence numbers move up by its length and the backend's acknowledgements
+    /// (and SACK blocks) down. SYNs get their MSS lowered so that a full segment still fits with the addition.
+    #[allow(clippy::too_many_arguments)]
+    fn client_address(
+        &mut self,
+        idx: u32,
+        c: &Conn,
+        dir: Dir,
+        f: &mut F,
+        l3: usize,
+        l4: usize,
+        out_v6: bool,
+        mtu: usize,
+    ) -> Result<(), DropReason> {
+        let client_v6 = c.flags & FLAG_CLIENT_V6 != 0;
+        let d = f.data();
+        let Ok(t) = tcp::Packet::new_checked(&d[l4..]) else {
+            return Err(DropReason::Malformed);
+        };
+        let (seq, ack, flags) = (t.seq(), t.ack(), t.flags());
+        let toa = matches!(c.cla, CLA_TOA | CLA_TOA_DONE);
+        let extra = if toa {
+            client_addr::toa_len(client_v6)
+        } else {
+            client_addr::proxy_len(client_v6)
+        };
+        let start = c.cla_seq;
+        match dir {
+            Dir::Inbound if flags & tcp::flags::SYN != 0 => {
+                self.conns.get_mut(idx).cla_seq = seq.wrapping_add(1);
+                let hdrs = if out_v6 { 60 } else { 40 };
+                clamp_mss(&mut f.data_mut()[l4..], mtu.saturating_sub(hdrs + extra) as u16);
+            }
+            Dir::Inbound => {
+                let fits = f.data().len() - l3 + extra <= mtu;
+                match c.cla {
+                    CLA_TOA if seq == start && fits => {
+                        // No room in the TCP header: the segment goes on without it (counted nowhere else).
+                        let _ = client_addr::insert(
+                            f,
+                            l3,
+                            l4,
+                            out_v6,
+                            &client_addr::toa(&c.client, c.cport),
+                            true,
+                        );
+                    }
+                    CLA_PP_PENDING | CLA_PP_SENT if seq == start => {
+                        let h = client_addr::proxy_v2(&c.client, c.cport, &c.vip, c.vport);
+                        if !fits {
+                            return Err(DropReason::TooBig);
+                        }
+                        if !client_addr::insert(f, l3, l4, out_v6, &h, false) {
+                            return Err(DropReason::NoBuffer);
+                        }
+                        self.conns.get_mut(idx).cla = CLA_PP_SENT;
+                    }
+                    // Data beyond the first byte before the header went out: the client resends it later.
+                    CLA_PP_PENDING => return Err(DropReason::NoConnection),
+                    CLA_PP_SENT | CLA_PP_ACKED => {
+                        client_addr::set_u32(&mut f.data_mut()[l4..], 4, seq.wrapping_add(extra as u32));
+                    }
+                    _ => {}
+                }
+            }
+            Dir::Reply if flags & tcp::flags::ACK != 0 => match c.cla {
+                CLA_TOA if seq_after(ack, start) => self.conns.get_mut(idx).cla = CLA_TOA_DONE,
+                CLA_PP_SENT | CLA_PP_ACKED => {
+                    let end = start.wrapping_add(extra as u32);
+                    if c.cla == CLA_PP_SENT && client_addr::seq_ge(ack, end) {
+                        self.conns.get_mut(idx).cla = CLA_PP_ACKED;
+                    }
+                    // Backend sequence space → client's: past the header, minus its length; inside it, the start.
+                    let map = |v: u32| {
+                        if client_addr::seq_ge(v, end) {
+                            v.wrapping_sub(extra as u32)
+                        } else if seq_after(v, start) {
+                            start
+                        } else {
+                            v
+                        }
+                    };
+                    let seg = &mut f.data_mut()[l4..];
+                    client_addr::set_u32(seg, 8, map(ack));
+                    client_addr::map_sack(seg, map);
+                }
+                _ => {}
+            },
+            Dir::Reply => {}
+        }
+        Ok(())
     }
 
     /// The neighbour slot towards `dst` for connection `idx` in direction `dir`, cached in the connection until
@@ -2023,6 +2136,11 @@ fn quick_tuple(d: &[u8]) -> Option<Tuple> {
 
 /// The IPv6 all-nodes multicast address.
 const ALL_NODES: Addr = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// `a` is strictly after `b` in sequence space.
+fn seq_after(a: u32, b: u32) -> bool {
+    a != b && client_addr::seq_ge(a, b)
+}
 
 /// Gives back what a removed connection held: its pool port and its count on the backend.
 fn release(c: &Conn, pools: &mut Pools, snat_pools: &mut [Pools], counts: &mut [u32]) {

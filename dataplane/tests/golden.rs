@@ -107,6 +107,55 @@ fn conversation(topology: &str, client: (&str, u16), vip: (&str, u16)) -> Gen {
     g
 }
 
+/// The sequence number of a TCP frame and its payload length.
+fn seq_len(frame: &[u8]) -> (u32, u32) {
+    let s = seen(frame);
+    let l4 = if s.src.is_ipv4() { 34 } else { 54 };
+    let seq = u32::from_be_bytes(frame[l4 + 4..l4 + 8].try_into().unwrap());
+    (seq, s.payload.len() as u32)
+}
+
+/// A conversation with real sequence and acknowledgement numbers on both sides (the client-address modes
+/// depend on them): the backend acknowledges what it received.
+fn numbered_conversation(topology: &str, client: (&str, u16), vip: (&str, u16)) -> Gen {
+    let mut g = Gen::new(topology);
+    let c = |flags: &str, seq: u32, ack: u32, payload: &[u8]| {
+        let mss = if flags == "S" { Some(1460) } else { None };
+        tcp_acking(ROUTER_MAC, UP_MAC, client, vip, flags, seq, ack, mss, payload)
+    };
+    let to_backend = |out: Vec<(u16, Vec<u8>)>| out.into_iter().find(|(p, _)| *p == 1).unwrap().1;
+    let syn = to_backend(g.send(0, c("S", 1000, 0, b"")));
+    let s = seen(&syn);
+    let b = |flags: &str, seq: u32, ack: u32, payload: &[u8]| {
+        let mss = if flags == "SA" { Some(1460) } else { None };
+        tcp_acking(
+            s.dmac,
+            IN_MAC,
+            (&s.dst.to_string(), s.dport),
+            (&s.src.to_string(), s.sport),
+            flags,
+            seq,
+            ack,
+            mss,
+            payload,
+        )
+    };
+    let (bs, _) = seq_len(&syn);
+    g.send(1, b("SA", 5000, bs.wrapping_add(1), b""));
+    g.send(0, c("A", 1001, 5001, b""));
+    let req = b"GET / HTTP/1.0\r\n\r\n";
+    let got = to_backend(g.send(0, c("AP", 1001, 5001, req)));
+    let (rs, rl) = seq_len(&got);
+    let resp = b"HTTP/1.0 200 OK\r\n\r\nhello";
+    g.send(1, b("AP", 5001, rs.wrapping_add(rl), resp));
+    let fin_ack = 5001 + resp.len() as u32;
+    let fin = to_backend(g.send(0, c("AF", 1001 + req.len() as u32, fin_ack, b"")));
+    let (fs, _) = seq_len(&fin);
+    g.send(1, b("AF", fin_ack, fs.wrapping_add(1), b""));
+    g.send(0, c("A", 1002 + req.len() as u32, fin_ack + 1, b""));
+    g
+}
+
 fn scenario(name: &str) -> (Gen, &'static str) {
     match name {
         "tcp44" => (
@@ -356,6 +405,22 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             g.send(0, reply);
             (g, "snat.toml")
         }
+        "proxy_v2" => (
+            numbered_conversation("client.toml", ("192.0.2.100", 40000), ("203.0.113.40", 80)),
+            "client.toml",
+        ),
+        "proxy_v2_v6" => (
+            numbered_conversation("client.toml", ("2001:db8:c::5", 50000), ("2001:db8::40", 80)),
+            "client.toml",
+        ),
+        "toa" => (
+            numbered_conversation("client.toml", ("192.0.2.100", 40000), ("203.0.113.41", 80)),
+            "client.toml",
+        ),
+        "toa64" => (
+            numbered_conversation("client.toml", ("2001:db8:c::5", 50000), ("2001:db8::41", 80)),
+            "client.toml",
+        ),
         other => panic!("no scenario {other}"),
     }
 }
@@ -483,4 +548,24 @@ fn golden_nat66_handshake_data_teardown() {
 #[test]
 fn golden_snat_gateway_tcp_udp_and_ping() {
     check("snat");
+}
+
+#[test]
+fn golden_proxy_v2_ipv4() {
+    check("proxy_v2");
+}
+
+#[test]
+fn golden_proxy_v2_ipv6() {
+    check("proxy_v2_v6");
+}
+
+#[test]
+fn golden_toa_ipv4() {
+    check("toa");
+}
+
+#[test]
+fn golden_toa_nat64() {
+    check("toa64");
 }

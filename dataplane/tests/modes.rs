@@ -373,3 +373,122 @@ fn snat_gateway_leaves_unmatched_traffic_to_the_kernel() {
         }
     );
 }
+
+fn client_lab() -> Lab {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/client.toml")).unwrap();
+    Lab::with(&text, &Overrides::default())
+}
+
+/// Sets the acknowledgement number of an IPv4 TCP frame (etherparse's builder acks 1) and fixes the checksum.
+fn set_ack(f: &mut [u8], ack: u32) {
+    f[42..46].copy_from_slice(&ack.to_be_bytes());
+    f[50..52].copy_from_slice(&[0, 0]);
+    let len = f.len() - 34;
+    let mut sum: u32 = 6 + len as u32;
+    for w in f[26..34].chunks(2).chain(f[34..].chunks(2)) {
+        sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    f[50..52].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+fn tcp_seq_ack(frame: &[u8], l4: usize) -> (u32, u32) {
+    let s = u32::from_be_bytes(frame[l4 + 4..l4 + 8].try_into().unwrap());
+    let a = u32::from_be_bytes(frame[l4 + 8..l4 + 12].try_into().unwrap());
+    (s, a)
+}
+
+#[test]
+fn proxy_v2_header_goes_first_and_sequence_numbers_follow() {
+    let mut lab = client_lab();
+    let client = ("192.0.2.100", 40000);
+    let vip = ("203.0.113.40", 80);
+    // tcp() numbers the client's SYN with `seq`; its data start at seq + 1.
+    let (_, out) = lab.forward(
+        0,
+        tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 1000, Some(1460), b""),
+    );
+    let s = seen(&out);
+    assert_eq!(
+        s.mss,
+        Some(1500 - 40 - 28),
+        "room for the header in a full segment"
+    );
+    // SYN-ACK acknowledging the client's SYN (ack = 1001).
+    let mut synack = tcp(
+        backend_mac(1),
+        IN_MAC,
+        ("198.51.100.101", 8080),
+        (&s.src.to_string(), s.sport),
+        "SA",
+        5000,
+        Some(1460),
+        b"",
+    );
+    set_ack(&mut synack, 1001);
+    let (_, out) = lab.forward(1, synack);
+    assert_eq!(tcp_seq_ack(&out, 34), (5000, 1001));
+
+    // The handshake's ACK carries the header.
+    let mut ack = tcp(ROUTER_MAC, UP_MAC, client, vip, "A", 1001, None, b"");
+    set_ack(&mut ack, 5001);
+    let (_, out) = lab.forward(0, ack);
+    let s2 = seen(&out);
+    assert_eq!(s2.payload.len(), 28);
+    assert_eq!(&s2.payload[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(&s2.payload[16..20], &[192, 0, 2, 100], "client address");
+    assert_eq!(&s2.payload[24..26], &40000u16.to_be_bytes(), "client port");
+    assert_eq!(tcp_seq_ack(&out, 34).0, 1001);
+
+    // The backend acknowledges the header: the client sees its own numbers.
+    let mut a = tcp(
+        backend_mac(1),
+        IN_MAC,
+        ("198.51.100.101", 8080),
+        (&s.src.to_string(), s.sport),
+        "A",
+        5001,
+        None,
+        b"",
+    );
+    set_ack(&mut a, 1001 + 28);
+    let (_, out) = lab.forward(1, a);
+    assert_eq!(tcp_seq_ack(&out, 34).1, 1001);
+    assert!(seen(&out).payload.is_empty());
+
+    // Client data moves up by the header length.
+    let mut data = tcp(ROUTER_MAC, UP_MAC, client, vip, "AP", 1001, None, b"GET /");
+    set_ack(&mut data, 5001);
+    let (_, out) = lab.forward(0, data);
+    // The header was acknowledged, so it is not sent again.
+    assert_eq!(tcp_seq_ack(&out, 34).0, 1001 + 28);
+    assert_eq!(seen(&out).payload, b"GET /");
+    let mut more = tcp(ROUTER_MAC, UP_MAC, client, vip, "AP", 1006, None, b"x");
+    set_ack(&mut more, 5001);
+    let (_, out) = lab.forward(0, more);
+    assert_eq!(tcp_seq_ack(&out, 34).0, 1006 + 28);
+}
+
+#[test]
+fn toa_rides_in_the_handshake_ack() {
+    let mut lab = client_lab();
+    let client = ("192.0.2.100", 40001);
+    let vip = ("203.0.113.41", 80);
+    let (_, out) = lab.forward(
+        0,
+        tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 1000, Some(1460), b""),
+    );
+    assert_eq!(seen(&out).mss, Some(1500 - 40 - 8));
+    let mut ack = tcp(ROUTER_MAC, UP_MAC, client, vip, "A", 1001, None, b"");
+    set_ack(&mut ack, 5001);
+    let (_, out) = lab.forward(0, ack);
+    let tcp_hdr = &out[34..];
+    assert_eq!(usize::from(tcp_hdr[12] >> 4) * 4, 28, "8 option bytes added");
+    assert_eq!(&tcp_hdr[20..28], &[254, 8, 0x9c, 0x41, 192, 0, 2, 100]);
+    // seen() verifies the TCP checksum.
+    let s = seen(&out);
+    assert!(s.payload.is_empty());
+}

@@ -199,6 +199,22 @@ pub fn tcp(
     mss: Option<u16>,
     payload: &[u8],
 ) -> Vec<u8> {
+    tcp_acking(smac, dmac, src, dst, flags, seq, 1, mss, payload)
+}
+
+/// A TCP segment with acknowledgement number `ack` (used when `flags` has 'A').
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_acking(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: (&str, u16),
+    dst: (&str, u16),
+    flags: &str,
+    seq: u32,
+    ack: u32,
+    mss: Option<u16>,
+    payload: &[u8],
+) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(smac, dmac);
     let (s, d) = (ip(src.0), ip(dst.0));
     let b = match (s, d) {
@@ -211,7 +227,7 @@ pub fn tcp(
         b = b.syn();
     }
     if flags.contains('A') {
-        b = b.ack(1);
+        b = b.ack(ack);
     }
     if flags.contains('F') {
         b = b.fin();
