@@ -284,7 +284,8 @@ async fn conns(State(n): State<Shared>, Query(q): Query<ServiceQ>) -> Response {
 fn stats_value(s: &anylb_dataplane::stats::Stats) -> serde_json::Value {
     serde_json::json!({
         "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes, "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes,
-        "to_kernel": s.to_kernel, "redirected": s.redirected, "new_connections": s.new_connections,
+        "to_kernel": s.to_kernel, "redirected": s.redirected, "peer_forwarded": s.peer_forwarded,
+        "new_connections": s.new_connections,
         "expired_connections": s.expired_connections, "stack_replies": s.stack_replies, "icmp_errors": s.icmp_errors,
         "drops": s.total_drops(),
     })
@@ -294,19 +295,7 @@ async fn stats(State(n): State<Shared>) -> Json<api::Stats> {
     let per = n.runtime.stats();
     let mut total = anylb_dataplane::stats::Stats::default();
     for s in &per {
-        total.rx_packets += s.rx_packets;
-        total.rx_bytes += s.rx_bytes;
-        total.tx_packets += s.tx_packets;
-        total.tx_bytes += s.tx_bytes;
-        total.to_kernel += s.to_kernel;
-        total.redirected += s.redirected;
-        total.new_connections += s.new_connections;
-        total.expired_connections += s.expired_connections;
-        total.stack_replies += s.stack_replies;
-        total.icmp_errors += s.icmp_errors;
-        for (t, d) in total.drops.iter_mut().zip(s.drops.iter()) {
-            *t += d;
-        }
+        total.add(s);
     }
     Json(api::Stats {
         workers: per.iter().map(stats_value).collect(),
@@ -469,6 +458,17 @@ pub fn metrics_text(n: &Node) -> String {
             o,
             "anylb_connections_total{{worker=\"{w}\"}} {}",
             s.new_connections
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP anylb_peer_forwarded_total TCP segments of unknown flows handed to another node.\n# TYPE anylb_peer_forwarded_total counter"
+    );
+    for (w, s) in per.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "anylb_peer_forwarded_total{{worker=\"{w}\"}} {}",
+            s.peer_forwarded
         );
     }
     let _ = writeln!(

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use topology_tests::clab::Lab;
-use topology_tests::demo::{anylb_cli, conns, route, traffic, wait};
+use topology_tests::demo::{anylb_cli, conns, ready, route, traffic, wait};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -73,11 +73,7 @@ fn demo_cluster_scenarios() {
         route(&lab).contains("192.0.2.11") && route(&lab).contains("192.0.2.27")
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
-    wait("healthy backends", Duration::from_secs(20), || {
-        anylb_cli(anylb, "lb1", &["services"]).contains("3/3")
-            && anylb_cli(anylb, "lb2", &["services"]).contains("3/3")
-    })
-    .unwrap();
+    ready(anylb).unwrap_or_else(|e| panic!("{e}\n{}", logs()));
 
     // 2. 1000 requests all succeed; every backend serves some; both nodes carry traffic.
     let (c1, c2) = (conns(anylb, "lb1"), conns(anylb, "lb2"));

@@ -171,6 +171,9 @@ pub fn diff_resolved(a: &NodeConfig, b: &NodeConfig) -> Vec<Change> {
     if a.timeouts != b.timeouts {
         cluster.push("timeouts".to_owned());
     }
+    if a.peers != b.peers {
+        cluster.push("peers".to_owned());
+    }
     if !cluster.is_empty() {
         out.push(Change::ClusterChanged { fields: cluster });
     }

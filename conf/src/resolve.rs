@@ -25,6 +25,10 @@ pub struct NodeConfig {
     /// SNAT rules this node applies.
     #[serde(default)]
     pub snat: Vec<SnatRule>,
+    /// The other nodes' dataplane addresses: a node hands them TCP segments of flows it does not know (the
+    /// router moved a flow between nodes), since the flow's connection may live there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<std::net::IpAddr>,
 }
 
 impl Topology {
@@ -81,6 +85,17 @@ impl Topology {
                 s
             })
             .collect();
+        let peers = self
+            .nodes
+            .iter()
+            .filter(|n| n.name != name)
+            .flat_map(|n| {
+                n.dataplane
+                    .ports
+                    .iter()
+                    .flat_map(|p| p.addresses.iter().map(|a| a.addr()))
+            })
+            .collect();
         Some(NodeConfig {
             cluster: c.name.clone(),
             maglev: c.maglev,
@@ -88,6 +103,7 @@ impl Topology {
             node,
             services,
             snat,
+            peers,
         })
     }
 }

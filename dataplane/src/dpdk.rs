@@ -175,7 +175,7 @@ struct Published {
     heartbeat: AtomicU64,
 }
 
-const FIXED: usize = 10;
+const FIXED: usize = 11;
 
 impl Published {
     fn new() -> Self {
@@ -193,6 +193,7 @@ impl Published {
             s.tx_bytes,
             s.to_kernel,
             s.redirected,
+            s.peer_forwarded,
             s.new_connections,
             s.expired_connections,
             s.stack_replies,
@@ -215,10 +216,11 @@ impl Published {
             tx_bytes: v[3],
             to_kernel: v[4],
             redirected: v[5],
-            new_connections: v[6],
-            expired_connections: v[7],
-            stack_replies: v[8],
-            icmp_errors: v[9],
+            peer_forwarded: v[6],
+            new_connections: v[7],
+            expired_connections: v[8],
+            stack_replies: v[9],
+            icmp_errors: v[10],
             drops,
         }
     }

@@ -80,6 +80,11 @@ impl<F> Neighbors<F> {
         self.slots.get(slot as usize).and_then(|e| e.mac)
     }
 
+    /// The MAC of (port, addr), if known.
+    pub fn mac_of(&self, port: u16, addr: &Addr) -> Option<Mac> {
+        self.mac(*self.by_key.get(&(port, *addr))?)
+    }
+
     /// Whether (port, addr) has an entry already.
     pub fn knows(&self, port: u16, addr: &Addr) -> bool {
         self.by_key.contains_key(&(port, *addr))

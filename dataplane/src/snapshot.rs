@@ -172,6 +172,11 @@ pub struct Snapshot {
     pub snat: Vec<Snat>,
     /// The cluster's default timeouts (source-NAT flows).
     pub default_timeouts: TickTimeouts,
+    /// Other nodes' addresses on this node's connected subnets, with the port that reaches them: TCP segments
+    /// to a VIP without a connection here are handed to one of them ("second chance").
+    pub peers: Vec<(u16, Addr)>,
+    /// Next hops of routes (the routers traffic comes from): only frames from them get a second chance.
+    pub routers: Vec<(u16, Addr)>,
 }
 
 impl Snapshot {
@@ -283,6 +288,7 @@ impl Builder {
                 addrs,
             });
         }
+        let mut routers: Vec<(u16, Addr)> = Vec::new();
         for r in &node.routes {
             let hops = r
                 .via
@@ -296,6 +302,7 @@ impl Builder {
                     Ok(NextHop { via: Some(via), port })
                 })
                 .collect::<Result<Vec<_>, BuildError>>()?;
+            routers.extend(hops.iter().filter_map(|h| Some((h.port, h.via?))));
             routes.insert(&addr(r.prefix.network()), r.prefix.prefix_len(), Route { hops });
         }
         for (prefix, via) in &ov.routes {
@@ -317,6 +324,7 @@ impl Builder {
                 })
                 .collect();
             if !hops.is_empty() {
+                routers.extend(hops.iter().filter_map(|h| Some((h.port, h.via?))));
                 routes.insert(&addr(prefix.network()), prefix.prefix_len(), Route { hops });
             }
         }
@@ -329,6 +337,17 @@ impl Builder {
                     lips.push((a, pr.start, pr.end));
                     local.insert(a, Local::Lip);
                 }
+            }
+        }
+        let mut peers = Vec::new();
+        for a in &cfg.peers {
+            let on = node
+                .dataplane
+                .ports
+                .iter()
+                .position(|p| p.addresses.iter().any(|n| n.contains(a)));
+            if let Some(port) = on {
+                peers.push((port as u16, addr(*a)));
             }
         }
         let mut snat = Vec::new();
@@ -443,6 +462,12 @@ impl Builder {
         Ok(Snapshot {
             transit,
             snat,
+            peers,
+            routers: {
+                routers.sort_unstable();
+                routers.dedup();
+                routers
+            },
             default_timeouts: TickTimeouts::new(&cfg.timeouts, TICK_MS),
             generation: self.generation,
             seed: cfg.maglev.seed,

@@ -96,6 +96,8 @@ pub struct Stats {
     pub to_kernel: u64,
     /// Frames sent to another worker.
     pub redirected: u64,
+    /// TCP segments to a VIP without a connection here, handed to another node ("second chance").
+    pub peer_forwarded: u64,
     /// Connections created.
     pub new_connections: u64,
     /// Connections expired.
@@ -113,6 +115,24 @@ impl Stats {
     #[inline]
     pub fn drop(&mut self, r: DropReason) {
         self.drops[r as usize] += 1;
+    }
+
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &Stats) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.to_kernel += o.to_kernel;
+        self.redirected += o.redirected;
+        self.peer_forwarded += o.peer_forwarded;
+        self.new_connections += o.new_connections;
+        self.expired_connections += o.expired_connections;
+        self.stack_replies += o.stack_replies;
+        self.icmp_errors += o.icmp_errors;
+        for (t, d) in self.drops.iter_mut().zip(o.drops.iter()) {
+            *t += d;
+        }
     }
 
     /// All drops.

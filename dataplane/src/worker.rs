@@ -831,6 +831,15 @@ impl<F: Frame> Worker<F> {
         match hit {
             Some((idx, dir)) => self.forward(p, idx, dir, f, alloc, out),
             None => match local {
+                Local::Vip
+                    if p.proto == proto::TCP
+                        && p.tcp_flags & (tcp::flags::SYN | tcp::flags::ACK | tcp::flags::RST)
+                            != tcp::flags::SYN
+                        && self.snap.peers.iter().any(|(port, _)| *port != p.in_port)
+                        && self.sent_by_router(p.in_port, &f) =>
+                {
+                    self.hand_to_peer(&p, h, f, alloc, out)
+                }
                 Local::Vip => self.new_conn(p, f, alloc, out),
                 Local::Transit => {
                     // Not known here: perhaps a NAT-mode reply on the worker that owns the client's port; else
@@ -1455,6 +1464,55 @@ impl<F: Frame> Worker<F> {
     fn forget(&mut self, idx: u32) {
         let c = self.conns.remove(idx);
         release(&c, &mut self.pools, &mut self.snat_pools, &mut self.backend_conns);
+    }
+
+    /// Whether frame `f`, received on `port`, comes from one of the routers (a next hop of a route there).
+    /// Frames a peer node handed over come from that node's MAC, never a router's, so they are never handed
+    /// on again.
+    fn sent_by_router(&self, port: u16, f: &F) -> bool {
+        let Some(src) = f.data().get(6..12) else {
+            return false;
+        };
+        self.snap
+            .routers
+            .iter()
+            .filter(|(p, _)| *p == port)
+            .any(|(p, a)| self.neigh.mac_of(*p, a).is_some_and(|m| m[..] == *src))
+    }
+
+    /// "Second chance": a TCP segment to a VIP that no connection here knows, arriving from outside, goes
+    /// unchanged to another node (chosen by the flow hash `h`), which may hold the connection — the upstream
+    /// router moved the flow when a node was drained, added or came back. Only segments from a router are
+    /// handed on (see [`Worker::sent_by_router`]), so nothing loops between nodes.
+    fn hand_to_peer<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: &Pkt,
+        h: u64,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let n = self
+            .snap
+            .peers
+            .iter()
+            .filter(|(port, _)| *port != p.in_port)
+            .count();
+        let Some(&(port, peer)) = self
+            .snap
+            .peers
+            .iter()
+            .filter(|(port, _)| *port != p.in_port)
+            .nth((h % n.max(1) as u64) as usize)
+        else {
+            return drop(DropReason::NoConnection);
+        };
+        let Some(slot) = self.neigh.slot(port, &peer) else {
+            return drop(DropReason::NoRoute);
+        };
+        self.stats.peer_forwarded += 1;
+        let et = if p.v6 { ethertype::IPV6 } else { ethertype::IPV4 };
+        self.emit(port, slot, p.l3, et, f, alloc, out)
     }
 
     /// The first source-NAT rule for a flow from `p.src` over `p.proto` whose destination leaves through the

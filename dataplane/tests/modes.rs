@@ -492,3 +492,48 @@ fn toa_rides_in_the_handshake_ack() {
     let s = seen(&out);
     assert!(s.payload.is_empty());
 }
+
+#[test]
+fn segments_of_unknown_flows_get_a_second_chance_at_the_peer_node() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/peers.toml")).unwrap();
+    let mut lab = Lab::with(&text, &Overrides::default());
+    // The router moved a flow here mid-connection: its ACK goes unchanged to lb2, which may know it.
+    let ack = tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        ("192.0.2.100", 40000),
+        ("203.0.113.10", 80),
+        "A",
+        5,
+        None,
+        b"data",
+    );
+    let (port, out) = lab.forward(0, ack.clone());
+    assert_eq!(port, 1);
+    assert_eq!(&out[..6], &[2, 0, 0, 0, 0x0c, 1], "to lb2's MAC");
+    assert_eq!(&out[6..12], &IN_MAC);
+    assert_eq!(out[12..], ack[12..], "the packet itself unchanged");
+    assert_eq!(lab.worker.stats.peer_forwarded, 1);
+    // From the peers' side it is not handed on again.
+    let from_peer = tcp(
+        [2, 0, 0, 0, 0x0c, 1],
+        IN_MAC,
+        ("192.0.2.100", 40000),
+        ("203.0.113.10", 80),
+        "A",
+        5,
+        None,
+        b"data",
+    );
+    assert_eq!(
+        lab.send(1, from_peer).0,
+        Verdict::Drop {
+            reason: DropReason::NoConnection
+        }
+    );
+    // SYNs start connections here as always.
+    let (port, out) = lab.forward(0, syn(("192.0.2.100", 40001), ("203.0.113.10", 80)));
+    assert_eq!(port, 1);
+    assert_eq!(seen(&out).dport, 8080);
+}

@@ -92,6 +92,21 @@ pub fn conns(anylb: &Path, node: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until both nodes can serve: each has the client's prefix from r1 in its dataplane routes (replies
+/// need it; r1 may install the VIP before the nodes hear its own announcement) and all three backends are
+/// healthy (rise × interval).
+pub fn ready(anylb: &Path) -> io::Result<Duration> {
+    wait("the client prefix at both nodes", Duration::from_secs(30), || {
+        ["lb1", "lb2"]
+            .iter()
+            .all(|n| anylb_cli(anylb, n, &["route"]).contains("192.0.2.128/26"))
+    })?;
+    wait("three healthy backends", Duration::from_secs(20), || {
+        anylb_cli(anylb, "lb1", &["services"]).contains("3/3")
+            && anylb_cli(anylb, "lb2", &["services"]).contains("3/3")
+    })
+}
+
 /// Runs the demo on an up lab. Returns an error (and the caller tears down) when a step fails.
 pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
     say("waiting for BGP: r1 must learn 203.0.113.10/32 from both anylb nodes (ECMP)");
@@ -109,11 +124,7 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
     print!("{}", anylb_cli(anylb, "lb1", &["bgp", "summary"]));
     say("anylb services (lb1)");
     print!("{}", anylb_cli(anylb, "lb1", &["services"]));
-    // Health checks need rise × interval before every backend takes traffic.
-    wait("three healthy backends", Duration::from_secs(20), || {
-        anylb_cli(anylb, "lb1", &["services"]).contains("3/3")
-            && anylb_cli(anylb, "lb2", &["services"]).contains("3/3")
-    })?;
+    ready(anylb)?;
 
     say("1000 HTTP requests from the client to http://203.0.113.10/");
     let (c1, c2) = (conns(anylb, "lb1"), conns(anylb, "lb2"));
