@@ -1,5 +1,5 @@
 //! The DR, tunnel and NAT forwarding modes with real TCP through the DPDK dataplane in network namespaces, and
-//! the source-NAT gateway with TCP, UDP and ping.
+//! the source-NAT gateway with TCP, UDP and ping, and PROXY v2 / TOA telling a real server the client address.
 //!
 //! A client namespace reaches the node over `up0`; the server namespace sits behind `in0` and has a direct
 //! return link to the client (`ret`), as DR and tunnel backends answer clients without the balancer. The server
@@ -378,6 +378,216 @@ ports = "20000-29999"
         String::from_utf8_lossy(&ping.stdout).contains("3 received"),
         "{}",
         String::from_utf8_lossy(&ping.stdout)
+    );
+    assert!(lb.stop(pid, Duration::from_secs(20)), "{}", node_log());
+}
+
+/// A PROXY v2 server: parses the header strictly (signature, version and command, family, length), then
+/// answers "<client address>:<client port> <data>"; a connection without a valid header gets "no header".
+const PROXY_SERVER: &str = r#"
+import socket, struct, sys, threading, time, ipaddress
+port, life = int(sys.argv[1]), float(sys.argv[2])
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+def read(c, n):
+    b = b""
+    while len(b) < n:
+        d = c.recv(n - len(b))
+        if not d: raise EOFError
+        b += d
+    return b
+def serve(c):
+    c.settimeout(5)
+    try:
+        h = read(c, 16)
+        if h[:12] != SIG or h[12] != 0x21:
+            c.sendall(b"no header"); return
+        fam, ln = h[13], struct.unpack("!H", h[14:16])[0]
+        body = read(c, ln)
+        if fam == 0x11:
+            src = str(ipaddress.IPv4Address(body[0:4])); sport = struct.unpack("!H", body[8:10])[0]
+        elif fam == 0x21:
+            src = str(ipaddress.IPv6Address(body[0:16])); sport = struct.unpack("!H", body[32:34])[0]
+        else:
+            c.sendall(b"bad family"); return
+        data = c.recv(4096)
+        c.sendall(("%s:%d " % (src, sport)).encode() + data)
+    except (OSError, EOFError): pass
+    finally: c.close()
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(64); s.settimeout(0.5)
+end = time.time() + life
+while time.time() < end:
+    try: c, _ = s.accept()
+    except socket.timeout: continue
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// `n` connections to `addr:port`, each from a known local port, sending "hello"; prints "<local port> <answer>".
+const PROXY_CLIENT: &str = r#"
+import socket, sys, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+deadline = time.time() + 20
+while True:
+    try:
+        c = socket.create_connection((addr, port), timeout=2); c.sendall(b"x"); c.recv(100); c.close(); break
+    except OSError:
+        if time.time() > deadline: print("never reachable"); sys.exit(2)
+        time.sleep(0.2)
+for i in range(n):
+    c = socket.create_connection((addr, port), timeout=3)
+    c.sendall(b"hello")
+    got = b""
+    while True:
+        d = c.recv(4096)
+        if not d: break
+        got += d
+    print(c.getsockname()[1], got.decode())
+    c.close()
+"#;
+
+/// Watches `iface` for TCP segments to `port` and prints the TOA option of each (kind 254, 8 bytes: port,
+/// IPv4 address) as "toa <address>:<port>".
+const TOA_SNIFFER: &str = r#"
+import socket, sys, time
+iface, port, life = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.bind((iface, 0)); s.settimeout(0.5)
+print("sniffing", flush=True)
+end = time.time() + life
+while time.time() < end:
+    try: f = s.recv(65535)
+    except socket.timeout: continue
+    ip = f[14:]
+    if len(ip) < 40 or ip[9] != 6: continue
+    t = ip[(ip[0] & 15) * 4:]
+    if int.from_bytes(t[2:4], "big") != port: continue
+    opts, i = t[20:(t[12] >> 4) * 4], 0
+    while i < len(opts):
+        k = opts[i]
+        if k == 0: break
+        if k == 1: i += 1; continue
+        if i + 1 >= len(opts) or opts[i + 1] < 2: break
+        l = opts[i + 1]
+        if k == 254 and l == 8:
+            print("toa %s:%d" % (socket.inet_ntoa(opts[i + 4:i + 8]), int.from_bytes(opts[i + 2:i + 4], "big")), flush=True)
+        i += l
+"#;
+
+#[test]
+fn proxy_v2_tells_a_real_server_the_client_address_and_toa_reaches_it() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = unique_prefix("pp");
+    let c = Netns::new(&format!("{p}c")).unwrap();
+    let mut lb = Netns::new(&format!("{p}lb")).unwrap();
+    let mut s = Netns::new(&format!("{p}s")).unwrap();
+    veth(&c, "eth0", &lb, "up0").unwrap();
+    veth(&lb, "in0", &s, "eth0").unwrap();
+    c.sh("ip addr add 192.0.2.2/28 dev eth0 && ip route add 203.0.113.0/24 via 192.0.2.11")
+        .unwrap();
+    s.sh("ip addr add 198.51.100.101/24 dev eth0").unwrap();
+    lb.sh("ip addr add 192.0.2.11/28 dev up0 && ip addr add 198.51.100.1/24 dev in0")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    s.spawn(&["python3", "-c", PROXY_SERVER, "8080", "90"], None)
+        .unwrap();
+    s.spawn(&["python3", "-c", SERVER, "8081", "90"], None).unwrap();
+    let sniff_log = dir.path().join("sniff.log");
+    s.spawn(
+        &["python3", "-c", TOA_SNIFFER, "eth0", "8081", "60"],
+        Some(&sniff_log),
+    )
+    .unwrap();
+    let topology = TOPOLOGY.split("\n[[services]]").next().unwrap().to_owned()
+        + r#"
+[[services]]
+name = "pp"
+vip = "203.0.113.30"
+port = 80
+protocol = "tcp"
+client_address = "proxy_v2"
+backends = [{ address = "198.51.100.101", port = 8080 }]
+
+[[services]]
+name = "toa"
+vip = "203.0.113.31"
+port = 80
+protocol = "tcp"
+client_address = "toa"
+backends = [{ address = "198.51.100.101", port = 8081 }]
+"#;
+    let cfg = dir.path().join("pp.toml");
+    std::fs::write(&cfg, topology).unwrap();
+    let log = dir.path().join("anylb.log");
+    let pid = lb
+        .spawn(
+            &[
+                env!("CARGO_BIN_EXE_anylb"),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--node",
+                "lb1",
+                "--stats-interval",
+                "0",
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let node_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let sniffed = || std::fs::read_to_string(&sniff_log).unwrap_or_default();
+    for _ in 0..100 {
+        if sniffed().contains("sniffing") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = c
+        .exec(&[
+            "timeout",
+            "60",
+            "python3",
+            "-c",
+            PROXY_CLIENT,
+            "203.0.113.30",
+            "80",
+            "10",
+        ])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 10, "{text}\n{}", node_log());
+    for l in &lines {
+        // "<client's local port> <client address>:<port the server was told> hello"
+        let (port, answer) = l.split_once(' ').unwrap();
+        assert_eq!(answer, format!("192.0.2.2:{port} hello"), "{text}");
+    }
+
+    // TOA: the segments the server received carry option 254 with the client's port and address.
+    let toa = c
+        .exec(&[
+            "timeout",
+            "30",
+            "python3",
+            "-c",
+            CLIENT,
+            "192.0.2.2",
+            "203.0.113.31",
+            "80",
+            "3",
+        ])
+        .unwrap();
+    assert!(toa.status.success(), "{toa:?}\n{}", node_log());
+    let found = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        sniffed().contains("toa 192.0.2.2:")
+    });
+    assert!(
+        found,
+        "no TOA option reached the server:\n{}\n{}",
+        sniffed(),
+        node_log()
     );
     assert!(lb.stop(pid, Duration::from_secs(20)), "{}", node_log());
 }
