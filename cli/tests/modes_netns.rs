@@ -37,21 +37,26 @@ while time.time() < end:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-/// A user-space IP-in-IP endpoint: outer headers off, inner packets into a TUN device the kernel reads.
+/// A user-space tunnel endpoint: IP-in-IP (a raw socket for protocol 4, outer header off) or GUE variant 1 (a
+/// UDP socket on the GUE port, the payload is the inner packet); inner packets go into a TUN device the kernel
+/// reads.
 const DECAP: &str = r#"
 import fcntl, os, select, socket, struct, subprocess, sys, time
-life = float(sys.argv[1])
+life, mode, name = float(sys.argv[1]), sys.argv[2], sys.argv[3]
 tun = os.open("/dev/net/tun", os.O_RDWR)
-fcntl.ioctl(tun, 0x400454ca, struct.pack("16sH", b"dec0", 0x0001 | 0x1000))
-subprocess.run(["ip", "link", "set", "dec0", "up"], check=True)
-raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+fcntl.ioctl(tun, 0x400454ca, struct.pack("16sH", name.encode(), 0x0001 | 0x1000))
+subprocess.run(["ip", "link", "set", name, "up"], check=True)
+if mode == "gue":
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); sock.bind(("0.0.0.0", 6080))
+else:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
 print("ready", flush=True)
 end = time.time() + life
 while time.time() < end:
-    r, _, _ = select.select([raw], [], [], 0.5)
+    r, _, _ = select.select([sock], [], [], 0.5)
     if not r: continue
-    d = raw.recv(65535)
-    os.write(tun, d[(d[0] & 15) * 4:])
+    d = sock.recv(65535)
+    os.write(tun, d if mode == "gue" else d[(d[0] & 15) * 4:])
 "#;
 
 /// `n` connections from `src` to `addr:port`, each sending "hello"; prints every answer, one per line.
@@ -118,6 +123,15 @@ forwarding = "tunnel"
 backends = [{ address = "198.51.100.101" }]
 
 [[services]]
+name = "gue"
+vip = "203.0.113.24"
+port = 8080
+protocol = "tcp"
+forwarding = "tunnel"
+encapsulation = "gue"
+backends = [{ address = "198.51.100.101" }]
+
+[[services]]
 name = "nat"
 vip = "203.0.113.22"
 port = 80
@@ -153,6 +167,7 @@ fn dr_tunnel_and_nat_deliver_real_tcp_connections() {
         "ip addr add 192.0.2.130/30 dev ret",
         "ip addr add 203.0.113.20/32 dev lo",
         "ip addr add 203.0.113.21/32 dev lo",
+        "ip addr add 203.0.113.24/32 dev lo",
         // NAT: the node is the gateway for the NAT client; DR and tunnel answer over the direct link.
         "ip route add 192.0.2.3/32 via 198.51.100.1",
         "ip route add 192.0.2.0/28 via 192.0.2.129 dev ret",
@@ -168,7 +183,9 @@ fn dr_tunnel_and_nat_deliver_real_tcp_connections() {
     let dir = tempfile::tempdir().unwrap();
     let decap_log = dir.path().join("decap.log");
     s.spawn(&["python3", "-c", SERVER, "8080", "90"], None).unwrap();
-    s.spawn(&["python3", "-c", DECAP, "90"], Some(&decap_log))
+    s.spawn(&["python3", "-c", DECAP, "90", "ipip", "dec0"], Some(&decap_log))
+        .unwrap();
+    s.spawn(&["python3", "-c", DECAP, "90", "gue", "dec1"], None)
         .unwrap();
     let cfg = dir.path().join("modes.toml");
     std::fs::write(&cfg, TOPOLOGY).unwrap();
@@ -212,6 +229,10 @@ fn dr_tunnel_and_nat_deliver_real_tcp_connections() {
     let tun = run("192.0.2.2", "203.0.113.21", "8080");
     assert_eq!(tun.len(), 10);
     assert!(tun.iter().all(|l| l == "192.0.2.2 203.0.113.21 hello"), "{tun:?}");
+    // GUE: the same through a UDP tunnel.
+    let gue = run("192.0.2.2", "203.0.113.24", "8080");
+    assert_eq!(gue.len(), 10);
+    assert!(gue.iter().all(|l| l == "192.0.2.2 203.0.113.24 hello"), "{gue:?}");
     // NAT: destination rewritten to the backend, the client address kept, replies back through the node.
     let nat = run("192.0.2.3", "203.0.113.22", "80");
     assert_eq!(nat.len(), 10);

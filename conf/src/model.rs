@@ -594,9 +594,27 @@ pub struct Service {
     /// How Full-NAT backends learn the client's address (TCP only).
     #[serde(default, skip_serializing_if = "ClientAddress::is_none")]
     pub client_address: ClientAddress,
+    /// Encapsulation of tunnel forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encapsulation: Option<Encapsulation>,
+    /// UDP destination port of GUE encapsulation (default 6080, Linux's fou convention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gue_port: Option<u16>,
     /// Backends (real servers).
     #[serde(default)]
     pub backends: Vec<Backend>,
+}
+
+/// How tunnel forwarding wraps the client's packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encapsulation {
+    /// IP-in-IP for IPv4 VIPs, IPv6-in-IPv6 for IPv6 VIPs.
+    #[default]
+    Ipip,
+    /// Generic UDP Encapsulation, variant 1 (the inner IP packet right after the UDP header); the UDP source
+    /// port varies per flow.
+    Gue,
 }
 
 /// How a Full-NAT backend learns the client's address and port, which the translation hides.
@@ -620,6 +638,11 @@ impl ClientAddress {
 }
 
 impl Service {
+    /// The GUE destination port, defaulted.
+    pub fn gue_port(&self) -> u16 {
+        self.gue_port.unwrap_or(6080)
+    }
+
     /// min_healthy, defaulted.
     pub fn min_healthy(&self) -> u32 {
         self.min_healthy.unwrap_or(1)

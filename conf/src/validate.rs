@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::model::{
-    BgpNeighbor, ClientAddress, Family, Forwarding, HealthKind, Node, Protocol, Service, SnatRule, Topology,
+    BgpNeighbor, ClientAddress, Encapsulation, Family, Forwarding, HealthKind, Node, Protocol, Service,
+    SnatRule, Topology,
 };
 use crate::path;
 use crate::tree::KeyPath;
@@ -473,6 +474,20 @@ fn service(t: &Topology, i: usize, s: &Service, refs: &dyn Fn(&str) -> bool, r: 
             sp.with("forwarding"),
             "source NAT is configured with [[snat]] rules, not as a service",
         );
+    }
+    if (s.encapsulation.is_some() || s.gue_port.is_some()) && s.forwarding != Forwarding::Tunnel {
+        let key = if s.encapsulation.is_some() {
+            "encapsulation"
+        } else {
+            "gue_port"
+        };
+        r.push(sp.with(key), format!("{key} is for tunnel forwarding"));
+    }
+    if s.gue_port.is_some() && s.encapsulation != Some(Encapsulation::Gue) {
+        r.push(sp.with("gue_port"), "gue_port needs encapsulation = \"gue\"");
+    }
+    if s.gue_port == Some(0) {
+        r.push(sp.with("gue_port"), "gue_port must be 1-65535");
     }
     if s.client_address != ClientAddress::None {
         if s.forwarding != Forwarding::Fullnat {

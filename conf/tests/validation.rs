@@ -621,3 +621,29 @@ fn client_address_accepts_toa_and_proxy_v2() {
         load_str(&text, "t.toml").unwrap_or_else(|e| panic!("{kind}: {e}"));
     }
 }
+
+#[test]
+fn encapsulation_is_for_tunnel_services() {
+    expect(
+        "protocol = \"tcp\"\nbackends",
+        "protocol = \"tcp\"\nencapsulation = \"gue\"\nbackends",
+        "encapsulation",
+        "services[0].encapsulation",
+        "encapsulation is for tunnel forwarding",
+    );
+}
+
+#[test]
+fn gue_port_needs_gue() {
+    let text = BASE.replacen(
+        "port = 80\nprotocol = \"tcp\"\nbackends = [{ address = \"198.51.100.101\", port = 8080 }]",
+        "port = 80\nprotocol = \"tcp\"\nforwarding = \"tunnel\"\ngue_port = 9886\nbackends = [{ address = \"198.51.100.101\" }]",
+        1,
+    );
+    let errs = load_str(&text, "t.toml").unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "services[0].gue_port");
+    assert!(errs[0].message.contains("needs encapsulation"), "{}", errs[0]);
+    let ok = text.replacen("gue_port = 9886", "encapsulation = \"gue\"\ngue_port = 9886", 1);
+    load_str(&ok, "t.toml").unwrap();
+}

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use anylb_conf::{ClientAddress, Forwarding, NodeConfig, Protocol};
+use anylb_conf::{ClientAddress, Encapsulation, Forwarding, NodeConfig, Protocol};
 
 use crate::flow::{addr, is_v4, Addr, FastMap};
 use crate::route::{NextHop, Route, Table};
@@ -64,6 +64,8 @@ pub struct Service {
     pub forwarding: Forwarding,
     /// How a Full-NAT backend learns the client's address.
     pub client_address: ClientAddress,
+    /// Encapsulation of tunnel forwarding.
+    pub encap: Encap,
     /// Scheduler.
     pub sched: sched::Kind,
     /// Backends, in topology order.
@@ -76,6 +78,15 @@ pub struct Service {
     pub persistence: Option<u32>,
     /// Timeouts in ticks.
     pub timeouts: TickTimeouts,
+}
+
+/// Tunnel encapsulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    /// IP-in-IP / IPv6-in-IPv6.
+    Ip,
+    /// GUE variant 1 to this UDP port.
+    Gue(u16),
 }
 
 /// A source-NAT gateway rule, resolved.
@@ -450,6 +461,10 @@ impl Builder {
                 proto: p,
                 forwarding: s.forwarding,
                 client_address: s.client_address,
+                encap: match s.encapsulation {
+                    Some(Encapsulation::Gue) => Encap::Gue(s.gue_port()),
+                    _ => Encap::Ip,
+                },
                 sched: s.scheduler.into(),
                 backends,
                 weights,

@@ -26,7 +26,7 @@ use crate::nat::{self, Endpoints};
 use crate::neigh::Neighbors;
 use crate::pool::{owner, Pools};
 use crate::sched::{self, Candidates};
-use crate::snapshot::{Local, Snapshot, TICK_MS};
+use crate::snapshot::{Encap, Local, Snapshot, TICK_MS};
 use crate::stats::{DropReason, Stats};
 use crate::tcp_state::{self, Dir, State};
 use crate::wire::ethernet::{self, ethertype, Mac};
@@ -1111,7 +1111,14 @@ impl<F: Frame> Worker<F> {
             self.conns.set_expiry(idx, exp);
         }
         if matches!(mode, MODE_DR | MODE_TUNNEL) {
-            return self.forward_direct(&p, idx, &c, mode == MODE_TUNNEL, f, alloc, out);
+            let encap = match mode {
+                MODE_DR => None,
+                _ => Some(
+                    svc.and_then(|si| self.snap.services.get(usize::from(si)))
+                        .map_or(Encap::Ip, |s| s.encap),
+                ),
+            };
+            return self.forward_direct(&p, idx, &c, encap, f, alloc, out);
         }
         let (e, out_v6) = match dir {
             Dir::Inbound => (
@@ -1362,15 +1369,16 @@ impl<F: Frame> Worker<F> {
         Some(s)
     }
 
-    /// Direct routing (the frame as received, to the backend's MAC) and tunnelling (IP-in-IP or IPv6-in-IPv6
-    /// from the connection's outer source to the backend). Replies go from the backend straight to the client.
+    /// Direct routing (`encap` none: the frame as received, to the backend's MAC) and tunnelling (IP-in-IP or
+    /// IPv6-in-IPv6, or GUE, from the connection's outer source to the backend). Replies go from the backend
+    /// straight to the client.
     #[allow(clippy::too_many_arguments)]
     fn forward_direct<A: FrameAlloc<F = F>>(
         &mut self,
         p: &Pkt,
         idx: u32,
         c: &Conn,
-        tunnel: bool,
+        encap: Option<Encap>,
         mut f: F,
         alloc: &mut A,
         out: &mut Output<F>,
@@ -1383,15 +1391,19 @@ impl<F: Frame> Worker<F> {
         };
         let out_port = entry.port;
         let et = if p.v6 { ethertype::IPV6 } else { ethertype::IPV4 };
-        if !tunnel {
+        let Some(encap) = encap else {
             return self.emit(out_port, slot, p.l3, et, f, alloc, out);
-        }
+        };
         let mtu = self
             .snap
             .ports
             .get(usize::from(out_port))
             .map_or(1500, |pt| usize::from(pt.mtu));
-        let outer = if p.v6 { ipv6::HEADER_LEN } else { ipv4::HEADER_LEN };
+        let ip_len = if p.v6 { ipv6::HEADER_LEN } else { ipv4::HEADER_LEN };
+        let outer = match encap {
+            Encap::Ip => ip_len,
+            Encap::Gue(_) => ip_len + udp::HEADER_LEN,
+        };
         let in_len = f.data().len() - p.l3;
         if in_len + outer > mtu {
             let dont_frag = p.v6 || f.data()[p.l3 + 6] & 0x40 != 0;
@@ -1408,17 +1420,40 @@ impl<F: Frame> Worker<F> {
         if !f.prepend(outer) {
             return drop(DropReason::NoBuffer);
         }
-        // The inner packet now starts at `l3 + outer`; the outer header goes in front of it.
+        // The inner packet now starts at `l3 + outer`; the outer headers go in front of it.
         let l3 = p.l3;
+        let hash = c.inbound_tuple().hash(self.snap.seed);
+        let (next, ip_payload) = match (encap, p.v6) {
+            (Encap::Gue(_), _) => (proto::UDP, in_len + udp::HEADER_LEN),
+            (Encap::Ip, true) => (proto::IPV6, in_len),
+            (Encap::Ip, false) => (proto::IPIP, in_len),
+        };
         let d = f.data_mut();
+        if let Encap::Gue(port) = encap {
+            // GUE variant 1: the inner IP packet right after the UDP header. The source port spreads flows.
+            let u = l3 + ip_len;
+            let sport = 0xc000 | (hash as u16 & 0x3fff);
+            d[u..u + 2].copy_from_slice(&sport.to_be_bytes());
+            d[u + 2..u + 4].copy_from_slice(&port.to_be_bytes());
+            d[u + 4..u + 6].copy_from_slice(&(ip_payload as u16).to_be_bytes());
+            d[u + 6..u + 8].copy_from_slice(&[0, 0]);
+            if p.v6 {
+                // IPv6 needs a UDP checksum.
+                let mut sum = checksum::sum(&c.lip) + checksum::sum(&c.backend);
+                sum += u32::from(proto::UDP) + ip_payload as u32 + checksum::sum(&d[u..u + ip_payload]);
+                let ck = checksum::finish(sum);
+                let ck = if ck == 0 { 0xffff } else { ck };
+                d[u + 6..u + 8].copy_from_slice(&ck.to_be_bytes());
+            }
+        }
         if p.v6 {
-            let label = (c.inbound_tuple().hash(self.snap.seed) & 0xf_ffff) as u32;
+            let label = (hash & 0xf_ffff) as u32;
             let tclass = (d[l3 + outer] & 0x0f) << 4 | d[l3 + outer + 1] >> 4;
             ipv6::Repr {
                 src: c.lip.into(),
                 dst: c.backend.into(),
-                next_header: proto::IPV6,
-                payload_len: in_len,
+                next_header: next,
+                payload_len: ip_payload,
                 hop_limit: 64,
                 traffic_class: tclass,
                 flow_label: label,
@@ -1430,8 +1465,8 @@ impl<F: Frame> Worker<F> {
             ipv4::Repr {
                 src: to_v4(&c.lip),
                 dst: to_v4(&c.backend),
-                protocol: proto::IPIP,
-                payload_len: in_len,
+                protocol: next,
+                payload_len: ip_payload,
                 ttl: 64,
                 tos: d[inner + 1],
                 ident: self.ident,

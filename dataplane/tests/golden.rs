@@ -281,13 +281,14 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             g.client_tcp(("192.0.2.100", 40000), ("203.0.113.10", 80), "A", b"still here");
             (g, "small-table.toml")
         }
-        "dr" | "tunnel" => {
+        "dr" | "tunnel" | "gue" => {
             // Replies bypass the node in these modes: only the client's side goes through it.
-            let mut g = Gen::new("modes.toml");
-            let (v4, v6) = if name == "dr" {
-                ("203.0.113.30", "2001:db8::30")
-            } else {
-                ("203.0.113.31", "2001:db8::31")
+            let topology = if name == "gue" { "gue.toml" } else { "modes.toml" };
+            let mut g = Gen::new(topology);
+            let (v4, v6) = match name {
+                "dr" => ("203.0.113.30", "2001:db8::30"),
+                "gue" => ("203.0.113.33", "2001:db8::33"),
+                _ => ("203.0.113.31", "2001:db8::31"),
             };
             for (client, vip) in [
                 (("192.0.2.100", 40000), (v4, 80)),
@@ -313,7 +314,7 @@ fn scenario(name: &str) -> (Gen, &'static str) {
                     g.send(0, f);
                 }
             }
-            (g, "modes.toml")
+            (g, topology)
         }
         "nat44" => (
             conversation("modes.toml", ("192.0.2.100", 40000), ("203.0.113.32", 80)),
@@ -568,4 +569,9 @@ fn golden_toa_ipv4() {
 #[test]
 fn golden_toa_nat64() {
     check("toa64");
+}
+
+#[test]
+fn golden_tunnel_gue_v4_and_v6() {
+    check("gue");
 }

@@ -537,3 +537,46 @@ fn segments_of_unknown_flows_get_a_second_chance_at_the_peer_node() {
     assert_eq!(port, 1);
     assert_eq!(seen(&out).dport, 8080);
 }
+
+#[test]
+fn gue_wraps_the_packet_in_udp_with_a_per_flow_source_port() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/gue.toml")).unwrap();
+    let mut lab = Lab::with(&text, &Overrides::default());
+    let mut sports = std::collections::HashSet::new();
+    for cport in 40000..40008 {
+        let inp = syn(("192.0.2.100", cport), ("203.0.113.33", 80));
+        let (_, out) = lab.forward(0, inp.clone());
+        let outer = &out[14..34];
+        assert_eq!(outer[9], 17, "UDP");
+        assert_eq!(&outer[16..20], &[198, 51, 100, 102]);
+        let u = &out[34..42];
+        sports.insert(u16::from_be_bytes([u[0], u[1]]));
+        assert_eq!(u16::from_be_bytes([u[2], u[3]]), 6080);
+        assert_eq!(usize::from(u16::from_be_bytes([u[4], u[5]])), 8 + inp.len() - 14);
+        assert_eq!(out[42] >> 4, 4, "GUE variant 1: the inner IPv4 header follows");
+        assert_eq!(out[42..42 + 20], inp[14..34]);
+    }
+    assert!(sports.len() > 4, "source ports vary per flow: {sports:?}");
+
+    let inp = syn(("2001:db8:c::5", 50000), ("2001:db8::33", 80));
+    let (_, out) = lab.forward(0, inp.clone());
+    assert_eq!(out[14 + 6], 17);
+    let u = &out[54..62];
+    assert_eq!(u16::from_be_bytes([u[2], u[3]]), 9886);
+    assert_eq!(out[62] >> 4, 6);
+    // etherparse checks the UDP checksum over the IPv6 pseudo-header.
+    let p = etherparse::SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(etherparse::TransportSlice::Udp(udp)) = &p.transport else {
+        panic!("not UDP")
+    };
+    let Some(etherparse::NetSlice::Ipv6(v6)) = &p.net else {
+        panic!("not IPv6")
+    };
+    assert_eq!(
+        udp.checksum(),
+        udp.to_header()
+            .calc_checksum_ipv6(&v6.header().to_header(), udp.payload())
+            .unwrap()
+    );
+}
