@@ -404,6 +404,56 @@ fn scenario(name: &str) -> (Gen, &'static str) {
                 .write(&mut reply, b"ping")
                 .unwrap();
             g.send(0, reply);
+            // IPv6: TCP and UDP.
+            let lan6 = backend_mac(0x11);
+            let out = g.send(
+                1,
+                tcp(
+                    lan6,
+                    IN_MAC,
+                    ("2001:db8:20::101", 45000),
+                    ("2001:db8:99::100", 443),
+                    "S",
+                    1,
+                    Some(1440),
+                    b"",
+                ),
+            );
+            let s6 = seen(&out[0].1);
+            g.send(
+                0,
+                tcp(
+                    ROUTER_MAC,
+                    UP_MAC,
+                    ("2001:db8:99::100", 443),
+                    ("2001:db8:10::12", s6.sport),
+                    "SA",
+                    9,
+                    Some(1440),
+                    b"",
+                ),
+            );
+            let out = g.send(
+                1,
+                udp(
+                    lan6,
+                    IN_MAC,
+                    ("2001:db8:20::101", 5300),
+                    ("2001:db8:99::53", 53),
+                    b"query",
+                ),
+            );
+            let u6 = seen(&out[0].1);
+            g.send(
+                0,
+                udp(
+                    ROUTER_MAC,
+                    UP_MAC,
+                    ("2001:db8:99::53", 53),
+                    ("2001:db8:10::12", u6.sport),
+                    b"answer",
+                ),
+            );
             (g, "snat.toml")
         }
         "proxy_v2" => (
