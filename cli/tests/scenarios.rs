@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use topology_tests::clab::Lab;
-use topology_tests::demo::{anylb_cli, conns, ready, route, traffic, wait};
+use topology_tests::demo::{anylb_cli, conns, ready, route, traffic, traffic_to, udp_traffic, wait};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -73,7 +73,7 @@ fn demo_cluster_scenarios() {
         route(&lab).contains("192.0.2.11") && route(&lab).contains("192.0.2.27")
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
-    ready(anylb).unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    ready(&lab, anylb).unwrap_or_else(|e| panic!("{e}\n{}", logs()));
 
     // 2. 1000 requests all succeed; every backend serves some; both nodes carry traffic.
     let (c1, c2) = (conns(anylb, "lb1"), conns(anylb, "lb2"));
@@ -92,6 +92,38 @@ fn demo_cluster_scenarios() {
     }
     let (d1, d2) = (conns(anylb, "lb1") - c1, conns(anylb, "lb2") - c2);
     assert!(d1 > 100 && d2 > 100, "lb1 {d1}, lb2 {d2}");
+
+    // 6. IPv6 Full-NAT, TCP and UDP (seed use case 1): every request succeeds, every backend serves some.
+    let v = traffic_to(&lab, "2001:db8:f::10", 300).unwrap();
+    assert_eq!(
+        (v["ok"].as_u64(), v["failed"].as_u64()),
+        (Some(300), Some(0)),
+        "{v}\n{}",
+        counters()
+    );
+    let u = udp_traffic(&lab, "2001:db8:f::10", 53, 150).unwrap();
+    assert_eq!(
+        (u["ok"].as_u64(), u["failed"].as_u64()),
+        (Some(150), Some(0)),
+        "{u}\n{}",
+        counters()
+    );
+    // 7. NAT64 (seed use case 2): IPv6 clients reach the IPv4 backends.
+    let n64 = traffic_to(&lab, "2001:db8:f::64", 300).unwrap();
+    assert_eq!(
+        (n64["ok"].as_u64(), n64["failed"].as_u64()),
+        (Some(300), Some(0)),
+        "{n64}\n{}",
+        counters()
+    );
+    for b in ["be1", "be2", "be3"] {
+        for (what, r) in [("IPv6 TCP", &v), ("IPv6 UDP", &u), ("NAT64", &n64)] {
+            assert!(
+                r["by_backend"][b].as_u64().unwrap_or(0) > 0,
+                "{what}: {b} served nothing: {r}"
+            );
+        }
+    }
 
     // 9. A reload adding a backend and changing a weight leaves a held-open connection working.
     let client = lab.ns("client").unwrap();

@@ -50,10 +50,39 @@ pub fn anylb_cli(anylb: &Path, node: &str, args: &[&str]) -> String {
     }
 }
 
+/// The client's UDP load: `n` datagrams to `vip:port`, one answer awaited each; prints one JSON line of counts
+/// by the backend that answered.
+pub const UDP_CLIENT: &str = r#"
+import json, socket, sys
+vip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in vip else socket.AF_INET
+counts, failed = {}, 0
+for i in range(n):
+    s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(2)
+    try:
+        s.sendto(b"query %d" % i, (vip, port))
+        name = s.recv(4096).decode()
+        counts[name] = counts.get(name, 0) + 1
+    except OSError:
+        failed += 1
+    s.close()
+print(json.dumps({"ok": sum(counts.values()), "failed": failed, "by_backend": counts}))
+"#;
+
 /// r1's kernel route to the VIP.
 pub fn route(lab: &Lab) -> String {
+    route_to(lab, "203.0.113.10")
+}
+
+/// r1's kernel route to `vip` (IPv4 or IPv6).
+pub fn route_to(lab: &Lab, vip: &str) -> String {
+    let cmd = if vip.contains(':') {
+        "ip -6 route show"
+    } else {
+        "ip route show"
+    };
     lab.ns("r1")
-        .and_then(|r| r.sh("ip route show 203.0.113.10"))
+        .and_then(|r| r.sh(&format!("{cmd} {vip}")))
         .unwrap_or_default()
 }
 
@@ -71,15 +100,33 @@ pub fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> io::R
 
 /// `n` HTTP requests from the client: {ok, failed, by_backend}.
 pub fn traffic(lab: &Lab, n: u32) -> io::Result<serde_json::Value> {
-    let out = lab.ns("client")?.exec(&[
-        "timeout",
-        "120",
-        "python3",
-        "-c",
-        CLIENT,
-        "203.0.113.10",
-        &n.to_string(),
-    ])?;
+    traffic_to(lab, "203.0.113.10", n)
+}
+
+/// `n` HTTP requests from the client to `vip` port 80; counts by backend, failures.
+pub fn traffic_to(lab: &Lab, vip: &str, n: u32) -> io::Result<serde_json::Value> {
+    client_json(lab, &["python3", "-c", CLIENT, vip, &n.to_string()])
+}
+
+/// `n` UDP queries from the client to `vip:port`; counts by backend, failures.
+pub fn udp_traffic(lab: &Lab, vip: &str, port: u16, n: u32) -> io::Result<serde_json::Value> {
+    client_json(
+        lab,
+        &[
+            "python3",
+            "-c",
+            UDP_CLIENT,
+            vip,
+            &port.to_string(),
+            &n.to_string(),
+        ],
+    )
+}
+
+fn client_json(lab: &Lab, cmd: &[&str]) -> io::Result<serde_json::Value> {
+    let mut full = vec!["timeout", "120"];
+    full.extend_from_slice(cmd);
+    let out = lab.ns("client")?.exec(&full)?;
     serde_json::from_slice(&out.stdout).map_err(|e| io::Error::other(format!("client output: {e}")))
 }
 
@@ -95,15 +142,32 @@ pub fn conns(anylb: &Path, node: &str) -> u64 {
 /// Waits until both nodes can serve: each has the client's prefix from r1 in its dataplane routes (replies
 /// need it; r1 may install the VIP before the nodes hear its own announcement) and all three backends are
 /// healthy (rise × interval).
-pub fn ready(anylb: &Path) -> io::Result<Duration> {
-    wait("the client prefix at both nodes", Duration::from_secs(30), || {
+pub fn ready(lab: &Lab, anylb: &Path) -> io::Result<Duration> {
+    wait(
+        "the client prefixes at both nodes",
+        Duration::from_secs(30),
+        || {
+            ["lb1", "lb2"].iter().all(|n| {
+                let r = anylb_cli(anylb, n, &["route"]);
+                r.contains("192.0.2.128/26") && r.contains("2001:db8:c::/64")
+            })
+        },
+    )?;
+    wait(
+        "the IPv6 VIPs at r1 with two next hops",
+        Duration::from_secs(30),
+        || {
+            ["2001:db8:f::10", "2001:db8:f::64"].iter().all(|v| {
+                let r = route_to(lab, v);
+                r.contains("2001:db8:1::11") && r.contains("2001:db8:2::27")
+            })
+        },
+    )?;
+    // Every service (web, web6, dns6, web64) has its three backends up.
+    wait("three healthy backends", Duration::from_secs(20), || {
         ["lb1", "lb2"]
             .iter()
-            .all(|n| anylb_cli(anylb, n, &["route"]).contains("192.0.2.128/26"))
-    })?;
-    wait("three healthy backends", Duration::from_secs(20), || {
-        anylb_cli(anylb, "lb1", &["services"]).contains("3/3")
-            && anylb_cli(anylb, "lb2", &["services"]).contains("3/3")
+            .all(|n| anylb_cli(anylb, n, &["services"]).matches("3/3").count() >= 4)
     })
 }
 
@@ -124,7 +188,7 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
     print!("{}", anylb_cli(anylb, "lb1", &["bgp", "summary"]));
     say("anylb services (lb1)");
     print!("{}", anylb_cli(anylb, "lb1", &["services"]));
-    ready(anylb)?;
+    ready(lab, anylb)?;
 
     say("1000 HTTP requests from the client to http://203.0.113.10/");
     let (c1, c2) = (conns(anylb, "lb1"), conns(anylb, "lb2"));
@@ -136,11 +200,27 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
     );
     println!("by node: lb1 {d1} connections, lb2 {d2} connections");
 
+    say("IPv6: Full-NAT to http://[2001:db8:f::10]/ and udp/53, NAT64 to http://[2001:db8:f::64]/ (IPv4 backends)");
+    for (what, v) in [
+        ("IPv6 TCP, 200 requests", traffic_to(lab, "2001:db8:f::10", 200)?),
+        (
+            "IPv6 UDP, 100 queries",
+            udp_traffic(lab, "2001:db8:f::10", 53, 100)?,
+        ),
+        ("NAT64, 200 requests", traffic_to(lab, "2001:db8:f::64", 200)?),
+    ] {
+        println!(
+            "{what}: ok {} failed {}; by backend {}",
+            v["ok"], v["failed"], v["by_backend"]
+        );
+    }
+
     say("backend be2 fails");
     lab.stop("be2");
     let t = wait("be2 down on both nodes", Duration::from_secs(20), || {
-        anylb_cli(anylb, "lb1", &["services"]).contains("2/3")
-            && anylb_cli(anylb, "lb2", &["services"]).contains("2/3")
+        ["lb1", "lb2"]
+            .iter()
+            .all(|n| anylb_cli(anylb, n, &["services"]).matches("2/3").count() >= 4)
     })?;
     println!(
         "both nodes took be2 out after {:.1}s (fall 2 × interval 500ms + check time)",

@@ -1,5 +1,6 @@
-# A demo backend: answers every GET with its name, and /healthz with "ok". Stops by itself after an hour.
-import http.server, sys, threading, time
+# A demo backend: answers every GET with its name, and /healthz with "ok", on IPv4 `addr` and every IPv6
+# address; UDP datagrams to port 5353 get its name back. Stops by itself after an hour.
+import http.server, socket, sys, threading, time
 
 addr, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 
@@ -14,6 +15,26 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+class H6(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
+
+def udp(family, bind):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((bind, 5353))
+    while True:
+        d, peer = s.recvfrom(4096)
+        s.sendto(name.encode(), peer)
+
 srv = http.server.ThreadingHTTPServer((addr, port), H)
+srv6 = H6(("::", port), H)
+threading.Thread(target=srv6.serve_forever, daemon=True).start()
+for fam, bind in ((socket.AF_INET, addr), (socket.AF_INET6, "::")):
+    threading.Thread(target=udp, args=(fam, bind), daemon=True).start()
 threading.Thread(target=lambda: (time.sleep(3600), srv.shutdown()), daemon=True).start()
 srv.serve_forever()
