@@ -18,6 +18,7 @@ use anylb_dataplane::snapshot::{Builder, Overrides};
 use anylb_healthcheck::monitor::Monitor;
 
 use crate::daemon::{self, Node};
+use anylb_routing::bfd;
 use anylb_routing::rib::Announcement;
 use anylb_routing::speaker::{NeighborConfig, Speaker, SpeakerConfig};
 use clap::Args;
@@ -38,6 +39,64 @@ pub struct RunArgs {
     /// Do not create TAP exception interfaces (the kernel then sees only what it sees by itself).
     #[arg(long)]
     no_tap: bool,
+}
+
+/// Starts a BFD session for every BGP neighbour that asks for one; a session that goes down after being up
+/// drops that neighbour's BGP session at once. Returns the tasks (aborted at shutdown).
+fn start_bfd(cfg: &NodeConfig, speaker: Speaker) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(bgp) = &cfg.node.bgp else {
+        return Vec::new();
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (i, n) in bgp.neighbors.iter().enumerate() {
+        let Some(b) = n.bfd.filter(|b| b.enabled) else {
+            continue;
+        };
+        // Our address on the neighbour's subnet, unless configured.
+        let local = n.local_address.or_else(|| {
+            cfg.node
+                .dataplane
+                .ports
+                .iter()
+                .flat_map(|p| &p.addresses)
+                .find(|a| a.contains(&n.address))
+                .map(|a| a.addr())
+        });
+        let Some(local) = local else {
+            tracing::warn!(neighbor = %n.address, "BFD: no local address on the neighbour's subnet; not started");
+            continue;
+        };
+        let peer = bfd::Peer {
+            address: n.address,
+            local,
+            params: bfd::Params {
+                min_tx: b.min_tx.get(),
+                min_rx: b.min_rx.get(),
+                multiplier: b.multiplier,
+            },
+        };
+        let tx = tx.clone();
+        let disc = 0x616c_0000 | (i as u32 + 1);
+        tasks.push(tokio::spawn(async move {
+            let address = peer.address;
+            if let Err(e) = bfd::run(peer, disc, tx).await {
+                tracing::error!(neighbor = %address, error = %e, "BFD session failed");
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(async move {
+        let mut up = std::collections::HashSet::new();
+        while let Some(c) = rx.recv().await {
+            if c.state == bfd::State::Up {
+                up.insert(c.address);
+            } else if up.remove(&c.address) {
+                tracing::warn!(neighbor = %c.address, "BFD: path down; dropping the BGP session");
+                speaker.bfd_down(c.address);
+            }
+        }
+    }));
+    tasks
 }
 
 /// The speaker configuration of a node, if it has BGP.
@@ -197,6 +256,7 @@ pub fn run(a: RunArgs) -> ExitCode {
             },
             None => None,
         };
+        let bfd = speaker.as_ref().map(|s| start_bfd(&cfg, s.clone()));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let node = Arc::new(Node {
             config_path: a.config.clone(),
@@ -220,6 +280,9 @@ pub fn run(a: RunArgs) -> ExitCode {
         api.abort();
         if let Some(m) = metrics {
             m.abort();
+        }
+        for t in bfd.into_iter().flatten() {
+            t.abort();
         }
         let _ = std::fs::remove_file(&socket);
         ExitCode::SUCCESS

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use topology_tests::clab::Lab;
 use topology_tests::demo::{anylb_cli, conns, ready, route, traffic, traffic_to, udp_traffic, wait};
+use topology_tests::frr::Frr;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -208,6 +209,38 @@ fn demo_cluster_scenarios() {
         route(&lab).contains("192.0.2.11") && route(&lab).contains("192.0.2.27")
     })
     .unwrap();
+
+    // 4a. A node hangs (SIGSTOP: its kernel keeps the BGP TCP session open, so only BFD can tell): FRR's BFD
+    // takes the session down and removes the node within a second; hold time (3 s) would take longer.
+    let pid = lab.pids["lb1"];
+    let frr = Frr::attach(lab.ns("r1").unwrap().name());
+    let bfd_up = || {
+        frr.json("show bfd peers json")
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .map_or(0, |peers| peers.iter().filter(|p| p["status"] == "up").count())
+    };
+    wait("BFD up with both nodes at r1", Duration::from_secs(15), || {
+        bfd_up() >= 2
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", frr.vtysh("show bfd peers"), logs()));
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
+    let t = wait("hung lb1 removed", Duration::from_secs(10), || {
+        !route(&lab).contains("192.0.2.11") && route(&lab).contains("192.0.2.27")
+    });
+    signal("-CONT");
+    let t = t.unwrap();
+    assert!(t < Duration::from_secs(1), "BFD took {t:?}");
+    wait("lb1 back after it resumed", Duration::from_secs(20), || {
+        route(&lab).contains("192.0.2.11") && route(&lab).contains("192.0.2.27")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
 
     // 4. A node is killed: FRR removes it within a second; new requests succeed through the other node.
     let pid = lab.pids["lb1"];

@@ -18,7 +18,7 @@ pub struct Frr {
 }
 
 impl Frr {
-    /// Starts zebra and bgpd inside `ns` with `config` (an frr.conf).
+    /// Starts zebra and bgpd (and bfdd when the configuration has BFD) inside `ns` with `config` (an frr.conf).
     pub fn start(ns: &Netns, config: &str) -> io::Result<Frr> {
         let name = ns.name().to_owned();
         let conf_dir = PathBuf::from("/etc/frr").join(&name);
@@ -36,7 +36,16 @@ impl Frr {
             run_dir,
             keep: false,
         };
-        for daemon in ["zebra", "bgpd"] {
+        // bfdd only when the configuration uses BFD.
+        let daemons: &[&str] = if config
+            .lines()
+            .any(|l| l.trim_start().starts_with("bfd") || l.contains(" bfd"))
+        {
+            &["zebra", "bfdd", "bgpd"]
+        } else {
+            &["zebra", "bgpd"]
+        };
+        for daemon in daemons {
             ns.exec(&[
                 &format!("/usr/lib/frr/{daemon}"),
                 "-N",

@@ -1,0 +1,513 @@
+//! Bidirectional Forwarding Detection for BGP neighbours: RFC 5880 asynchronous mode over single-hop UDP
+//! (RFC 5881), no authentication and no echo function.
+//!
+//! [`Session`] is the Sans-IO state machine (packets in, packets out, a clock passed in); [`run`] drives one
+//! session per neighbour over tokio UDP sockets and reports when a session that was up goes down, so that the
+//! BGP session can be dropped at once instead of at hold-time expiry.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// UDP port of single-hop BFD control packets (RFC 5881).
+pub const PORT: u16 = 3784;
+
+/// Session state (RFC 5880 §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum State {
+    /// Administratively down.
+    AdminDown = 0,
+    /// Down.
+    Down = 1,
+    /// Init (the peer is heard, the three-way handshake goes on).
+    Init = 2,
+    /// Up.
+    Up = 3,
+}
+
+impl State {
+    fn from_bits(v: u8) -> State {
+        match v & 3 {
+            0 => State::AdminDown,
+            1 => State::Down,
+            2 => State::Init,
+            _ => State::Up,
+        }
+    }
+}
+
+/// Diagnostic codes used here.
+mod diag {
+    pub const NONE: u8 = 0;
+    pub const DETECTION_EXPIRED: u8 = 1;
+    pub const NEIGHBOR_DOWN: u8 = 3;
+}
+
+/// A control packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    /// Diagnostic.
+    pub diag: u8,
+    /// Sender's state.
+    pub state: State,
+    /// Poll bit.
+    pub poll: bool,
+    /// Final bit.
+    pub fin: bool,
+    /// Detection multiplier.
+    pub detect_mult: u8,
+    /// Sender's discriminator.
+    pub my_disc: u32,
+    /// The discriminator the sender knows for us (0 if none).
+    pub your_disc: u32,
+    /// Desired minimum transmit interval, µs.
+    pub desired_min_tx: u32,
+    /// Required minimum receive interval, µs.
+    pub required_min_rx: u32,
+}
+
+/// Why a received packet is discarded (RFC 5880 §6.8.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Discard {
+    /// Shorter than 24 bytes, or shorter than its length field.
+    #[error("short packet")]
+    Short,
+    /// Version other than 1.
+    #[error("version is not 1")]
+    Version,
+    /// Zero detection multiplier, multipoint bit, or zero discriminator.
+    #[error("invalid field")]
+    Invalid,
+    /// Authentication present (not configured here).
+    #[error("authentication not configured")]
+    Auth,
+}
+
+impl Packet {
+    /// Encoded length (no authentication section).
+    pub const LEN: usize = 24;
+
+    /// Parses a control packet, applying the validity checks that do not need session state.
+    pub fn parse(b: &[u8]) -> Result<Packet, Discard> {
+        if b.len() < Self::LEN || usize::from(b[3]) < Self::LEN || usize::from(b[3]) > b.len() {
+            return Err(Discard::Short);
+        }
+        if b[0] >> 5 != 1 {
+            return Err(Discard::Version);
+        }
+        let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let p = Packet {
+            diag: b[0] & 0x1f,
+            state: State::from_bits(b[1] >> 6),
+            poll: b[1] & 0x20 != 0,
+            fin: b[1] & 0x10 != 0,
+            detect_mult: b[2],
+            my_disc: u32_at(4),
+            your_disc: u32_at(8),
+            desired_min_tx: u32_at(12),
+            required_min_rx: u32_at(16),
+        };
+        if b[1] & 0x04 != 0 {
+            return Err(Discard::Auth);
+        }
+        if p.detect_mult == 0 || b[1] & 0x01 != 0 || p.my_disc == 0 {
+            return Err(Discard::Invalid);
+        }
+        if p.your_disc == 0 && !matches!(p.state, State::Down | State::AdminDown) {
+            return Err(Discard::Invalid);
+        }
+        Ok(p)
+    }
+
+    /// Encodes the packet.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0] = 1 << 5 | (self.diag & 0x1f);
+        b[1] = (self.state as u8) << 6 | u8::from(self.poll) << 5 | u8::from(self.fin) << 4;
+        b[2] = self.detect_mult;
+        b[3] = Self::LEN as u8;
+        b[4..8].copy_from_slice(&self.my_disc.to_be_bytes());
+        b[8..12].copy_from_slice(&self.your_disc.to_be_bytes());
+        b[12..16].copy_from_slice(&self.desired_min_tx.to_be_bytes());
+        b[16..20].copy_from_slice(&self.required_min_rx.to_be_bytes());
+        b
+    }
+}
+
+/// Session parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// Desired minimum transmit interval.
+    pub min_tx: Duration,
+    /// Required minimum receive interval.
+    pub min_rx: Duration,
+    /// Detection multiplier.
+    pub multiplier: u8,
+}
+
+/// What a call into the session produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Out {
+    /// Packets to send now.
+    pub send: Vec<Packet>,
+    /// The state changed to this.
+    pub changed: Option<State>,
+}
+
+/// One BFD session (Sans-IO).
+#[derive(Debug)]
+pub struct Session {
+    params: Params,
+    state: State,
+    diag: u8,
+    local_disc: u32,
+    remote_disc: u32,
+    remote_state: State,
+    remote_min_rx: Duration,
+    remote_min_tx: Duration,
+    remote_mult: u8,
+    last_rx: Option<Instant>,
+    next_tx: Instant,
+    rng: u32,
+}
+
+fn us(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+impl Session {
+    /// A session in Down state with local discriminator `disc` (non-zero).
+    pub fn new(params: Params, disc: u32, now: Instant) -> Session {
+        Session {
+            params,
+            state: State::Down,
+            diag: diag::NONE,
+            local_disc: disc.max(1),
+            remote_disc: 0,
+            remote_state: State::Down,
+            remote_min_rx: Duration::from_micros(1),
+            remote_min_tx: Duration::ZERO,
+            remote_mult: 0,
+            last_rx: None,
+            next_tx: now,
+            rng: disc.max(1),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The detection time: the remote multiplier times the slower of our receive and its transmit interval.
+    pub fn detection_time(&self) -> Duration {
+        self.params.min_rx.max(self.remote_min_tx) * u32::from(self.remote_mult.max(1))
+    }
+
+    /// Transmit interval: the slower of ours and what the peer can receive; at least 1 s while not up
+    /// (RFC 5880 §6.8.3).
+    fn tx_interval(&self) -> Duration {
+        let base = self.params.min_tx.max(self.remote_min_rx);
+        if self.state == State::Up {
+            base
+        } else {
+            base.max(Duration::from_secs(1))
+        }
+    }
+
+    fn packet(&self, fin: bool) -> Packet {
+        Packet {
+            diag: self.diag,
+            state: self.state,
+            poll: false,
+            fin,
+            detect_mult: self.params.multiplier,
+            my_disc: self.local_disc,
+            your_disc: self.remote_disc,
+            desired_min_tx: us(self.params.min_tx),
+            required_min_rx: us(self.params.min_rx),
+        }
+    }
+
+    fn set(&mut self, s: State, diag: u8, out: &mut Out) {
+        if s != self.state {
+            self.state = s;
+            self.diag = diag;
+            out.changed = Some(s);
+            // Tell the peer at once.
+            out.send.push(self.packet(false));
+        }
+    }
+
+    /// A received control packet (RFC 5880 §6.8.6).
+    pub fn receive(&mut self, p: &Packet, now: Instant) -> Out {
+        let mut out = Out::default();
+        if p.your_disc != 0 && p.your_disc != self.local_disc {
+            return out;
+        }
+        self.remote_disc = p.my_disc;
+        self.remote_state = p.state;
+        self.remote_min_rx = Duration::from_micros(u64::from(p.required_min_rx.max(1)));
+        self.remote_min_tx = Duration::from_micros(u64::from(p.desired_min_tx));
+        self.remote_mult = p.detect_mult;
+        self.last_rx = Some(now);
+        if self.state == State::AdminDown {
+            return out;
+        }
+        match (self.state, p.state) {
+            (State::Down | State::Init | State::Up, State::AdminDown) if self.state != State::Down => {
+                self.set(State::Down, diag::NEIGHBOR_DOWN, &mut out);
+            }
+            (State::Down, State::Down) => self.set(State::Init, diag::NONE, &mut out),
+            (State::Down, State::Init) => self.set(State::Up, diag::NONE, &mut out),
+            (State::Init, State::Init | State::Up) => self.set(State::Up, diag::NONE, &mut out),
+            (State::Up, State::Down) => self.set(State::Down, diag::NEIGHBOR_DOWN, &mut out),
+            _ => {}
+        }
+        if p.poll {
+            out.send.push(self.packet(true));
+        }
+        out
+    }
+
+    /// Timers: periodic transmission and detection-time expiry.
+    pub fn poll(&mut self, now: Instant) -> Out {
+        let mut out = Out::default();
+        if matches!(self.state, State::Init | State::Up) {
+            if let Some(last) = self.last_rx {
+                if now.duration_since(last) > self.detection_time() {
+                    self.remote_disc = 0;
+                    self.set(State::Down, diag::DETECTION_EXPIRED, &mut out);
+                }
+            }
+        }
+        if now >= self.next_tx {
+            out.send.push(self.packet(false));
+            // Jitter: 75-100 % of the interval (RFC 5880 §6.8.7).
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 17;
+            self.rng ^= self.rng << 5;
+            let i = self.tx_interval();
+            let jitter = 75 + self.rng % 26;
+            self.next_tx = now + i * jitter / 100;
+        }
+        out
+    }
+
+    /// When [`poll`](Self::poll) next has something to do.
+    pub fn next_event(&self) -> Instant {
+        match (self.state, self.last_rx) {
+            (State::Init | State::Up, Some(last)) => self.next_tx.min(last + self.detection_time()),
+            _ => self.next_tx,
+        }
+    }
+}
+
+/// A neighbour to run BFD with.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The neighbour's address.
+    pub address: IpAddr,
+    /// Our address on the link (the source of our packets).
+    pub local: IpAddr,
+    /// Timers.
+    pub params: Params,
+}
+
+/// A session that was up went down (the path to `address` failed), or came up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The neighbour.
+    pub address: IpAddr,
+    /// Its new state.
+    pub state: State,
+}
+
+/// Runs one session: sends from `peer.local` (source port in 49152-65535, TTL 255) and receives on port 3784
+/// of `peer.local`; reports state changes on `changes` until the receiver is gone.
+pub async fn run(peer: Peer, disc: u32, changes: mpsc::UnboundedSender<Change>) -> std::io::Result<()> {
+    let rx = UdpSocket::bind(SocketAddr::new(peer.local, PORT)).await?;
+    let mut tx = None;
+    for port in 49152 + (disc % 16000) as u16..=65535 {
+        if let Ok(s) = UdpSocket::bind(SocketAddr::new(peer.local, port)).await {
+            tx = Some(s);
+            break;
+        }
+    }
+    let tx = tx.ok_or_else(|| std::io::Error::other("no free source port for BFD"))?;
+    // RFC 5881 §5: TTL / hop limit 255, so a receiver can tell the packet was not routed.
+    match peer.address {
+        IpAddr::V4(_) => tx.set_ttl(255)?,
+        IpAddr::V6(_) => socket2::SockRef::from(&tx).set_unicast_hops_v6(255)?,
+    }
+    let dst = SocketAddr::new(peer.address, PORT);
+    let mut s = Session::new(peer.params, disc, Instant::now());
+    let mut buf = [0u8; 512];
+    loop {
+        let now = Instant::now();
+        let out = s.poll(now);
+        if emit(&tx, dst, &peer, out, &changes).await.is_err() {
+            return Ok(());
+        }
+        let wait = s.next_event().saturating_duration_since(Instant::now());
+        tokio::select! {
+            r = rx.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                if from.ip() != peer.address {
+                    continue;
+                }
+                match Packet::parse(&buf[..n]) {
+                    Ok(p) => {
+                        let out = s.receive(&p, Instant::now());
+                        if emit(&tx, dst, &peer, out, &changes).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => tracing::debug!(neighbor = %peer.address, reason = %e, "BFD packet discarded"),
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = changes.closed() => return Ok(()),
+        }
+    }
+}
+
+/// Sends `out`'s packets and reports its state change; an error when nobody listens any more.
+async fn emit(
+    tx: &UdpSocket,
+    dst: SocketAddr,
+    peer: &Peer,
+    out: Out,
+    changes: &mpsc::UnboundedSender<Change>,
+) -> Result<(), ()> {
+    for p in out.send {
+        if let Err(e) = tx.send_to(&p.encode(), dst).await {
+            tracing::debug!(neighbor = %peer.address, error = %e, "BFD send failed");
+        }
+    }
+    if let Some(state) = out.changed {
+        tracing::info!(neighbor = %peer.address, state = ?state, "BFD session changed");
+        changes
+            .send(Change {
+                address: peer.address,
+                state,
+            })
+            .map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params {
+            min_tx: Duration::from_millis(300),
+            min_rx: Duration::from_millis(300),
+            multiplier: 3,
+        }
+    }
+
+    #[test]
+    fn packet_round_trip_and_checks() {
+        let p = Packet {
+            diag: 1,
+            state: State::Up,
+            poll: true,
+            fin: false,
+            detect_mult: 3,
+            my_disc: 7,
+            your_disc: 9,
+            desired_min_tx: 300_000,
+            required_min_rx: 300_000,
+        };
+        assert_eq!(Packet::parse(&p.encode()), Ok(p));
+        let mut b = p.encode();
+        b[0] = 2 << 5;
+        assert_eq!(Packet::parse(&b), Err(Discard::Version));
+        let mut b = p.encode();
+        b[2] = 0;
+        assert_eq!(Packet::parse(&b), Err(Discard::Invalid));
+        assert_eq!(Packet::parse(&p.encode()[..20]), Err(Discard::Short));
+        let mut b = p.encode();
+        b[8..12].copy_from_slice(&[0; 4]);
+        assert_eq!(
+            Packet::parse(&b),
+            Err(Discard::Invalid),
+            "Up without your discriminator"
+        );
+    }
+
+    #[test]
+    fn three_way_handshake_then_detection_expiry() {
+        let t0 = Instant::now();
+        let mut a = Session::new(params(), 1, t0);
+        let mut b = Session::new(params(), 2, t0);
+        // a sends Down; b goes Init; a goes Up on Init; b goes Up on Up.
+        let pa = a.poll(t0).send.pop().unwrap();
+        let ob = b.receive(&pa, t0);
+        assert_eq!(ob.changed, Some(State::Init));
+        let oa = a.receive(&ob.send[0], t0);
+        assert_eq!(oa.changed, Some(State::Up));
+        let ob = b.receive(&oa.send[0], t0);
+        assert_eq!(ob.changed, Some(State::Up));
+        // Silence longer than 3 × 300 ms takes a down.
+        let out = a.poll(t0 + Duration::from_millis(850));
+        assert_eq!(out.changed, None);
+        let out = a.poll(t0 + Duration::from_millis(950));
+        assert_eq!(out.changed, Some(State::Down));
+        assert_eq!(out.send[0].diag, diag::DETECTION_EXPIRED);
+    }
+
+    #[test]
+    fn neighbor_signalling_down_takes_the_session_down() {
+        let t0 = Instant::now();
+        let mut a = Session::new(params(), 1, t0);
+        let init = Packet {
+            diag: 0,
+            state: State::Init,
+            poll: false,
+            fin: false,
+            detect_mult: 3,
+            my_disc: 5,
+            your_disc: 1,
+            desired_min_tx: 300_000,
+            required_min_rx: 300_000,
+        };
+        assert_eq!(a.receive(&init, t0).changed, Some(State::Up));
+        let down = Packet {
+            state: State::Down,
+            your_disc: 0,
+            ..init
+        };
+        assert_eq!(a.receive(&down, t0).changed, Some(State::Down));
+        // A packet for another session is ignored.
+        let other = Packet {
+            your_disc: 99,
+            ..init
+        };
+        assert_eq!(a.receive(&other, t0), Out::default());
+    }
+
+    #[test]
+    fn poll_bit_is_answered_with_final() {
+        let t0 = Instant::now();
+        let mut a = Session::new(params(), 1, t0);
+        let p = Packet {
+            diag: 0,
+            state: State::Down,
+            poll: true,
+            fin: false,
+            detect_mult: 3,
+            my_disc: 5,
+            your_disc: 0,
+            desired_min_tx: 300_000,
+            required_min_rx: 300_000,
+        };
+        let out = a.receive(&p, t0);
+        assert!(out.send.iter().any(|x| x.fin));
+    }
+}
