@@ -325,7 +325,7 @@ pub fn services(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
             .map(|x| {
                 vec![
                     s(&x["name"]),
-                    format!("{}:{}", s(&x["vip"]), s(&x["port"])),
+                    host_port(&s(&x["vip"]), &s(&x["port"])),
                     s(&x["protocol"]),
                     s(&x["forwarding"]),
                     s(&x["scheduler"]),
@@ -371,7 +371,7 @@ pub fn backends(
             .map(|b| {
                 vec![
                     s(&b["key"]["service"]),
-                    format!("{}:{}", s(&b["key"]["address"]), s(&b["key"]["port"])),
+                    host_port(&s(&b["key"]["address"]), &s(&b["key"]["port"])),
                     s(&b["health"]),
                     if b["drained"] == Value::Bool(true) {
                         "drained".into()
@@ -595,5 +595,14 @@ pub fn run(sock: Option<PathBuf>, f: impl FnOnce(&Path) -> Result<ExitCode, Clie
     match f(&sock) {
         Ok(c) => c,
         Err(e) => fail(e),
+    }
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn host_port(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
