@@ -140,6 +140,32 @@ forwarding = "nat"
 backends = [{ address = "198.51.100.101", port = 8080 }]
 "#;
 
+/// Writes `topology` to `dir/file` and starts `anylb run` for `node` in `ns`; returns the file, the log and the
+/// pid.
+fn start_node(
+    ns: &mut Netns,
+    dir: &std::path::Path,
+    file: &str,
+    topology: &str,
+    node: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, u32) {
+    let cfg = dir.join(file);
+    std::fs::write(&cfg, topology).unwrap();
+    let log = dir.join("anylb.log");
+    let args = [
+        env!("CARGO_BIN_EXE_anylb"),
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--node",
+        node,
+        "--stats-interval",
+        "0",
+    ];
+    let pid = ns.spawn(&args, Some(&log)).unwrap();
+    (cfg, log, pid)
+}
+
 /// DPDK workers busy-poll: the tests of this file take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -187,24 +213,7 @@ fn dr_tunnel_and_nat_deliver_real_tcp_connections() {
         .unwrap();
     s.spawn(&["python3", "-c", DECAP, "90", "gue", "dec1"], None)
         .unwrap();
-    let cfg = dir.path().join("modes.toml");
-    std::fs::write(&cfg, TOPOLOGY).unwrap();
-    let log = dir.path().join("anylb.log");
-    let pid = lb
-        .spawn(
-            &[
-                env!("CARGO_BIN_EXE_anylb"),
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--node",
-                "lb1",
-                "--stats-interval",
-                "0",
-            ],
-            Some(&log),
-        )
-        .unwrap();
+    let (cfg, log, pid) = start_node(&mut lb, dir.path(), "modes.toml", TOPOLOGY, "lb1");
     let node_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let run = |src: &str, vip: &str, port: &str| -> Vec<String> {
         let out = c
@@ -355,24 +364,7 @@ out_port = "up0"
 pool = ["192.0.2.12/32"]
 ports = "20000-29999"
 "#;
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(&cfg, topology).unwrap();
-    let log = dir.path().join("anylb.log");
-    let pid = lb
-        .spawn(
-            &[
-                env!("CARGO_BIN_EXE_anylb"),
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--node",
-                "gw1",
-                "--stats-interval",
-                "0",
-            ],
-            Some(&log),
-        )
-        .unwrap();
+    let (_, log, pid) = start_node(&mut lb, dir.path(), "gw.toml", topology, "gw1");
     let node_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let out = lan
@@ -537,24 +529,7 @@ protocol = "tcp"
 client_address = "toa"
 backends = [{ address = "198.51.100.101", port = 8081 }]
 "#;
-    let cfg = dir.path().join("pp.toml");
-    std::fs::write(&cfg, topology).unwrap();
-    let log = dir.path().join("anylb.log");
-    let pid = lb
-        .spawn(
-            &[
-                env!("CARGO_BIN_EXE_anylb"),
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--node",
-                "lb1",
-                "--stats-interval",
-                "0",
-            ],
-            Some(&log),
-        )
-        .unwrap();
+    let (_, log, pid) = start_node(&mut lb, dir.path(), "pp.toml", &topology, "lb1");
     let node_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let sniffed = || std::fs::read_to_string(&sniff_log).unwrap_or_default();
     for _ in 0..100 {
