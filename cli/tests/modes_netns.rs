@@ -166,18 +166,28 @@ fn start_node(
     (cfg, log, pid)
 }
 
+/// Three namespaces in a row, `a` — node — `b`: the node's `a_if` faces `a`'s eth0, its `b_if` faces `b`'s eth0.
+/// The node's kernel holds its addresses (192.0.2.11/28 on up0, 198.51.100.1/24 on in0): it sees the
+/// af_packet interfaces itself.
+fn namespaces(tag: &str, a_if: &str, b_if: &str) -> (Netns, Netns, Netns) {
+    let p = unique_prefix(tag);
+    let a = Netns::new(&format!("{p}a")).unwrap();
+    let lb = Netns::new(&format!("{p}lb")).unwrap();
+    let b = Netns::new(&format!("{p}b")).unwrap();
+    veth(&a, "eth0", &lb, a_if).unwrap();
+    veth(&lb, b_if, &b, "eth0").unwrap();
+    lb.sh("ip addr add 192.0.2.11/28 dev up0 && ip addr add 198.51.100.1/24 dev in0")
+        .unwrap();
+    (a, lb, b)
+}
+
 /// DPDK workers busy-poll: the tests of this file take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn dr_tunnel_and_nat_deliver_real_tcp_connections() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let p = unique_prefix("md");
-    let c = Netns::new(&format!("{p}c")).unwrap();
-    let mut lb = Netns::new(&format!("{p}lb")).unwrap();
-    let mut s = Netns::new(&format!("{p}s")).unwrap();
-    veth(&c, "eth0", &lb, "up0").unwrap();
-    veth(&lb, "in0", &s, "eth0").unwrap();
+    let (c, mut lb, mut s) = namespaces("md", "up0", "in0");
     veth(&c, "ret", &s, "ret").unwrap();
     for cmd in [
         "ip addr add 192.0.2.2/28 dev eth0",
@@ -202,10 +212,6 @@ fn dr_tunnel_and_nat_deliver_real_tcp_connections() {
     ] {
         s.sh(cmd).unwrap();
     }
-    // The kernel sees the af_packet interfaces itself and owns the node's addresses there.
-    lb.sh("ip addr add 192.0.2.11/28 dev up0 && ip addr add 198.51.100.1/24 dev in0")
-        .unwrap();
-
     let dir = tempfile::tempdir().unwrap();
     let decap_log = dir.path().join("decap.log");
     s.spawn(&["python3", "-c", SERVER, "8080", "90"], None).unwrap();
@@ -323,18 +329,11 @@ for _ in range(5):
 #[test]
 fn snat_gateway_lets_a_lan_client_reach_a_wan_server_by_tcp_udp_and_ping() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let p = unique_prefix("sn");
-    let lan = Netns::new(&format!("{p}l")).unwrap();
-    let mut lb = Netns::new(&format!("{p}lb")).unwrap();
-    let mut wan = Netns::new(&format!("{p}w")).unwrap();
-    veth(&lan, "eth0", &lb, "in0").unwrap();
-    veth(&lb, "up0", &wan, "eth0").unwrap();
+    let (lan, mut lb, mut wan) = namespaces("sn", "in0", "up0");
     lan.sh("ip addr add 198.51.100.50/24 dev eth0 && ip route add default via 198.51.100.1")
         .unwrap();
     // The WAN server has no route back to the LAN: only translated traffic can be answered.
     wan.sh("ip addr add 192.0.2.2/28 dev eth0").unwrap();
-    lb.sh("ip addr add 192.0.2.11/28 dev up0 && ip addr add 198.51.100.1/24 dev in0")
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     wan.spawn(&["python3", "-c", WAN_SERVER, "192.0.2.2", "90"], None)
         .unwrap();
@@ -490,17 +489,10 @@ while time.time() < end:
 #[test]
 fn proxy_v2_tells_a_real_server_the_client_address_and_toa_reaches_it() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let p = unique_prefix("pp");
-    let c = Netns::new(&format!("{p}c")).unwrap();
-    let mut lb = Netns::new(&format!("{p}lb")).unwrap();
-    let mut s = Netns::new(&format!("{p}s")).unwrap();
-    veth(&c, "eth0", &lb, "up0").unwrap();
-    veth(&lb, "in0", &s, "eth0").unwrap();
+    let (c, mut lb, mut s) = namespaces("pp", "up0", "in0");
     c.sh("ip addr add 192.0.2.2/28 dev eth0 && ip route add 203.0.113.0/24 via 192.0.2.11")
         .unwrap();
     s.sh("ip addr add 198.51.100.101/24 dev eth0").unwrap();
-    lb.sh("ip addr add 192.0.2.11/28 dev up0 && ip addr add 198.51.100.1/24 dev in0")
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     s.spawn(&["python3", "-c", PROXY_SERVER, "8080", "90"], None)
         .unwrap();
