@@ -1,6 +1,7 @@
 //! The embedded BGP speaker against a real FRR (Debian's 8.4) in network namespaces: sessions over IPv4 and
 //! IPv6, hundreds of prefixes per family with their attributes, withdrawal, received routes, and FRR
-//! installing a VIP announced by two speakers with two next hops. Needs root and frr (CI has both).
+//! installing a VIP announced by two speakers with two next hops, and the hold timer expiring when FRR stops
+//! talking (its bgpd frozen). Needs root and frr (CI has both).
 
 #![allow(clippy::unwrap_used)]
 
@@ -215,4 +216,95 @@ fn frr_installs_a_vip_announced_by_two_speakers_with_two_next_hops() {
         .sh("ip route show 203.0.113.10")
         .is_ok_and(|s| !s.contains("192.0.2.11") && s.contains("192.0.2.27"))));
     assert!(b.stop(pb, Duration::from_secs(10)));
+}
+
+#[test]
+fn hold_timer_expires_when_the_peer_stops_talking_and_the_session_comes_back() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = unique_prefix("bh");
+    let r = Netns::new(&format!("{p}r")).unwrap();
+    let mut lb = Netns::new(&format!("{p}l")).unwrap();
+    veth(&r, "eth0", &lb, "eth0").unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
+    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    let frr = Frr::start(
+        &r,
+        "frr defaults traditional\n\
+         router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n\
+         neighbor 192.0.2.11 remote-as 65010\n neighbor 192.0.2.11 timers 1 3\n neighbor 192.0.2.11 timers connect 1\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("speak.log");
+    let pid = speak(
+        &mut lb,
+        &log,
+        &[
+            "--asn",
+            "65010",
+            "--router-id",
+            "192.0.2.11",
+            "--neighbor",
+            "192.0.2.1,asn=65000,hold=3",
+            "--announce",
+            "203.0.113.10/32",
+            "--duration",
+            "60",
+        ],
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let last = || {
+        text()
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["neighbors"][0].clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        frr.wait(Duration::from_secs(30), |f| f.established("192.0.2.11")),
+        "{}",
+        text()
+    );
+    // FRR's bgpd freezes: its kernel still ACKs our segments, but no KEEPALIVE comes any more.
+    let bgpd = std::fs::read_to_string(format!("/var/run/frr/{}/bgpd.pid", r.name()))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(!bgpd.is_empty());
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &bgpd])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
+    let t0 = std::time::Instant::now();
+    let mut expired = None;
+    while t0.elapsed() < Duration::from_secs(10) {
+        let n = last();
+        if n["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("hold timer expired"))
+        {
+            expired = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal("-CONT");
+    let expired = expired.unwrap_or_else(|| panic!("no hold-timer expiry: {}", last()));
+    // The hold time is 3 s; the speaker reports once a second.
+    assert!(
+        expired >= Duration::from_secs(2) && expired < Duration::from_secs(6),
+        "expired after {expired:?}"
+    );
+    // Once FRR runs again the session is re-established.
+    assert!(
+        frr.wait(Duration::from_secs(30), |f| f.established("192.0.2.11")),
+        "{}",
+        frr.vtysh("show bgp summary").unwrap_or_default()
+    );
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
 }
