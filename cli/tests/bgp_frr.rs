@@ -308,3 +308,131 @@ fn hold_timer_expires_when_the_peer_stops_talking_and_the_session_comes_back() {
     );
     assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
 }
+
+/// BIRD 2 in namespace `ns`, with its own config, control socket and pid file in `dir`.
+fn bird(ns: &mut Netns, dir: &std::path::Path, config: &str) -> (u32, std::path::PathBuf) {
+    let conf = dir.join("bird.conf");
+    std::fs::write(&conf, config).unwrap();
+    let sock = dir.join("bird.ctl");
+    let pid = ns
+        .spawn(
+            &[
+                "bird",
+                "-f",
+                "-c",
+                conf.to_str().unwrap(),
+                "-s",
+                sock.to_str().unwrap(),
+                "-P",
+                dir.join("bird.pid").to_str().unwrap(),
+            ],
+            Some(&dir.join("bird.log")),
+        )
+        .unwrap();
+    (pid, sock)
+}
+
+fn birdc(sock: &std::path::Path, cmd: &str) -> String {
+    let out = std::process::Command::new("birdc")
+        .args(["-s", sock.to_str().unwrap()])
+        .args(cmd.split(' '))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn bird_learns_the_prefixes_with_their_attributes_over_ipv4_and_ipv6() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = unique_prefix("bb");
+    let mut r = Netns::new(&format!("{p}r")).unwrap();
+    let mut lb = Netns::new(&format!("{p}l")).unwrap();
+    veth(&r, "eth0", &lb, "eth0").unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
+    r.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    lb.ip(&["addr", "add", "2001:db8:1::11/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bird_pid, sock) = bird(
+        &mut r,
+        dir.path(),
+        "router id 192.0.2.1;\n\
+         protocol device {}\n\
+         protocol static st4 { ipv4; route 192.0.2.128/26 blackhole; }\n\
+         protocol bgp lb4 { local 192.0.2.1 as 65000; neighbor 192.0.2.11 as 65010; hold time 9;\n\
+           ipv4 { import all; export where proto = \"st4\"; }; }\n\
+         protocol bgp lb6 { local 2001:db8:1::1 as 65000; neighbor 2001:db8:1::11 as 65010; hold time 9;\n\
+           ipv6 { import all; export none; }; }\n",
+    );
+    let log = dir.path().join("speak.log");
+    let pid = speak(
+        &mut lb,
+        &log,
+        &[
+            "--asn",
+            "65010",
+            "--router-id",
+            "192.0.2.11",
+            "--neighbor",
+            "192.0.2.1,asn=65000,hold=9",
+            "--neighbor",
+            "2001:db8:1::1,asn=65000,hold=9",
+            "--announce",
+            "198.51.100.0/32",
+            "--announce",
+            "2001:db8:ffff::/128",
+            "--count",
+            "256",
+            "--community",
+            "65010:80",
+            "--large-community",
+            "65010:1:2",
+            "--med",
+            "7",
+            "--duration",
+            "60",
+        ],
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let count = |proto: &str| -> usize {
+        birdc(&sock, &format!("show route protocol {proto} count"))
+            .lines()
+            .find_map(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) && !(count("lb4") == 256 && count("lb6") == 256) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        (count("lb4"), count("lb6")),
+        (256, 256),
+        "{}\n{}",
+        birdc(&sock, "show protocols"),
+        text()
+    );
+    let all = birdc(&sock, "show route 198.51.100.77/32 all");
+    assert!(all.contains("BGP.as_path: 65010"), "{all}");
+    assert!(all.contains("BGP.med: 7"), "{all}");
+    assert!(all.contains("BGP.community: (65010,80)"), "{all}");
+    assert!(all.contains("BGP.large_community: (65010, 1, 2)"), "{all}");
+    assert!(all.contains("BGP.next_hop: 192.0.2.11"), "{all}");
+    let all6 = birdc(&sock, "show route 2001:db8:ffff::ff/128 all");
+    assert!(all6.contains("BGP.next_hop: 2001:db8:1::11"), "{all6}");
+    // BIRD's static route reached the speaker.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) && !text().contains("\"prefix\":\"192.0.2.128/26\"") {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(text().contains("\"prefix\":\"192.0.2.128/26\""), "{}", text());
+    // Stopping the speaker withdraws everything at BIRD.
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) && count("lb4") != 0 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(count("lb4"), 0);
+    r.stop(bird_pid, Duration::from_secs(5));
+}
