@@ -1,7 +1,8 @@
 //! The embedded BGP speaker against a real FRR (Debian's 8.4) in network namespaces: sessions over IPv4 and
 //! IPv6, hundreds of prefixes per family with their attributes, withdrawal, received routes, and FRR
 //! installing a VIP announced by two speakers with two next hops, and the hold timer expiring when FRR stops
-//! talking (its bgpd frozen). Needs root and frr (CI has both).
+//! talking (its bgpd frozen); and BIRD 2.0.12 and GoBGP 3.10 learning the prefixes over IPv4 and IPv6. Needs
+//! root, frr, bird2 and gobgpd (CI installs them).
 
 #![allow(clippy::unwrap_used)]
 
@@ -435,4 +436,118 @@ fn bird_learns_the_prefixes_with_their_attributes_over_ipv4_and_ipv6() {
     }
     assert_eq!(count("lb4"), 0);
     r.stop(bird_pid, Duration::from_secs(5));
+}
+
+#[test]
+fn gobgp_learns_the_prefixes_over_ipv4_and_ipv6() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = unique_prefix("bg");
+    let mut r = Netns::new(&format!("{p}r")).unwrap();
+    let mut lb = Netns::new(&format!("{p}l")).unwrap();
+    veth(&r, "eth0", &lb, "eth0").unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
+    r.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    r.ip(&["link", "set", "lo", "up"]).unwrap();
+    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    lb.ip(&["addr", "add", "2001:db8:1::11/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("gobgpd.toml");
+    std::fs::write(
+        &conf,
+        r#"[global.config]
+  as = 65000
+  router-id = "192.0.2.1"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.11"
+    peer-as = 65010
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "2001:db8:1::11"
+    peer-as = 65010
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
+"#,
+    )
+    .unwrap();
+    let gobgpd = r
+        .spawn(
+            &[
+                "gobgpd",
+                "-f",
+                conf.to_str().unwrap(),
+                "--api-hosts",
+                "127.0.0.1:50051",
+            ],
+            Some(&dir.path().join("gobgpd.log")),
+        )
+        .unwrap();
+    let log = dir.path().join("speak.log");
+    let pid = speak(
+        &mut lb,
+        &log,
+        &[
+            "--asn",
+            "65010",
+            "--router-id",
+            "192.0.2.11",
+            "--neighbor",
+            "192.0.2.1,asn=65000,hold=9",
+            "--neighbor",
+            "2001:db8:1::1,asn=65000,hold=9",
+            "--announce",
+            "198.51.100.0/32",
+            "--announce",
+            "2001:db8:ffff::/128",
+            "--count",
+            "256",
+            "--community",
+            "65010:80",
+            "--duration",
+            "60",
+        ],
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let gobgp = |args: &[&str]| -> String {
+        r.exec(&[&["gobgp"], args].concat())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let count = |family: &str| -> usize {
+        // "Table ipv4-unicast\nDestination: 256, Path: 256"
+        gobgp(&["global", "rib", "summary", "-a", family])
+            .split("Destination: ")
+            .nth(1)
+            .and_then(|x| x.split(',').next())
+            .and_then(|x| x.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) && !(count("ipv4") == 256 && count("ipv6") == 256) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        (count("ipv4"), count("ipv6")),
+        (256, 256),
+        "{}\n{}\n{}",
+        gobgp(&["neighbor"]),
+        std::fs::read_to_string(dir.path().join("gobgpd.log")).unwrap_or_default(),
+        text()
+    );
+    let one = gobgp(&["global", "rib", "-a", "ipv4", "198.51.100.77/32"]);
+    assert!(one.contains("192.0.2.11") && one.contains("65010"), "{one}");
+    assert!(one.contains("65010:80"), "{one}");
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) && count("ipv4") != 0 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(count("ipv4"), 0);
+    r.stop(gobgpd, Duration::from_secs(5));
 }
