@@ -83,9 +83,7 @@ fn main() {
     let done = done.unwrap_or_else(|| panic!("FRR never held {n} prefixes"));
     // When the speaker's session became Established, from its status lines (one a second).
     let established = |text: &str| {
-        text.lines()
-        .filter(|l| l.starts_with('{'))
-        .find_map(|l| {
+        text.lines().filter(|l| l.starts_with('{')).find_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
             let nb = &v["neighbors"][0];
             if nb["state"] != "Established" {
