@@ -1,11 +1,16 @@
-//! One health check of one backend: TCP connect, HTTP GET (status codes, body substring, Host header), UDP
+//! One health check of one backend: TCP connect, HTTP or HTTPS GET (status codes, body substring, Host header;
+//! HTTPS with rustls, the certificate verified against the Mozilla roots or, by default, not at all), UDP
 //! request/response (an ICMP port unreachable is a failure), ICMP/ICMPv6 echo, or a command's exit code (killed
 //! with its process group at the timeout). Each returns `Ok` or why it failed; the timeout is applied here.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 /// What to check.
@@ -23,6 +28,8 @@ pub enum Probe {
         status: Vec<u16>,
         /// Substring the body must contain.
         body: Option<String>,
+        /// HTTPS: `Some(verify)`, whether the server certificate must chain to a trusted root.
+        tls: Option<bool>,
     },
     /// UDP request/response.
     Udp {
@@ -74,6 +81,100 @@ async fn connect(c: &Check) -> Result<TcpStream, String> {
     s.connect(c.target).await.map_err(|e| format!("connect: {e}"))
 }
 
+/// Sends an HTTP request on `s` and reads the answer until the peer closes or 64 KB (only the status line when
+/// `whole` is false). A TLS peer that closes without close_notify ends the answer like a TCP close.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    req: &str,
+    whole: bool,
+) -> Result<Vec<u8>, String> {
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let mut resp = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match s.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !resp.is_empty() => 0,
+            Err(e) => return Err(format!("receive: {e}")),
+        };
+        if n == 0 {
+            break;
+        }
+        resp.extend_from_slice(&buf[..n]);
+        if resp.len() > 65536 || (!whole && resp.windows(2).any(|w| w == b"\r\n")) {
+            break;
+        }
+    }
+    Ok(resp)
+}
+
+/// The TLS client configuration: certificates verified against the Mozilla roots, or accepted as they come
+/// (the handshake signature is still checked), built once each.
+fn tls_config(verify: bool) -> Result<Arc<ClientConfig>, String> {
+    static VERIFYING: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+    static TRUSTING: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+    let cell = if verify { &VERIFYING } else { &TRUSTING };
+    cell.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?;
+        let cfg = if verify {
+            let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            builder.with_root_certificates(roots).with_no_client_auth()
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth()
+        };
+        Ok(Arc::new(cfg))
+    })
+    .clone()
+}
+
+/// Accepts any server certificate (health checks of backends with self-signed certificates, as keepalived's
+/// SSL_GET does by default) but verifies the handshake signatures with it.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 async fn run_inner(c: &Check) -> Result<(), String> {
     match &c.probe {
         Probe::None => Ok(()),
@@ -83,32 +184,33 @@ async fn run_inner(c: &Check) -> Result<(), String> {
             host,
             status,
             body,
+            tls,
         } => {
-            let mut s = connect(c).await?;
-            let host = host.clone().unwrap_or_else(|| match c.target.ip() {
+            let s = connect(c).await?;
+            let host_header = host.clone().unwrap_or_else(|| match c.target.ip() {
                 IpAddr::V6(a) => format!("[{a}]:{}", c.target.port()),
                 a => format!("{a}:{}", c.target.port()),
             });
-            let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: anylb-healthcheck\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes())
-                .await
-                .map_err(|e| format!("send: {e}"))?;
-            let mut resp = Vec::new();
-            let mut buf = [0u8; 4096];
-            // Read until the peer closes or 64 KB, enough for a status and a small body.
-            loop {
-                let n = s.read(&mut buf).await.map_err(|e| format!("receive: {e}"))?;
-                if n == 0 {
-                    break;
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: anylb-healthcheck\r\nConnection: close\r\n\r\n"
+            );
+            let resp = match tls {
+                None => exchange(s, &req, body.is_some()).await?,
+                Some(verify) => {
+                    // SNI: the configured host name, else the address.
+                    let name = match host.as_deref().map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n)) {
+                        Some(h) => {
+                            ServerName::try_from(h.to_owned()).map_err(|e| format!("tls name {h:?}: {e}"))?
+                        }
+                        None => ServerName::IpAddress(c.target.ip().into()),
+                    };
+                    let s = tokio_rustls::TlsConnector::from(tls_config(*verify)?)
+                        .connect(name, s)
+                        .await
+                        .map_err(|e| format!("tls: {e}"))?;
+                    exchange(s, &req, body.is_some()).await?
                 }
-                resp.extend_from_slice(&buf[..n]);
-                if resp.len() > 65536 {
-                    break;
-                }
-                if body.is_none() && resp.windows(2).any(|w| w == b"\r\n") {
-                    break;
-                }
-            }
+            };
             let text = String::from_utf8_lossy(&resp);
             let line = text.lines().next().ok_or("empty response")?;
             let code: u16 = line

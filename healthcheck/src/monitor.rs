@@ -179,6 +179,7 @@ impl Monitor {
                                 h.status.clone()
                             },
                             body: h.body.clone(),
+                            tls: (h.kind == HealthKind::Https).then(|| h.tls_verify.unwrap_or(false)),
                         },
                         HealthKind::Udp => Probe::Udp {
                             payload: h.payload.clone().unwrap_or_default().into_bytes(),

@@ -133,6 +133,7 @@ async fn a_server_that_never_answers_is_down_after_the_timeout() {
             host: None,
             status: vec![200],
             body: None,
+            tls: None,
         },
         target: format!("127.0.0.1:{port}").parse().unwrap(),
         source: None,
@@ -154,6 +155,7 @@ async fn a_wrong_status_or_body_is_a_failure() {
             host: Some("web.example".into()),
             status: vec![200, 204],
             body: None,
+            tls: None,
         },
         target,
         source: None,
@@ -168,6 +170,7 @@ async fn a_wrong_status_or_body_is_a_failure() {
             host: None,
             status: vec![200],
             body: Some("sick".into()),
+            tls: None,
         },
         target,
         source: None,
@@ -180,6 +183,7 @@ async fn a_wrong_status_or_body_is_a_failure() {
             host: None,
             status: vec![200],
             body: Some("healthy".into()),
+            tls: None,
         },
         ..c
     };
@@ -318,4 +322,79 @@ async fn icmp_echo_to_loopback_succeeds() {
         };
         assert_eq!(checker::run(&c).await, Ok(()), "{a}");
     }
+}
+
+/// An HTTPS server on 127.0.0.1 with a self-signed certificate for "backend.test": answers every request with
+/// `status` and "ok".
+async fn https_server(status: u16) -> u16 {
+    let cert = rcgen::generate_simple_self_signed(vec!["backend.test".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let reply =
+                    format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn https_checks_speak_tls_and_verify_certificates_when_asked() {
+    let port = https_server(200).await;
+    let https = |verify: bool, status: Vec<u16>| Check {
+        probe: Probe::Http {
+            path: "/healthz".into(),
+            host: Some("backend.test".into()),
+            status,
+            body: Some("ok".into()),
+            tls: Some(verify),
+        },
+        target: format!("127.0.0.1:{port}").parse().unwrap(),
+        source: None,
+        timeout: Duration::from_secs(2),
+    };
+    // Self-signed and not verified (the default, as keepalived's SSL_GET): up.
+    assert_eq!(checker::run(&https(false, vec![200])).await, Ok(()));
+    // Verified against the public roots: a self-signed certificate is refused.
+    let e = checker::run(&https(true, vec![200])).await.unwrap_err();
+    assert!(
+        e.contains("tls") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+    // A status outside the accepted set is down over TLS too.
+    assert_eq!(
+        checker::run(&https(false, vec![204])).await,
+        Err("status 200".into())
+    );
+    // Plain HTTP to a TLS port is no success.
+    let plain = Check {
+        probe: Probe::Http {
+            path: "/".into(),
+            host: None,
+            status: vec![200],
+            body: None,
+            tls: None,
+        },
+        ..https(false, vec![200])
+    };
+    assert!(checker::run(&plain).await.is_err());
 }
