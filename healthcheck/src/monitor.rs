@@ -123,6 +123,12 @@ fn fraction(key: &Key, n: u64) -> f64 {
     {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
+    // FNV leaves keys that differ only in their last bytes (consecutive ports) close together in the high
+    // bits; a full avalanche (MurmurHash3's finaliser) spreads them over [0, 1).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^= h >> 33;
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
@@ -421,4 +427,27 @@ fn effective(b: &Backend) -> u32 {
     }
     let since = b.up_since.map_or(Duration::MAX, |u| u.elapsed());
     slow_start_weight(b.weight, since, b.slow_start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_checks_of_consecutive_ports_spread_over_the_interval() {
+        // 1,000 backends on one address with consecutive ports: their start fractions must fill [0, 1) evenly
+        // (no 10 ms slot of a 1 s interval with more than a few times its share).
+        let mut slots = [0u32; 100];
+        for port in 20_000u16..21_000 {
+            let key = Key {
+                service: "many".into(),
+                address: "127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
+                port,
+            };
+            slots[(fraction(&key, 0) * 100.0) as usize] += 1;
+        }
+        let max = slots.iter().copied().max().unwrap_or(0);
+        assert!(max <= 30, "busiest slot {max} of 1,000 (mean 10): {slots:?}");
+        assert!(slots.iter().filter(|&&c| c == 0).count() < 5, "{slots:?}");
+    }
 }
