@@ -250,6 +250,15 @@ async fn backends(State(n): State<Shared>, Query(q): Query<ServiceQ>) -> Respons
     Json(m.backends(q.service.as_deref())).into_response()
 }
 
+async fn neighbors(State(n): State<Shared>) -> Response {
+    let rt = n.runtime.clone();
+    // The workers answer between bursts; do not hold an executor thread meanwhile.
+    match tokio::task::spawn_blocking(move || rt.neighbors()).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 async fn conns(State(n): State<Shared>, Query(q): Query<ServiceQ>) -> Response {
     let limit = q.limit.unwrap_or(100).min(100_000);
     let rt = n.runtime.clone();
@@ -387,6 +396,7 @@ pub fn router(n: Shared) -> Router {
         .route("/v1/services", get(services))
         .route("/v1/backends", get(backends))
         .route("/v1/conns", get(conns))
+        .route("/v1/neighbors", get(neighbors))
         .route("/v1/stats", get(stats))
         .route("/v1/backends/drain", post(drain_backend))
         .route("/v1/node/drain", post(drain_node))

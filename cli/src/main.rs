@@ -44,6 +44,8 @@ enum Command {
     Bgp(show_cmd::BgpCmd),
     /// The dataplane's route table.
     Route,
+    /// The dataplane's neighbour table (ARP / NDP), merged over the workers.
+    Neigh,
     /// Services with health and announcement.
     Services,
     /// Backends with health, drain and weights.
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
         }),
         Command::Bgp(cmd) => show_cmd::run(cli.socket, |s| show_cmd::bgp(s, cli.json, cmd)),
         Command::Route => show_cmd::run(cli.socket, |s| show_cmd::route(s, cli.json)),
+        Command::Neigh => show_cmd::run(cli.socket, |s| show_cmd::neigh(s, cli.json)),
         Command::Services => show_cmd::run(cli.socket, |s| show_cmd::services(s, cli.json)),
         Command::Backends { service } => {
             show_cmd::run(cli.socket, |s| show_cmd::backends(s, cli.json, service, false))

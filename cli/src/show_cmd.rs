@@ -314,6 +314,29 @@ pub fn route(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
     }))
 }
 
+/// `anylb neigh`.
+pub fn neigh(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
+    let v = get(sock, "/v1/neighbors")?;
+    Ok(out(json, &v, |v| {
+        let rows: Vec<Vec<String>> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                vec![
+                    s(&n["port"]),
+                    s(&n["address"]),
+                    n["mac"].as_str().unwrap_or("-").to_owned(),
+                    s(&n["state"]),
+                    s(&n["workers"]),
+                    s(&n["held"]),
+                ]
+            })
+            .collect();
+        table(&["Port", "Address", "MAC", "State", "Workers", "Held"], &rows);
+    }))
+}
+
 /// `anylb services`.
 pub fn services(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
     let v = get(sock, "/v1/services")?;

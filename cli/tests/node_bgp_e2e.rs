@@ -225,6 +225,31 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         "{}",
         cli(&["route"])
     );
+    // The neighbour table: the backend and the router resolved, with their MACs.
+    let neigh = cli(&["neigh"]);
+    let row = |addr: &str| {
+        neigh
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(addr))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let backend = row("198.51.100.101");
+    assert_eq!(backend.first().map(String::as_str), Some("in0"), "{neigh}");
+    assert_eq!(backend.get(3).map(String::as_str), Some("reachable"), "{neigh}");
+    assert_eq!(backend.get(2).map(|m| m.len()), Some(17), "a MAC: {neigh}");
+    assert_eq!(
+        row("192.0.2.1").get(3).map(String::as_str),
+        Some("reachable"),
+        "{neigh}"
+    );
+    let neigh_json: serde_json::Value = serde_json::from_str(&cli(&["-j", "neigh"])).unwrap();
+    assert!(
+        neigh_json.as_array().is_some_and(|a| a
+            .iter()
+            .any(|n| n["address"] == "198.51.100.101" && n["mac"].is_string())),
+        "{neigh_json}"
+    );
     let stats: serde_json::Value = serde_json::from_str(&cli(&["--json", "stats"])).unwrap();
     assert!(
         stats["total"]["new_connections"].as_u64().unwrap() >= 10,

@@ -235,6 +235,8 @@ struct Shared {
     published: Vec<Published>,
     /// rings[from][to]: frames worker `from` hands to worker `to`.
     rings: Vec<Vec<Option<Ring>>>,
+    /// Topology port names, by port number.
+    port_names: Vec<String>,
     /// Frames injected by the control thread, per worker.
     inject: Vec<Ring>,
     started: Instant,
@@ -242,8 +244,37 @@ struct Shared {
     /// Neighbours learnt by one worker, sent to every other one.
     neighbors: Vec<mpsc::Sender<(u16, Addr, Mac)>>,
     /// Connection samples asked of each worker (the most wanted; 0 = none) and their answers.
-    conn_req: Vec<AtomicU64>,
-    conn_resp: Vec<Mutex<Option<Vec<ConnInfo>>>>,
+    /// Per worker: a question from the control thread (0: none; `ASK_NEIGHBORS`; else a connection limit) and
+    /// the worker's answer.
+    ask_req: Vec<AtomicU64>,
+    ask_resp: Vec<Mutex<Option<Answer>>>,
+}
+
+/// The question for every worker's neighbour table (other questions are connection limits).
+const ASK_NEIGHBORS: u64 = 1 << 63;
+
+/// A worker's answer to the control thread.
+#[derive(Debug)]
+enum Answer {
+    Conns(Vec<ConnInfo>),
+    Neighbors(Vec<NeighInfo>),
+}
+
+/// A neighbour as the CLI shows it, merged over the workers' tables.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NeighInfo {
+    /// Topology port name.
+    pub port: String,
+    /// Address.
+    pub address: IpAddr,
+    /// MAC, once resolved.
+    pub mac: Option<String>,
+    /// "static", "reachable" or "incomplete".
+    pub state: &'static str,
+    /// Workers whose table holds it.
+    pub workers: usize,
+    /// Frames waiting for its resolution, over all workers.
+    pub held: usize,
 }
 
 /// A connection as the CLI shows it.
@@ -278,6 +309,7 @@ pub struct Runtime {
     lcores: Vec<u32>,
     steering: Steering,
     inject_lock: Mutex<()>,
+    ask_lock: Mutex<()>,
     stopped: bool,
     eal: Eal,
 }
@@ -539,8 +571,9 @@ impl Runtime {
             started: Instant::now(),
             tx_failed: AtomicU64::new(0),
             neighbors: senders,
-            conn_req: (0..nworkers).map(|_| AtomicU64::new(0)).collect(),
-            conn_resp: (0..nworkers).map(|_| Mutex::new(None)).collect(),
+            port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+            ask_req: (0..nworkers).map(|_| AtomicU64::new(0)).collect(),
+            ask_resp: (0..nworkers).map(|_| Mutex::new(None)).collect(),
         });
         let ports = Arc::new(ports);
         let mut lcores = Vec::new();
@@ -562,6 +595,7 @@ impl Runtime {
             lcores,
             steering,
             inject_lock: Mutex::new(()),
+            ask_lock: Mutex::new(()),
             stopped: false,
             eal,
         })
@@ -660,29 +694,70 @@ impl Runtime {
             .collect()
     }
 
-    /// Up to `limit` connections of every worker (each worker answers between bursts; waits at most 500 ms).
-    pub fn connections(&self, limit: usize) -> Vec<ConnInfo> {
-        let n = self.shared.conn_req.len();
-        for r in &self.shared.conn_req {
-            r.store(limit.max(1) as u64, Ordering::Release);
+    /// Asks every worker `req` (each answers between bursts); waits at most 500 ms. One question at a time.
+    fn ask(&self, req: u64) -> Vec<Answer> {
+        let _one = self.ask_lock.lock();
+        let n = self.shared.ask_req.len();
+        for r in &self.shared.ask_req {
+            r.store(req, Ordering::Release);
         }
         let mut out = Vec::new();
         let mut got = vec![false; n];
         let end = Instant::now() + Duration::from_millis(500);
         while got.iter().any(|g| !g) && Instant::now() < end {
-            for (i, slot) in self.shared.conn_resp.iter().enumerate() {
+            for (i, slot) in self.shared.ask_resp.iter().enumerate() {
                 if got[i] {
                     continue;
                 }
-                if let Some(v) = slot.lock().ok().and_then(|mut s| s.take()) {
-                    out.extend(v);
+                if let Some(a) = slot.lock().ok().and_then(|mut s| s.take()) {
+                    out.push(a);
                     got[i] = true;
                 }
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        out
+    }
+
+    /// Up to `limit` connections of every worker.
+    pub fn connections(&self, limit: usize) -> Vec<ConnInfo> {
+        let req = (limit.max(1) as u64).min(ASK_NEIGHBORS - 1);
+        let mut out: Vec<ConnInfo> = self
+            .ask(req)
+            .into_iter()
+            .flat_map(|a| match a {
+                Answer::Conns(v) => v,
+                Answer::Neighbors(_) => Vec::new(),
+            })
+            .collect();
         out.truncate(limit);
         out
+    }
+
+    /// The neighbour tables of all workers, merged by port and address (resolved if any worker resolved it).
+    pub fn neighbors(&self) -> Vec<NeighInfo> {
+        let mut merged: Vec<NeighInfo> = Vec::new();
+        for a in self.ask(ASK_NEIGHBORS) {
+            let Answer::Neighbors(v) = a else { continue };
+            for n in v {
+                match merged
+                    .iter_mut()
+                    .find(|m| m.port == n.port && m.address == n.address)
+                {
+                    Some(m) => {
+                        m.workers += 1;
+                        m.held += n.held;
+                        if m.mac.is_none() {
+                            m.mac = n.mac;
+                            m.state = n.state;
+                        }
+                    }
+                    None => merged.push(n),
+                }
+            }
+        }
+        merged.sort_by(|a, b| (&a.port, a.address).cmp(&(&b.port, b.address)));
+        merged
     }
 
     /// Hands frames to worker `worker` as if received on topology port `port` (control-plane injection and
@@ -873,11 +948,15 @@ fn worker_loop(
             }
             frames.clear();
         }
-        let want = shared.conn_req[usize::from(wid)].swap(0, Ordering::AcqRel);
+        let want = shared.ask_req[usize::from(wid)].swap(0, Ordering::AcqRel);
         if want > 0 {
-            let sample = sample_conns(&w, wid, want as usize, now_ms);
-            if let Ok(mut slot) = shared.conn_resp[usize::from(wid)].lock() {
-                *slot = Some(sample);
+            let answer = if want == ASK_NEIGHBORS {
+                Answer::Neighbors(sample_neighbors(&w, &shared.port_names))
+            } else {
+                Answer::Conns(sample_conns(&w, wid, want as usize, now_ms))
+            };
+            if let Ok(mut slot) = shared.ask_resp[usize::from(wid)].lock() {
+                *slot = Some(answer);
             }
         }
         if now_ms != last_publish {
@@ -900,6 +979,30 @@ fn worker_loop(
     }
     shared.published[usize::from(wid)].store(&w.stats, shared.started.elapsed().as_millis() as u64);
     0
+}
+
+/// A worker's neighbour table, for the CLI.
+fn sample_neighbors(w: &Worker<Mbuf>, port_names: &[String]) -> Vec<NeighInfo> {
+    w.neighbors()
+        .entries()
+        .map(|e| NeighInfo {
+            port: port_names
+                .get(usize::from(e.port))
+                .cloned()
+                .unwrap_or_else(|| e.port.to_string()),
+            address: to_ip(&e.addr),
+            mac: e
+                .mac
+                .map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")),
+            state: match (e.is_static, e.mac) {
+                (true, _) => "static",
+                (false, Some(_)) => "reachable",
+                (false, None) => "incomplete",
+            },
+            workers: 1,
+            held: e.held(),
+        })
+        .collect()
 }
 
 /// Up to `limit` connections of a worker, for the CLI.

@@ -31,6 +31,13 @@ pub struct Entry<F> {
     last_solicit_ms: Option<u64>,
 }
 
+impl<F> Entry<F> {
+    /// Frames waiting for its resolution.
+    pub fn held(&self) -> usize {
+        self.hold.len()
+    }
+}
+
 /// The table.
 #[derive(Debug)]
 pub struct Neighbors<F> {
