@@ -2199,10 +2199,11 @@ fn quick_tuple(d: &[u8]) -> Option<Tuple> {
     let ip = d.get(l3..)?;
     let (p, src, dst, l4) = match et {
         ethertype::IPV4 => {
-            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
-            let src = v4(std::net::Ipv4Addr::new(*ip.get(12)?, ip[13], ip[14], ip[15]));
-            let dst = v4(std::net::Ipv4Addr::new(*ip.get(16)?, ip[17], ip[18], ip[19]));
-            (ip[9], src, dst, ihl)
+            let h = ip.get(..ipv4::HEADER_LEN)?;
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            let src = v4(std::net::Ipv4Addr::new(h[12], h[13], h[14], h[15]));
+            let dst = v4(std::net::Ipv4Addr::new(h[16], h[17], h[18], h[19]));
+            (h[9], src, dst, ihl)
         }
         ethertype::IPV6 => {
             let h = ip.get(..ipv6::HEADER_LEN)?;

@@ -555,3 +555,23 @@ fn garbage_frames_are_counted_drops_not_panics() {
         }
     );
 }
+
+#[test]
+fn a_truncated_ipv4_header_is_a_counted_drop() {
+    // Found by the pipeline fuzzer: 15 bytes after the Ethernet header used to panic while warming the burst.
+    let mut lab = Lab::new();
+    for n in 0..20 {
+        let mut f = vec![0u8; 14 + n];
+        f[..6].copy_from_slice(&UP_MAC);
+        f[6..12].copy_from_slice(&ROUTER_MAC);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        if n > 0 {
+            f[14] = 0x45;
+        }
+        let (v, _) = lab.send(0, f);
+        assert!(
+            matches!(v, Verdict::Drop { .. } | Verdict::Kernel),
+            "{n} bytes: {v:?}"
+        );
+    }
+}

@@ -1,6 +1,8 @@
-//! Fuzzes the packet pipeline: the input is split into frames (2-byte length prefixes, the top bit choosing
-//! the port) and fed to one worker of the golden-test topology. Any frame must get a verdict, never a panic,
-//! and the worker's counters must account for every frame.
+//! Fuzzes the packet pipeline: the first byte picks one of the golden-test topologies (Full-NAT, DR/tunnel/NAT,
+//! SNAT gateway, TOA/PROXY v2, GUE, two nodes with second chance), the rest is split into frames (2-byte
+//! length prefixes, the top bit choosing the port) and fed to one worker. Any frame must get a verdict, never a
+//! panic, and the worker's counters must account for every frame. Seeds (`seeds/pipeline`) are the golden
+//! captures, so the fuzzer starts from real conversations.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -10,19 +12,36 @@ use anylb_dataplane::snapshot::{Builder, Overrides, Snapshot};
 use anylb_dataplane::worker::{Output, Worker};
 use libfuzzer_sys::fuzz_target;
 
-fn snapshot() -> Arc<Snapshot> {
-    static SNAP: OnceLock<Arc<Snapshot>> = OnceLock::new();
-    SNAP.get_or_init(|| {
-        let text = include_str!("../../dataplane/tests/golden/lab.toml");
-        let cfg = anylb_conf::load_str(text, "lab.toml").expect("topology").resolve("lb1").expect("node");
-        let macs = [[2, 0, 0, 0, 0x0b, 0], [2, 0, 0, 0, 0x0b, 1]];
-        Arc::new(Builder::default().build(&cfg, &macs, 2, &Overrides::default()).expect("snapshot"))
-    })
-    .clone()
+const TOPOLOGIES: [(&str, &str); 6] = [
+    ("lab.toml", include_str!("../../dataplane/tests/golden/lab.toml")),
+    ("modes.toml", include_str!("../../dataplane/tests/golden/modes.toml")),
+    ("snat.toml", include_str!("../../dataplane/tests/golden/snat.toml")),
+    ("client.toml", include_str!("../../dataplane/tests/golden/client.toml")),
+    ("gue.toml", include_str!("../../dataplane/tests/golden/gue.toml")),
+    ("peers.toml", include_str!("../../dataplane/tests/golden/peers.toml")),
+];
+
+fn snapshot(i: usize) -> Arc<Snapshot> {
+    static SNAPS: OnceLock<Vec<Arc<Snapshot>>> = OnceLock::new();
+    SNAPS
+        .get_or_init(|| {
+            TOPOLOGIES
+                .iter()
+                .map(|(name, text)| {
+                    let cfg = anylb_conf::load_str(text, name).expect("topology").resolve("lb1").expect("node");
+                    let macs = [[2, 0, 0, 0, 0x0b, 0], [2, 0, 0, 0, 0x0b, 1]];
+                    Arc::new(Builder::default().build(&cfg, &macs, 2, &Overrides::default()).expect("snapshot"))
+                })
+                .collect()
+        })[i % TOPOLOGIES.len()]
+        .clone()
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut w: Worker<VecFrame> = Worker::new(0, snapshot());
+    let Some((&which, data)) = data.split_first() else {
+        return;
+    };
+    let mut w: Worker<VecFrame> = Worker::new(0, snapshot(usize::from(which)));
     let mut out = Output::new(true);
     let mut rest = data;
     let mut now = 1_000u64;
