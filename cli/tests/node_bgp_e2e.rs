@@ -250,11 +250,39 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
             .any(|n| n["address"] == "198.51.100.101" && n["mac"].is_string())),
         "{neigh_json}"
     );
+    // FRR sends our own VIP back (AS path 65000 65010): a loop, never used.
+    assert!(
+        !cli(&["route"]).contains("203.0.113.10/32"),
+        "{}",
+        cli(&["route"])
+    );
     let stats: serde_json::Value = serde_json::from_str(&cli(&["--json", "stats"])).unwrap();
     assert!(
         stats["total"]["new_connections"].as_u64().unwrap() >= 10,
         "{stats}"
     );
+    // Golden outputs of the show commands, table and JSON, with what changes from run to run masked: numbers
+    // (counters, timers, ASNs), times, MACs and ephemeral ports. `ANYLB_BLESS=1` rewrites them.
+    for (name, args) in [
+        ("bgp_summary", &["bgp", "summary"][..]),
+        ("bgp_neighbor", &["bgp", "neighbor", "192.0.2.1"][..]),
+        ("bgp_routes_advertised", &["bgp", "routes", "advertised"][..]),
+        ("bgp_routes_received", &["bgp", "routes", "received"][..]),
+        ("route", &["route"][..]),
+        ("services", &["services"][..]),
+        ("backends", &["backends"][..]),
+        ("health", &["health", "echo"][..]),
+        ("node", &["node"][..]),
+    ] {
+        golden(&format!("{name}.txt"), &cli(args));
+        let json = cli(&[&["-j"][..], args].concat());
+        let v: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{name}: {e}: {json}"));
+        golden(
+            &format!("{name}.json"),
+            &serde_json::to_string_pretty(&mask_json(v)).unwrap(),
+        );
+    }
     let health = cli(&["health", "echo"]);
     assert!(
         health.contains("198.51.100.101:8080") && health.contains("-> up"),
@@ -369,5 +397,85 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         lb.stop(pid, Duration::from_secs(10)) || text().contains("final counters"),
         "{}",
         text()
+    );
+}
+
+/// Masks what changes from run to run in a table: integers (also with an s or ms unit) and times become `N` and
+/// `T`, MACs `M`, ephemeral and BGP ports of `address:port` `P`, temporary paths; runs of spaces collapse
+/// (column widths follow the values).
+fn mask_text(t: &str) -> String {
+    t.lines()
+        .map(|l| {
+            l.split_whitespace()
+                .map(|tok| {
+                    let bare = tok.trim_end_matches([',', ')', ';']);
+                    let digits = bare.trim_end_matches(['s', 'm']);
+                    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+                        tok.replacen(digits, "N", 1)
+                    } else if bare.starts_with("/tmp/") {
+                        "<temporary path>".to_owned()
+                    } else if bare.len() == 8
+                        && bare.chars().filter(|&c| c == ':').count() == 2
+                        && bare.replace(':', "").chars().all(|c| c.is_ascii_digit())
+                    {
+                        "T".to_owned()
+                    } else if bare.len() == 17 && bare.chars().filter(|&c| c == ':').count() == 5 {
+                        "M".to_owned()
+                    } else {
+                        mask_port(tok)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+fn mask_port(tok: &str) -> String {
+    let bare = tok.trim_end_matches([',', ')', ';']);
+    match bare.rsplit_once(':') {
+        // Ephemeral ports, and BGP's: which side connected decides which end has 179.
+        Some((a, p)) if a.contains('.') && p.parse::<u16>().is_ok_and(|p| p > 1023 || p == 179) => {
+            tok.replacen(bare, &format!("{a}:P"), 1)
+        }
+        _ => tok.to_owned(),
+    }
+}
+
+/// Masks a JSON answer: every number becomes 0; strings are masked like table tokens.
+fn mask_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(_) => Value::from(0),
+        Value::String(s) => Value::String(mask_text(&s).trim_end().to_owned()),
+        Value::Array(a) => Value::Array(a.into_iter().map(mask_json).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, mask_json(v))).collect()),
+        other => other,
+    }
+}
+
+/// Compares `text` (masked) with `tests/golden/cli/NAME`, or writes it with `ANYLB_BLESS=1`.
+fn golden(name: &str, text: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/cli")
+        .join(name);
+    let masked = if name.ends_with(".json") {
+        text.to_owned() + "\n"
+    } else {
+        mask_text(text)
+    };
+    if std::env::var_os("ANYLB_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &masked).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        masked,
+        want,
+        "{name} differs from {} (unmasked:\n{text})",
+        path.display()
     );
 }

@@ -212,13 +212,19 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
                             shared.recompute_fib();
                         }
                     }
-                    Output::Update(u) => {
+                    Output::Update(mut u) => {
+                        // A path through our own AS is a loop (RFC 4271 §9.1.2): it replaces nothing and is not
+                        // used; an earlier path of the same prefixes from this neighbour is withdrawn.
+                        if u.treat_as_withdraw.is_none() && u.attrs.as_path.contains(shared.cfg.local_asn) {
+                            tracing::debug!(neighbor = %c.address, "AS path loop: the UPDATE's prefixes are not used");
+                            u.treat_as_withdraw = Some("AS path loop".into());
+                        }
                         let applied = n.rib_in.lock().map(|mut r| {
                             let a = r.apply(&u);
                             (a, r.len())
                         });
                         if let Ok((a, len)) = applied {
-                            if let Some(why) = &u.treat_as_withdraw {
+                            if let Some(why) = u.treat_as_withdraw.as_ref().filter(|w| *w != "AS path loop") {
                                 tracing::warn!(neighbor = %c.address, reason = %why, "malformed UPDATE treated as withdraw (RFC 7606)");
                             }
                             if let Ok(mut s) = n.status.lock() {
