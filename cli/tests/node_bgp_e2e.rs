@@ -273,6 +273,7 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         ("backends", &["backends"][..]),
         ("health", &["health", "echo"][..]),
         ("node", &["node"][..]),
+        ("neigh", &["neigh"][..]),
     ] {
         golden(&format!("{name}.txt"), &cli(args));
         let json = cli(&[&["-j"][..], args].concat());
