@@ -50,6 +50,12 @@ pub struct SpeakArgs {
     /// Print the sessions (and, with --json, received routes) every this many seconds.
     #[arg(long, default_value_t = 1)]
     status_every: u64,
+    /// Advertise graceful restart (RFC 4724) with this restart time in seconds.
+    #[arg(long)]
+    graceful_restart: Option<u16>,
+    /// Set the restarting (R) bit: this run follows a restart, the peers keep our routes until we re-announce.
+    #[arg(long, requires = "graceful_restart")]
+    restarting: bool,
 }
 
 fn parse_neighbor(s: &str) -> Result<NeighborConfig, String> {
@@ -147,8 +153,8 @@ pub fn run(a: SpeakArgs, json: bool) -> ExitCode {
         local_asn: a.asn,
         router_id: a.router_id,
         listen: a.listen,
-        graceful_restart: None,
-        restarting: false,
+        graceful_restart: a.graceful_restart,
+        restarting: a.restarting,
         neighbors,
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

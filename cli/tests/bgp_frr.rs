@@ -1,7 +1,9 @@
 //! The embedded BGP speaker against a real FRR (Debian's 8.4) in network namespaces: sessions over IPv4 and
 //! IPv6, hundreds of prefixes per family with their attributes, withdrawal, received routes, and FRR
 //! installing a VIP announced by two speakers with two next hops, and the hold timer expiring when FRR stops
-//! talking (its bgpd frozen); and BIRD 2.0.12 and GoBGP 3.10 learning the prefixes over IPv4 and IPv6. Needs
+//! talking (its bgpd frozen); graceful restart both ways (FRR keeps the speaker's routes while it restarts, the
+//! speaker keeps FRR's while bgpd restarts); and BIRD 2.0.12 and GoBGP 3.10 learning the prefixes over IPv4 and
+//! IPv6. Needs
 //! root, frr, bird2 and gobgpd (CI installs them).
 
 #![allow(clippy::unwrap_used)]
@@ -550,4 +552,170 @@ fn gobgp_learns_the_prefixes_over_ipv4_and_ipv6() {
     }
     assert_eq!(count("ipv4"), 0);
     r.stop(gobgpd, Duration::from_secs(5));
+}
+
+#[test]
+fn frr_keeps_the_routes_while_the_speaker_restarts_gracefully() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = unique_prefix("gr");
+    let r = Netns::new(&format!("{p}r")).unwrap();
+    let mut lb = Netns::new(&format!("{p}l")).unwrap();
+    veth(&r, "eth0", &lb, "eth0").unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
+    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    let frr = Frr::start(
+        &r,
+        "frr defaults traditional\n\
+         router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n bgp graceful-restart\n\
+         neighbor 192.0.2.11 remote-as 65010\n neighbor 192.0.2.11 timers 1 3\n neighbor 192.0.2.11 timers connect 1\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let args = |restarting: bool| {
+        let mut v = vec![
+            "--asn",
+            "65010",
+            "--router-id",
+            "192.0.2.11",
+            "--neighbor",
+            "192.0.2.1,asn=65000,hold=3",
+            "--announce",
+            "203.0.113.10/32",
+            "--graceful-restart",
+            "30",
+            "--duration",
+            "60",
+        ];
+        if restarting {
+            v.push("--restarting");
+        }
+        v
+    };
+    let log = dir.path().join("speak1.log");
+    let pid = speak(&mut lb, &log, &args(false));
+    let has_route = |f: &Frr| f.prefix_count("ipv4") == 1;
+    assert!(
+        frr.wait(Duration::from_secs(30), |f| f.established("192.0.2.11")
+            && has_route(f)),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // The speaker dies without a word (SIGKILL): FRR, its graceful-restart helper, keeps the route as stale.
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(frr.wait(Duration::from_secs(10), |f| !f.established("192.0.2.11")));
+    std::thread::sleep(Duration::from_secs(3));
+    let route = frr.json("show bgp ipv4 unicast 203.0.113.10/32 json").unwrap();
+    assert!(
+        has_route(&frr),
+        "FRR dropped the route during the restart: {route}"
+    );
+    assert_eq!(route["paths"][0]["stale"], true, "{route}");
+    // The speaker comes back (restarting): the session returns and the route is fresh again.
+    let log2 = dir.path().join("speak2.log");
+    let pid2 = speak(&mut lb, &log2, &args(true));
+    assert!(
+        frr.wait(Duration::from_secs(30), |f| f.established("192.0.2.11")
+            && f.json("show bgp ipv4 unicast 203.0.113.10/32 json").is_ok_and(
+                |v| v["paths"][0]["stale"].is_null() && v["paths"][0]["valid"] == true
+            )),
+        "{}\n{}",
+        frr.vtysh("show bgp ipv4 unicast 203.0.113.10/32")
+            .unwrap_or_default(),
+        std::fs::read_to_string(&log2).unwrap_or_default()
+    );
+    assert!(lb.stop(pid2, Duration::from_secs(10)));
+}
+
+#[test]
+fn the_speaker_keeps_frrs_routes_while_frr_restarts_gracefully() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = unique_prefix("gh");
+    let r = Netns::new(&format!("{p}r")).unwrap();
+    let mut lb = Netns::new(&format!("{p}l")).unwrap();
+    veth(&r, "eth0", &lb, "eth0").unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
+    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    let config = "frr defaults traditional\n\
+         router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n no bgp network import-check\n\
+         bgp graceful-restart\n bgp graceful-restart restart-time 30\n\
+         neighbor 192.0.2.11 remote-as 65010\n neighbor 192.0.2.11 timers 1 3\n neighbor 192.0.2.11 timers connect 1\n\
+         address-family ipv4 unicast\n  network 192.0.2.128/26\n exit-address-family\n";
+    let frr = Frr::start(&r, config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("speak.log");
+    let pid = speak(
+        &mut lb,
+        &log,
+        &[
+            "--asn",
+            "65010",
+            "--router-id",
+            "192.0.2.11",
+            "--neighbor",
+            "192.0.2.1,asn=65000,hold=3",
+            "--announce",
+            "203.0.113.10/32",
+            "--graceful-restart",
+            "30",
+            "--duration",
+            "60",
+        ],
+    );
+    let last = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .unwrap_or_default()
+    };
+    let holds = |v: &serde_json::Value| {
+        v["received"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["prefix"] == "192.0.2.128/26"))
+    };
+    let wait = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if f(&last()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{what}: {}", last());
+    };
+    wait("FRR's route received", &|v| {
+        holds(v) && v["neighbors"][0]["state"] == "Established"
+    });
+    // FRR's bgpd dies (SIGKILL); the speaker, its graceful-restart helper, keeps the route meanwhile.
+    let bgpd = std::fs::read_to_string(format!("/var/run/frr/{}/bgpd.pid", r.name()))
+        .unwrap()
+        .trim()
+        .to_owned();
+    std::process::Command::new("kill")
+        .args(["-KILL", &bgpd])
+        .status()
+        .unwrap();
+    wait("session down", &|v| v["neighbors"][0]["state"] != "Established");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(holds(&last()), "route dropped during FRR's restart: {}", last());
+    // bgpd comes back with the same configuration: the session and the route return.
+    r.exec(&["/usr/lib/frr/bgpd", "-N", r.name(), "-d", "-F", "traditional"])
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while frr.vtysh("show version").is_err() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::process::Command::new("vtysh")
+        .args(["-N", r.name(), "-b"])
+        .status()
+        .unwrap();
+    wait("session back", &|v| {
+        holds(v) && v["neighbors"][0]["state"] == "Established"
+    });
+    assert!(lb.stop(pid, Duration::from_secs(10)));
 }

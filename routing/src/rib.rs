@@ -100,6 +100,19 @@ impl AdjRibIn {
         a
     }
 
+    /// Forgets the routes of `prefixes` (stale after a graceful restart); returns how many were there.
+    pub fn remove_all(&mut self, prefixes: &std::collections::HashSet<IpNet>) -> usize {
+        prefixes
+            .iter()
+            .filter(|p| self.routes.remove(p).is_some())
+            .count()
+    }
+
+    /// The prefixes held.
+    pub fn prefixes(&self) -> std::collections::HashSet<IpNet> {
+        self.routes.keys().copied().collect()
+    }
+
     /// Forgets every route (session down without graceful restart).
     pub fn clear(&mut self) -> Vec<IpNet> {
         self.routes.drain().map(|(p, _)| p).collect()

@@ -128,6 +128,10 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
     let mut codec = Codec::default();
     let mut peer_router_id: Option<Ipv4Addr> = None;
     let mut stopped = false;
+    // Graceful-restart helper (RFC 4724): the peer's restart time while established, and after it went down the
+    // prefixes kept as stale with the time they are dropped unless the peer announces them again.
+    let mut peer_restart: Option<std::time::Duration> = None;
+    let mut stale: Option<(std::collections::HashSet<IpNet>, Instant)> = None;
     let mut outputs = fsm.process(Event::ManualStart);
     loop {
         // Carry out what the FSM asked for; sending can fail, which is one more event.
@@ -173,6 +177,15 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
                             four_octet_as: neg.four_octet_as,
                         };
                         peer_router_id = Some(neg.peer_router_id);
+                        peer_restart = neg
+                            .peer_graceful_restart
+                            .as_ref()
+                            .map(|(t, _)| std::time::Duration::from_secs(u64::from(*t)));
+                        if let Some((_, until)) = stale.as_mut() {
+                            // Back in time: what it re-announces is fresh; the rest goes at its End-of-RIB or
+                            // at the deadline.
+                            *until = (*until).max(Instant::now() + std::time::Duration::from_secs(10));
+                        }
                         tracing::info!(neighbor = %c.address, asn = neg.peer_asn, hold = ?neg.hold_time, "BGP session established");
                         let local = conn.as_ref().map(|x| x.local.ip());
                         if let Ok(mut s) = n.status.lock() {
@@ -194,7 +207,10 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
                     }
                     Output::Down(why) => {
                         tracing::info!(neighbor = %c.address, reason = %why, "BGP session down");
-                        let gr = fsm.negotiated().and_then(|x| x.peer_graceful_restart.clone());
+                        // RFC 4724: a restart shows as the connection closing or timing out; a NOTIFICATION either
+                        // way or our own shutdown means the routes go now.
+                        let restart = !why.contains("notification") && !why.starts_with("administrative");
+                        let gr = peer_restart.take().filter(|_| restart);
                         if let Ok(mut s) = n.status.lock() {
                             s.since = Some(SystemTime::now());
                             s.negotiated = None;
@@ -202,7 +218,12 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
                             s.prefixes_sent = 0;
                         }
                         // As a graceful-restart helper, keep the peer's routes while it restarts; otherwise flush.
-                        if gr.is_none() {
+                        if let Some(t) = gr {
+                            let held = n.rib_in.lock().map(|r| r.prefixes()).unwrap_or_default();
+                            tracing::info!(neighbor = %c.address, prefixes = held.len(), restart_time = ?t, "peer restarting: keeping its routes as stale");
+                            stale = Some((held, Instant::now() + t));
+                        } else {
+                            stale = None;
                             if let Ok(mut r) = n.rib_in.lock() {
                                 r.clear();
                             }
@@ -213,6 +234,23 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
                         }
                     }
                     Output::Update(mut u) => {
+                        if let Some((set, _)) = stale.as_mut() {
+                            for p in &u.nlri {
+                                set.remove(&IpNet::V4(*p));
+                            }
+                            for p in u.mp_reach.iter().flat_map(|m| &m.nlri) {
+                                set.remove(p);
+                            }
+                            let eor = u.nlri.is_empty()
+                                && u.withdrawn.is_empty()
+                                && u.mp_reach.is_none()
+                                && u.mp_unreach.as_ref().is_none_or(|m| m.withdrawn.is_empty());
+                            if eor {
+                                if let Some((set, _)) = stale.take() {
+                                    flush_stale(&shared, &n, &set);
+                                }
+                            }
+                        }
                         // A path through our own AS is a loop (RFC 4271 §9.1.2): it replaces nothing and is not
                         // used; an earlier path of the same prefixes from this neighbour is withdrawn.
                         if u.treat_as_withdraw.is_none() && u.attrs.as_path.contains(shared.cfg.local_asn) {
@@ -342,6 +380,13 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
                         Ok(_) => None,
                     }
                 }
+                _ = async { match stale.as_ref() { Some((_, t)) => sleep_until(*t).await, None => std::future::pending().await } } => {
+                    if let Some((set, _)) = stale.take() {
+                        tracing::info!(neighbor = %c.address, prefixes = set.len(), "restart time over: dropping stale routes");
+                        flush_stale(&shared, &n, &set);
+                    }
+                    None
+                }
                 _ = async { match deadline { Some((_, t)) => sleep_until(t).await, None => std::future::pending().await } } => {
                     let (k, _) = deadline.unwrap_or((Timer::Hold, Instant::now()));
                     timers.remove(&k);
@@ -456,6 +501,22 @@ fn export(
         None
     };
     (attrs, mp_nh)
+}
+
+/// Drops the stale routes of a neighbour that restarted (not announced again in time, or missing from its
+/// End-of-RIB).
+fn flush_stale(shared: &Shared, n: &Neighbor, set: &std::collections::HashSet<IpNet>) {
+    let (removed, len) = n
+        .rib_in
+        .lock()
+        .map(|mut r| (r.remove_all(set), r.len()))
+        .unwrap_or((0, 0));
+    if let Ok(mut s) = n.status.lock() {
+        s.prefixes_rcvd = len;
+    }
+    if removed > 0 {
+        shared.recompute_fib();
+    }
 }
 
 /// Sends the current state of `prefixes` from the Adj-RIB-Out: announcements grouped by attributes and
