@@ -3,8 +3,7 @@
 //! installing a VIP announced by two speakers with two next hops, and the hold timer expiring when FRR stops
 //! talking (its bgpd frozen); graceful restart both ways (FRR keeps the speaker's routes while it restarts, the
 //! speaker keeps FRR's while bgpd restarts); and BIRD 2.0.12 and GoBGP 3.10 learning the prefixes over IPv4 and
-//! IPv6. Needs
-//! root, frr, bird2 and gobgpd (CI installs them).
+//! IPv6. Needs root, frr, bird2 and gobgpd (CI installs them).
 
 #![allow(clippy::unwrap_used)]
 
