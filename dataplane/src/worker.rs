@@ -516,117 +516,34 @@ impl<F: Frame> Worker<F> {
     /// A gratuitous ARP or unsolicited NA for `a` on `port`.
     fn announcement<A: FrameAlloc<F = F>>(&mut self, alloc: &mut A, port: u16, a: &Addr) -> Option<F> {
         let mac = self.snap.ports.get(usize::from(port))?.mac;
-        let mut f = alloc.alloc()?;
-        if is_v4(a) {
-            if !f.append(ethernet::HEADER_LEN + arp::LEN) {
-                return None;
-            }
-            let d = f.data_mut();
-            ethernet::Repr {
-                dst: ethernet::BROADCAST,
-                src: mac,
-                vlan: None,
-                ethertype: ethertype::ARP,
-            }
-            .emit(d);
-            arp::Repr {
-                op: arp::Operation::Request,
-                sha: mac,
-                spa: to_v4(a),
-                tha: [0; 6],
-                tpa: to_v4(a),
-            }
-            .emit(&mut d[ethernet::HEADER_LEN..]);
+        let mut f = if is_v4(a) {
+            arp_request(alloc, mac, a, a)?
         } else {
             let na = ndp::Repr::Advert {
                 flags: ndp::flags::OVERRIDE,
                 target: (*a).into(),
                 target_mac: Some(mac),
             };
-            let l4 = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
-            if !f.append(l4 + na.len()) {
-                return None;
-            }
-            let d = f.data_mut();
-            ethernet::Repr {
-                dst: ndp::multicast_mac(&ALL_NODES.into()),
-                src: mac,
-                vlan: None,
-                ethertype: ethertype::IPV6,
-            }
-            .emit(d);
-            na.emit(&mut d[l4..]);
-            write_v6_header(
-                &mut d[ethernet::HEADER_LEN..],
-                a,
-                &ALL_NODES,
-                proto::ICMPV6,
-                na.len(),
-                255,
-            );
-            let ps = pseudo6(&d[ethernet::HEADER_LEN..], proto::ICMPV6, na.len());
-            icmp::Packet::new_unchecked(&mut d[l4..]).fill_checksum(ps);
-        }
+            ndp_frame(alloc, mac, a, &ALL_NODES, &na)?
+        };
         self.set_vlan(&mut f, port);
         Some(f)
     }
 
     /// A solicitation (ARP request or NS) for `target` on `port`.
     fn solicitation<A: FrameAlloc<F = F>>(&mut self, alloc: &mut A, port: u16, target: &Addr) -> Option<F> {
-        let p = self.snap.ports.get(usize::from(port))?;
-        let mac = p.mac;
+        let mac = self.snap.ports.get(usize::from(port))?.mac;
         let src = self.snap.port_addr(port, is_v4(target))?;
-        let mut f = alloc.alloc()?;
-        if is_v4(target) {
-            if !f.append(ethernet::HEADER_LEN + arp::LEN) {
-                return None;
-            }
-            let d = f.data_mut();
-            ethernet::Repr {
-                dst: ethernet::BROADCAST,
-                src: mac,
-                vlan: None,
-                ethertype: ethertype::ARP,
-            }
-            .emit(d);
-            arp::Repr {
-                op: arp::Operation::Request,
-                sha: mac,
-                spa: to_v4(&src),
-                tha: [0; 6],
-                tpa: to_v4(target),
-            }
-            .emit(&mut d[ethernet::HEADER_LEN..]);
+        let mut f = if is_v4(target) {
+            arp_request(alloc, mac, &src, target)?
         } else {
             let ns = ndp::Repr::Solicit {
                 target: (*target).into(),
                 source_mac: Some(mac),
             };
-            let l4 = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
-            if !f.append(l4 + ns.len()) {
-                return None;
-            }
-            let group = ndp::solicited_node(&(*target).into());
-            let d = f.data_mut();
-            ethernet::Repr {
-                dst: ndp::multicast_mac(&group),
-                src: mac,
-                vlan: None,
-                ethertype: ethertype::IPV6,
-            }
-            .emit(d);
-            ns.emit(&mut d[l4..]);
-            write_v6_header(
-                &mut d[ethernet::HEADER_LEN..],
-                &src,
-                &group.octets(),
-                proto::ICMPV6,
-                ns.len(),
-                255,
-            );
-            let ps = pseudo6(&d[ethernet::HEADER_LEN..], proto::ICMPV6, ns.len());
-            icmp::Packet::new_unchecked(&mut d[l4..]).fill_checksum(ps);
-        }
+            let group = ndp::solicited_node(&(*target).into()).octets();
+            ndp_frame(alloc, mac, &src, &group, &ns)?
+        };
         self.set_vlan(&mut f, port);
         Some(f)
     }
@@ -2250,6 +2167,67 @@ fn release(c: &Conn, pools: &mut Pools, snat_pools: &mut [Pools], counts: &mut [
     if let Some(x) = counts.get_mut(c.uid as usize) {
         *x = x.saturating_sub(1);
     }
+}
+
+/// A broadcast ARP request from `mac`/`spa` for `tpa` (a gratuitous ARP when they are equal).
+fn arp_request<A: FrameAlloc>(alloc: &mut A, mac: Mac, spa: &Addr, tpa: &Addr) -> Option<A::F> {
+    let mut f = alloc.alloc()?;
+    if !f.append(ethernet::HEADER_LEN + arp::LEN) {
+        return None;
+    }
+    let d = f.data_mut();
+    ethernet::Repr {
+        dst: ethernet::BROADCAST,
+        src: mac,
+        vlan: None,
+        ethertype: ethertype::ARP,
+    }
+    .emit(d);
+    arp::Repr {
+        op: arp::Operation::Request,
+        sha: mac,
+        spa: to_v4(spa),
+        tha: [0; 6],
+        tpa: to_v4(tpa),
+    }
+    .emit(&mut d[ethernet::HEADER_LEN..]);
+    Some(f)
+}
+
+/// A neighbour-discovery message from `mac`/`src` to the multicast group `dst` (hop limit 255, checksum
+/// filled).
+fn ndp_frame<A: FrameAlloc>(
+    alloc: &mut A,
+    mac: Mac,
+    src: &Addr,
+    dst: &Addr,
+    msg: &ndp::Repr,
+) -> Option<A::F> {
+    let mut f = alloc.alloc()?;
+    let l4 = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+    if !f.append(l4 + msg.len()) {
+        return None;
+    }
+    let d = f.data_mut();
+    ethernet::Repr {
+        dst: ndp::multicast_mac(&(*dst).into()),
+        src: mac,
+        vlan: None,
+        ethertype: ethertype::IPV6,
+    }
+    .emit(d);
+    msg.emit(&mut d[l4..]);
+    write_v6_header(
+        &mut d[ethernet::HEADER_LEN..],
+        src,
+        dst,
+        proto::ICMPV6,
+        msg.len(),
+        255,
+    );
+    let ps = pseudo6(&d[ethernet::HEADER_LEN..], proto::ICMPV6, msg.len());
+    icmp::Packet::new_unchecked(&mut d[l4..]).fill_checksum(ps);
+    Some(f)
 }
 
 /// Drops are counted by the caller of `handle`; this only names the reason.

@@ -136,7 +136,7 @@ impl Repr {
     }
 }
 
-/// The solicited-node multicast address of `a` (ff02::1:ffXX:XXXX).
+/// The solicited-node multicast address of `a`: ff02::1:ff00:0/104 with the low 24 bits of `a` (RFC 4291 §2.7.1).
 pub fn solicited_node(a: &Ipv6Addr) -> Ipv6Addr {
     let o = a.octets();
     Ipv6Addr::new(
