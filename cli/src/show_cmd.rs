@@ -159,28 +159,23 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
         BgpCmd::Summary => {
             let v = get(sock, "/v1/bgp/neighbors")?;
             out(json, &v, |v| {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|n| {
-                        let state = s(&n["state"]);
-                        let pfx = if state == "Established" {
-                            n["prefixes_rcvd"].to_string()
-                        } else {
-                            state
-                        };
-                        vec![
-                            s(&n["address"]),
-                            "4".into(),
-                            s(&n["remote_asn"]),
-                            s(&n["msgs_rcvd"]),
-                            s(&n["msgs_sent"]),
-                            ago(&n["since"]),
-                            pfx,
-                        ]
-                    })
-                    .collect();
+                let rows = rows_of(v, |n| {
+                    let state = s(&n["state"]);
+                    let pfx = if state == "Established" {
+                        n["prefixes_rcvd"].to_string()
+                    } else {
+                        state
+                    };
+                    vec![
+                        s(&n["address"]),
+                        "4".into(),
+                        s(&n["remote_asn"]),
+                        s(&n["msgs_rcvd"]),
+                        s(&n["msgs_sent"]),
+                        ago(&n["since"]),
+                        pfx,
+                    ]
+                });
                 table(
                     &[
                         "Neighbor",
@@ -246,45 +241,35 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
             if which == "advertised" {
                 let v = get(sock, "/v1/bgp/routes/advertised")?;
                 out(json, &v, |v| {
-                    let rows: Vec<Vec<String>> = v
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|r| {
-                            let list = |x: &Value| {
-                                x.as_array()
-                                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(" "))
-                                    .unwrap_or_default()
-                            };
-                            vec![
-                                s(&r["prefix"]),
-                                list(&r["communities"]),
-                                list(&r["large_communities"]),
-                                s(&r["med"]),
-                            ]
-                        })
-                        .collect();
+                    let rows = rows_of(v, |r| {
+                        let list = |x: &Value| {
+                            x.as_array()
+                                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(" "))
+                                .unwrap_or_default()
+                        };
+                        vec![
+                            s(&r["prefix"]),
+                            list(&r["communities"]),
+                            list(&r["large_communities"]),
+                            s(&r["med"]),
+                        ]
+                    });
                     table(&["Prefix", "Communities", "Large communities", "MED"], &rows);
                 })
             } else {
                 let q = neighbor.map(|n| format!("?neighbor={n}")).unwrap_or_default();
                 let v = get(sock, &format!("/v1/bgp/routes/received{q}"))?;
                 out(json, &v, |v| {
-                    let rows: Vec<Vec<String>> = v
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|r| {
-                            vec![
-                                s(&r["prefix"]),
-                                s(&r["next_hop"]),
-                                s(&r["neighbor"]),
-                                s(&r["local_pref"]),
-                                s(&r["med"]),
-                                s(&r["as_path"]),
-                            ]
-                        })
-                        .collect();
+                    let rows = rows_of(v, |r| {
+                        vec![
+                            s(&r["prefix"]),
+                            s(&r["next_hop"]),
+                            s(&r["neighbor"]),
+                            s(&r["local_pref"]),
+                            s(&r["med"]),
+                            s(&r["as_path"]),
+                        ]
+                    });
                     table(&["Prefix", "Next hop", "From", "LocPrf", "MED", "Path"], &rows);
                 })
             }
@@ -296,20 +281,15 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
 pub fn route(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
     let v = get(sock, "/v1/routes")?;
     Ok(out(json, &v, |v| {
-        let rows: Vec<Vec<String>> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| {
-                vec![
-                    s(&r["prefix"]),
-                    r["next_hops"]
-                        .as_array()
-                        .map(|h| h.iter().map(s).collect::<Vec<_>>().join(", "))
-                        .unwrap_or_default(),
-                ]
-            })
-            .collect();
+        let rows = rows_of(v, |r| {
+            vec![
+                s(&r["prefix"]),
+                r["next_hops"]
+                    .as_array()
+                    .map(|h| h.iter().map(s).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default(),
+            ]
+        });
         table(&["Prefix", "Next hops"], &rows);
     }))
 }
@@ -318,21 +298,16 @@ pub fn route(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
 pub fn neigh(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
     let v = get(sock, "/v1/neighbors")?;
     Ok(out(json, &v, |v| {
-        let rows: Vec<Vec<String>> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|n| {
-                vec![
-                    s(&n["port"]),
-                    s(&n["address"]),
-                    n["mac"].as_str().unwrap_or("-").to_owned(),
-                    s(&n["state"]),
-                    s(&n["workers"]),
-                    s(&n["held"]),
-                ]
-            })
-            .collect();
+        let rows = rows_of(v, |n| {
+            vec![
+                s(&n["port"]),
+                s(&n["address"]),
+                n["mac"].as_str().unwrap_or("-").to_owned(),
+                s(&n["state"]),
+                s(&n["workers"]),
+                s(&n["held"]),
+            ]
+        });
         table(&["Port", "Address", "MAC", "State", "Workers", "Held"], &rows);
     }))
 }
@@ -341,27 +316,22 @@ pub fn neigh(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
 pub fn services(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
     let v = get(sock, "/v1/services")?;
     Ok(out(json, &v, |v| {
-        let rows: Vec<Vec<String>> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|x| {
-                vec![
-                    s(&x["name"]),
-                    host_port(&s(&x["vip"]), &s(&x["port"])),
-                    s(&x["protocol"]),
-                    s(&x["forwarding"]),
-                    s(&x["scheduler"]),
-                    format!("{}/{}", s(&x["healthy"]), s(&x["backends"])),
-                    s(&x["min_healthy"]),
-                    if x["announced"] == Value::Bool(true) {
-                        "yes".into()
-                    } else {
-                        "no".into()
-                    },
-                ]
-            })
-            .collect();
+        let rows = rows_of(v, |x| {
+            vec![
+                s(&x["name"]),
+                host_port(&s(&x["vip"]), &s(&x["port"])),
+                s(&x["protocol"]),
+                s(&x["forwarding"]),
+                s(&x["scheduler"]),
+                format!("{}/{}", s(&x["healthy"]), s(&x["backends"])),
+                s(&x["min_healthy"]),
+                if x["announced"] == Value::Bool(true) {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+            ]
+        });
         table(
             &[
                 "Service",
@@ -458,23 +428,18 @@ pub fn conns(
     }
     let v = get(sock, &format!("/v1/conns{q}"))?;
     Ok(out(json, &v, |v| {
-        let rows: Vec<Vec<String>> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                vec![
-                    s(&c["proto"]),
-                    s(&c["client"]),
-                    s(&c["vip"]),
-                    s(&c["local"]),
-                    s(&c["backend"]),
-                    s(&c["state"]),
-                    format!("{}s", c["expires_in_ms"].as_u64().unwrap_or(0) / 1000),
-                    s(&c["worker"]),
-                ]
-            })
-            .collect();
+        let rows = rows_of(v, |c| {
+            vec![
+                s(&c["proto"]),
+                s(&c["client"]),
+                s(&c["vip"]),
+                s(&c["local"]),
+                s(&c["backend"]),
+                s(&c["state"]),
+                format!("{}s", c["expires_in_ms"].as_u64().unwrap_or(0) / 1000),
+                s(&c["worker"]),
+            ]
+        });
         table(
             &[
                 "Pro", "Client", "VIP", "Local", "Backend", "State", "Expire", "Worker",
@@ -619,6 +584,11 @@ pub fn run(sock: Option<PathBuf>, f: impl FnOnce(&Path) -> Result<ExitCode, Clie
         Ok(c) => c,
         Err(e) => fail(e),
     }
+}
+
+/// One table row per element of the JSON array `v`.
+fn rows_of(v: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    v.as_array().into_iter().flatten().map(row).collect()
 }
 
 /// `host:port`, with an IPv6 address in brackets.
