@@ -14,6 +14,24 @@ use topology_tests::netns::{unique_prefix, veth, Netns};
 
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A router namespace (192.0.2.1, and 2001:db8:1::1 with `v6`) linked to a speaker namespace (192.0.2.11,
+/// 2001:db8:1::11).
+fn router_and_speaker(tag: &str, v6: bool) -> (Netns, Netns) {
+    let p = unique_prefix(tag);
+    let r = Netns::new(&format!("{p}r")).unwrap();
+    let lb = Netns::new(&format!("{p}l")).unwrap();
+    veth(&r, "eth0", &lb, "eth0").unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
+    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    if v6 {
+        r.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])
+            .unwrap();
+        lb.ip(&["addr", "add", "2001:db8:1::11/64", "dev", "eth0", "nodad"])
+            .unwrap();
+    }
+    (r, lb)
+}
+
 fn speak(ns: &mut Netns, log: &std::path::Path, args: &[&str]) -> u32 {
     let mut v = vec![env!("CARGO_BIN_EXE_anylb"), "--json", "speak"];
     v.extend_from_slice(args);
@@ -23,16 +41,7 @@ fn speak(ns: &mut Netns, log: &std::path::Path, args: &[&str]) -> u32 {
 #[test]
 fn frr_learns_attributes_and_withdrawals_over_ipv4_and_ipv6_sessions() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let p = unique_prefix("bf");
-    let r = Netns::new(&format!("{p}r")).unwrap();
-    let mut lb = Netns::new(&format!("{p}l")).unwrap();
-    veth(&r, "eth0", &lb, "eth0").unwrap();
-    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
-    r.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])
-        .unwrap();
-    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
-    lb.ip(&["addr", "add", "2001:db8:1::11/64", "dev", "eth0", "nodad"])
-        .unwrap();
+    let (r, mut lb) = router_and_speaker("bf", true);
     let frr = Frr::start(
         &r,
         "frr defaults traditional\n\
@@ -223,12 +232,7 @@ fn frr_installs_a_vip_announced_by_two_speakers_with_two_next_hops() {
 #[test]
 fn hold_timer_expires_when_the_peer_stops_talking_and_the_session_comes_back() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let p = unique_prefix("bh");
-    let r = Netns::new(&format!("{p}r")).unwrap();
-    let mut lb = Netns::new(&format!("{p}l")).unwrap();
-    veth(&r, "eth0", &lb, "eth0").unwrap();
-    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
-    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    let (r, mut lb) = router_and_speaker("bh", false);
     let frr = Frr::start(
         &r,
         "frr defaults traditional\n\
@@ -346,16 +350,7 @@ fn birdc(sock: &std::path::Path, cmd: &str) -> String {
 #[test]
 fn bird_learns_the_prefixes_with_their_attributes_over_ipv4_and_ipv6() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let p = unique_prefix("bb");
-    let mut r = Netns::new(&format!("{p}r")).unwrap();
-    let mut lb = Netns::new(&format!("{p}l")).unwrap();
-    veth(&r, "eth0", &lb, "eth0").unwrap();
-    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
-    r.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])
-        .unwrap();
-    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
-    lb.ip(&["addr", "add", "2001:db8:1::11/64", "dev", "eth0", "nodad"])
-        .unwrap();
+    let (mut r, mut lb) = router_and_speaker("bb", true);
     let dir = tempfile::tempdir().unwrap();
     let (bird_pid, sock) = bird(
         &mut r,
@@ -442,17 +437,8 @@ fn bird_learns_the_prefixes_with_their_attributes_over_ipv4_and_ipv6() {
 #[test]
 fn gobgp_learns_the_prefixes_over_ipv4_and_ipv6() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let p = unique_prefix("bg");
-    let mut r = Netns::new(&format!("{p}r")).unwrap();
-    let mut lb = Netns::new(&format!("{p}l")).unwrap();
-    veth(&r, "eth0", &lb, "eth0").unwrap();
-    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
-    r.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "eth0", "nodad"])
-        .unwrap();
+    let (mut r, mut lb) = router_and_speaker("bg", true);
     r.ip(&["link", "set", "lo", "up"]).unwrap();
-    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
-    lb.ip(&["addr", "add", "2001:db8:1::11/64", "dev", "eth0", "nodad"])
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("gobgpd.toml");
     std::fs::write(
@@ -556,12 +542,7 @@ fn gobgp_learns_the_prefixes_over_ipv4_and_ipv6() {
 #[test]
 fn frr_keeps_the_routes_while_the_speaker_restarts_gracefully() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let p = unique_prefix("gr");
-    let r = Netns::new(&format!("{p}r")).unwrap();
-    let mut lb = Netns::new(&format!("{p}l")).unwrap();
-    veth(&r, "eth0", &lb, "eth0").unwrap();
-    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
-    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    let (r, mut lb) = router_and_speaker("gr", false);
     let frr = Frr::start(
         &r,
         "frr defaults traditional\n\
@@ -631,12 +612,7 @@ fn frr_keeps_the_routes_while_the_speaker_restarts_gracefully() {
 #[test]
 fn the_speaker_keeps_frrs_routes_while_frr_restarts_gracefully() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let p = unique_prefix("gh");
-    let r = Netns::new(&format!("{p}r")).unwrap();
-    let mut lb = Netns::new(&format!("{p}l")).unwrap();
-    veth(&r, "eth0", &lb, "eth0").unwrap();
-    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
-    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    let (r, mut lb) = router_and_speaker("gh", false);
     let config = "frr defaults traditional\n\
          router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n no bgp network import-check\n\
          bgp graceful-restart\n bgp graceful-restart restart-time 30\n\
