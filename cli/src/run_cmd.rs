@@ -99,40 +99,52 @@ fn start_bfd(cfg: &NodeConfig, speaker: Speaker) -> Vec<tokio::task::JoinHandle<
     tasks
 }
 
-/// The speaker configuration of a node, if it has BGP.
-pub fn speaker_config(cfg: &NodeConfig) -> Option<SpeakerConfig> {
-    let bgp = cfg.node.bgp.as_ref()?;
-    let local_asn = bgp.asn?;
-    let neighbors = bgp
-        .neighbors
-        .iter()
-        .filter_map(|n| {
-            let fams = n.families();
-            Some(NeighborConfig {
-                address: n.address,
-                remote_asn: n.asn?,
-                description: n.description.clone(),
-                passive: n.passive,
-                hold_time: n.hold_time.map_or(Duration::from_secs(90), |d| d.get()),
-                keepalive: n.keepalive.map_or(Duration::from_secs(30), |d| d.get()),
-                connect_retry: n.connect_retry.map_or(Duration::from_secs(5), |d| d.get()),
-                ttl: n.multihop_ttl,
-                local_address: n.local_address,
-                ipv4: fams.contains(&Family::Ipv4Unicast),
-                ipv6: fams.contains(&Family::Ipv6Unicast),
-                next_hop: n.next_hop,
-                ipv6_next_hop: n.ipv6_next_hop,
-                communities: n.communities.iter().map(|c| c.0).collect(),
-                large_communities: n.large_communities.iter().map(|c| (c.0, c.1, c.2)).collect(),
-                med: n.med,
-                local_pref: n.local_pref,
-                prepend: n.as_path_prepend.unwrap_or(0),
-                max_prefix: n.max_prefix,
-            })
-        })
-        .collect();
+/// The speaker configuration of a node, if it has BGP; an error names the neighbour whose password file
+/// cannot be used.
+pub fn speaker_config(cfg: &NodeConfig) -> Result<Option<SpeakerConfig>, String> {
+    let Some(bgp) = cfg.node.bgp.as_ref() else {
+        return Ok(None);
+    };
+    let Some(local_asn) = bgp.asn else {
+        return Ok(None);
+    };
+    let mut neighbors = Vec::new();
+    for n in &bgp.neighbors {
+        let Some(remote_asn) = n.asn else { continue };
+        let md5_key = match &n.password_file {
+            Some(f) => Some(
+                crate::speak_cmd::read_password_file(f)
+                    .map_err(|e| format!("BGP neighbour {}: {e}", n.address))?,
+            ),
+            None => None,
+        };
+        let fams = n.families();
+        neighbors.push(NeighborConfig {
+            address: n.address,
+            remote_asn,
+            description: n.description.clone(),
+            passive: n.passive,
+            hold_time: n.hold_time.map_or(Duration::from_secs(90), |d| d.get()),
+            keepalive: n.keepalive.map_or(Duration::from_secs(30), |d| d.get()),
+            connect_retry: n.connect_retry.map_or(Duration::from_secs(5), |d| d.get()),
+            ttl: n.multihop_ttl,
+            local_address: n.local_address,
+            ipv4: fams.contains(&Family::Ipv4Unicast),
+            ipv6: fams.contains(&Family::Ipv6Unicast),
+            next_hop: n.next_hop,
+            ipv6_next_hop: n.ipv6_next_hop,
+            communities: n.communities.iter().map(|c| c.0).collect(),
+            large_communities: n.large_communities.iter().map(|c| (c.0, c.1, c.2)).collect(),
+            med: n.med,
+            local_pref: n.local_pref,
+            prepend: n.as_path_prepend.unwrap_or(0),
+            max_prefix: n.max_prefix,
+            md5_key,
+            gtsm_hops: n.gtsm.then(|| n.multihop_ttl.unwrap_or(1)),
+        });
+    }
     let port = bgp.listen_port();
-    Some(SpeakerConfig {
+    Ok(Some(SpeakerConfig {
         local_asn,
         router_id: cfg.node.router_id,
         listen: (port != 0).then(|| SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port)),
@@ -142,7 +154,7 @@ pub fn speaker_config(cfg: &NodeConfig) -> Option<SpeakerConfig> {
             .map(|g| g.restart_time.map_or(120, |t| t.as_secs().min(4095) as u16)),
         restarting: false,
         neighbors,
-    })
+    }))
 }
 
 /// What the node announces: every served VIP as a host route with the service's communities, and every
@@ -247,14 +259,18 @@ pub fn run(a: RunArgs) -> ExitCode {
     };
     let code = rt.block_on(async {
         let speaker = match speaker_config(&cfg) {
-            Some(sc) => match Speaker::start(sc).await {
+            Ok(Some(sc)) => match Speaker::start(sc).await {
                 Ok(s) => Some(s),
                 Err(e) => {
                     eprintln!("error: cannot start the BGP speaker: {e}");
                     return ExitCode::from(1);
                 }
             },
-            None => None,
+            Ok(None) => None,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
         };
         let bfd = speaker.as_ref().map(|s| start_bfd(&cfg, s.clone()));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anylb_routing::rib::Announcement;
-use anylb_routing::speaker::{NeighborConfig, Speaker, SpeakerConfig};
+use anylb_routing::speaker::{Md5Key, NeighborConfig, Speaker, SpeakerConfig};
 use clap::Args;
 use ipnet::IpNet;
 
@@ -24,6 +24,7 @@ pub struct SpeakArgs {
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// A neighbour: ADDRESS,asn=N[,passive][,hold=SECS][,ipv4=0][,ipv6][,nh6=ADDR][,local=ADDR][,max-prefix=N]
+    /// [,ttl=N][,gtsm[=HOPS]][,password-file=PATH]
     #[arg(long = "neighbor", required = true)]
     neighbors: Vec<String>,
     /// Prefixes to announce.
@@ -85,6 +86,8 @@ fn parse_neighbor(s: &str) -> Result<NeighborConfig, String> {
         local_pref: None,
         prepend: 0,
         max_prefix: None,
+        md5_key: None,
+        gtsm_hops: None,
     };
     for p in parts {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
@@ -103,6 +106,20 @@ fn parse_neighbor(s: &str) -> Result<NeighborConfig, String> {
             "max-prefix" => {
                 n.max_prefix = Some(u32::try_from(num(v)?).map_err(|e| format!("{s}: max-prefix: {e}"))?)
             }
+            "ttl" => n.ttl = Some(u8::try_from(num(v)?).map_err(|e| format!("{s}: ttl: {e}"))?),
+            "gtsm" if v.is_empty() => n.gtsm_hops = Some(1),
+            "gtsm" => {
+                n.gtsm_hops = Some(
+                    u8::try_from(num(v)?)
+                        .ok()
+                        .filter(|h| *h > 0)
+                        .ok_or_else(|| format!("{s}: gtsm: hops must be 1-255"))?,
+                )
+            }
+            "password-file" => {
+                n.md5_key =
+                    Some(read_password_file(std::path::Path::new(v)).map_err(|e| format!("{s}: {e}"))?)
+            }
             other => return Err(format!("{s}: unknown neighbour option {other:?}")),
         }
     }
@@ -110,6 +127,14 @@ fn parse_neighbor(s: &str) -> Result<NeighborConfig, String> {
         return Err(format!("{s}: asn=N is required"));
     }
     Ok(n)
+}
+
+/// Reads a TCP-MD5 password file: its content without one trailing newline, 1 to 80 bytes.
+pub fn read_password_file(path: &std::path::Path) -> Result<Md5Key, String> {
+    let raw = std::fs::read(path).map_err(|e| format!("password file {}: {e}", path.display()))?;
+    let key = raw.strip_suffix(b"\n").unwrap_or(&raw);
+    let key = key.strip_suffix(b"\r").unwrap_or(key);
+    Md5Key::new(key).map_err(|e| format!("password file {}: {e}", path.display()))
 }
 
 /// The `count` prefixes starting at `p`, each of `p`'s length.
@@ -223,5 +248,47 @@ async fn term() {
             s.recv().await;
         }
         Err(_) => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbour_options_parse_gtsm_ttl_and_password_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\n").expect("write");
+        let n = parse_neighbor(&format!(
+            "192.0.2.1,asn=64512,gtsm,ttl=3,password-file={}",
+            f.display()
+        ))
+        .expect("parses");
+        assert_eq!(n.gtsm_hops, Some(1));
+        assert_eq!(n.ttl, Some(3));
+        assert_eq!(n.md5_key.as_ref().map(Md5Key::bytes), Some(&b"s3cret"[..]));
+        assert_eq!(format!("{:?}", n.md5_key), "Some(Md5Key(<6 bytes>))");
+        assert_eq!(
+            parse_neighbor("192.0.2.1,asn=64512,gtsm=2")
+                .expect("parses")
+                .gtsm_hops,
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn bad_neighbour_options_are_explained() {
+        let e = parse_neighbor("192.0.2.1,asn=64512,gtsm=0").expect_err("0 hops");
+        assert!(e.contains("hops must be 1-255"), "{e}");
+        let e = parse_neighbor("192.0.2.1,asn=64512,password-file=/nonexistent/pw").expect_err("no file");
+        assert!(e.contains("password file /nonexistent/pw"), "{e}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").expect("write");
+        assert!(read_password_file(&empty).expect_err("empty").contains("empty"));
+        let long = dir.path().join("long");
+        std::fs::write(&long, [b'k'; 81]).expect("write");
+        assert!(read_password_file(&long).expect_err("long").contains("81 bytes"));
     }
 }

@@ -315,6 +315,157 @@ fn hold_timer_expires_when_the_peer_stops_talking_and_the_session_comes_back() {
     assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
 }
 
+/// Runs a speaker in `lb` with the given extra neighbour options on an IPv4 session it opens and an IPv6
+/// session FRR opens to its listener, for `secs` seconds; returns its pid and log.
+fn speak_with(
+    lb: &mut Netns,
+    dir: &std::path::Path,
+    name: &str,
+    opts: &str,
+    secs: u32,
+) -> (u32, std::path::PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let v4 = format!("192.0.2.1,asn=65000,hold=9{opts}");
+    let v6 = format!("2001:db8:1::1,asn=65000,hold=9,passive{opts}");
+    let secs = secs.to_string();
+    let args = [
+        "--asn",
+        "65010",
+        "--router-id",
+        "192.0.2.11",
+        "--listen",
+        "[::]:179",
+        "--neighbor",
+        &v4,
+        "--neighbor",
+        &v6,
+        "--announce",
+        "203.0.113.10/32",
+        "--duration",
+        &secs,
+    ];
+    let pid = speak(lb, &log, &args);
+    (pid, log)
+}
+
+/// FRR with an IPv4 and an IPv6 neighbour, each with the extra lines `per_neighbor` (`{}` is the address).
+fn frr_two_sessions(r: &Netns, per_neighbor: &str) -> Frr {
+    let mut c = String::from(
+        "frr defaults traditional\nrouter bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n",
+    );
+    for a in ["192.0.2.11", "2001:db8:1::11"] {
+        c += &format!(
+            " neighbor {a} remote-as 65010\n neighbor {a} timers 3 9\n neighbor {a} timers connect 1\n"
+        );
+        for l in per_neighbor.lines() {
+            c += &format!(" {}\n", l.replace("{}", a));
+        }
+    }
+    c += " address-family ipv6 unicast\n  neighbor 2001:db8:1::11 activate\n exit-address-family\n";
+    Frr::start(r, &c).unwrap()
+}
+
+#[test]
+fn tcp_md5_sessions_establish_with_the_right_key_and_never_with_a_wrong_one() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, mut lb) = router_and_speaker("bm", true);
+    let frr = frr_two_sessions(&r, "neighbor {} password s3cret-Key");
+    let dir = tempfile::tempdir().unwrap();
+    let (right, wrong) = (dir.path().join("right"), dir.path().join("wrong"));
+    std::fs::write(&right, "s3cret-Key\n").unwrap();
+    std::fs::write(&wrong, "s3cret-key\n").unwrap();
+    let both = |f: &Frr| f.established("192.0.2.11") && f.established("2001:db8:1::11");
+    // The right key: the speaker's own connection (IPv4) and FRR's connection to the speaker's listener
+    // (IPv6) both establish, and the route arrives.
+    let opts = format!(",password-file={}", right.display());
+    let (pid, log) = speak_with(&mut lb, dir.path(), "right", &opts, 60);
+    let text = |l: &std::path::Path| std::fs::read_to_string(l).unwrap_or_default();
+    assert!(
+        frr.wait(Duration::from_secs(30), both),
+        "{}\n{}",
+        frr.vtysh("show bgp summary").unwrap_or_default(),
+        text(&log)
+    );
+    assert!(frr.wait(Duration::from_secs(10), |f| f.prefix_count("ipv4") == 1));
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
+    assert!(frr.wait(Duration::from_secs(10), |f| !f.established("192.0.2.11")));
+    // A wrong key (one letter's case): the kernels drop every segment, nothing establishes in 8 s while
+    // both sides keep trying (connect retry 1-2 s).
+    let opts = format!(",password-file={}", wrong.display());
+    let (pid, log) = speak_with(&mut lb, dir.path(), "wrong", &opts, 60);
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(8) {
+        assert!(
+            !frr.established("192.0.2.11") && !frr.established("2001:db8:1::11"),
+            "established with a wrong key: {}",
+            text(&log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !text(&log).contains("\"state\":\"Established\""),
+        "{}",
+        text(&log)
+    );
+    assert_eq!(frr.prefix_count("ipv4"), 0);
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
+    // No key at all is refused the same way.
+    let (pid, log) = speak_with(&mut lb, dir.path(), "none", "", 60);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!frr.established("192.0.2.11") && !frr.established("2001:db8:1::11"));
+    assert!(
+        !text(&log).contains("\"state\":\"Established\""),
+        "{}",
+        text(&log)
+    );
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
+}
+
+#[test]
+fn gtsm_sessions_establish_with_a_gtsm_peer_and_refuse_one_that_sends_ttl_1() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, mut lb) = router_and_speaker("bt", true);
+    let dir = tempfile::tempdir().unwrap();
+    let text = |l: &std::path::Path| std::fs::read_to_string(l).unwrap_or_default();
+    let both = |f: &Frr| f.established("192.0.2.11") && f.established("2001:db8:1::11");
+    {
+        // FRR with `ttl-security hops 1` drops anything below TTL 255: the speaker sends 255.
+        let frr = frr_two_sessions(&r, "neighbor {} ttl-security hops 1");
+        let (pid, log) = speak_with(&mut lb, dir.path(), "gtsm", ",gtsm", 60);
+        assert!(
+            frr.wait(Duration::from_secs(30), both),
+            "{}\n{}",
+            frr.vtysh("show bgp summary").unwrap_or_default(),
+            text(&log)
+        );
+        assert!(frr.wait(Duration::from_secs(10), |f| f.prefix_count("ipv4") == 1));
+        assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
+    }
+    // A plain eBGP FRR sends with TTL 1: the speaker's GTSM drops its SYN-ACKs and SYNs, so FRR (which
+    // accepts any TTL itself) never gets a session.
+    let frr = frr_two_sessions(&r, "");
+    let (pid, log) = speak_with(&mut lb, dir.path(), "refused", ",gtsm", 60);
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(8) {
+        assert!(
+            !both(&frr) && !frr.established("192.0.2.11"),
+            "established without GTSM: {}",
+            text(&log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
+    // The same FRR with the speaker not asking for GTSM: established, so the refusal was GTSM's doing.
+    let (pid, log) = speak_with(&mut lb, dir.path(), "plain", "", 60);
+    assert!(
+        frr.wait(Duration::from_secs(30), both),
+        "{}\n{}",
+        frr.vtysh("show bgp summary").unwrap_or_default(),
+        text(&log)
+    );
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
+}
+
 /// BIRD 2 in namespace `ns`, with its own config, control socket and pid file in `dir`.
 fn bird(ns: &mut Netns, dir: &std::path::Path, config: &str) -> (u32, std::path::PathBuf) {
     let conf = dir.join("bird.conf");

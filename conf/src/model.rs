@@ -424,7 +424,8 @@ pub struct BgpNeighbor {
     /// eBGP multihop: the TTL of outgoing packets (default 1 for eBGP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multihop_ttl: Option<u8>,
-    /// GTSM (RFC 5082): send with TTL 255 and accept only TTL ≥ 255 - hops + 1.
+    /// GTSM (RFC 5082): send with TTL 255 and accept only TTL ≥ 256 − hops, where hops is `multihop_ttl`
+    /// (1, a directly connected neighbour, when unset).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gtsm: bool,
     /// File that holds the TCP-MD5 password (RFC 2385); the password itself never appears in the topology.

@@ -8,6 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -329,6 +330,7 @@ pub struct Change {
 /// of `peer.local`; reports state changes on `changes` until the receiver is gone.
 pub async fn run(peer: Peer, disc: u32, changes: mpsc::UnboundedSender<Change>) -> std::io::Result<()> {
     let rx = UdpSocket::bind(SocketAddr::new(peer.local, PORT)).await?;
+    sockopt_sys::set_recv_ttl(&rx)?;
     let mut tx = None;
     for port in 49152 + (disc % 16000) as u16..=65535 {
         if let Ok(s) = UdpSocket::bind(SocketAddr::new(peer.local, port)).await {
@@ -353,12 +355,18 @@ pub async fn run(peer: Peer, disc: u32, changes: mpsc::UnboundedSender<Change>) 
         }
         let wait = s.next_event().saturating_duration_since(Instant::now());
         tokio::select! {
-            r = rx.recv_from(&mut buf) => {
-                let Ok((n, from)) = r else { continue };
-                if from.ip() != peer.address {
+            r = rx.async_io(Interest::READABLE, || sockopt_sys::recv_with_ttl(&rx, &mut buf)) => {
+                let Ok(got) = r else { continue };
+                if got.from.ip() != peer.address {
                     continue;
                 }
-                match Packet::parse(&buf[..n]) {
+                // RFC 5881 §5: a packet that did not arrive with TTL / hop limit 255 was routed here (or
+                // forged from afar) and is discarded.
+                if got.ttl != Some(255) {
+                    tracing::debug!(neighbor = %peer.address, ttl = ?got.ttl, "BFD packet discarded: TTL is not 255");
+                    continue;
+                }
+                match Packet::parse(&buf[..got.len]) {
                     Ok(p) => {
                         let out = s.receive(&p, Instant::now());
                         if emit(&tx, dst, &peer, out, &changes).await.is_err() {
@@ -509,5 +517,67 @@ mod tests {
         };
         let out = a.receive(&p, t0);
         assert!(out.send.iter().any(|x| x.fin));
+    }
+
+    /// The real socket path on loopback: a peer at 127.0.0.3 answering the session at 127.0.0.2. Its packets
+    /// are ignored while they come with TTL 64 and bring the session up once they come with TTL 255.
+    #[tokio::test]
+    async fn packets_that_did_not_arrive_with_ttl_255_are_discarded() {
+        let (local, remote) = ("127.0.0.2".parse().expect("ip"), "127.0.0.3".parse().expect("ip"));
+        let far = UdpSocket::bind(SocketAddr::new(remote, PORT))
+            .await
+            .expect("bind peer");
+        let (changes, mut changed) = mpsc::unbounded_channel();
+        let fast = Params {
+            min_tx: Duration::from_millis(50),
+            min_rx: Duration::from_millis(50),
+            multiplier: 3,
+        };
+        let session = tokio::spawn(run(
+            Peer {
+                address: remote,
+                local,
+                params: fast,
+            },
+            77,
+            changes,
+        ));
+        let mut b = [0u8; 64];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(3), far.recv_from(&mut b))
+            .await
+            .expect("the session transmits")
+            .expect("recv");
+        let theirs = Packet::parse(&b[..n]).expect("a BFD packet").my_disc;
+        let reply = Packet {
+            diag: 0,
+            state: State::Init,
+            poll: false,
+            fin: false,
+            detect_mult: 3,
+            my_disc: 5,
+            your_disc: theirs,
+            desired_min_tx: 50_000,
+            required_min_rx: 50_000,
+        }
+        .encode();
+        let to = SocketAddr::new(local, PORT);
+        let sender = UdpSocket::bind(SocketAddr::new(remote, 49152))
+            .await
+            .expect("bind sender");
+        for (ttl, comes_up) in [(64, false), (254, false), (255, true)] {
+            sender.set_ttl(ttl).expect("ttl");
+            let mut up = false;
+            for _ in 0..20 {
+                sender.send_to(&reply, to).await.expect("send");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Ok(c) = changed.try_recv() {
+                    assert_eq!((c.address, c.state), (remote, State::Up));
+                    up = true;
+                    break;
+                }
+            }
+            assert_eq!(up, comes_up, "TTL {ttl}");
+        }
+        session.abort();
     }
 }

@@ -58,6 +58,41 @@ pub struct NeighborConfig {
     pub prepend: u8,
     /// Most prefixes accepted.
     pub max_prefix: Option<u32>,
+    /// TCP-MD5 (RFC 2385) key for the session's segments.
+    pub md5_key: Option<Md5Key>,
+    /// GTSM (RFC 5082): the neighbour is at most this many hops away; packets are sent with TTL 255 and
+    /// accepted only with a TTL of at least 256 − hops.
+    pub gtsm_hops: Option<u8>,
+}
+
+/// A TCP-MD5 key; its `Debug` output does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Md5Key(Vec<u8>);
+
+impl Md5Key {
+    /// A key of 1 to 80 bytes (the Linux limit).
+    pub fn new(key: impl Into<Vec<u8>>) -> Result<Md5Key, String> {
+        let key = key.into();
+        match key.len() {
+            0 => Err("the TCP-MD5 key is empty".into()),
+            n if n > sockopt_sys::MD5_MAX_KEY => Err(format!(
+                "the TCP-MD5 key has {n} bytes; Linux takes at most {}",
+                sockopt_sys::MD5_MAX_KEY
+            )),
+            _ => Ok(Md5Key(key)),
+        }
+    }
+
+    /// The key's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Md5Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Md5Key(<{} bytes>)", self.0.len())
+    }
 }
 
 /// The speaker's configuration.
@@ -204,7 +239,7 @@ impl Speaker {
             receivers.push(rx);
         }
         let listener = match cfg.listen {
-            Some(addr) => Some(crate::tasks::listener(addr).await?),
+            Some(addr) => Some(crate::tasks::listener(addr, &cfg.neighbors).await?),
             None => None,
         };
         let shared = Arc::new(Shared {

@@ -24,16 +24,31 @@ use crate::packet::error::{code, subcode};
 use crate::packet::message::{frame_len, pack_mp, pack_mp_withdraw, pack_v4, pack_v4_withdraw};
 use crate::packet::{Attrs, Codec, Message, Notification, Update};
 use crate::rib::Announcement;
-use crate::speaker::{Cmd, Neighbor, Shared};
+use crate::speaker::{Cmd, Neighbor, NeighborConfig, Shared};
 
-/// Binds the BGP listener.
-pub(crate) async fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds the BGP listener, with every neighbour's TCP-MD5 key installed before any SYN can arrive (an IPv6
+/// neighbour is skipped on an IPv4 listener).
+pub(crate) async fn listener(addr: SocketAddr, neighbors: &[NeighborConfig]) -> std::io::Result<TcpListener> {
     let s = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     s.set_reuseaddr(true)?;
+    // A GTSM neighbour drops our SYN-ACK unless it leaves with TTL 255; the accepted connection then gets its
+    // own neighbour's TTL in `prepare`.
+    if neighbors.iter().any(|n| n.gtsm_hops.is_some()) {
+        set_ttl(&s, addr.is_ipv6(), 255)?;
+    }
+    for n in neighbors {
+        if let Some(k) = &n.md5_key {
+            if addr.is_ipv4() && n.address.is_ipv6() {
+                continue;
+            }
+            sockopt_sys::set_tcp_md5(&s, n.address, k.bytes())
+                .map_err(|e| annotate(e, &format!("TCP-MD5 key for {} on the listener", n.address)))?;
+        }
+    }
     s.bind(addr)?;
     s.listen(64)
 }
@@ -66,7 +81,11 @@ fn canonical_sa(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(canonical(a.ip()), a.port())
 }
 
-async fn connect(n: &crate::speaker::NeighborConfig) -> std::io::Result<TcpStream> {
+fn annotate(e: std::io::Error, what: &str) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+async fn connect(n: &NeighborConfig) -> std::io::Result<TcpStream> {
     let addr = SocketAddr::new(n.address, 179);
     let s = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -76,16 +95,52 @@ async fn connect(n: &crate::speaker::NeighborConfig) -> std::io::Result<TcpStrea
     if let Some(l) = n.local_address {
         s.bind(SocketAddr::new(l, 0))?;
     }
+    if let Some(k) = &n.md5_key {
+        sockopt_sys::set_tcp_md5(&s, n.address, k.bytes()).map_err(|e| annotate(e, "TCP-MD5 key"))?;
+    }
+    // GTSM applies from the SYN on: our SYN leaves with TTL 255 and the SYN-ACK must arrive with enough.
+    if let Some(hops) = n.gtsm_hops {
+        set_ttl(&s, addr.is_ipv6(), 255)?;
+        sockopt_sys::set_min_ttl(&s, gtsm_min_ttl(hops)).map_err(|e| annotate(e, "GTSM"))?;
+    }
     let stream = tokio::time::timeout(std::time::Duration::from_secs(10), s.connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     Ok(stream)
 }
 
-fn prepare(stream: &TcpStream, n: &crate::speaker::NeighborConfig, ebgp: bool) {
+/// The smallest TTL accepted from a GTSM neighbour `hops` away (RFC 5082: 255 for a directly connected one).
+fn gtsm_min_ttl(hops: u8) -> u8 {
+    255 - hops.clamp(1, 255) + 1
+}
+
+/// Sets the TTL or hop limit of outgoing packets.
+fn set_ttl(s: &impl std::os::fd::AsFd, v6: bool, ttl: u32) -> std::io::Result<()> {
+    let s = socket2::SockRef::from(s);
+    if v6 {
+        s.set_unicast_hops_v6(ttl)?;
+    }
+    // A dual-stack socket may carry IPv4 (mapped) traffic, which uses the IPv4 TTL.
+    s.set_ttl_v4(ttl)
+}
+
+/// Readies a connection of neighbour `n`: no Nagle, the TTL (1 for eBGP, the multihop TTL, or 255 with GTSM)
+/// and, with GTSM, the minimum TTL accepted. An accepted connection gets GTSM here, after its handshake
+/// (the listener serves every neighbour); a failure closes the connection rather than run unprotected.
+fn prepare(stream: &TcpStream, n: &NeighborConfig, ebgp: bool) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let ttl = n.ttl.map(u32::from).unwrap_or(if ebgp { 1 } else { 64 });
-    let _ = stream.set_ttl(ttl);
+    let v6 = stream.local_addr().is_ok_and(|a| a.is_ipv6());
+    match n.gtsm_hops {
+        Some(hops) => {
+            set_ttl(stream, v6, 255)?;
+            sockopt_sys::set_min_ttl(stream, gtsm_min_ttl(hops)).map_err(|e| annotate(e, "GTSM"))
+        }
+        None => set_ttl(
+            stream,
+            v6,
+            n.ttl.map(u32::from).unwrap_or(if ebgp { 1 } else { 64 }),
+        ),
+    }
 }
 
 /// The connection of a session.
@@ -336,9 +391,9 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
                                 let _ = old.stream.write_all(&b).await;
                             }
                             connecting = None;
-                            prepare(&stream, c, ebgp);
+                            let ready = prepare(&stream, c, ebgp).inspect_err(|e| tracing::warn!(neighbor = %c.address, error = %e, "incoming connection closed"));
                             let (local, remote) = (stream.local_addr().ok().map(canonical_sa), stream.peer_addr().ok().map(canonical_sa));
-                            if let (Some(l), Some(r)) = (local, remote) {
+                            if let (Ok(()), Some(l), Some(r)) = (ready, local, remote) {
                                 conn = Some(Conn { stream, buf: Vec::with_capacity(8192), local: l });
                                 if let Ok(mut s) = n.status.lock() { s.connection = Some((l, r)); }
                                 // A new connection restarts the handshake from Active.
@@ -358,9 +413,9 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
                     connecting = None;
                     match res {
                         Ok(stream) => {
-                            prepare(&stream, c, ebgp);
-                            match (stream.local_addr().map(canonical_sa), stream.peer_addr().map(canonical_sa)) {
-                                (Ok(l), Ok(r)) => {
+                            let ready = prepare(&stream, c, ebgp).inspect_err(|e| tracing::warn!(neighbor = %c.address, error = %e, "connection closed"));
+                            match (ready, stream.local_addr().map(canonical_sa), stream.peer_addr().map(canonical_sa)) {
+                                (Ok(()), Ok(l), Ok(r)) => {
                                     conn = Some(Conn { stream, buf: Vec::with_capacity(8192), local: l });
                                     if let Ok(mut s) = n.status.lock() { s.connection = Some((l, r)); }
                                     Some(Event::TcpConnected)
