@@ -27,10 +27,10 @@ pub struct SpeakArgs {
     /// [,ttl=N][,gtsm[=HOPS]][,password-file=PATH]
     #[arg(long = "neighbor", required = true)]
     neighbors: Vec<String>,
-    /// Prefixes to announce.
-    #[arg(long = "announce")]
-    announce: Vec<IpNet>,
-    /// Announce this many consecutive prefixes of each --announce prefix's length.
+    /// Prefixes to announce: PREFIX, or PREFIX*N for N consecutive prefixes of that length.
+    #[arg(long = "announce", value_parser = parse_announce)]
+    announce: Vec<(IpNet, Option<u32>)>,
+    /// Announce this many consecutive prefixes of each --announce prefix's length (unless it says *N).
     #[arg(long, default_value_t = 1)]
     count: u32,
     /// Communities (ASN:VALUE or well-known names) added to the announcements.
@@ -129,6 +129,21 @@ fn parse_neighbor(s: &str) -> Result<NeighborConfig, String> {
     Ok(n)
 }
 
+/// `PREFIX` or `PREFIX*N`.
+fn parse_announce(s: &str) -> Result<(IpNet, Option<u32>), String> {
+    let (p, n) = match s.split_once('*') {
+        Some((p, n)) => (
+            p,
+            Some(
+                n.parse::<u32>()
+                    .map_err(|e| format!("{s}: count after '*': {e}"))?,
+            ),
+        ),
+        None => (s, None),
+    };
+    Ok((p.parse().map_err(|e| format!("{s}: {e}"))?, n))
+}
+
 /// Reads a TCP-MD5 password file: its content without one trailing newline, 1 to 80 bytes.
 pub fn read_password_file(path: &std::path::Path) -> Result<Md5Key, String> {
     let raw = std::fs::read(path).map_err(|e| format!("password file {}: {e}", path.display()))?;
@@ -197,7 +212,7 @@ pub fn run(a: SpeakArgs, json: bool) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let prefixes: Vec<IpNet> = a.announce.iter().flat_map(|p| expand(*p, a.count)).collect();
+        let prefixes: Vec<IpNet> = a.announce.iter().flat_map(|(p, n)| expand(*p, n.unwrap_or(a.count))).collect();
         let ann = Announcement {
             communities: a.communities.iter().map(|c| c.0).collect(),
             large_communities: a.large_communities.iter().map(|c| (c.0, c.1, c.2)).collect(),
@@ -275,6 +290,18 @@ mod tests {
                 .gtsm_hops,
             Some(2)
         );
+    }
+
+    #[test]
+    fn announcements_take_an_optional_count() {
+        let one = "198.51.100.0/32".parse::<IpNet>().expect("prefix");
+        assert_eq!(parse_announce("198.51.100.0/32"), Ok((one, None)));
+        let (p, n) = parse_announce("2001:db8:ffff::/128*1000").expect("parses");
+        assert_eq!(expand(p, n.unwrap_or(1)).len(), 1000);
+        assert!(parse_announce("198.51.100.0/32*x")
+            .expect_err("bad count")
+            .contains("count after '*'"));
+        assert!(parse_announce("198.51.100.0/33").is_err());
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The embedded BGP speaker against a real FRR (Debian's 8.4) in network namespaces: sessions over IPv4 and
-//! IPv6, hundreds of prefixes per family with their attributes, withdrawal, received routes, and FRR
+//! IPv6, 512 IPv4 /32 (all the documentation ranges hold beside the link subnet) and 1,000 IPv6 /128 with
+//! their attributes, withdrawal, received routes; TCP-MD5 (right, wrong and missing keys) and GTSM; FRR
 //! installing a VIP announced by two speakers with two next hops, and the hold timer expiring when FRR stops
 //! talking (its bgpd frozen); graceful restart both ways (FRR keeps the speaker's routes while it restarts, the
 //! speaker keeps FRR's while bgpd restarts); and BIRD 2.0.12 and GoBGP 3.10 learning the prefixes over IPv4 and
-//! IPv6. Needs root, frr, bird2 and gobgpd (CI installs them).
+//! IPv6 (the same 512 + 1,000 prefixes). Needs root, frr, bird2 and gobgpd (CI installs them).
 
 #![allow(clippy::unwrap_used)]
 
@@ -74,7 +75,7 @@ fn frr_learns_attributes_and_withdrawals_over_ipv4_and_ipv6_sessions() {
             "--announce",
             "203.0.113.0/32",
             "--announce",
-            "2001:db8:ffff::/128",
+            "2001:db8:ffff::/128*1000",
             "--count",
             "256",
             "--community",
@@ -99,7 +100,7 @@ fn frr_learns_attributes_and_withdrawals_over_ipv4_and_ipv6_sessions() {
     );
     assert!(
         frr.wait(Duration::from_secs(10), |f| f.prefix_count("ipv4") == 513
-            && f.prefix_count("ipv6") == 256),
+            && f.prefix_count("ipv6") == 1000),
         "{}\n{}",
         frr.vtysh("show bgp summary").unwrap_or_default(),
         text()
@@ -428,22 +429,27 @@ fn gtsm_sessions_establish_with_a_gtsm_peer_and_refuse_one_that_sends_ttl_1() {
     let dir = tempfile::tempdir().unwrap();
     let text = |l: &std::path::Path| std::fs::read_to_string(l).unwrap_or_default();
     let both = |f: &Frr| f.established("192.0.2.11") && f.established("2001:db8:1::11");
-    {
-        // FRR with `ttl-security hops 1` drops anything below TTL 255: the speaker sends 255.
-        let frr = frr_two_sessions(&r, "neighbor {} ttl-security hops 1");
-        let (pid, log) = speak_with(&mut lb, dir.path(), "gtsm", ",gtsm", 60);
-        assert!(
-            frr.wait(Duration::from_secs(30), both),
-            "{}\n{}",
-            frr.vtysh("show bgp summary").unwrap_or_default(),
-            text(&log)
-        );
-        assert!(frr.wait(Duration::from_secs(10), |f| f.prefix_count("ipv4") == 1));
-        assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
-    }
-    // A plain eBGP FRR sends with TTL 1: the speaker's GTSM drops its SYN-ACKs and SYNs, so FRR (which
-    // accepts any TTL itself) never gets a session.
-    let frr = frr_two_sessions(&r, "");
+    // FRR with `ttl-security hops 1` drops anything below TTL 255: the speaker sends 255.
+    let frr = frr_two_sessions(&r, "neighbor {} ttl-security hops 1");
+    let (pid, log) = speak_with(&mut lb, dir.path(), "gtsm", ",gtsm", 60);
+    assert!(
+        frr.wait(Duration::from_secs(30), both),
+        "{}\n{}",
+        frr.vtysh("show bgp summary").unwrap_or_default(),
+        text(&log)
+    );
+    assert!(frr.wait(Duration::from_secs(10), |f| f.prefix_count("ipv4") == 1));
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
+    frr.configure(&[
+        "router bgp 65000",
+        "no neighbor 192.0.2.11 ttl-security hops 1",
+        "no neighbor 2001:db8:1::11 ttl-security hops 1",
+    ])
+    .unwrap();
+    let running = frr.vtysh("show running-config").unwrap();
+    assert!(!running.contains("ttl-security"), "{running}");
+    // Now a plain eBGP FRR, it sends with TTL 1: the speaker's GTSM drops its SYN-ACKs and SYNs, so FRR
+    // (which accepts any TTL itself) never gets a session.
     let (pid, log) = speak_with(&mut lb, dir.path(), "refused", ",gtsm", 60);
     let t0 = std::time::Instant::now();
     while t0.elapsed() < Duration::from_secs(8) {
@@ -530,7 +536,9 @@ fn bird_learns_the_prefixes_with_their_attributes_over_ipv4_and_ipv6() {
             "--announce",
             "198.51.100.0/32",
             "--announce",
-            "2001:db8:ffff::/128",
+            "203.0.113.0/32",
+            "--announce",
+            "2001:db8:ffff::/128*1000",
             "--count",
             "256",
             "--community",
@@ -551,12 +559,12 @@ fn bird_learns_the_prefixes_with_their_attributes_over_ipv4_and_ipv6() {
             .unwrap_or(0)
     };
     let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_secs(30) && !(count("lb4") == 256 && count("lb6") == 256) {
+    while t0.elapsed() < Duration::from_secs(30) && !(count("lb4") == 512 && count("lb6") == 1000) {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(
         (count("lb4"), count("lb6")),
-        (256, 256),
+        (512, 1000),
         "{}\n{}",
         birdc(&sock, "show protocols"),
         text()
@@ -578,10 +586,10 @@ fn bird_learns_the_prefixes_with_their_attributes_over_ipv4_and_ipv6() {
     // Stopping the speaker withdraws everything at BIRD.
     assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
     let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) && count("lb4") != 0 {
+    while t0.elapsed() < Duration::from_secs(10) && count("lb4") + count("lb6") != 0 {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(count("lb4"), 0);
+    assert_eq!((count("lb4"), count("lb6")), (0, 0));
     r.stop(bird_pid, Duration::from_secs(5));
 }
 
@@ -642,7 +650,9 @@ fn gobgp_learns_the_prefixes_over_ipv4_and_ipv6() {
             "--announce",
             "198.51.100.0/32",
             "--announce",
-            "2001:db8:ffff::/128",
+            "203.0.113.0/32",
+            "--announce",
+            "2001:db8:ffff::/128*1000",
             "--count",
             "256",
             "--community",
@@ -667,12 +677,12 @@ fn gobgp_learns_the_prefixes_over_ipv4_and_ipv6() {
             .unwrap_or(0)
     };
     let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_secs(30) && !(count("ipv4") == 256 && count("ipv6") == 256) {
+    while t0.elapsed() < Duration::from_secs(30) && !(count("ipv4") == 512 && count("ipv6") == 1000) {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(
         (count("ipv4"), count("ipv6")),
-        (256, 256),
+        (512, 1000),
         "{}\n{}\n{}",
         gobgp(&["neighbor"]),
         std::fs::read_to_string(dir.path().join("gobgpd.log")).unwrap_or_default(),
@@ -683,10 +693,10 @@ fn gobgp_learns_the_prefixes_over_ipv4_and_ipv6() {
     assert!(one.contains("65010:80"), "{one}");
     assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
     let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) && count("ipv4") != 0 {
+    while t0.elapsed() < Duration::from_secs(10) && count("ipv4") + count("ipv6") != 0 {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(count("ipv4"), 0);
+    assert_eq!((count("ipv4"), count("ipv6")), (0, 0));
     r.stop(gobgpd, Duration::from_secs(5));
 }
 

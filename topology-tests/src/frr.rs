@@ -73,6 +73,15 @@ impl Frr {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Applies configuration lines (as typed after `configure terminal`) to the running instance.
+    pub fn configure(&self, lines: &[&str]) -> io::Result<()> {
+        let mut args = vec!["vtysh", "-N", &self.name, "-c", "configure terminal"];
+        for l in lines {
+            args.extend(["-c", l]);
+        }
+        run(&args).map(drop)
+    }
+
     /// Runs a vtysh command ending in `json` and parses the output.
     pub fn json(&self, cmd: &str) -> io::Result<serde_json::Value> {
         let text = self.vtysh(cmd)?;
