@@ -41,15 +41,13 @@ pub struct RunArgs {
     no_tap: bool,
 }
 
-/// Starts a BFD session for every BGP neighbour that asks for one; a session that goes down after being up
-/// drops that neighbour's BGP session at once. Returns the tasks (aborted at shutdown).
-fn start_bfd(cfg: &NodeConfig, speaker: Speaker) -> Vec<tokio::task::JoinHandle<()>> {
+/// Starts a BFD session for every BGP neighbour that asks for one (see [`Speaker::attach_bfd`]).
+fn start_bfd(cfg: &NodeConfig, speaker: &Speaker) -> Vec<tokio::task::JoinHandle<()>> {
     let Some(bgp) = &cfg.node.bgp else {
         return Vec::new();
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut tasks = Vec::new();
-    for (i, n) in bgp.neighbors.iter().enumerate() {
+    let mut peers = Vec::new();
+    for n in &bgp.neighbors {
         let Some(b) = n.bfd.filter(|b| b.enabled) else {
             continue;
         };
@@ -67,7 +65,7 @@ fn start_bfd(cfg: &NodeConfig, speaker: Speaker) -> Vec<tokio::task::JoinHandle<
             tracing::warn!(neighbor = %n.address, "BFD: no local address on the neighbour's subnet; not started");
             continue;
         };
-        let peer = bfd::Peer {
+        peers.push(bfd::Peer {
             address: n.address,
             local,
             params: bfd::Params {
@@ -75,28 +73,9 @@ fn start_bfd(cfg: &NodeConfig, speaker: Speaker) -> Vec<tokio::task::JoinHandle<
                 min_rx: b.min_rx.get(),
                 multiplier: b.multiplier,
             },
-        };
-        let tx = tx.clone();
-        let disc = 0x616c_0000 | (i as u32 + 1);
-        tasks.push(tokio::spawn(async move {
-            let address = peer.address;
-            if let Err(e) = bfd::run(peer, disc, tx).await {
-                tracing::error!(neighbor = %address, error = %e, "BFD session failed");
-            }
-        }));
+        });
     }
-    tasks.push(tokio::spawn(async move {
-        let mut up = std::collections::HashSet::new();
-        while let Some(c) = rx.recv().await {
-            if c.state == bfd::State::Up {
-                up.insert(c.address);
-            } else if up.remove(&c.address) {
-                tracing::warn!(neighbor = %c.address, "BFD: path down; dropping the BGP session");
-                speaker.bfd_down(c.address);
-            }
-        }
-    }));
-    tasks
+    speaker.attach_bfd(peers, 0x616c_0001)
 }
 
 /// The speaker configuration of a node, if it has BGP; an error names the neighbour whose password file
@@ -272,7 +251,7 @@ pub fn run(a: RunArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let bfd = speaker.as_ref().map(|s| start_bfd(&cfg, s.clone()));
+        let bfd = speaker.as_ref().map(|s| start_bfd(&cfg, s));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let node = Arc::new(Node {
             config_path: a.config.clone(),

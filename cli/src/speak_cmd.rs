@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anylb_routing::bfd;
 use anylb_routing::rib::Announcement;
 use anylb_routing::speaker::{Md5Key, NeighborConfig, Speaker, SpeakerConfig};
 use clap::Args;
@@ -24,7 +25,7 @@ pub struct SpeakArgs {
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// A neighbour: ADDRESS,asn=N[,passive][,hold=SECS][,ipv4=0][,ipv6][,nh6=ADDR][,local=ADDR][,max-prefix=N]
-    /// [,ttl=N][,gtsm[=HOPS]][,password-file=PATH]
+    /// [,ttl=N][,gtsm[=HOPS]][,password-file=PATH][,bfd=MS[xMULT]] (BFD at MS milliseconds, multiplier 3)
     #[arg(long = "neighbor", required = true)]
     neighbors: Vec<String>,
     /// Prefixes to announce: PREFIX, or PREFIX*N for N consecutive prefixes of that length.
@@ -59,7 +60,8 @@ pub struct SpeakArgs {
     restarting: bool,
 }
 
-fn parse_neighbor(s: &str) -> Result<NeighborConfig, String> {
+/// A `--neighbor` argument: the session, and the BFD timers when it asks for BFD.
+fn parse_neighbor(s: &str) -> Result<(NeighborConfig, Option<bfd::Params>), String> {
     let mut parts = s.split(',');
     let addr: IpAddr = parts
         .next()
@@ -89,6 +91,7 @@ fn parse_neighbor(s: &str) -> Result<NeighborConfig, String> {
         md5_key: None,
         gtsm_hops: None,
     };
+    let mut bfd = None;
     for p in parts {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{s}: {k}: {e}"));
@@ -116,6 +119,22 @@ fn parse_neighbor(s: &str) -> Result<NeighborConfig, String> {
                         .ok_or_else(|| format!("{s}: gtsm: hops must be 1-255"))?,
                 )
             }
+            "bfd" => {
+                let (ms, mult) = v.split_once('x').unwrap_or((v, "3"));
+                let ms = Duration::from_millis(num(ms)?);
+                let multiplier = u8::try_from(num(mult)?)
+                    .ok()
+                    .filter(|m| *m > 0)
+                    .ok_or_else(|| format!("{s}: bfd: multiplier must be 1-255"))?;
+                if ms < Duration::from_millis(10) {
+                    return Err(format!("{s}: bfd: at least 10 ms"));
+                }
+                bfd = Some(bfd::Params {
+                    min_tx: ms,
+                    min_rx: ms,
+                    multiplier,
+                });
+            }
             "password-file" => {
                 n.md5_key =
                     Some(read_password_file(std::path::Path::new(v)).map_err(|e| format!("{s}: {e}"))?)
@@ -126,7 +145,19 @@ fn parse_neighbor(s: &str) -> Result<NeighborConfig, String> {
     if n.remote_asn == 0 {
         return Err(format!("{s}: asn=N is required"));
     }
-    Ok(n)
+    Ok((n, bfd))
+}
+
+/// The source address the kernel would use toward `to`.
+fn source_address(to: IpAddr) -> std::io::Result<IpAddr> {
+    let any: IpAddr = if to.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let s = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
+    s.connect(SocketAddr::new(to, 3784))?;
+    Ok(s.local_addr()?.ip())
 }
 
 /// `PREFIX` or `PREFIX*N`.
@@ -177,18 +208,38 @@ fn expand(p: IpNet, count: u32) -> Vec<IpNet> {
 
 /// Runs `anylb speak`.
 pub fn run(a: SpeakArgs, json: bool) -> ExitCode {
-    let neighbors = match a
+    let (neighbors, bfd): (Vec<_>, Vec<_>) = match a
         .neighbors
         .iter()
         .map(|s| parse_neighbor(s))
         .collect::<Result<Vec<_>, _>>()
     {
-        Ok(n) => n,
+        Ok(n) => n.into_iter().unzip(),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    // BFD from the session's local address: configured, or the one the kernel would route from.
+    let mut bfd_peers = Vec::new();
+    for (n, params) in neighbors.iter().zip(bfd) {
+        let Some(params) = params else { continue };
+        let local = match n.local_address {
+            Some(l) => l,
+            None => match source_address(n.address) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: BFD to {}: no local address: {e}", n.address);
+                    return ExitCode::from(1);
+                }
+            },
+        };
+        bfd_peers.push(bfd::Peer {
+            address: n.address,
+            local,
+            params,
+        });
+    }
     let cfg = SpeakerConfig {
         local_asn: a.asn,
         router_id: a.router_id,
@@ -212,6 +263,7 @@ pub fn run(a: SpeakArgs, json: bool) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        let bfd_tasks = speaker.attach_bfd(bfd_peers, 1);
         let prefixes: Vec<IpNet> = a.announce.iter().flat_map(|(p, n)| expand(*p, n.unwrap_or(a.count))).collect();
         let ann = Announcement {
             communities: a.communities.iter().map(|c| c.0).collect(),
@@ -251,6 +303,7 @@ pub fn run(a: SpeakArgs, json: bool) -> ExitCode {
             }
         }
         speaker.stop("anylb speak stopping");
+        bfd_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         tokio::time::sleep(Duration::from_millis(200)).await;
         ExitCode::SUCCESS
     })
@@ -275,8 +328,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("pw");
         std::fs::write(&f, "s3cret\n").expect("write");
-        let n = parse_neighbor(&format!(
-            "192.0.2.1,asn=64512,gtsm,ttl=3,password-file={}",
+        let (n, bfd) = parse_neighbor(&format!(
+            "192.0.2.1,asn=64512,gtsm,ttl=3,bfd=100x4,password-file={}",
             f.display()
         ))
         .expect("parses");
@@ -284,12 +337,13 @@ mod tests {
         assert_eq!(n.ttl, Some(3));
         assert_eq!(n.md5_key.as_ref().map(Md5Key::bytes), Some(&b"s3cret"[..]));
         assert_eq!(format!("{:?}", n.md5_key), "Some(Md5Key(<6 bytes>))");
+        let b = bfd.expect("bfd");
         assert_eq!(
-            parse_neighbor("192.0.2.1,asn=64512,gtsm=2")
-                .expect("parses")
-                .gtsm_hops,
-            Some(2)
+            (b.min_tx, b.min_rx, b.multiplier),
+            (Duration::from_millis(100), Duration::from_millis(100), 4)
         );
+        let (n, bfd) = parse_neighbor("192.0.2.1,asn=64512,gtsm=2,bfd=300").expect("parses");
+        assert_eq!((n.gtsm_hops, bfd.map(|b| b.multiplier)), (Some(2), Some(3)));
     }
 
     #[test]
@@ -306,6 +360,10 @@ mod tests {
 
     #[test]
     fn bad_neighbour_options_are_explained() {
+        let e = parse_neighbor("192.0.2.1,asn=64512,bfd=5").expect_err("too fast");
+        assert!(e.contains("at least 10 ms"), "{e}");
+        let e = parse_neighbor("192.0.2.1,asn=64512,bfd=100x0").expect_err("no multiplier");
+        assert!(e.contains("multiplier must be 1-255"), "{e}");
         let e = parse_neighbor("192.0.2.1,asn=64512,gtsm=0").expect_err("0 hops");
         assert!(e.contains("hops must be 1-255"), "{e}");
         let e = parse_neighbor("192.0.2.1,asn=64512,password-file=/nonexistent/pw").expect_err("no file");

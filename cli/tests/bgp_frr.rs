@@ -472,6 +472,192 @@ fn gtsm_sessions_establish_with_a_gtsm_peer_and_refuse_one_that_sends_ttl_1() {
     assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
 }
 
+/// A router (192.0.2.1) and a speaker (192.0.2.11) joined through a bridge in a third "switch" namespace,
+/// so the link can be cut between them (the speaker's port taken off the bridge) while both ends keep carrier:
+/// only BFD or the hold timer can notice.
+fn router_switch_speaker(tag: &str) -> (Netns, Netns, Netns) {
+    let p = unique_prefix(tag);
+    let r = Netns::new(&format!("{p}r")).unwrap();
+    let sw = Netns::new(&format!("{p}s")).unwrap();
+    let lb = Netns::new(&format!("{p}l")).unwrap();
+    veth(&r, "eth0", &sw, "p0").unwrap();
+    veth(&lb, "eth0", &sw, "p1").unwrap();
+    sw.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
+    for i in ["p0", "p1"] {
+        sw.ip(&["link", "set", i, "master", "br0"]).unwrap();
+    }
+    sw.ip(&["link", "set", "br0", "up"]).unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
+    lb.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"]).unwrap();
+    (r, sw, lb)
+}
+
+/// Cuts (or mends) the speaker's link in the switch.
+fn cut(sw: &Netns, cut: bool) {
+    let args: &[&str] = if cut {
+        &["link", "set", "p1", "nomaster"]
+    } else {
+        &["link", "set", "p1", "master", "br0"]
+    };
+    sw.ip(args).unwrap();
+}
+
+#[test]
+fn bfd_takes_the_frr_session_down_within_a_second_of_cutting_the_link() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, sw, mut lb) = router_switch_speaker("bd");
+    let frr = Frr::start(
+        &r,
+        "frr defaults traditional\n\
+         bfd\n profile fast\n  transmit-interval 100\n  receive-interval 100\n  detect-multiplier 3\n !\n!\n\
+         router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n\
+         neighbor 192.0.2.11 remote-as 65010\n neighbor 192.0.2.11 timers 3 9\n neighbor 192.0.2.11 timers connect 1\n\
+         neighbor 192.0.2.11 bfd profile fast\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("speak.log");
+    let pid = speak(
+        &mut lb,
+        &log,
+        &[
+            "--asn",
+            "65010",
+            "--router-id",
+            "192.0.2.11",
+            "--neighbor",
+            "192.0.2.1,asn=65000,hold=9,bfd=100",
+            "--announce",
+            "203.0.113.10/32",
+            "--duration",
+            "90",
+        ],
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let bfd_up = |f: &Frr| {
+        f.json("show bfd peers json")
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|p| p.iter().any(|p| p["peer"] == "192.0.2.11" && p["status"] == "up"))
+    };
+    for round in 0..2 {
+        assert!(
+            frr.wait(Duration::from_secs(30), |f| f.established("192.0.2.11")
+                && bfd_up(f)),
+            "round {round}: {}\n{}\n{}",
+            frr.vtysh("show bgp summary").unwrap_or_default(),
+            frr.vtysh("show bfd peers").unwrap_or_default(),
+            text()
+        );
+        assert!(frr.wait(Duration::from_secs(10), |f| f.prefix_count("ipv4") == 1));
+        cut(&sw, true);
+        let t0 = std::time::Instant::now();
+        while frr.established("192.0.2.11") && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let down = t0.elapsed();
+        // 3 × 100 ms detection, plus the time to ask vtysh: well under a second, while the 9 s hold time
+        // could not have done it.
+        assert!(
+            down < Duration::from_secs(1),
+            "round {round}: FRR's session went down after {down:?}"
+        );
+        while frr.prefix_count("ipv4") != 0 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let gone = t0.elapsed();
+        assert!(
+            gone < Duration::from_secs(1),
+            "round {round}: FRR kept the route {gone:?} after the cut"
+        );
+        eprintln!("round {round}: FRR dropped the session {down:?} and the route {gone:?} after the cut");
+        // The speaker saw it too, through its own BFD session.
+        assert!(
+            lb_wait(Duration::from_secs(3), || text().contains("BFD: path down")),
+            "round {round}: {}",
+            text()
+        );
+        cut(&sw, false);
+    }
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
+}
+
+/// Waits up to `timeout` for `f`.
+fn lb_wait(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn hold_timer_expires_when_the_link_is_cut_and_the_session_comes_back_when_mended() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, sw, mut lb) = router_switch_speaker("bc");
+    let frr = Frr::start(
+        &r,
+        "frr defaults traditional\n\
+         router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n\
+         neighbor 192.0.2.11 remote-as 65010\n neighbor 192.0.2.11 timers 1 3\n neighbor 192.0.2.11 timers connect 1\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("speak.log");
+    let pid = speak(
+        &mut lb,
+        &log,
+        &[
+            "--asn",
+            "65010",
+            "--router-id",
+            "192.0.2.11",
+            "--neighbor",
+            "192.0.2.1,asn=65000,hold=3",
+            "--announce",
+            "203.0.113.10/32",
+            "--duration",
+            "60",
+        ],
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        frr.wait(Duration::from_secs(30), |f| f.established("192.0.2.11")),
+        "{}",
+        text()
+    );
+    let before = text().matches("hold timer expired").count();
+    cut(&sw, true);
+    let t0 = std::time::Instant::now();
+    assert!(
+        lb_wait(Duration::from_secs(8), || text()
+            .matches("hold timer expired")
+            .count()
+            > before),
+        "no hold-timer expiry with the link cut: {}",
+        text()
+    );
+    let expired = t0.elapsed();
+    // Hold time 3 s; the status lines come once a second.
+    assert!(
+        expired >= Duration::from_secs(2) && expired < Duration::from_secs(6),
+        "expired after {expired:?}"
+    );
+    // FRR's own hold timer (3 s) ran out as well.
+    assert!(frr.wait(Duration::from_secs(5), |f| !f.established("192.0.2.11")));
+    cut(&sw, false);
+    assert!(
+        frr.wait(Duration::from_secs(30), |f| f.established("192.0.2.11")),
+        "{}\n{}",
+        frr.vtysh("show bgp summary").unwrap_or_default(),
+        text()
+    );
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
+}
+
 /// BIRD 2 in namespace `ns`, with its own config, control socket and pid file in `dir`.
 fn bird(ns: &mut Netns, dir: &std::path::Path, config: &str) -> (u32, std::path::PathBuf) {
     let conf = dir.join("bird.conf");

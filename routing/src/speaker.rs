@@ -333,6 +333,43 @@ impl Speaker {
         }
     }
 
+    /// Runs a BFD session to each of `peers` (discriminators from `first_disc` on); one that goes down after
+    /// being up drops that neighbour's BGP session at once. Returns the tasks, to abort at shutdown.
+    pub fn attach_bfd(
+        &self,
+        peers: Vec<crate::bfd::Peer>,
+        first_disc: u32,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut tasks: Vec<_> = peers
+            .into_iter()
+            .zip(first_disc..)
+            .map(|(peer, disc)| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let address = peer.address;
+                    if let Err(e) = crate::bfd::run(peer, disc, tx).await {
+                        tracing::error!(neighbor = %address, error = %e, "BFD session failed");
+                    }
+                })
+            })
+            .collect();
+        let speaker = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut up = std::collections::HashSet::new();
+            while let Some(c) = rx.recv().await {
+                if c.state == crate::bfd::State::Up {
+                    tracing::info!(neighbor = %c.address, "BFD: up");
+                    up.insert(c.address);
+                } else if up.remove(&c.address) {
+                    tracing::warn!(neighbor = %c.address, "BFD: path down; dropping the BGP session");
+                    speaker.bfd_down(c.address);
+                }
+            }
+        }));
+        tasks
+    }
+
     /// Stops every session with a shutdown communication (RFC 8203).
     pub fn stop(&self, message: &str) {
         for n in &self.shared.neighbors {
