@@ -658,6 +658,90 @@ fn hold_timer_expires_when_the_link_is_cut_and_the_session_comes_back_when_mende
     assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text());
 }
 
+#[test]
+fn multihop_session_from_a_bound_address_carries_ipv6_prefixes_with_a_configured_next_hop() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // r (192.0.2.1) -- mid, a router -- lb (198.51.100.11 and .12): the sessions cross one router.
+    let p = unique_prefix("bx");
+    let r = Netns::new(&format!("{p}r")).unwrap();
+    let mid = Netns::new(&format!("{p}m")).unwrap();
+    let mut lb = Netns::new(&format!("{p}l")).unwrap();
+    veth(&r, "eth0", &mid, "eth0").unwrap();
+    veth(&lb, "eth0", &mid, "eth1").unwrap();
+    r.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]).unwrap();
+    mid.ip(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]).unwrap();
+    mid.ip(&["addr", "add", "198.51.100.2/24", "dev", "eth1"])
+        .unwrap();
+    mid.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    for a in ["198.51.100.11/24", "198.51.100.12/24"] {
+        lb.ip(&["addr", "add", a, "dev", "eth0"]).unwrap();
+    }
+    r.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"])
+        .unwrap();
+    lb.ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.2"])
+        .unwrap();
+    // FRR knows the speaker only as 198.51.100.12, two hops away; IPv6 unicast rides the IPv4 session.
+    let frr = Frr::start(
+        &r,
+        "frr defaults traditional\n\
+         router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n\
+         neighbor 198.51.100.12 remote-as 65010\n neighbor 198.51.100.12 timers 3 9\n\
+         neighbor 198.51.100.12 timers connect 1\n neighbor 198.51.100.12 ebgp-multihop 2\n\
+         address-family ipv6 unicast\n  neighbor 198.51.100.12 activate\n exit-address-family\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |lb: &mut Netns, name: &str, opts: &str| {
+        let log = dir.path().join(format!("{name}.log"));
+        let n = format!("192.0.2.1,asn=65000,hold=9,local=198.51.100.12,ipv6,nh6=2001:db8:1::12{opts}");
+        let args = [
+            "--asn",
+            "65010",
+            "--router-id",
+            "198.51.100.12",
+            "--neighbor",
+            &n,
+            "--announce",
+            "198.51.100.128/32",
+            "--announce",
+            "2001:db8:ffff::/128*10",
+            "--duration",
+            "60",
+        ];
+        (speak(lb, &log, &args), log)
+    };
+    let text = |l: &std::path::Path| std::fs::read_to_string(l).unwrap_or_default();
+    // TTL 1 (the eBGP default) dies at the router in between: no session.
+    let (pid, log) = run(&mut lb, "ttl1", "");
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(!frr.established("198.51.100.12"), "{}", text(&log));
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
+    // TTL 2: established from the bound address, with both families.
+    let (pid, log) = run(&mut lb, "ttl2", ",ttl=2");
+    assert!(
+        frr.wait(Duration::from_secs(30), |f| f.established("198.51.100.12")
+            && f.prefix_count("ipv4") == 1
+            && f.prefix_count("ipv6") == 10),
+        "{}\n{}",
+        frr.vtysh("show bgp summary").unwrap_or_default(),
+        text(&log)
+    );
+    let v6 = frr
+        .json("show bgp ipv6 unicast 2001:db8:ffff::9/128 json")
+        .unwrap();
+    assert_eq!(v6["paths"][0]["nexthops"][0]["ip"], "2001:db8:1::12", "{v6}");
+    let v4 = frr.json("show bgp ipv4 unicast 198.51.100.128/32 json").unwrap();
+    assert_eq!(v4["paths"][0]["nexthops"][0]["ip"], "198.51.100.12", "{v4}");
+    let n = frr.json("show bgp neighbors 198.51.100.12 json").unwrap();
+    assert_eq!(n["198.51.100.12"]["hostLocal"], "192.0.2.1", "{n}");
+    assert!(
+        text(&log).contains("\"connection\":[\"198.51.100.12:"),
+        "the speaker's end is not the bound address: {}",
+        text(&log)
+    );
+    assert!(lb.stop(pid, Duration::from_secs(10)), "{}", text(&log));
+}
+
 /// BIRD 2 in namespace `ns`, with its own config, control socket and pid file in `dir`.
 fn bird(ns: &mut Netns, dir: &std::path::Path, config: &str) -> (u32, std::path::PathBuf) {
     let conf = dir.join("bird.conf");
