@@ -292,7 +292,7 @@ async fn conns(State(n): State<Shared>, Query(q): Query<ServiceQ>) -> Response {
 
 fn stats_value(s: &anylb_dataplane::stats::Stats) -> serde_json::Value {
     serde_json::json!({
-        "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes, "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes,
+        "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes, "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes, "fast_path": s.fast_path,
         "to_kernel": s.to_kernel, "redirected": s.redirected, "peer_forwarded": s.peer_forwarded,
         "new_connections": s.new_connections,
         "expired_connections": s.expired_connections, "stack_replies": s.stack_replies, "icmp_errors": s.icmp_errors,
@@ -469,6 +469,13 @@ pub fn metrics_text(n: &Node) -> String {
             "anylb_connections_total{{worker=\"{w}\"}} {}",
             s.new_connections
         );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP anylb_fast_path_total Frames forwarded by the established fast path.\n# TYPE anylb_fast_path_total counter"
+    );
+    for (w, s) in per.iter().enumerate() {
+        let _ = writeln!(o, "anylb_fast_path_total{{worker=\"{w}\"}} {}", s.fast_path);
     }
     let _ = writeln!(
         o,

@@ -474,8 +474,8 @@ pub fn stats(sock: &Path, json: bool, per_worker: bool, watch: Option<u64>) -> R
             };
             let t = &v["total"];
             println!(
-                "rx {} ({})  tx {} ({})  kernel {}  redirected {}  to peers {}  connections new {} ({})  expired {}  drops {}  tx refused {}",
-                s(&t["rx_packets"]), rate("rx_packets"), s(&t["tx_packets"]), rate("tx_packets"), s(&t["to_kernel"]), s(&t["redirected"]),
+                "rx {} ({})  tx {} ({}, fast path {})  kernel {}  redirected {}  to peers {}  connections new {} ({})  expired {}  drops {}  tx refused {}",
+                s(&t["rx_packets"]), rate("rx_packets"), s(&t["tx_packets"]), rate("tx_packets"), s(&t["fast_path"]), s(&t["to_kernel"]), s(&t["redirected"]),
                 s(&t["peer_forwarded"]),
                 s(&t["new_connections"]), rate("new_connections"), s(&t["expired_connections"]), s(&t["drops"]), s(&v["tx_failed"])
             );

@@ -175,7 +175,7 @@ struct Published {
     heartbeat: AtomicU64,
 }
 
-const FIXED: usize = 11;
+const FIXED: usize = 12;
 
 impl Published {
     fn new() -> Self {
@@ -198,6 +198,7 @@ impl Published {
             s.expired_connections,
             s.stack_replies,
             s.icmp_errors,
+            s.fast_path,
         ];
         for (a, v) in self.vals.iter().zip(fixed.iter().chain(s.drops.iter())) {
             a.store(*v, Ordering::Relaxed);
@@ -221,6 +222,7 @@ impl Published {
             expired_connections: v[8],
             stack_replies: v[9],
             icmp_errors: v[10],
+            fast_path: v[11],
             drops,
         }
     }

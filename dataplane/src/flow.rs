@@ -177,6 +177,66 @@ impl Hasher for FastHasher {
 /// A `HashMap` with [`FastHasher`].
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
+/// An exact-match table of addresses for the per-packet "is this address ours, and what is it?" question:
+/// open addressing over a power-of-two array at most half full, one multiply to hash, 16-byte keys compared
+/// as one integer. Built once per snapshot from the configuration, never grown.
+#[derive(Debug, Clone)]
+pub struct AddrTable<V: Copy> {
+    slots: Vec<Option<(u128, V)>>,
+    shift: u32,
+}
+
+impl<V: Copy> AddrTable<V> {
+    /// A table holding `entries` (a later duplicate key replaces an earlier one).
+    pub fn new(entries: impl IntoIterator<Item = (Addr, V)>) -> AddrTable<V> {
+        let entries: Vec<(Addr, V)> = entries.into_iter().collect();
+        let cap = (entries.len() * 2).next_power_of_two().max(16);
+        let mut t = AddrTable {
+            slots: vec![None; cap],
+            shift: 64 - cap.trailing_zeros(),
+        };
+        for (a, v) in entries {
+            let k = u128::from_ne_bytes(a);
+            let mut i = t.home(k);
+            loop {
+                match &mut t.slots[i] {
+                    Some((key, val)) if *key == k => {
+                        *val = v;
+                        break;
+                    }
+                    Some(_) => i = (i + 1) & (cap - 1),
+                    empty => {
+                        *empty = Some((k, v));
+                        break;
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    #[inline(always)]
+    fn home(&self, k: u128) -> usize {
+        let x = (k as u64) ^ ((k >> 64) as u64).rotate_left(29);
+        (x.wrapping_mul(K0) >> self.shift) as usize
+    }
+
+    /// The value stored for `a`.
+    #[inline]
+    pub fn get(&self, a: &Addr) -> Option<V> {
+        let k = u128::from_ne_bytes(*a);
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(k);
+        loop {
+            match self.slots.get(i)? {
+                Some((key, v)) if *key == k => return Some(*v),
+                Some(_) => i = (i + 1) & mask,
+                None => return None,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +267,35 @@ mod tests {
         assert_ne!(h, Tuple { proto: 17, ..t }.hash(1));
         assert_ne!(h, t.reversed().hash(1));
         assert_eq!(h, t.hash(1));
+    }
+
+    #[test]
+    fn addr_table_finds_every_entry_and_nothing_else() {
+        let addrs: Vec<Addr> = (0..300u32)
+            .map(|i| {
+                let mut a = [0u8; 16];
+                if i % 2 == 0 {
+                    a[10] = 0xff;
+                    a[11] = 0xff;
+                    a[12..].copy_from_slice(&(0xc000_0200u32 + i).to_be_bytes());
+                } else {
+                    a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+                    a[12..].copy_from_slice(&i.to_be_bytes());
+                }
+                a
+            })
+            .collect();
+        let t = AddrTable::new(addrs.iter().enumerate().map(|(i, a)| (*a, i)));
+        for (i, a) in addrs.iter().enumerate() {
+            assert_eq!(t.get(a), Some(i));
+        }
+        let mut other = addrs[0];
+        other[12..].copy_from_slice(&[198, 51, 100, 1]);
+        assert_eq!(t.get(&other), None);
+        assert_eq!(t.get(&[0; 16]), None);
+        // A later duplicate replaces the earlier value; an empty table answers nothing.
+        let t = AddrTable::new([(addrs[1], 1), (addrs[1], 2)]);
+        assert_eq!(t.get(&addrs[1]), Some(2));
+        assert_eq!(AddrTable::<u8>::new([]).get(&addrs[1]), None);
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anylb_conf::{ClientAddress, Encapsulation, Forwarding, NodeConfig, Protocol};
 
-use crate::flow::{addr, is_v4, Addr, FastMap};
+use crate::flow::{addr, is_v4, Addr, AddrTable, FastMap};
 use crate::route::{NextHop, Route, Table};
 use crate::sched::{self, backend_key, Maglev};
 use crate::tcp_state::TickTimeouts;
@@ -168,6 +168,8 @@ pub struct Snapshot {
     svc_index: FastMap<(Addr, u8, u16), u16>,
     /// Addresses the dataplane answers for.
     pub local: FastMap<Addr, Local>,
+    /// The same, for the per-packet lookup.
+    local_index: AddrTable<Local>,
     /// Local-address pools as (address, first port, last port).
     pub lips: Vec<(Addr, u16, u16)>,
     /// Route table (connected subnets and static routes; received routes are added by the control plane).
@@ -203,7 +205,7 @@ impl Snapshot {
     /// What `a` is to this node, if anything.
     #[inline]
     pub fn local(&self, a: &Addr) -> Option<Local> {
-        self.local.get(a).copied()
+        self.local_index.get(a)
     }
 
     /// The first own address of `port` in the family of `like` (source of ICMP errors and solicitations).
@@ -492,6 +494,7 @@ impl Builder {
             ports,
             services,
             svc_index,
+            local_index: AddrTable::new(local.iter().map(|(a, l)| (*a, *l))),
             local,
             lips,
             routes,

@@ -90,6 +90,8 @@ pub struct Stats {
     pub rx_bytes: u64,
     /// Frames transmitted (forwarded or answered).
     pub tx_packets: u64,
+    /// Of the frames forwarded, those the established fast path took (no state change, everything cached).
+    pub fast_path: u64,
     /// Bytes transmitted.
     pub tx_bytes: u64,
     /// Frames handed to the kernel.
@@ -122,6 +124,7 @@ impl Stats {
         self.rx_packets += o.rx_packets;
         self.rx_bytes += o.rx_bytes;
         self.tx_packets += o.tx_packets;
+        self.fast_path += o.fast_path;
         self.tx_bytes += o.tx_bytes;
         self.to_kernel += o.to_kernel;
         self.redirected += o.redirected;

@@ -23,12 +23,21 @@ pub fn sum(data: &[u8]) -> u32 {
     u32::from(fold(acc as u32))
 }
 
-/// Folds a sum to 16 bits (without complementing).
-pub fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
+/// Whether a 20-byte IPv4 header (no options) has a valid checksum: five 32-bit words summed, folded.
+#[inline]
+pub fn ipv4_header_ok(h: &[u8; 20]) -> bool {
+    let word = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let mut acc = word(0) + word(4) + word(8) + word(12) + word(16);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    fold(acc as u32 + (acc >> 32) as u32) == 0xffff
+}
+
+/// Folds a sum to 16 bits (without complementing). Two folds always suffice for 32 bits: the first leaves
+/// at most 0x1fffe, the second at most 0xffff.
+#[inline(always)]
+pub fn fold(acc: u32) -> u16 {
+    let acc = (acc & 0xffff) + (acc >> 16);
+    ((acc & 0xffff) + (acc >> 16)) as u16
 }
 
 /// The checksum field value for data whose sum is `acc`.
@@ -70,6 +79,55 @@ pub fn update_sums(hc: u16, old_sum: u32, new_sum: u32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_header_check_agrees_with_the_general_sum() {
+        let mut h = [
+            0x45, 0, 0, 0x3c, 0x1c, 0x46, 0x40, 0, 0x40, 0x06, 0, 0, 0xac, 0x10, 0x0a, 0x63, 0xac, 0x10,
+            0x0a, 0x0c,
+        ];
+        let c = finish(sum(&h));
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        assert!(ipv4_header_ok(&h));
+        for i in 0..20 {
+            let mut bad = h;
+            bad[i] ^= 0x01;
+            assert!(!ipv4_header_ok(&bad), "byte {i}");
+        }
+        let all = [0xff; 20];
+        assert_eq!(ipv4_header_ok(&all), fold(sum(&all)) == 0xffff);
+    }
+
+    #[test]
+    fn folding_matches_the_loop_for_edge_values() {
+        let slow = |mut a: u32| {
+            while a > 0xffff {
+                a = (a & 0xffff) + (a >> 16);
+            }
+            a as u16
+        };
+        for a in [
+            0,
+            1,
+            0xffff,
+            0x1_0000,
+            0x1_fffe,
+            0x1_ffff,
+            0xfffe_ffff,
+            0xffff_0000,
+            0xffff_fffe,
+            u32::MAX,
+        ] {
+            assert_eq!(fold(a), slow(a), "{a:#x}");
+        }
+        let mut x: u32 = 0x9e37_79b9;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            assert_eq!(fold(x), slow(x), "{x:#x}");
+        }
+    }
 
     #[test]
     fn rfc1071_example() {

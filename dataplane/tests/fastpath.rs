@@ -1,0 +1,253 @@
+//! The established fast path against the general path: two workers on the same topology, one with the fast
+//! path and one without, get the same frames and must answer with the same verdicts, the same bytes out and
+//! the same counters (but the fast-path count) — over handshakes, data both ways, teardown, UDP, and frames
+//! the fast path must leave alone (bad checksums, TTL 1, fragments, IP options, padding, truncation).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use anylb_dataplane::stats::Stats;
+use anylb_dataplane::worker::Verdict;
+use common::*;
+use proptest::prelude::*;
+
+/// Both workers; the second never takes the fast path.
+struct Pair {
+    fast: Lab,
+    slow: Lab,
+}
+
+type Sent = (Verdict, Vec<(u16, Vec<u8>)>);
+
+impl Pair {
+    fn new() -> Pair {
+        let mut slow = Lab::new();
+        slow.worker.set_fast_path(false);
+        Pair {
+            fast: Lab::new(),
+            slow,
+        }
+    }
+
+    fn send(&mut self, port: u16, frame: Vec<u8>) -> Sent {
+        let a = self.fast.send(port, frame.clone());
+        let b = self.slow.send(port, frame);
+        assert_eq!(a, b, "fast and general paths differ");
+        let strip = |s: &Stats| Stats {
+            fast_path: 0,
+            ..s.clone()
+        };
+        assert_eq!(strip(&self.fast.worker.stats), strip(&self.slow.worker.stats));
+        assert_eq!(self.slow.worker.stats.fast_path, 0);
+        a
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.fast.advance(ms);
+        self.slow.advance(ms);
+    }
+}
+
+/// The IPv4 header checksum recomputed after a change.
+fn fix_ip_checksum(f: &mut [u8]) {
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    f[24] = 0;
+    f[25] = 0;
+    let mut s: u32 = 0;
+    for c in f[14..14 + ihl].chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
+}
+
+/// Ways to spoil a frame the fast path would otherwise take.
+#[derive(Debug, Clone, Copy)]
+enum Spoil {
+    None,
+    BadIpChecksum,
+    Ttl1,
+    Fragment,
+    IpOptions,
+    Padding,
+    Truncated,
+}
+
+fn spoil(mut f: Vec<u8>, how: Spoil) -> Vec<u8> {
+    match how {
+        Spoil::None => {}
+        Spoil::BadIpChecksum => f[24] ^= 0x5a,
+        Spoil::Ttl1 => {
+            f[22] = 1;
+            fix_ip_checksum(&mut f);
+        }
+        Spoil::Fragment => {
+            f[20] |= 0x20;
+            fix_ip_checksum(&mut f);
+        }
+        Spoil::IpOptions => {
+            // Four bytes of NOP / end-of-options after the fixed header.
+            f.splice(34..34, [1, 1, 1, 0]);
+            f[14] = 0x46;
+            let total = u16::from_be_bytes([f[16], f[17]]) + 4;
+            f[16..18].copy_from_slice(&total.to_be_bytes());
+            fix_ip_checksum(&mut f);
+        }
+        Spoil::Padding => f.extend_from_slice(&[0; 12]),
+        Spoil::Truncated => f.truncate(14 + 20 + 10),
+    }
+    f
+}
+
+/// Where the SYN of a flow went: backend endpoint, local endpoint, backend MAC.
+type BackendSide = ((String, u16), (String, u16), [u8; 6]);
+
+/// One client flow: its client endpoint, and the backend side learnt from the SYN's translation.
+struct Flow {
+    client: (String, u16),
+    backend: Option<BackendSide>,
+    seq: u32,
+}
+
+impl Flow {
+    fn inbound(&self, flags: &str, payload: &[u8]) -> Vec<u8> {
+        tcp(
+            ROUTER_MAC,
+            UP_MAC,
+            (&self.client.0, self.client.1),
+            ("203.0.113.10", 80),
+            flags,
+            self.seq,
+            None,
+            payload,
+        )
+    }
+
+    fn reply(&self, flags: &str, payload: &[u8]) -> Option<Vec<u8>> {
+        let ((b, bp), (l, lp), mac) = self.backend.as_ref()?;
+        Some(tcp(
+            mac.to_owned(),
+            IN_MAC,
+            (b, *bp),
+            (l, *lp),
+            flags,
+            7,
+            None,
+            payload,
+        ))
+    }
+}
+
+/// Opens `flow` with a SYN and learns where it went.
+fn open(p: &mut Pair, flow: &mut Flow) {
+    let (v, tx) = p.send(0, flow.inbound("S", b""));
+    if let (Verdict::Forward { .. }, Some((_, f))) = (v, tx.first()) {
+        let s = seen(f);
+        flow.backend = Some(((s.dst.to_string(), s.dport), (s.src.to_string(), s.sport), s.dmac));
+    }
+}
+
+#[test]
+fn established_segments_take_the_fast_path_with_the_same_result() {
+    let mut p = Pair::new();
+    let mut flow = Flow {
+        client: ("192.0.2.100".into(), 40000),
+        backend: None,
+        seq: 1,
+    };
+    open(&mut p, &mut flow);
+    p.send(1, flow.reply("SA", b"").unwrap());
+    flow.seq = 2;
+    p.send(0, flow.inbound("A", b""));
+    assert_eq!(
+        p.fast.worker.stats.fast_path, 0,
+        "handshake segments change the state"
+    );
+    for i in 0..10u32 {
+        p.send(0, flow.inbound("AP", format!("request {i}").as_bytes()));
+        p.send(1, flow.reply("AP", b"response").unwrap());
+    }
+    assert_eq!(p.fast.worker.stats.fast_path, 20);
+    // Spoilt frames go the general way (and fail or succeed there the same).
+    for how in [
+        Spoil::BadIpChecksum,
+        Spoil::Ttl1,
+        Spoil::Fragment,
+        Spoil::IpOptions,
+        Spoil::Truncated,
+    ] {
+        p.send(0, spoil(flow.inbound("AP", b"x"), how));
+    }
+    assert_eq!(p.fast.worker.stats.fast_path, 20);
+    // Ethernet padding is trimmed on the fast path too.
+    p.send(0, spoil(flow.inbound("A", b""), Spoil::Padding));
+    assert_eq!(p.fast.worker.stats.fast_path, 21);
+    // Teardown changes the state: general path.
+    p.send(0, flow.inbound("AF", b""));
+    assert_eq!(p.fast.worker.stats.fast_path, 21);
+    // UDP datagrams after the first.
+    for _ in 0..3 {
+        p.send(
+            0,
+            udp(
+                ROUTER_MAC,
+                UP_MAC,
+                ("192.0.2.101", 5353),
+                ("203.0.113.10", 53),
+                b"q",
+            ),
+        );
+    }
+    assert_eq!(p.fast.worker.stats.fast_path, 23);
+}
+
+fn spoils() -> impl Strategy<Value = Spoil> {
+    prop_oneof![
+        6 => Just(Spoil::None),
+        1 => Just(Spoil::BadIpChecksum),
+        1 => Just(Spoil::Ttl1),
+        1 => Just(Spoil::Fragment),
+        1 => Just(Spoil::IpOptions),
+        1 => Just(Spoil::Padding),
+        1 => Just(Spoil::Truncated),
+    ]
+}
+
+const KINDS: [&str; 7] = ["S", "A", "AP", "AF", "R", "SA", "udp"];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Random segments of three flows in both directions, some spoilt, with the clock moving: both paths
+    /// always agree.
+    #[test]
+    fn both_paths_agree_on_random_traffic(
+        events in proptest::collection::vec((0usize..3, any::<bool>(), 0usize..KINDS.len(), spoils(), 0u64..3000), 1..60)
+    ) {
+        let mut p = Pair::new();
+        let mut flows: Vec<Flow> = (0..3u16)
+            .map(|i| Flow { client: (format!("192.0.2.{}", 100 + i), 40000 + i), backend: None, seq: 1 })
+            .collect();
+        for (i, reply, kind, how, ms) in events {
+            let fl = &mut flows[i];
+            let k = KINDS[kind];
+            if k == "S" && !reply {
+                open(&mut p, fl);
+                continue;
+            }
+            let frame = match (k, reply) {
+                ("udp", _) => Some(udp(ROUTER_MAC, UP_MAC, (&fl.client.0, fl.client.1), ("203.0.113.10", 53), b"q")),
+                (_, false) => Some(fl.inbound(k, b"data")),
+                (_, true) => fl.reply(k, b"data"),
+            };
+            if let Some(f) = frame {
+                p.send(if reply { 1 } else { 0 }, spoil(f, how));
+            }
+            fl.seq = fl.seq.wrapping_add(4);
+            p.advance(ms);
+        }
+    }
+}
