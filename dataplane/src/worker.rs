@@ -145,7 +145,7 @@ pub struct Worker<F: Frame> {
     hint_tuples: Vec<Tuple>,
     hint_hashes: Vec<u64>,
     cur: usize,
-    /// Whether established packets may take [`Worker::fast_v4`] (tests compare both paths).
+    /// Whether established packets may take [`Worker::fast`] (tests compare both paths).
     fast_path: bool,
 }
 
@@ -292,7 +292,7 @@ impl<F: Frame> Worker<F> {
             self.cur = i;
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += f.data().len() as u64;
-            let v = match self.fast_v4(f, out) {
+            let v = match self.fast(f, alloc, out) {
                 Ok(v) => v,
                 Err(f) => self.handle(in_port, f, alloc, out),
             };
@@ -347,14 +347,19 @@ impl<F: Frame> Worker<F> {
         }
     }
 
-    /// The established fast path: an untagged IPv4 TCP segment or UDP datagram without IP options of a
-    /// Full-NAT connection between IPv4 ends, whose TCP state does not change (no SYN, FIN or RST), whose
-    /// service and next hop are cached for the current snapshot and routes, and whose next hop is resolved.
-    /// It does what `handle` would do for such a packet (same checks, same translation, same counters) without
-    /// the general parsing; every condition is checked before the frame is touched, and anything else is
-    /// handed back for `handle`.
+    /// The established fast path: an untagged TCP segment or UDP datagram, IPv4 without options or IPv6
+    /// without extension headers, of a Full-NAT connection (IPv4, IPv6 or NAT64) whose TCP state does not
+    /// change (no SYN, FIN or RST), whose service and next hop are cached for the current snapshot and routes,
+    /// and whose next hop is resolved. It does what `handle` would do for such a packet (same checks, same
+    /// translation, same counters) without the general parsing; every condition is checked before the frame
+    /// is touched, and anything else is handed back for `handle`.
     #[inline]
-    fn fast_v4(&mut self, mut f: F, out: &mut Output<F>) -> Result<Verdict, F> {
+    fn fast<A: FrameAlloc<F = F>>(
+        &mut self,
+        mut f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Result<Verdict, F> {
         const L3: usize = ethernet::HEADER_LEN;
         let h = match (self.hint_hashes.get(self.cur), self.hint_tuples.get(self.cur)) {
             (Some(&h), Some(_)) if h != 0 && self.fast_path => h,
@@ -362,36 +367,47 @@ impl<F: Frame> Worker<F> {
         };
         let t = &self.hint_tuples[self.cur];
         let d = f.data();
-        let Some(ip) = d
-            .get(L3..L3 + ipv4::HEADER_LEN)
-            .and_then(|h| <&[u8; 20]>::try_from(h).ok())
-        else {
-            return Err(f);
+        // (IPv6?, transport offset, network length, TTL or hop limit, protocol)
+        let (v6, l4, total, ttl, p) = match (d.get(12..14), d.get(L3..L3 + ipv4::HEADER_LEN)) {
+            (Some([0x08, 0x00]), Some(ip)) => {
+                let Ok(ip) = <&[u8; 20]>::try_from(ip) else {
+                    return Err(f);
+                };
+                if ip[0] != 0x45
+                    || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
+                    || (!f.rx_checksums_verified() && !checksum::ipv4_header_ok(ip))
+                {
+                    return Err(f);
+                }
+                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                if total < ipv4::HEADER_LEN {
+                    return Err(f);
+                }
+                (false, L3 + ipv4::HEADER_LEN, total, ip[8], ip[9])
+            }
+            (Some([0x86, 0xdd]), Some(_)) => {
+                let Some(ip) = d.get(L3..L3 + ipv6::HEADER_LEN) else {
+                    return Err(f);
+                };
+                if ip[0] >> 4 != 6 {
+                    return Err(f);
+                }
+                let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+                (true, L3 + ipv6::HEADER_LEN, ipv6::HEADER_LEN + plen, ip[7], ip[6])
+            }
+            _ => return Err(f),
         };
-        // IPv4 without options, not a fragment, TTL left to decrement.
-        if d[12..14] != ethertype::IPV4.to_be_bytes()
-            || ip[0] != 0x45
-            || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0
-            || ip[8] <= 1
-        {
+        if ttl <= 1 || d.len() < L3 + total {
             return Err(f);
         }
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        if total < ipv4::HEADER_LEN || d.len() < L3 + total {
-            return Err(f);
-        }
-        let l4 = &d[L3 + ipv4::HEADER_LEN..L3 + total];
-        let flags = match ip[9] {
-            proto::TCP
-                if l4.len() >= 20
-                    && usize::from(l4[12] >> 4) * 4 >= 20
-                    && usize::from(l4[12] >> 4) * 4 <= l4.len() =>
-            {
-                l4[13]
+        let seg = &d[l4..L3 + total];
+        let flags = match p {
+            proto::TCP if seg.len() >= 20 && (20..=seg.len()).contains(&(usize::from(seg[12] >> 4) * 4)) => {
+                seg[13]
             }
             proto::UDP
-                if l4.len() >= 8
-                    && (8..=l4.len()).contains(&usize::from(u16::from_be_bytes([l4[4], l4[5]]))) =>
+                if seg.len() >= 8
+                    && (8..=seg.len()).contains(&usize::from(u16::from_be_bytes([seg[4], seg[5]]))) =>
             {
                 0
             }
@@ -399,7 +415,6 @@ impl<F: Frame> Worker<F> {
         };
         if flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0
             || !matches!(self.snap.local(&t.dst), Some(Local::Vip | Local::Lip))
-            || (!f.rx_checksums_verified() && !checksum::ipv4_header_ok(ip))
         {
             return Err(f);
         }
@@ -407,11 +422,11 @@ impl<F: Frame> Worker<F> {
             return Err(f);
         };
         let c = self.conns.get(idx);
-        let slot = match dir {
-            Dir::Inbound => c.nh_fwd,
-            Dir::Reply => c.nh_rev,
+        let (slot, out_v6) = match dir {
+            Dir::Inbound => (c.nh_fwd, c.flags & FLAG_BACKEND_V6 != 0),
+            Dir::Reply => (c.nh_rev, c.flags & FLAG_CLIENT_V6 != 0),
         };
-        if c.flags & (MODE_MASK | FLAG_SNAT | FLAG_CLIENT_V6 | FLAG_BACKEND_V6) != MODE_FULLNAT
+        if c.flags & (MODE_MASK | FLAG_SNAT) != MODE_FULLNAT
             || !matches!(c.cla, CLA_NONE | CLA_TOA_DONE)
             || c.svc_gen != self.snap.generation as u16
             || c.route_gen != self.route_gen
@@ -420,7 +435,7 @@ impl<F: Frame> Worker<F> {
             return Err(f);
         }
         let state = c.state();
-        if ip[9] == proto::TCP && tcp_state::next(state, dir, flags) != state {
+        if p == proto::TCP && tcp_state::next(state, dir, flags) != state {
             return Err(f);
         }
         let (Some(svc), Some(entry)) = (
@@ -435,7 +450,14 @@ impl<F: Frame> Worker<F> {
         let Some(pt) = self.snap.ports.get(usize::from(port)) else {
             return Err(f);
         };
-        if pt.vlan.is_some() || total > usize::from(pt.mtu) {
+        let hdr_in = l4 - L3;
+        let out_len = match (v6, out_v6) {
+            (false, false) | (true, true) => total,
+            (true, false) => total - hdr_in + ipv4::HEADER_LEN,
+            (false, true) => total - hdr_in + ipv6::HEADER_LEN,
+        };
+        let mtu = usize::from(pt.mtu);
+        if pt.vlan.is_some() || out_len > mtu {
             return Err(f);
         }
         // Committed: expiry, translation, Ethernet header, transmission.
@@ -455,17 +477,23 @@ impl<F: Frame> Worker<F> {
                 dport: c.cport,
             },
         };
+        let client_port = c.in_port;
         if exp != c.expires {
             self.conns.set_expiry(idx, exp);
         }
         f.truncate(L3 + total);
-        let d = f.data_mut();
-        if !nat::rewrite_v4(&mut d[L3..], ipv4::HEADER_LEN, &e) {
-            return Ok(drop(DropReason::Malformed));
+        let l3 = match self.translate(&mut f, (v6, out_v6), (L3, l4), p, false, &e, client_port, mtu) {
+            Ok(l3) => l3,
+            Err(r) => return Ok(drop(r)),
+        };
+        self.stats.fast_path += 1;
+        if l3 != L3 {
+            let et = if out_v6 { ethertype::IPV6 } else { ethertype::IPV4 };
+            return Ok(self.emit(port, slot, l3, et, f, alloc, out));
         }
+        let d = f.data_mut();
         d[0..6].copy_from_slice(&mac);
         d[6..12].copy_from_slice(&src_mac);
-        self.stats.fast_path += 1;
         self.tx(port, f, out);
         Ok(Verdict::Forward { port })
     }
@@ -1231,55 +1259,18 @@ impl<F: Frame> Worker<F> {
         }
         // Translate.
         let syn = p.tcp_flags & tcp::flags::SYN != 0;
-        let l3 = match (p.v6, out_v6) {
-            (false, false) => {
-                let ihl = p.l4 - p.l3;
-                if !nat::rewrite_v4(&mut f.data_mut()[p.l3..], ihl, &e) {
-                    return drop(DropReason::Malformed);
-                }
-                p.l3
-            }
-            (true, true) => {
-                let l4 = p.l4 - p.l3;
-                if !nat::rewrite_v6(&mut f.data_mut()[p.l3..], l4, p.proto, &e) {
-                    return drop(DropReason::Malformed);
-                }
-                p.l3
-            }
-            (true, false) => {
-                self.ident = self.ident.wrapping_add(1);
-                if p.proto == proto::TCP && syn {
-                    clamp_mss(&mut f.data_mut()[p.l4..], mtu.saturating_sub(40) as u16);
-                }
-                match nat::v6_to_v4(f.data_mut(), p.l3, p.l4, p.proto, &e, self.ident) {
-                    Some(n) => n,
-                    None => return drop(DropReason::Malformed),
-                }
-            }
-            (false, true) => {
-                let mut l4 = p.l4;
-                let mut l3 = p.l3;
-                if l4 < 40 {
-                    let grow = 40 - l4;
-                    if !f.prepend(grow) {
-                        return drop(DropReason::NoBuffer);
-                    }
-                    l4 += grow;
-                    l3 += grow;
-                }
-                if p.proto == proto::TCP && syn {
-                    let client_mtu = self
-                        .snap
-                        .ports
-                        .get(usize::from(c.in_port))
-                        .map_or(1500, |pt| usize::from(pt.mtu));
-                    clamp_mss(&mut f.data_mut()[l4..], client_mtu.saturating_sub(60) as u16);
-                }
-                match nat::v4_to_v6(f.data_mut(), l3, l4, p.proto, &e) {
-                    Some(n) => n,
-                    None => return drop(DropReason::Malformed),
-                }
-            }
+        let l3 = match self.translate(
+            &mut f,
+            (p.v6, out_v6),
+            (p.l3, p.l4),
+            p.proto,
+            syn,
+            &e,
+            c.in_port,
+            mtu,
+        ) {
+            Ok(l3) => l3,
+            Err(r) => return drop(r),
         };
         if c.cla != CLA_NONE {
             let l4 = match (p.v6, out_v6) {
@@ -1300,6 +1291,66 @@ impl<F: Frame> Worker<F> {
             alloc,
             out,
         )
+    }
+
+    /// Rewrites a Full-NAT packet in place to endpoints `e`: within its family, or translated between IPv6 and
+    /// IPv4 (NAT64, with the MSS of a SYN lowered for the larger or the other side's header). `families` is
+    /// (packet is IPv6, output is IPv6), `at` the offsets of its network and transport headers, `client_port` the
+    /// port the connection's client is behind. Returns where the network header now starts.
+    #[allow(clippy::too_many_arguments)]
+    fn translate(
+        &mut self,
+        f: &mut F,
+        families: (bool, bool),
+        at: (usize, usize),
+        proto: u8,
+        syn: bool,
+        e: &Endpoints,
+        client_port: u8,
+        mtu: usize,
+    ) -> Result<usize, DropReason> {
+        let (l3, l4) = at;
+        match families {
+            (false, false) => {
+                if !nat::rewrite_v4(&mut f.data_mut()[l3..], l4 - l3, e) {
+                    return Err(DropReason::Malformed);
+                }
+                Ok(l3)
+            }
+            (true, true) => {
+                if !nat::rewrite_v6(&mut f.data_mut()[l3..], l4 - l3, proto, e) {
+                    return Err(DropReason::Malformed);
+                }
+                Ok(l3)
+            }
+            (true, false) => {
+                self.ident = self.ident.wrapping_add(1);
+                if proto == proto::TCP && syn {
+                    clamp_mss(&mut f.data_mut()[l4..], mtu.saturating_sub(40) as u16);
+                }
+                nat::v6_to_v4(f.data_mut(), l3, l4, proto, e, self.ident).ok_or(DropReason::Malformed)
+            }
+            (false, true) => {
+                let (mut l3, mut l4) = (l3, l4);
+                if l4 < 40 {
+                    let grow = 40 - l4;
+                    if !f.prepend(grow) {
+                        return Err(DropReason::NoBuffer);
+                    }
+                    l4 += grow;
+                    l3 += grow;
+                }
+                if proto == proto::TCP && syn {
+                    let client_mtu = self
+                        .snap
+                        .ports
+                        .get(usize::from(client_port))
+                        .map_or(1500, |pt| usize::from(pt.mtu));
+                    clamp_mss(&mut f.data_mut()[l4..], client_mtu.saturating_sub(60) as u16);
+                }
+                nat::v4_to_v6(f.data_mut(), l3, l4, proto, e).ok_or(DropReason::Malformed)
+            }
+        }
     }
 
     /// TOA and PROXY v2 on a translated segment of connection `idx` (TCP header at `l4`): the option or header

@@ -1,7 +1,8 @@
 //! The established fast path against the general path: two workers on the same topology, one with the fast
 //! path and one without, get the same frames and must answer with the same verdicts, the same bytes out and
-//! the same counters (but the fast-path count) — over handshakes, data both ways, teardown, UDP, and frames
-//! the fast path must leave alone (bad checksums, TTL 1, fragments, IP options, padding, truncation).
+//! the same counters (but the fast-path count) — over handshakes, data both ways, teardown, UDP, for IPv4,
+//! IPv6 and NAT64 connections, and frames the fast path must leave alone (bad checksums, TTL 1, fragments, IP
+//! options or IPv6 extension headers, padding, truncation).
 
 #![allow(clippy::unwrap_used)]
 
@@ -77,6 +78,9 @@ enum Spoil {
 }
 
 fn spoil(mut f: Vec<u8>, how: Spoil) -> Vec<u8> {
+    if f[12..14] == [0x86, 0xdd] {
+        return spoil6(f, how);
+    }
     match how {
         Spoil::None => {}
         Spoil::BadIpChecksum => f[24] ^= 0x5a,
@@ -102,27 +106,70 @@ fn spoil(mut f: Vec<u8>, how: Spoil) -> Vec<u8> {
     f
 }
 
+/// The IPv6 versions: hop limit 1, a destination-options header in front of the transport header (for
+/// fragments and options alike), a payload length past the frame.
+fn spoil6(mut f: Vec<u8>, how: Spoil) -> Vec<u8> {
+    match how {
+        Spoil::None => {}
+        Spoil::Ttl1 => f[21] = 1,
+        Spoil::Fragment | Spoil::IpOptions => {
+            let next = f[20];
+            f.splice(54..54, [next, 0, 1, 4, 0, 0, 0, 0]);
+            f[20] = 60;
+            let plen = u16::from_be_bytes([f[18], f[19]]) + 8;
+            f[18..20].copy_from_slice(&plen.to_be_bytes());
+        }
+        Spoil::BadIpChecksum => {
+            let plen = u16::from_be_bytes([f[18], f[19]]) + 100;
+            f[18..20].copy_from_slice(&plen.to_be_bytes());
+        }
+        Spoil::Padding => f.extend_from_slice(&[0; 12]),
+        Spoil::Truncated => f.truncate(14 + 40 + 10),
+    }
+    f
+}
+
 /// Where the SYN of a flow went: backend endpoint, local endpoint, backend MAC.
 type BackendSide = ((String, u16), (String, u16), [u8; 6]);
 
-/// One client flow: its client endpoint, and the backend side learnt from the SYN's translation.
+/// One client flow: its client endpoint, the VIP, and the backend side learnt from the SYN's translation.
 struct Flow {
     client: (String, u16),
+    vip: &'static str,
     backend: Option<BackendSide>,
     seq: u32,
 }
 
 impl Flow {
+    fn new(client: &str, port: u16, vip: &'static str) -> Flow {
+        Flow {
+            client: (client.into(), port),
+            vip,
+            backend: None,
+            seq: 1,
+        }
+    }
+
     fn inbound(&self, flags: &str, payload: &[u8]) -> Vec<u8> {
         tcp(
             ROUTER_MAC,
             UP_MAC,
             (&self.client.0, self.client.1),
-            ("203.0.113.10", 80),
+            (self.vip, 80),
             flags,
             self.seq,
             None,
             payload,
+        )
+    }
+
+    fn datagram(&self) -> Vec<u8> {
+        udp(
+            ROUTER_MAC,
+            UP_MAC,
+            (&self.client.0, self.client.1),
+            (self.vip, 53),
+            b"q",
         )
     }
 
@@ -152,12 +199,18 @@ fn open(p: &mut Pair, flow: &mut Flow) {
 
 #[test]
 fn established_segments_take_the_fast_path_with_the_same_result() {
+    for (client, vip) in [
+        ("192.0.2.100", "203.0.113.10"),
+        ("2001:db8:c::100", "2001:db8::1"),
+        ("2001:db8:c::100", "2001:db8::64"),
+    ] {
+        one_flow(client, vip);
+    }
+}
+
+fn one_flow(client: &str, vip: &'static str) {
     let mut p = Pair::new();
-    let mut flow = Flow {
-        client: ("192.0.2.100".into(), 40000),
-        backend: None,
-        seq: 1,
-    };
+    let mut flow = Flow::new(client, 40000, vip);
     open(&mut p, &mut flow);
     p.send(1, flow.reply("SA", b"").unwrap());
     flow.seq = 2;
@@ -189,19 +242,11 @@ fn established_segments_take_the_fast_path_with_the_same_result() {
     p.send(0, flow.inbound("AF", b""));
     assert_eq!(p.fast.worker.stats.fast_path, 21);
     // UDP datagrams after the first.
+    let dns = Flow::new(client, 5353, vip);
     for _ in 0..3 {
-        p.send(
-            0,
-            udp(
-                ROUTER_MAC,
-                UP_MAC,
-                ("192.0.2.101", 5353),
-                ("203.0.113.10", 53),
-                b"q",
-            ),
-        );
+        p.send(0, dns.datagram());
     }
-    assert_eq!(p.fast.worker.stats.fast_path, 23);
+    assert_eq!(p.fast.worker.stats.fast_path, 23, "{client} -> {vip}");
 }
 
 fn spoils() -> impl Strategy<Value = Spoil> {
@@ -221,16 +266,21 @@ const KINDS: [&str; 7] = ["S", "A", "AP", "AF", "R", "SA", "udp"];
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
-    /// Random segments of three flows in both directions, some spoilt, with the clock moving: both paths
+    /// Random segments of six flows (IPv4, IPv6, NAT64) in both directions, some spoilt, with the clock moving: both paths
     /// always agree.
     #[test]
     fn both_paths_agree_on_random_traffic(
-        events in proptest::collection::vec((0usize..3, any::<bool>(), 0usize..KINDS.len(), spoils(), 0u64..3000), 1..60)
+        events in proptest::collection::vec((0usize..6, any::<bool>(), 0usize..KINDS.len(), spoils(), 0u64..3000), 1..80)
     ) {
         let mut p = Pair::new();
-        let mut flows: Vec<Flow> = (0..3u16)
-            .map(|i| Flow { client: (format!("192.0.2.{}", 100 + i), 40000 + i), backend: None, seq: 1 })
-            .collect();
+        let mut flows = vec![
+            Flow::new("192.0.2.100", 40000, "203.0.113.10"),
+            Flow::new("192.0.2.101", 40001, "203.0.113.10"),
+            Flow::new("2001:db8:c::100", 40000, "2001:db8::1"),
+            Flow::new("2001:db8:c::101", 40001, "2001:db8::1"),
+            Flow::new("2001:db8:c::102", 40002, "2001:db8::64"),
+            Flow::new("2001:db8:c::103", 40003, "2001:db8::64"),
+        ];
         for (i, reply, kind, how, ms) in events {
             let fl = &mut flows[i];
             let k = KINDS[kind];
@@ -239,7 +289,7 @@ proptest! {
                 continue;
             }
             let frame = match (k, reply) {
-                ("udp", _) => Some(udp(ROUTER_MAC, UP_MAC, (&fl.client.0, fl.client.1), ("203.0.113.10", 53), b"q")),
+                ("udp", _) => Some(fl.datagram()),
                 (_, false) => Some(fl.inbound(k, b"data")),
                 (_, true) => fl.reply(k, b"data"),
             };
