@@ -273,7 +273,7 @@ proptest! {
         events in proptest::collection::vec((0usize..6, any::<bool>(), 0usize..KINDS.len(), spoils(), 0u64..3000), 1..80)
     ) {
         let mut p = Pair::new();
-        let mut flows = vec![
+        let mut flows = [
             Flow::new("192.0.2.100", 40000, "203.0.113.10"),
             Flow::new("192.0.2.101", 40001, "203.0.113.10"),
             Flow::new("2001:db8:c::100", 40000, "2001:db8::1"),
