@@ -61,12 +61,24 @@ fn demo_cluster_scenarios() {
     };
 
     // What the nodes counted, for the message of a failed traffic check.
+    // What to print when traffic fails: each node's counters, backends and neighbours, and r1's routes and
+    // neighbours (the path the failed requests could have taken).
+    let r1_ns = lab.ns("r1").unwrap().name().to_owned();
     let counters = || {
-        ["lb1", "lb2"]
-            .iter()
-            .map(|n| format!("--- {n} stats\n{}", anylb_cli(anylb, n, &["stats"])))
-            .collect::<Vec<_>>()
-            .join("\n")
+        let nodes = ["lb1", "lb2"].iter().map(|n| {
+            format!(
+                "--- {n} stats\n{}--- {n} backends\n{}--- {n} neighbours\n{}",
+                anylb_cli(anylb, n, &["stats"]),
+                anylb_cli(anylb, n, &["backends"]),
+                anylb_cli(anylb, n, &["neigh"])
+            )
+        });
+        let r1 = std::process::Command::new("ip")
+            .args(["netns", "exec", &r1_ns, "sh", "-c", "ip route; ip -6 route; ip neigh; ip -6 neigh"])
+            .output()
+            .map(|o| format!("--- r1 routes and neighbours\n{}", String::from_utf8_lossy(&o.stdout)))
+            .unwrap_or_default();
+        nodes.chain(std::iter::once(r1)).collect::<Vec<_>>().join("\n")
     };
 
     // 1. Both nodes' BGP sessions are up and FRR installs the VIP with two next hops.

@@ -26,7 +26,7 @@ for i in range(n):
         counts[name] = counts.get(name, 0) + 1
     except Exception as e:
         failed += 1
-        key = "%s at request %d" % (type(e).__name__, i) if len(errors) < 5 else type(e).__name__
+        key = "%s (errno %s) at request %d" % (type(e).__name__, getattr(e, "errno", None), i) if len(errors) < 5 else type(e).__name__
         errors[key] = errors.get(key, 0) + 1
 print(json.dumps({"ok": sum(counts.values()), "failed": failed, "by_backend": counts, "errors": errors}))
 "#;
