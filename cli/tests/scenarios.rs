@@ -74,9 +74,21 @@ fn demo_cluster_scenarios() {
             )
         });
         let r1 = std::process::Command::new("ip")
-            .args(["netns", "exec", &r1_ns, "sh", "-c", "ip route; ip -6 route; ip neigh; ip -6 neigh"])
+            .args([
+                "netns",
+                "exec",
+                &r1_ns,
+                "sh",
+                "-c",
+                "ip route; ip -6 route; ip neigh; ip -6 neigh",
+            ])
             .output()
-            .map(|o| format!("--- r1 routes and neighbours\n{}", String::from_utf8_lossy(&o.stdout)))
+            .map(|o| {
+                format!(
+                    "--- r1 routes and neighbours\n{}",
+                    String::from_utf8_lossy(&o.stdout)
+                )
+            })
             .unwrap_or_default();
         nodes.chain(std::iter::once(r1)).collect::<Vec<_>>().join("\n")
     };
