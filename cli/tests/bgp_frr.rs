@@ -734,8 +734,10 @@ fn multihop_session_from_a_bound_address_carries_ipv6_prefixes_with_a_configured
     assert_eq!(v4["paths"][0]["nexthops"][0]["ip"], "198.51.100.12", "{v4}");
     let n = frr.json("show bgp neighbors 198.51.100.12 json").unwrap();
     assert_eq!(n["198.51.100.12"]["hostLocal"], "192.0.2.1", "{n}");
+    // The speaker prints its sessions once a second.
     assert!(
-        text(&log).contains("\"connection\":[\"198.51.100.12:"),
+        lb_wait(Duration::from_secs(3), || text(&log)
+            .contains("\"connection\":[\"198.51.100.12:")),
         "the speaker's end is not the bound address: {}",
         text(&log)
     );

@@ -172,6 +172,8 @@ pub struct Session {
     last_rx: Option<Instant>,
     next_tx: Instant,
     rng: u32,
+    /// A Poll Sequence is under way (our advertised timers changed; packets carry P until an F comes back).
+    polling: bool,
 }
 
 fn us(d: Duration) -> u32 {
@@ -194,6 +196,7 @@ impl Session {
             last_rx: None,
             next_tx: now,
             rng: disc.max(1),
+            polling: false,
         }
     }
 
@@ -207,38 +210,52 @@ impl Session {
         self.params.min_rx.max(self.remote_min_tx) * u32::from(self.remote_mult.max(1))
     }
 
-    /// Transmit interval: the slower of ours and what the peer can receive; at least 1 s while not up
-    /// (RFC 5880 §6.8.3).
-    fn tx_interval(&self) -> Duration {
-        let base = self.params.min_tx.max(self.remote_min_rx);
+    /// The transmit interval we advertise (bfd.DesiredMinTxInterval): the configured one while up, at least
+    /// 1 s otherwise (RFC 5880 §6.8.3). Advertising the fast value while still sending slowly would let an up
+    /// peer expire its detection time between our packets.
+    fn advertised_tx(&self) -> Duration {
         if self.state == State::Up {
-            base
+            self.params.min_tx
         } else {
-            base.max(Duration::from_secs(1))
+            self.params.min_tx.max(Duration::from_secs(1))
         }
+    }
+
+    /// Transmit interval: the slower of what we advertise and what the peer can receive.
+    fn tx_interval(&self) -> Duration {
+        self.advertised_tx().max(self.remote_min_rx)
     }
 
     fn packet(&self, fin: bool) -> Packet {
         Packet {
             diag: self.diag,
             state: self.state,
-            poll: false,
+            poll: self.polling && !fin,
             fin,
             detect_mult: self.params.multiplier,
             my_disc: self.local_disc,
             your_disc: self.remote_disc,
-            desired_min_tx: us(self.params.min_tx),
+            desired_min_tx: us(self.advertised_tx()),
             required_min_rx: us(self.params.min_rx),
         }
     }
 
-    fn set(&mut self, s: State, diag: u8, out: &mut Out) {
+    /// Changes state, tells the peer at once and schedules the next packet at the new state's rate. Going up
+    /// or down changes the advertised transmit interval, which starts a Poll Sequence (RFC 5880 §6.8.3).
+    fn set(&mut self, s: State, diag: u8, now: Instant, out: &mut Out) {
         if s != self.state {
+            let before = self.advertised_tx();
             self.state = s;
             self.diag = diag;
             out.changed = Some(s);
-            // Tell the peer at once.
+            if self.advertised_tx() != before && s != State::Down {
+                self.polling = true;
+            }
+            if s == State::Down {
+                self.polling = false;
+            }
             out.send.push(self.packet(false));
+            self.next_tx = now + self.tx_interval() * 3 / 4;
         }
     }
 
@@ -254,21 +271,30 @@ impl Session {
         self.remote_min_tx = Duration::from_micros(u64::from(p.desired_min_tx));
         self.remote_mult = p.detect_mult;
         self.last_rx = Some(now);
+        if p.fin {
+            self.polling = false;
+        }
         if self.state == State::AdminDown {
             return out;
         }
         match (self.state, p.state) {
             (State::Down | State::Init | State::Up, State::AdminDown) if self.state != State::Down => {
-                self.set(State::Down, diag::NEIGHBOR_DOWN, &mut out);
+                self.set(State::Down, diag::NEIGHBOR_DOWN, now, &mut out);
             }
-            (State::Down, State::Down) => self.set(State::Init, diag::NONE, &mut out),
-            (State::Down, State::Init) => self.set(State::Up, diag::NONE, &mut out),
-            (State::Init, State::Init | State::Up) => self.set(State::Up, diag::NONE, &mut out),
-            (State::Up, State::Down) => self.set(State::Down, diag::NEIGHBOR_DOWN, &mut out),
+            (State::Down, State::Down) => self.set(State::Init, diag::NONE, now, &mut out),
+            (State::Down, State::Init) => self.set(State::Up, diag::NONE, now, &mut out),
+            (State::Init, State::Init | State::Up) => self.set(State::Up, diag::NONE, now, &mut out),
+            (State::Up, State::Down) => self.set(State::Down, diag::NEIGHBOR_DOWN, now, &mut out),
             _ => {}
         }
         if p.poll {
             out.send.push(self.packet(true));
+        }
+        // A faster interval allowed now (the peer lowered its Required Min RX, or we came up) takes effect at
+        // once: a packet scheduled at the old, slower rate would arrive after the peer's detection time.
+        let soonest = now + self.tx_interval() * 3 / 4;
+        if self.next_tx > soonest {
+            self.next_tx = soonest;
         }
         out
     }
@@ -280,7 +306,7 @@ impl Session {
             if let Some(last) = self.last_rx {
                 if now.duration_since(last) > self.detection_time() {
                     self.remote_disc = 0;
-                    self.set(State::Down, diag::DETECTION_EXPIRED, &mut out);
+                    self.set(State::Down, diag::DETECTION_EXPIRED, now, &mut out);
                 }
             }
         }
@@ -462,12 +488,67 @@ mod tests {
         assert_eq!(oa.changed, Some(State::Up));
         let ob = b.receive(&oa.send[0], t0);
         assert_eq!(ob.changed, Some(State::Up));
+        // b's Up packet brings its fast timers (a Poll, which a answers with a Final).
+        let oa = a.receive(&ob.send[0], t0);
+        assert!(oa.send.iter().any(|p| p.fin));
         // Silence longer than 3 × 300 ms takes a down.
         let out = a.poll(t0 + Duration::from_millis(850));
         assert_eq!(out.changed, None);
         let out = a.poll(t0 + Duration::from_millis(950));
         assert_eq!(out.changed, Some(State::Down));
         assert_eq!(out.send[0].diag, diag::DETECTION_EXPIRED);
+    }
+
+    #[test]
+    fn slow_until_up_then_the_fast_timers_by_a_poll_sequence() {
+        let t0 = Instant::now();
+        let mut a = Session::new(params(), 1, t0);
+        let mut b = Session::new(params(), 2, t0);
+        let pa = a.poll(t0).send.pop().unwrap();
+        // Not up: at least 1 s advertised (RFC 5880 §6.8.3), no poll.
+        assert_eq!((pa.desired_min_tx, pa.poll), (1_000_000, false));
+        let ob = b.receive(&pa, t0);
+        assert_eq!(ob.send[0].desired_min_tx, 1_000_000);
+        let oa = a.receive(&ob.send[0], t0);
+        // Up: the configured 300 ms advertised, in a Poll sequence, and the next packet comes at that rate.
+        let up = &oa.send[0];
+        assert_eq!((up.state, up.desired_min_tx, up.poll), (State::Up, 300_000, true));
+        assert!(a.next_event() <= t0 + Duration::from_millis(300));
+        // A peer that lowers its Required Min RX gets our packets at the faster rate at once.
+        let mut slow = params();
+        slow.min_tx = Duration::from_millis(100);
+        let mut c = Session::new(slow, 3, t0);
+        let mut init = ob.send[0];
+        init.your_disc = 3;
+        init.required_min_rx = 1_000_000;
+        assert_eq!(c.receive(&init, t0).changed, Some(State::Up));
+        assert!(
+            c.next_event() >= t0 + Duration::from_millis(700),
+            "the peer still wants 1 s"
+        );
+        let mut fast = init;
+        fast.state = State::Up;
+        fast.required_min_rx = 100_000;
+        c.receive(&fast, t0 + Duration::from_millis(10));
+        assert!(
+            c.next_event() <= t0 + Duration::from_millis(85),
+            "{:?}",
+            c.next_event() - t0
+        );
+        let out = a.poll(t0 + Duration::from_millis(300));
+        assert!(
+            out.send.first().is_some_and(|p| p.poll),
+            "polling until a Final comes"
+        );
+        // b answers the poll with a Final: the sequence ends.
+        let ob = b.receive(up, t0);
+        let fin = ob.send.iter().find(|p| p.fin).expect("a Final");
+        a.receive(fin, t0 + Duration::from_millis(310));
+        let out = a.poll(t0 + Duration::from_millis(600));
+        assert!(
+            out.send.first().is_some_and(|p| !p.poll),
+            "no poll after the Final"
+        );
     }
 
     #[test]
