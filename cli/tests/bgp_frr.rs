@@ -230,35 +230,39 @@ fn frr_installs_a_vip_announced_by_two_speakers_with_two_next_hops() {
     assert!(b.stop(pb, Duration::from_secs(10)));
 }
 
-#[test]
-fn hold_timer_expires_when_the_peer_stops_talking_and_the_session_comes_back() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (r, mut lb) = router_and_speaker("bh", false);
+/// FRR in `r` and a speaker in `lb` with a 3 s hold time on both sides (keepalives every second), the speaker
+/// announcing 203.0.113.10/32 for a minute; returns FRR, the speaker's pid and its log.
+fn hold_3s_session(r: &Netns, lb: &mut Netns, dir: &std::path::Path) -> (Frr, u32, std::path::PathBuf) {
     let frr = Frr::start(
-        &r,
+        r,
         "frr defaults traditional\n\
          router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n\
          neighbor 192.0.2.11 remote-as 65010\n neighbor 192.0.2.11 timers 1 3\n neighbor 192.0.2.11 timers connect 1\n",
     )
     .unwrap();
+    let log = dir.join("speak.log");
+    let args = [
+        "--asn",
+        "65010",
+        "--router-id",
+        "192.0.2.11",
+        "--neighbor",
+        "192.0.2.1,asn=65000,hold=3",
+        "--announce",
+        "203.0.113.10/32",
+        "--duration",
+        "60",
+    ];
+    let pid = speak(lb, &log, &args);
+    (frr, pid, log)
+}
+
+#[test]
+fn hold_timer_expires_when_the_peer_stops_talking_and_the_session_comes_back() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, mut lb) = router_and_speaker("bh", false);
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("speak.log");
-    let pid = speak(
-        &mut lb,
-        &log,
-        &[
-            "--asn",
-            "65010",
-            "--router-id",
-            "192.0.2.11",
-            "--neighbor",
-            "192.0.2.1,asn=65000,hold=3",
-            "--announce",
-            "203.0.113.10/32",
-            "--duration",
-            "60",
-        ],
-    );
+    let (frr, pid, log) = hold_3s_session(&r, &mut lb, dir.path());
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let last = || {
         text()
@@ -598,31 +602,8 @@ fn lb_wait(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 fn hold_timer_expires_when_the_link_is_cut_and_the_session_comes_back_when_mended() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (r, sw, mut lb) = router_switch_speaker("bc");
-    let frr = Frr::start(
-        &r,
-        "frr defaults traditional\n\
-         router bgp 65000\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n\
-         neighbor 192.0.2.11 remote-as 65010\n neighbor 192.0.2.11 timers 1 3\n neighbor 192.0.2.11 timers connect 1\n",
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("speak.log");
-    let pid = speak(
-        &mut lb,
-        &log,
-        &[
-            "--asn",
-            "65010",
-            "--router-id",
-            "192.0.2.11",
-            "--neighbor",
-            "192.0.2.1,asn=65000,hold=3",
-            "--announce",
-            "203.0.113.10/32",
-            "--duration",
-            "60",
-        ],
-    );
+    let (frr, pid, log) = hold_3s_session(&r, &mut lb, dir.path());
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         frr.wait(Duration::from_secs(30), |f| f.established("192.0.2.11")),

@@ -475,13 +475,19 @@ mod tests {
         );
     }
 
+    /// Two sessions at `t0`, and a's first packet (Down).
+    fn pair(t0: Instant) -> (Session, Session, Packet) {
+        let mut a = Session::new(params(), 1, t0);
+        let b = Session::new(params(), 2, t0);
+        let pa = a.poll(t0).send.pop().unwrap();
+        (a, b, pa)
+    }
+
     #[test]
     fn three_way_handshake_then_detection_expiry() {
         let t0 = Instant::now();
-        let mut a = Session::new(params(), 1, t0);
-        let mut b = Session::new(params(), 2, t0);
         // a sends Down; b goes Init; a goes Up on Init; b goes Up on Up.
-        let pa = a.poll(t0).send.pop().unwrap();
+        let (mut a, mut b, pa) = pair(t0);
         let ob = b.receive(&pa, t0);
         assert_eq!(ob.changed, Some(State::Init));
         let oa = a.receive(&ob.send[0], t0);
@@ -502,9 +508,7 @@ mod tests {
     #[test]
     fn slow_until_up_then_the_fast_timers_by_a_poll_sequence() {
         let t0 = Instant::now();
-        let mut a = Session::new(params(), 1, t0);
-        let mut b = Session::new(params(), 2, t0);
-        let pa = a.poll(t0).send.pop().unwrap();
+        let (mut a, mut b, pa) = pair(t0);
         // Not up: at least 1 s advertised (RFC 5880 §6.8.3), no poll.
         assert_eq!((pa.desired_min_tx, pa.poll), (1_000_000, false));
         let ob = b.receive(&pa, t0);
