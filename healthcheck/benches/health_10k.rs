@@ -128,18 +128,19 @@ backends = [{}]
         .unwrap()
         .resolve("n1")
         .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread, as `anylb run` runs its control plane.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let _guard = rt.enter();
     let monitor = Monitor::start(&cfg);
+    let run_for = |secs: f64| rt.block_on(tokio::time::sleep(Duration::from_secs_f64(secs)));
     eprintln!("{n} backends, warming up {warm} s, measuring {window} s");
-    std::thread::sleep(Duration::from_secs_f64(warm));
+    run_for(warm);
     let (c0, t0) = (cpu_seconds(), Instant::now());
     let checks0: u64 = monitor.backends(None).iter().map(|b| b.checks).sum();
-    std::thread::sleep(Duration::from_secs_f64(window));
+    run_for(window);
     let (c1, t1) = (cpu_seconds(), Instant::now());
     let checks1: u64 = monitor.backends(None).iter().map(|b| b.checks).sum();
     let wall = t1.duration_since(t0).as_secs_f64();

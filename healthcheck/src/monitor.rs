@@ -267,25 +267,26 @@ impl Monitor {
         loop {
             tokio::time::sleep_until(next).await;
             let result = checker::run(&check).await;
-            let ok = result.is_ok();
-            let text = match &result {
-                Ok(()) => "ok".to_owned(),
-                Err(e) => e.clone(),
-            };
-            let change = rf.record(ok);
+            let change = rf.record(result.is_ok());
             let mut transition = None;
             if let Ok(mut inner) = self.inner.lock() {
                 if let Some(b) = inner.backends.get_mut(&key) {
                     b.checks += 1;
-                    b.last_result = Some(text.clone());
+                    // Thousands of checks a second: a passing check allocates nothing.
+                    match result {
+                        Ok(()) if b.last_result.as_deref() == Some("ok") => {}
+                        Ok(()) => b.last_result = Some("ok".to_owned()),
+                        Err(e) => b.last_result = Some(e),
+                    }
                     if let Some(h) = change {
+                        let text = b.last_result.clone().unwrap_or_default();
                         b.health = h;
                         b.up_since = (h == Health::Up).then(Instant::now);
                         let t = Transition {
                             at: SystemTime::now(),
                             key: key.clone(),
                             to: h,
-                            reason: text.clone(),
+                            reason: text,
                             check: b.checks,
                         };
                         b.transitions.push_back(t.clone());
