@@ -4,7 +4,8 @@
 //!
 //! A capture has no port numbers, so each frame enters on the port whose MAC it is addressed to; broadcast
 //! and multicast frames enter on the port whose subnet holds their sender, else the first port. Ports without a
-//! `mac` in the topology get `02:a1:1b:00:00:NN` (NN = port number).
+//! `mac` in the topology get `02:a1:1b:00:00:NN` (NN = port number). Unicast frames for other MACs are dropped
+//! (`other_mac`) only when the topology names the MAC of every port.
 
 use std::sync::Arc;
 
@@ -89,6 +90,9 @@ pub fn run(cfg: &NodeConfig, records: &[Record]) -> Result<Replay, BuildError> {
         .collect();
     let snap = Arc::new(Builder::default().build(cfg, &macs, 1, &Overrides::default())?);
     let mut w: Worker<VecFrame> = Worker::new(0, snap.clone());
+    // A capture carries the real NIC's MAC: frames for other MACs are only dropped when the topology names
+    // every port's MAC (otherwise the ports have made-up ones).
+    w.set_mac_filter(cfg.node.dataplane.ports.iter().all(|p| p.mac.is_some()));
     let mut alloc = VecAlloc;
     let mut packets = Vec::new();
     let mut output = Vec::new();

@@ -36,10 +36,12 @@ pub enum DropReason {
     Unsupported,
     /// The frame could not be grown or rewritten (no headroom).
     NoBuffer,
+    /// A unicast frame addressed to another station's MAC (a switch flooding an unknown destination).
+    OtherMac,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 14;
+pub const DROP_REASONS: usize = 15;
 
 impl DropReason {
     /// Every reason, in counter order.
@@ -58,6 +60,7 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::Unsupported,
         DropReason::NoBuffer,
+        DropReason::OtherMac,
     ];
 
     /// Counter name.
@@ -77,6 +80,7 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::Unsupported => "unsupported",
             DropReason::NoBuffer => "no_buffer",
+            DropReason::OtherMac => "other_mac",
         }
     }
 }

@@ -147,6 +147,9 @@ pub struct Worker<F: Frame> {
     cur: usize,
     /// Whether established packets may take [`Worker::fast`] (tests compare both paths).
     fast_path: bool,
+    /// Whether unicast frames for other MACs are dropped (off in `anylb replay`, whose captures carry the real
+    /// NIC's MAC).
+    mac_filter: bool,
 }
 
 impl<F: Frame> Worker<F> {
@@ -176,6 +179,7 @@ impl<F: Frame> Worker<F> {
             hint_hashes: Vec::new(),
             cur: 0,
             fast_path: true,
+            mac_filter: true,
             snap: snap.clone(),
         };
         w.apply(None, &snap);
@@ -187,6 +191,12 @@ impl<F: Frame> Worker<F> {
     /// path; both must give the same result, which the tests check.
     pub fn set_fast_path(&mut self, on: bool) {
         self.fast_path = on;
+    }
+
+    /// Drops unicast frames addressed to other MACs (the default), or takes every frame (offline replay of a
+    /// capture taken on a NIC whose MAC the topology does not name).
+    pub fn set_mac_filter(&mut self, on: bool) {
+        self.mac_filter = on;
     }
 
     /// Switches to a new snapshot. Connections keep their translations; local addresses that remain keep their
@@ -292,9 +302,13 @@ impl<F: Frame> Worker<F> {
             self.cur = i;
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += f.data().len() as u64;
-            let v = match self.fast(f, alloc, out) {
-                Ok(v) => v,
-                Err(f) => self.handle(in_port, f, alloc, out),
+            let v = if !self.addressed_here(in_port, f.data()) {
+                drop(DropReason::OtherMac)
+            } else {
+                match self.fast(f, alloc, out) {
+                    Ok(v) => v,
+                    Err(f) => self.handle(in_port, f, alloc, out),
+                }
             };
             if let Verdict::Drop { reason } = v {
                 self.stats.drop(reason);
@@ -304,6 +318,18 @@ impl<F: Frame> Worker<F> {
             }
         }
         self.burst = burst;
+    }
+
+    /// Whether a frame received on `in_port` is for this node: broadcast, multicast, or unicast to the port's
+    /// MAC. Ports see every frame on their segment (promiscuous, or a switch flooding an unknown destination);
+    /// a frame for another station must not be forwarded a second time.
+    #[inline]
+    fn addressed_here(&self, in_port: u16, d: &[u8]) -> bool {
+        match (d.get(..6), self.snap.ports.get(usize::from(in_port))) {
+            (Some(dst), Some(port)) => !self.mac_filter || dst[0] & 1 != 0 || dst == port.mac,
+            // Too short for a MAC (dropped as malformed later) or an unknown port: not this check's business.
+            _ => true,
+        }
     }
 
     /// Loads the connection-table index slots, then the records, of a whole burst before processing it, so

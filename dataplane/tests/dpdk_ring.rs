@@ -68,11 +68,12 @@ fn worker_loop_over_net_ring_loopback() {
     );
 
     // A client SYN handed to the worker is translated and sent to the backend port; it loops back and, being
-    // addressed to the backend (not to this node), goes the kernel's way.
+    // addressed to the backend's MAC (not to this node), is dropped as another station's frame.
+    let macs: Vec<[u8; 6]> = rt.ports().iter().map(|p| parse_mac(&p.mac)).collect();
     let before = rt.stats()[0].clone();
     let syn = tcp(
         ROUTER_MAC,
-        UP_MAC,
+        macs[0],
         ("192.0.2.100", 40000),
         ("203.0.113.10", 80),
         "S",
@@ -83,8 +84,26 @@ fn worker_loop_over_net_ring_loopback() {
     assert_eq!(rt.inject(0, 0, &[syn]), 1);
     assert!(wait_for(Duration::from_secs(5), || rt.stats()[0].new_connections
         == before.new_connections + 1));
-    assert!(wait_for(Duration::from_secs(5), || rt.stats()[0].to_kernel
-        > before.to_kernel));
+    assert!(wait_for(Duration::from_secs(5), || rt.stats()[0]
+        .drops_of(DropReason::OtherMac)
+        > before.drops_of(DropReason::OtherMac)));
+    // A frame to another MAC is not forwarded even though it is for the VIP.
+    let other = tcp(
+        ROUTER_MAC,
+        [0x02, 0, 0, 0, 0x0e, 0x0e],
+        ("192.0.2.100", 40002),
+        ("203.0.113.10", 80),
+        "S",
+        1,
+        None,
+        b"",
+    );
+    let drops = rt.stats()[0].drops_of(DropReason::OtherMac);
+    rt.inject(0, 0, &[other]);
+    assert!(wait_for(Duration::from_secs(5), || rt.stats()[0]
+        .drops_of(DropReason::OtherMac)
+        > drops));
+    assert_eq!(rt.stats()[0].new_connections, before.new_connections + 1);
     let in0 = rt.ports().into_iter().find(|p| p.name == "in0").unwrap();
     assert!(in0.opackets >= 1 && in0.ipackets >= 1, "{in0:?}");
 
@@ -93,12 +112,11 @@ fn worker_loop_over_net_ring_loopback() {
     for b in ["198.51.100.101", "198.51.100.102"] {
         ov.weights.insert(("web4".into(), b.parse().unwrap(), 8080), 0);
     }
-    let macs: Vec<[u8; 6]> = rt.ports().iter().map(|p| parse_mac(&p.mac)).collect();
     rt.publish(builder.build(&node, &macs, 1, &ov).unwrap());
     std::thread::sleep(Duration::from_millis(50));
     let syn2 = tcp(
         ROUTER_MAC,
-        UP_MAC,
+        macs[0],
         ("192.0.2.100", 40001),
         ("203.0.113.10", 80),
         "S",

@@ -388,3 +388,41 @@ fn a_new_syn_on_a_finished_connection_is_scheduled_afresh() {
         "the finished connection was replaced, not kept"
     );
 }
+
+#[test]
+fn frames_for_another_stations_mac_are_dropped_not_forwarded() {
+    let mut lab = Lab::new();
+    // A switch flooding a frame for another node's MAC: the VIP is ours too, but the frame is not.
+    let flooded = tcp(
+        ROUTER_MAC,
+        [0x02, 0, 0, 0, 0x0b, 0x99],
+        ("192.0.2.100", 40000),
+        ("203.0.113.10", 80),
+        "S",
+        1,
+        Some(1460),
+        b"",
+    );
+    let (v, tx) = lab.send(0, flooded);
+    assert_eq!(
+        v,
+        Verdict::Drop {
+            reason: DropReason::OtherMac
+        }
+    );
+    assert!(tx.is_empty());
+    assert_eq!(lab.worker.stats.new_connections, 0);
+    // The same SYN to our MAC opens the connection.
+    let ours = tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        ("192.0.2.100", 40000),
+        ("203.0.113.10", 80),
+        "S",
+        1,
+        Some(1460),
+        b"",
+    );
+    lab.forward(0, ours);
+    assert_eq!(lab.worker.stats.new_connections, 1);
+}
