@@ -345,9 +345,10 @@ fn new_connections(packets: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    // `profile44` / `profile64`: a short single run for callgrind.
+    // `profile44` / `profile64` (1k connections), `profile44_1m` (1M): a short single run for callgrind.
     if let Some(which) = args.iter().find(|a| a.starts_with("profile")) {
-        established(which, 1_000, which.ends_with("64"), 200_000);
+        let conns = if which.ends_with("_1m") { 1_000_000 } else { 1_000 };
+        established(which, conns, which.contains("64"), 200_000);
         return;
     }
     let quick = args.iter().any(|a| a == "quick");
