@@ -356,7 +356,7 @@ pub struct Change {
 /// of `peer.local`; reports state changes on `changes` until the receiver is gone.
 pub async fn run(peer: Peer, disc: u32, changes: mpsc::UnboundedSender<Change>) -> std::io::Result<()> {
     let rx = UdpSocket::bind(SocketAddr::new(peer.local, PORT)).await?;
-    sockopt_sys::set_recv_ttl(&rx)?;
+    os_sys::set_recv_ttl(&rx)?;
     let mut tx = None;
     for port in 49152 + (disc % 16000) as u16..=65535 {
         if let Ok(s) = UdpSocket::bind(SocketAddr::new(peer.local, port)).await {
@@ -381,7 +381,7 @@ pub async fn run(peer: Peer, disc: u32, changes: mpsc::UnboundedSender<Change>) 
         }
         let wait = s.next_event().saturating_duration_since(Instant::now());
         tokio::select! {
-            r = rx.async_io(Interest::READABLE, || sockopt_sys::recv_with_ttl(&rx, &mut buf)) => {
+            r = rx.async_io(Interest::READABLE, || os_sys::recv_with_ttl(&rx, &mut buf)) => {
                 let Ok(got) = r else { continue };
                 if got.from.ip() != peer.address {
                     continue;

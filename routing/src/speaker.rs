@@ -75,9 +75,9 @@ impl Md5Key {
         let key = key.into();
         match key.len() {
             0 => Err("the TCP-MD5 key is empty".into()),
-            n if n > sockopt_sys::MD5_MAX_KEY => Err(format!(
+            n if n > os_sys::MD5_MAX_KEY => Err(format!(
                 "the TCP-MD5 key has {n} bytes; Linux takes at most {}",
-                sockopt_sys::MD5_MAX_KEY
+                os_sys::MD5_MAX_KEY
             )),
             _ => Ok(Md5Key(key)),
         }

@@ -45,7 +45,7 @@ pub(crate) async fn listener(addr: SocketAddr, neighbors: &[NeighborConfig]) -> 
             if addr.is_ipv4() && n.address.is_ipv6() {
                 continue;
             }
-            sockopt_sys::set_tcp_md5(&s, n.address, k.bytes())
+            os_sys::set_tcp_md5(&s, n.address, k.bytes())
                 .map_err(|e| annotate(e, &format!("TCP-MD5 key for {} on the listener", n.address)))?;
         }
     }
@@ -96,12 +96,12 @@ async fn connect(n: &NeighborConfig) -> std::io::Result<TcpStream> {
         s.bind(SocketAddr::new(l, 0))?;
     }
     if let Some(k) = &n.md5_key {
-        sockopt_sys::set_tcp_md5(&s, n.address, k.bytes()).map_err(|e| annotate(e, "TCP-MD5 key"))?;
+        os_sys::set_tcp_md5(&s, n.address, k.bytes()).map_err(|e| annotate(e, "TCP-MD5 key"))?;
     }
     // GTSM applies from the SYN on: our SYN leaves with TTL 255 and the SYN-ACK must arrive with enough.
     if let Some(hops) = n.gtsm_hops {
         set_ttl(&s, addr.is_ipv6(), 255)?;
-        sockopt_sys::set_min_ttl(&s, gtsm_min_ttl(hops)).map_err(|e| annotate(e, "GTSM"))?;
+        os_sys::set_min_ttl(&s, gtsm_min_ttl(hops)).map_err(|e| annotate(e, "GTSM"))?;
     }
     let stream = tokio::time::timeout(std::time::Duration::from_secs(10), s.connect(addr))
         .await
@@ -133,7 +133,7 @@ fn prepare(stream: &TcpStream, n: &NeighborConfig, ebgp: bool) -> std::io::Resul
     match n.gtsm_hops {
         Some(hops) => {
             set_ttl(stream, v6, 255)?;
-            sockopt_sys::set_min_ttl(stream, gtsm_min_ttl(hops)).map_err(|e| annotate(e, "GTSM"))
+            os_sys::set_min_ttl(stream, gtsm_min_ttl(hops)).map_err(|e| annotate(e, "GTSM"))
         }
         None => set_ttl(
             stream,
