@@ -129,22 +129,7 @@ pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
     pkt[16..20].copy_from_slice(&new_dst.to_be_bytes());
     let c = checksum::update_sums(w(pkt, 10) as u16, old_w8 + old_addrs, new_w8 + new_addrs);
     pkt[10..12].copy_from_slice(&c.to_be_bytes());
-    let l4 = &mut pkt[ihl..];
-    let old_ports = halves(be32(l4, 0));
-    let new_ports = u32::from(e.sport) + u32::from(e.dport);
-    l4[0..2].copy_from_slice(&e.sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&e.dport.to_be_bytes());
-    let old_c = w(l4, co) as u16;
-    if p == proto::UDP && old_c == 0 {
-        // No checksum towards IPv4 stays none.
-        return true;
-    }
-    let mut c = checksum::update_sums(old_c, old_addrs + old_ports, new_addrs + new_ports);
-    if p == proto::UDP && c == 0 {
-        c = 0xffff;
-    }
-    l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
-    true
+    rewrite_l4(&mut pkt[ihl..], p, e, old_addrs, new_addrs, false)
 }
 
 /// Rewrites an ICMP echo request or reply (`pkt` starts at the IPv4 header, `ihl` its length): addresses from
