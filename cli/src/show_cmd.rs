@@ -500,13 +500,25 @@ pub fn stats(sock: &Path, json: bool, per_worker: bool, watch: Option<u64>) -> R
                             i.to_string(),
                             s(&w["rx_packets"]),
                             s(&w["tx_packets"]),
+                            s(&w["fast_path"]),
                             s(&w["new_connections"]),
                             s(&w["redirected"]),
                             s(&w["drops"]),
                         ]
                     })
                     .collect();
-                table(&["Worker", "Rx", "Tx", "NewConns", "Redirected", "Drops"], &rows);
+                table(
+                    &[
+                        "Worker",
+                        "Rx",
+                        "Tx",
+                        "FastPath",
+                        "NewConns",
+                        "Redirected",
+                        "Drops",
+                    ],
+                    &rows,
+                );
             }
         }
         let Some(every) = watch else {

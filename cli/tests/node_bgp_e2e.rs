@@ -261,6 +261,14 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         stats["total"]["new_connections"].as_u64().unwrap() >= 10,
         "{stats}"
     );
+    // Data segments of established connections took the fast path (the handshakes did not).
+    let fast = stats["total"]["fast_path"].as_u64().unwrap();
+    assert!(
+        fast > 0 && fast < stats["total"]["tx_packets"].as_u64().unwrap(),
+        "{stats}"
+    );
+    let per_worker = cli(&["stats", "--per-worker"]);
+    assert!(per_worker.contains("FastPath"), "{per_worker}");
     // Golden outputs of the show commands, table and JSON, with what changes from run to run masked: numbers
     // (counters, timers, ASNs), times, MACs and ephemeral ports. `ANYLB_BLESS=1` rewrites them.
     for (name, args) in [
