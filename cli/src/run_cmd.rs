@@ -79,8 +79,8 @@ fn start_bfd(cfg: &NodeConfig, speaker: &Speaker) -> Vec<tokio::task::JoinHandle
 }
 
 /// The speaker configuration of a node, if it has BGP; an error names the neighbour whose password file
-/// cannot be used.
-pub fn speaker_config(cfg: &NodeConfig) -> Result<Option<SpeakerConfig>, String> {
+/// cannot be used. A relative password-file path is taken from `base`, the topology file's directory.
+pub fn speaker_config(cfg: &NodeConfig, base: &std::path::Path) -> Result<Option<SpeakerConfig>, String> {
     let Some(bgp) = cfg.node.bgp.as_ref() else {
         return Ok(None);
     };
@@ -92,7 +92,7 @@ pub fn speaker_config(cfg: &NodeConfig) -> Result<Option<SpeakerConfig>, String>
         let Some(remote_asn) = n.asn else { continue };
         let md5_key = match &n.password_file {
             Some(f) => Some(
-                crate::speak_cmd::read_password_file(f)
+                crate::speak_cmd::read_password_file(&base.join(f))
                     .map_err(|e| format!("BGP neighbour {}: {e}", n.address))?,
             ),
             None => None,
@@ -237,7 +237,8 @@ pub fn run(a: RunArgs) -> ExitCode {
         }
     };
     let code = rt.block_on(async {
-        let speaker = match speaker_config(&cfg) {
+        let base = a.config.parent().unwrap_or(std::path::Path::new("."));
+        let speaker = match speaker_config(&cfg, base) {
             Ok(Some(sc)) => match Speaker::start(sc).await {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -288,4 +289,58 @@ pub fn run(a: RunArgs) -> ExitCode {
         Err(still_shared) => drop(still_shared),
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_files_are_read_relative_to_the_topology_and_named_in_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("r1.key"), "s3cret\n").expect("write");
+        let topology = |file: &str| {
+            format!(
+                r#"[cluster]
+name = "c"
+asn = 65010
+[[nodes]]
+name = "lb1"
+router_id = "192.0.2.11"
+[nodes.dataplane]
+workers = [1]
+[[nodes.dataplane.ports]]
+name = "up0"
+device = "net_null0"
+addresses = ["192.0.2.11/24"]
+[nodes.bgp]
+[[nodes.bgp.neighbors]]
+address = "192.0.2.1"
+asn = 65000
+gtsm = true
+password_file = "{file}"
+"#
+            )
+        };
+        let cfg = anylb_conf::load_str(&topology("r1.key"), "t.toml")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .resolve("lb1")
+            .expect("node");
+        let sc = speaker_config(&cfg, dir.path()).expect("config").expect("bgp");
+        let n = &sc.neighbors[0];
+        assert_eq!(
+            n.md5_key.as_ref().map(anylb_routing::speaker::Md5Key::bytes),
+            Some(&b"s3cret"[..])
+        );
+        assert_eq!(n.gtsm_hops, Some(1));
+        let cfg = anylb_conf::load_str(&topology("missing.key"), "t.toml")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .resolve("lb1")
+            .expect("node");
+        let e = speaker_config(&cfg, dir.path()).expect_err("missing file");
+        assert!(
+            e.contains("BGP neighbour 192.0.2.1") && e.contains("missing.key"),
+            "{e}"
+        );
+    }
 }
