@@ -139,9 +139,22 @@ impl Eal {
 
 impl Drop for Eal {
     fn drop(&mut self) {
+        // SAFETY: valid after init; the EAL returns a pointer to its own NUL-terminated path buffer, copied here
+        // before cleanup.
+        let dir = unsafe { CStr::from_ptr(ffi::rte_eal_get_runtime_dir()) }
+            .to_string_lossy()
+            .into_owned();
         // SAFETY: the EAL was initialised by this value; all lcores have been waited for by the owner.
         unsafe { ffi::rte_eal_cleanup() };
         EAL_UP.store(false, Ordering::SeqCst);
+        // The runtime directory (`/var/run/dpdk/<file prefix>`) stays behind otherwise, one per run. What is
+        // left in it at this point is the telemetry socket, whose thread unlinks it only at process exit. The
+        // directory is removed only when nothing else is in it, so one shared through a fixed prefix stays.
+        if !dir.is_empty() {
+            let dir = std::path::Path::new(&dir);
+            let _ = std::fs::remove_file(dir.join("dpdk_telemetry.v2"));
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
