@@ -40,6 +40,12 @@ pub(crate) async fn listener(addr: SocketAddr, neighbors: &[NeighborConfig]) -> 
     if neighbors.iter().any(|n| n.gtsm_hops.is_some()) {
         set_ttl(&s, addr.is_ipv6(), 255)?;
     }
+    // When every neighbour uses GTSM, the listener itself refuses SYNs from too far away, so a distant host
+    // cannot even complete a handshake (otherwise the minimum TTL applies from the accepted connection on).
+    let floors: Option<Vec<u8>> = neighbors.iter().map(|n| n.gtsm_hops.map(gtsm_min_ttl)).collect();
+    if let Some(min) = floors.and_then(|f| f.into_iter().min()) {
+        os_sys::set_min_ttl(&s, min).map_err(|e| annotate(e, "GTSM on the listener"))?;
+    }
     for n in neighbors {
         if let Some(k) = &n.md5_key {
             if addr.is_ipv4() && n.address.is_ipv6() {
