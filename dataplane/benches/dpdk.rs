@@ -3,8 +3,9 @@
 //! Run as root: `cargo bench -p anylb-dataplane --bench dpdk` (add `-- quick` for 2-second runs).
 //!
 //! Source: `net_pcap` replaying a capture forever (`infinite_rx=1`) of 64-byte TCP frames of 1024 flows to a
-//! Full-NAT VIP (each flow's SYN, then 3 ACKs); sink: `net_null` (`no-rx=1`). anylb forwards them through
-//! Full-NAT to the backend port; testpmd does plain `io` forwarding between the same two vdevs in the same run.
+//! Full-NAT VIP (each flow's SYN, then 3 ACKs; and a second capture with 7 ACKs per SYN); sink: `net_null`
+//! (`no-rx=1`). anylb forwards them through Full-NAT to the backend port, each capture in a child process (one
+//! EAL per process); testpmd does plain `io` forwarding between the same two vdevs in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -121,12 +122,9 @@ fn testpmd_mpps(input: &str, secs: u64) -> Option<f64> {
         .map(|pps| pps / 1e6)
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "quick");
-    let secs = if quick { 2 } else { 5 };
-    let dir = std::env::temp_dir().join(format!("anylb-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let input = dir.join("flows.pcap");
+/// A capture of 1024 flows: each flow's SYN, then `acks` rounds of one ACK per flow.
+fn capture(dir: &std::path::Path, acks: usize) -> String {
+    let input = dir.join(format!("flows-{acks}.pcap"));
     let mut records = Vec::new();
     for f in 0..1024 {
         records.push(Record {
@@ -134,7 +132,7 @@ fn main() {
             data: frame(f, 0x02),
         });
     }
-    for _ in 0..3 {
+    for _ in 0..acks {
         for f in 0..1024 {
             records.push(Record {
                 ts_ns: 0,
@@ -143,8 +141,12 @@ fn main() {
         }
     }
     pcap::write(std::fs::File::create(&input).expect("pcap"), &records).expect("write pcap");
-    let input_s = input.display().to_string();
+    input.display().to_string()
+}
 
+/// Runs anylb's worker over `input` for `secs` seconds; prints the rate (one EAL per process, so the parent
+/// runs each capture in a child of its own).
+fn anylb(input_s: &str, secs: u64, name: &str) {
     let topo = anylb_conf::load_str(TOPOLOGY, "bench.toml").unwrap_or_else(|e| panic!("{e}"));
     let node = topo.resolve("lb1").expect("node");
     let cfg = Config {
@@ -155,7 +157,7 @@ fn main() {
             "--no-shconf",
             "--no-pci",
             "-m",
-            "512",
+            "256",
             "--log-level",
             "lib.eal:error",
             "--file-prefix=anylb-bench",
@@ -199,17 +201,59 @@ fn main() {
     let forwarded = (after.tx_packets - before.tx_packets) as f64;
     let mpps = forwarded / el / 1e6;
     let drops = after.total_drops() - before.total_drops();
+    let fast = after.fast_path - before.fast_path;
     let conns = after.new_connections;
     rt.stop();
-    println!("BENCH dpdk_fnat44_one_worker_mpps {mpps:.2} Mpps");
-    println!("BENCH dpdk_fnat44_ns_per_packet {:.1} ns", 1e3 / mpps);
-    eprintln!("anylb: {forwarded} frames forwarded in {el:.2}s, {drops} drops, {conns} connections");
-    match testpmd_mpps(&input_s, secs) {
-        Some(base) => {
-            println!("BENCH dpdk_testpmd_io_mpps {base:.2} Mpps");
-            println!("BENCH dpdk_fnat44_to_testpmd_ratio {:.3} ratio", mpps / base);
+    println!("BENCH {name}_mpps {mpps:.2} Mpps");
+    println!("BENCH {name}_ns_per_packet {:.1} ns", 1e3 / mpps);
+    eprintln!("{name}: {forwarded} frames forwarded in {el:.2}s ({fast} by the fast path), {drops} drops, {conns} connections");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let secs = if quick { 2 } else { 5 };
+    // Child: one anylb measurement (`--one NAME CAPTURE`).
+    if let Some(i) = args.iter().position(|a| a == "--one") {
+        anylb(&args[i + 2], secs, &args[i + 1]);
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("anylb-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // The reference mix (a SYN and 3 ACKs per flow, as since session 1), and a mostly established one (a SYN
+    // and 7 ACKs; net_pcap holds the whole capture in mbufs, so it cannot grow much): the capture loops, so
+    // its SYNs meet existing connections and take the general path.
+    let reference = capture(&dir, 3);
+    let established = capture(&dir, 7);
+    let mut mpps = None;
+    for (name, input) in [
+        ("dpdk_fnat44_one_worker", &reference),
+        ("dpdk_fnat44_established_one_worker", &established),
+    ] {
+        let mut cmd = std::process::Command::new(&args[0]);
+        if quick {
+            cmd.arg("quick");
         }
-        None => eprintln!("dpdk-testpmd did not run (install dpdk-dev); no baseline"),
+        let out = cmd.args(["--one", name, input]).output().expect("child bench");
+        let text = String::from_utf8_lossy(&out.stdout);
+        print!("{text}");
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        if mpps.is_none() {
+            mpps = text.lines().find_map(|l| {
+                l.strip_prefix(&format!("BENCH {name}_mpps "))?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            });
+        }
+    }
+    match (testpmd_mpps(&reference, secs), mpps) {
+        (Some(base), Some(m)) => {
+            println!("BENCH dpdk_testpmd_io_mpps {base:.2} Mpps");
+            println!("BENCH dpdk_fnat44_to_testpmd_ratio {:.3} ratio", m / base);
+        }
+        _ => eprintln!("dpdk-testpmd did not run (install dpdk-dev), or anylb did not; no baseline"),
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
