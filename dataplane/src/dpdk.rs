@@ -815,6 +815,9 @@ impl Drop for Runtime {
     }
 }
 
+/// Worker 0 reads the TAPs (the kernel's frames) every this many turns of its loop.
+const TAP_EVERY: u32 = 8;
+
 /// Empty polls before an idle worker starts napping.
 const IDLE_SPINS: u32 = 1024;
 /// How long an idle worker naps between polls.
@@ -853,12 +856,14 @@ fn worker_loop(
     let mut alloc = PoolAlloc(pool);
     let mut out: Output<Mbuf> = Output::new(false);
     let mut rx: Vec<Mbuf> = Vec::with_capacity(64);
+    let mut run: Vec<Mbuf> = Vec::with_capacity(32);
     let mut per_port_tx: Vec<Vec<Mbuf>> = (0..nports).map(|_| Vec::with_capacity(64)).collect();
     let mut per_port_kernel: Vec<Vec<Mbuf>> = (0..nports).map(|_| Vec::with_capacity(64)).collect();
     let mut per_worker: Vec<Vec<Mbuf>> = (0..shared.published.len()).map(|_| Vec::new()).collect();
     let nworkers = shared.published.len();
     let mut last_publish = 0u64;
     let mut idle = 0u32;
+    let (mut loops, mut tap_busy) = (0u32, false);
     let tx_queue = wid;
     tracing::info!(worker = wid, lcore = dpdk_sys::lcore_id(), "worker running");
     while !shared.stop.load(Ordering::Relaxed) {
@@ -888,19 +893,30 @@ fn worker_loop(
             rx.clear();
             if ring.dequeue(&mut rx, 32) > 0 {
                 busy = true;
-                for m in rx.drain(..) {
-                    let port = by_id.get(usize::from(m.port())).copied().unwrap_or(0);
-                    w.process(now_ms, port, std::iter::once(m), &mut alloc, &mut out);
+                // One engine call per run of frames from the same port (timers run once per call).
+                let mut frames = rx.drain(..).peekable();
+                while let Some(first) = frames.next() {
+                    let port = by_id.get(usize::from(first.port())).copied().unwrap_or(0);
+                    let id = first.port();
+                    run.push(first);
+                    while let Some(m) = frames.next_if(|m| m.port() == id) {
+                        run.push(m);
+                    }
+                    w.process(now_ms, port, run.drain(..), &mut alloc, &mut out);
                 }
             }
         }
-        // The kernel's frames leave through their port (worker 0 polls the TAPs).
-        if wid == 0 {
+        // The kernel's frames leave through their port (worker 0 polls the TAPs). Reading a TAP is a system
+        // call, so it is polled every TAP_EVERY turns of the loop, and again at once while it has frames.
+        loops = loops.wrapping_add(1);
+        if wid == 0 && (tap_busy || loops % TAP_EVERY == 0) {
+            tap_busy = false;
             for p in ports.iter() {
                 if let Some(tap) = &p.tap {
                     rx.clear();
                     if tap.rx_burst(0, &mut rx, 32) > 0 {
                         busy = true;
+                        tap_busy = true;
                         send(&p.port, tx_queue, &mut rx, &shared.tx_failed);
                     }
                 }
