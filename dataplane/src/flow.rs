@@ -221,6 +221,11 @@ impl<V: Copy> AddrTable<V> {
         (x.wrapping_mul(K0) >> self.shift) as usize
     }
 
+    /// Every (address, value), in table order.
+    pub fn iter(&self) -> impl Iterator<Item = (Addr, V)> + '_ {
+        self.slots.iter().flatten().map(|&(k, v)| (k.to_ne_bytes(), v))
+    }
+
     /// The value stored for `a`.
     #[inline]
     pub fn get(&self, a: &Addr) -> Option<V> {

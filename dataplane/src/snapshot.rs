@@ -166,10 +166,8 @@ pub struct Snapshot {
     /// Services.
     pub services: Vec<Service>,
     svc_index: FastMap<(Addr, u8, u16), u16>,
-    /// Addresses the dataplane answers for.
-    pub local: FastMap<Addr, Local>,
-    /// The same, for the per-packet lookup.
-    local_index: AddrTable<Local>,
+    /// Addresses the dataplane answers for (looked up for every packet).
+    pub local: AddrTable<Local>,
     /// Local-address pools as (address, first port, last port).
     pub lips: Vec<(Addr, u16, u16)>,
     /// Route table (connected subnets and static routes; received routes are added by the control plane).
@@ -205,7 +203,7 @@ impl Snapshot {
     /// What `a` is to this node, if anything.
     #[inline]
     pub fn local(&self, a: &Addr) -> Option<Local> {
-        self.local_index.get(a)
+        self.local.get(a)
     }
 
     /// The first own address of `port` in the family of `like` (source of ICMP errors and solicitations).
@@ -494,8 +492,7 @@ impl Builder {
             ports,
             services,
             svc_index,
-            local_index: AddrTable::new(local.iter().map(|(a, l)| (*a, *l))),
-            local,
+            local: AddrTable::new(local),
             lips,
             routes,
             static_neighbors,

@@ -224,11 +224,11 @@ impl<F: Frame> Worker<F> {
             let _held = self.neigh.set_static(port, &a, mac);
         }
         if self.id == 0 {
-            for (a, kind) in &snap.local {
-                let fresh = old.is_none_or(|o| o.local(a).is_none());
+            for (a, kind) in snap.local.iter() {
+                let fresh = old.is_none_or(|o| o.local(&a).is_none());
                 if fresh && matches!(kind, Local::Vip | Local::Lip) {
-                    if let Some(port) = self.port_for(snap, a) {
-                        self.announce.push((port, *a));
+                    if let Some(port) = self.port_for(snap, &a) {
+                        self.announce.push((port, a));
                     }
                 }
             }
