@@ -448,10 +448,11 @@ impl<F: Frame> Worker<F> {
             return Err(f);
         };
         let c = self.conns.get(idx);
-        let (slot, out_v6) = match dir {
-            Dir::Inbound => (c.nh_fwd, c.flags & FLAG_BACKEND_V6 != 0),
-            Dir::Reply => (c.nh_rev, c.flags & FLAG_CLIENT_V6 != 0),
+        let slot = match dir {
+            Dir::Inbound => c.nh_fwd,
+            Dir::Reply => c.nh_rev,
         };
+        let (e, out_v6) = outbound(c, dir);
         if c.flags & (MODE_MASK | FLAG_SNAT) != MODE_FULLNAT
             || !matches!(c.cla, CLA_NONE | CLA_TOA_DONE)
             || c.svc_gen != self.snap.generation as u16
@@ -476,33 +477,13 @@ impl<F: Frame> Worker<F> {
         let Some(pt) = self.snap.ports.get(usize::from(port)) else {
             return Err(f);
         };
-        let hdr_in = l4 - L3;
-        let out_len = match (v6, out_v6) {
-            (false, false) | (true, true) => total,
-            (true, false) => total - hdr_in + ipv4::HEADER_LEN,
-            (false, true) => total - hdr_in + ipv6::HEADER_LEN,
-        };
         let mtu = usize::from(pt.mtu);
-        if pt.vlan.is_some() || out_len > mtu {
+        if pt.vlan.is_some() || translated_len(total, l4 - L3, (v6, out_v6)) > mtu {
             return Err(f);
         }
         // Committed: expiry, translation, Ethernet header, transmission.
         let src_mac = pt.mac;
         let exp = self.tick.saturating_add(svc.timeouts.of(state));
-        let e = match dir {
-            Dir::Inbound => Endpoints {
-                src: c.lip,
-                sport: c.lport,
-                dst: c.backend,
-                dport: c.bport,
-            },
-            Dir::Reply => Endpoints {
-                src: c.vip,
-                sport: c.vport,
-                dst: c.client,
-                dport: c.cport,
-            },
-        };
         let client_port = c.in_port;
         if exp != c.expires {
             self.conns.set_expiry(idx, exp);
@@ -1226,26 +1207,7 @@ impl<F: Frame> Worker<F> {
             };
             return self.forward_direct(&p, idx, &c, encap, f, alloc, out);
         }
-        let (e, out_v6) = match dir {
-            Dir::Inbound => (
-                Endpoints {
-                    src: c.lip,
-                    sport: c.lport,
-                    dst: c.backend,
-                    dport: c.bport,
-                },
-                c.flags & FLAG_BACKEND_V6 != 0,
-            ),
-            Dir::Reply => (
-                Endpoints {
-                    src: c.vip,
-                    sport: c.vport,
-                    dst: c.client,
-                    dport: c.cport,
-                },
-                c.flags & FLAG_CLIENT_V6 != 0,
-            ),
-        };
+        let (e, out_v6) = outbound(&c, dir);
         let Some(slot) = self.next_hop(idx, &c, dir, &e.dst) else {
             return drop(DropReason::NoRoute);
         };
@@ -1260,12 +1222,7 @@ impl<F: Frame> Worker<F> {
             .map_or(1500, |pt| usize::from(pt.mtu));
         // Too big for the egress port after translation? The sender learns its own MTU (RFC 1191, RFC 8201).
         let in_len = f.data().len() - p.l3;
-        let hdr_in = p.l4 - p.l3;
-        let out_len = match (p.v6, out_v6) {
-            (false, false) | (true, true) => in_len,
-            (true, false) => in_len - hdr_in + ipv4::HEADER_LEN,
-            (false, true) => in_len - hdr_in + ipv6::HEADER_LEN,
-        };
+        let out_len = translated_len(in_len, p.l4 - p.l3, (p.v6, out_v6));
         if out_len > mtu {
             let dont_frag = p.v6 || f.data()[p.l3 + 6] & 0x40 != 0;
             if !dont_frag {
@@ -2355,6 +2312,43 @@ fn quick_tuple(d: &[u8]) -> Option<Tuple> {
         dst,
         dport: u16::from_be_bytes([ports[2], ports[3]]),
     })
+}
+
+/// Where a Full-NAT packet of connection `c` travelling `dir` goes: its new endpoints, and whether that side is
+/// IPv6.
+#[inline]
+fn outbound(c: &Conn, dir: Dir) -> (Endpoints, bool) {
+    match dir {
+        Dir::Inbound => (
+            Endpoints {
+                src: c.lip,
+                sport: c.lport,
+                dst: c.backend,
+                dport: c.bport,
+            },
+            c.flags & FLAG_BACKEND_V6 != 0,
+        ),
+        Dir::Reply => (
+            Endpoints {
+                src: c.vip,
+                sport: c.vport,
+                dst: c.client,
+                dport: c.cport,
+            },
+            c.flags & FLAG_CLIENT_V6 != 0,
+        ),
+    }
+}
+
+/// The network-layer length of a packet of `len` bytes (network header `hdr` bytes) once translated between
+/// `families` (it is IPv6, the output is IPv6).
+#[inline]
+fn translated_len(len: usize, hdr: usize, families: (bool, bool)) -> usize {
+    match families {
+        (false, false) | (true, true) => len,
+        (true, false) => len - hdr + ipv4::HEADER_LEN,
+        (false, true) => len - hdr + ipv6::HEADER_LEN,
+    }
 }
 
 /// The IPv6 all-nodes multicast address.
