@@ -33,6 +33,19 @@ fn router_and_speaker(tag: &str, v6: bool) -> (Netns, Netns) {
     (r, lb)
 }
 
+/// The announcements of the interop tests: every /32 of 198.51.100.0/24 and 203.0.113.0/24 (512, all the
+/// documentation ranges hold beside the link subnet) and 1,000 IPv6 /128s.
+const MANY: [&str; 8] = [
+    "--announce",
+    "198.51.100.0/32",
+    "--announce",
+    "203.0.113.0/32",
+    "--announce",
+    "2001:db8:ffff::/128*1000",
+    "--count",
+    "256",
+];
+
 fn speak(ns: &mut Netns, log: &std::path::Path, args: &[&str]) -> u32 {
     let mut v = vec![env!("CARGO_BIN_EXE_anylb"), "--json", "speak"];
     v.extend_from_slice(args);
@@ -55,40 +68,37 @@ fn frr_learns_attributes_and_withdrawals_over_ipv4_and_ipv6_sessions() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("speak.log");
-    // The documentation ranges hold 512 /32s beside the link subnet: 198.51.100.0/24 and 203.0.113.0/24.
     let pid = speak(
         &mut lb,
         &log,
         &[
-            "--asn",
-            "65010",
-            "--router-id",
-            "192.0.2.11",
-            "--listen",
-            "[::]:179",
-            "--neighbor",
-            "192.0.2.1,asn=65000,hold=9",
-            "--neighbor",
-            "2001:db8:1::1,asn=65000,hold=9",
-            "--announce",
-            "198.51.100.0/32",
-            "--announce",
-            "203.0.113.0/32",
-            "--announce",
-            "2001:db8:ffff::/128*1000",
-            "--count",
-            "256",
-            "--community",
-            "65010:80",
-            "--large-community",
-            "65010:1:2",
-            "--med",
-            "7",
-            "--withdraw-after",
-            "30",
-            "--duration",
-            "60",
-        ],
+            &[
+                "--asn",
+                "65010",
+                "--router-id",
+                "192.0.2.11",
+                "--listen",
+                "[::]:179",
+                "--neighbor",
+                "192.0.2.1,asn=65000,hold=9",
+                "--neighbor",
+                "2001:db8:1::1,asn=65000,hold=9",
+            ],
+            &MANY[..],
+            &[
+                "--community",
+                "65010:80",
+                "--large-community",
+                "65010:1:2",
+                "--med",
+                "7",
+                "--withdraw-after",
+                "30",
+                "--duration",
+                "60",
+            ],
+        ]
+        .concat(),
     );
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
@@ -778,31 +788,29 @@ fn bird_learns_the_prefixes_with_their_attributes_over_ipv4_and_ipv6() {
         &mut lb,
         &log,
         &[
-            "--asn",
-            "65010",
-            "--router-id",
-            "192.0.2.11",
-            "--neighbor",
-            "192.0.2.1,asn=65000,hold=9",
-            "--neighbor",
-            "2001:db8:1::1,asn=65000,hold=9",
-            "--announce",
-            "198.51.100.0/32",
-            "--announce",
-            "203.0.113.0/32",
-            "--announce",
-            "2001:db8:ffff::/128*1000",
-            "--count",
-            "256",
-            "--community",
-            "65010:80",
-            "--large-community",
-            "65010:1:2",
-            "--med",
-            "7",
-            "--duration",
-            "60",
-        ],
+            &[
+                "--asn",
+                "65010",
+                "--router-id",
+                "192.0.2.11",
+                "--neighbor",
+                "192.0.2.1,asn=65000,hold=9",
+                "--neighbor",
+                "2001:db8:1::1,asn=65000,hold=9",
+            ],
+            &MANY[..],
+            &[
+                "--community",
+                "65010:80",
+                "--large-community",
+                "65010:1:2",
+                "--med",
+                "7",
+                "--duration",
+                "60",
+            ],
+        ]
+        .concat(),
     );
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let count = |proto: &str| -> usize {
@@ -892,27 +900,20 @@ fn gobgp_learns_the_prefixes_over_ipv4_and_ipv6() {
         &mut lb,
         &log,
         &[
-            "--asn",
-            "65010",
-            "--router-id",
-            "192.0.2.11",
-            "--neighbor",
-            "192.0.2.1,asn=65000,hold=9",
-            "--neighbor",
-            "2001:db8:1::1,asn=65000,hold=9",
-            "--announce",
-            "198.51.100.0/32",
-            "--announce",
-            "203.0.113.0/32",
-            "--announce",
-            "2001:db8:ffff::/128*1000",
-            "--count",
-            "256",
-            "--community",
-            "65010:80",
-            "--duration",
-            "60",
-        ],
+            &[
+                "--asn",
+                "65010",
+                "--router-id",
+                "192.0.2.11",
+                "--neighbor",
+                "192.0.2.1,asn=65000,hold=9",
+                "--neighbor",
+                "2001:db8:1::1,asn=65000,hold=9",
+            ],
+            &MANY[..],
+            &["--community", "65010:80", "--duration", "60"],
+        ]
+        .concat(),
     );
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let gobgp = |args: &[&str]| -> String {
