@@ -1,0 +1,242 @@
+//! The established fast path, and the warming of a burst's connection-table slots before it is processed.
+
+use super::pkt::{drop, outbound, translated_len, Egress, Hop, Pkt, NO_HOP};
+use super::{Output, Verdict, Worker};
+use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK};
+use crate::flow::{v4, Tuple};
+use crate::frame::{Frame, FrameAlloc};
+use crate::snapshot::Local;
+use crate::tcp_state::{self, Dir};
+use crate::wire::ethernet::{self, ethertype};
+use crate::wire::{checksum, ipv4, ipv6, proto, tcp, udp};
+
+impl<F: Frame> Worker<F> {
+    /// Loads the connection-table index slots, then the records, of a whole burst before processing it, so
+    /// that their cache misses overlap instead of stalling one packet at a time.
+    pub(super) fn warm(&mut self, frames: &[F]) {
+        const EMPTY: Tuple = Tuple {
+            proto: 0,
+            src: [0; 16],
+            sport: 0,
+            dst: [0; 16],
+            dport: 0,
+        };
+        let n = frames.len();
+        self.hint_tuples.resize(n, EMPTY);
+        self.hint_hashes.resize(n, 0);
+        // Tuples and hashes first (computation only), then the index slots in a tight loop of independent
+        // loads, then the records they point to: a burst of misses in flight at once.
+        for ((f, t), h) in frames
+            .iter()
+            .zip(self.hint_tuples.iter_mut())
+            .zip(self.hint_hashes.iter_mut())
+        {
+            match quick_tuple(f.data()) {
+                Some(q) => {
+                    *h = self.conns.hash(&q);
+                    *t = q;
+                }
+                None => *h = 0,
+            }
+        }
+        let mut slots = [0u64; 64];
+        for (slot, &h) in slots.iter_mut().zip(&self.hint_hashes) {
+            if h != 0 {
+                *slot = self.conns.warm(h);
+            }
+        }
+        for &s in &slots[..n.min(64)] {
+            if s != 0 {
+                self.conns.warm_slot(s);
+            }
+        }
+    }
+
+    /// The established fast path: an untagged TCP segment or UDP datagram, IPv4 without options or IPv6
+    /// without extension headers, of a Full-NAT connection (IPv4, IPv6 or NAT64) whose TCP state does not
+    /// change (no SYN, FIN or RST), whose service and next hop are cached for the current snapshot and routes,
+    /// and whose next hop is resolved. It does what `handle` would do for such a packet (same checks, same
+    /// translation, same counters) without the general parsing; every condition is checked before the frame
+    /// is touched, and anything else is handed back for `handle`.
+    #[inline]
+    pub(super) fn fast<A: FrameAlloc<F = F>>(
+        &mut self,
+        mut f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Result<Verdict, F> {
+        const L3: usize = ethernet::HEADER_LEN;
+        let h = match (self.hint_hashes.get(self.cur), self.hint_tuples.get(self.cur)) {
+            (Some(&h), Some(_)) if h != 0 && self.fast_path => h,
+            _ => return Err(f),
+        };
+        let t = &self.hint_tuples[self.cur];
+        let d = f.data();
+        // (IPv6?, transport offset, network length, TTL or hop limit, protocol), read through the wire views.
+        let eth = ethernet::Frame::new_unchecked(d);
+        let untagged = d.len() >= L3 + ipv4::HEADER_LEN && eth.header_len() == L3;
+        let (v6, l4, total, ttl, p) = match untagged.then(|| eth.ethertype()) {
+            Some(ethertype::IPV4) => {
+                let Ok(hdr) = <&[u8; ipv4::HEADER_LEN]>::try_from(&d[L3..L3 + ipv4::HEADER_LEN]) else {
+                    return Err(f);
+                };
+                let ip = ipv4::Packet::new_unchecked(hdr);
+                if ip.version() != 4
+                    || ip.header_len() != ipv4::HEADER_LEN
+                    || ip.is_fragment()
+                    || (!f.rx_checksums_verified() && !checksum::ipv4_header_ok(hdr))
+                {
+                    return Err(f);
+                }
+                let total = usize::from(ip.total_len());
+                if total < ipv4::HEADER_LEN {
+                    return Err(f);
+                }
+                (false, L3 + ipv4::HEADER_LEN, total, ip.ttl(), ip.protocol())
+            }
+            Some(ethertype::IPV6) if d.len() >= L3 + ipv6::HEADER_LEN => {
+                let ip = ipv6::Packet::new_unchecked(&d[L3..]);
+                if ip.version() != 6 {
+                    return Err(f);
+                }
+                let plen = usize::from(ip.payload_len());
+                (
+                    true,
+                    L3 + ipv6::HEADER_LEN,
+                    ipv6::HEADER_LEN + plen,
+                    ip.hop_limit(),
+                    ip.next_header(),
+                )
+            }
+            _ => return Err(f),
+        };
+        if ttl <= 1 || d.len() < L3 + total {
+            return Err(f);
+        }
+        let seg = &d[l4..L3 + total];
+        let flags = match p {
+            proto::TCP => match tcp::Packet::new_checked(seg) {
+                Ok(t) => t.flags(),
+                Err(_) => return Err(f),
+            },
+            proto::UDP if udp::Packet::new_checked(seg).is_ok() => 0,
+            _ => return Err(f),
+        };
+        if flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0
+            || !matches!(self.snap.local(&t.dst), Some(Local::Vip | Local::Lip))
+        {
+            return Err(f);
+        }
+        let Some((idx, dir)) = self.conns.lookup(t, h) else {
+            return Err(f);
+        };
+        let c = self.conns.get(idx);
+        let slot = match dir {
+            Dir::Inbound => c.nh_fwd,
+            Dir::Reply => c.nh_rev,
+        };
+        let (e, out_v6) = outbound(c, dir);
+        if c.flags & (MODE_MASK | FLAG_SNAT) != MODE_FULLNAT
+            || !matches!(c.cla, CLA_NONE | CLA_TOA_DONE)
+            || c.svc_gen != self.snap.generation as u16
+            || c.route_gen != self.route_gen
+            || slot == NO_HOP
+        {
+            return Err(f);
+        }
+        let state = c.state();
+        if p == proto::TCP && tcp_state::next(state, dir, flags) != state {
+            return Err(f);
+        }
+        let (Some(svc), Some(entry)) = (
+            self.snap.services.get(usize::from(c.service)),
+            self.neigh.get(slot),
+        ) else {
+            return Err(f);
+        };
+        let (Some(mac), port) = (entry.mac, entry.port) else {
+            return Err(f);
+        };
+        let Some(pt) = self.snap.ports.get(usize::from(port)) else {
+            return Err(f);
+        };
+        let mtu = usize::from(pt.mtu);
+        if pt.vlan.is_some() || translated_len(total, l4 - L3, v6, out_v6) > mtu {
+            return Err(f);
+        }
+        // Committed: expiry, translation, Ethernet header, transmission.
+        let src_mac = pt.mac;
+        let exp = self.tick.saturating_add(svc.timeouts.of(state));
+        let eg = Egress {
+            e,
+            v6: out_v6,
+            mtu,
+            client_port: c.in_port,
+        };
+        if exp != c.expires {
+            self.conns.set_expiry(idx, exp);
+        }
+        let pkt = Pkt {
+            in_port: 0,
+            l3: L3,
+            l4,
+            v6,
+            proto: p,
+            src: t.src,
+            dst: t.dst,
+            sport: t.sport,
+            dport: t.dport,
+            ttl,
+            tcp_flags: flags,
+        };
+        f.truncate(L3 + total);
+        let at = match self.translate(&mut f, &pkt, &eg) {
+            Ok(at) => at,
+            Err(r) => return Ok(drop(r)),
+        };
+        self.stats.fast_path += 1;
+        if at.l3 != L3 {
+            return Ok(self.emit(Hop { port, slot }, at.l3, out_v6, f, alloc, out));
+        }
+        let mut eth = ethernet::Frame::new_unchecked(f.data_mut());
+        eth.set_dst(mac);
+        eth.set_src(src_mac);
+        self.tx(port, f, out);
+        Ok(Verdict::Forward { port })
+    }
+}
+
+/// The transport tuple of a plain TCP/UDP frame (no IPv6 extension headers), for warming caches only.
+#[inline]
+pub(super) fn quick_tuple(d: &[u8]) -> Option<Tuple> {
+    let eth = ethernet::Frame::new_checked(d).ok()?;
+    let ip = d.get(eth.header_len()..)?;
+    let (p, src, dst, l4) = match eth.ethertype() {
+        ethertype::IPV4 if ip.len() >= ipv4::HEADER_LEN => {
+            let h = ipv4::Packet::new_unchecked(ip);
+            (h.protocol(), v4(h.src()), v4(h.dst()), h.header_len())
+        }
+        ethertype::IPV6 if ip.len() >= ipv6::HEADER_LEN => {
+            let h = ipv6::Packet::new_unchecked(ip);
+            (
+                h.next_header(),
+                h.src().octets(),
+                h.dst().octets(),
+                ipv6::HEADER_LEN,
+            )
+        }
+        _ => return None,
+    };
+    if p != proto::TCP && p != proto::UDP {
+        return None;
+    }
+    // TCP and UDP both start with the two ports.
+    let ports = udp::Packet::new_unchecked(ip.get(l4..l4 + 4)?);
+    Some(Tuple {
+        proto: p,
+        src,
+        sport: ports.src_port(),
+        dst,
+        dport: ports.dst_port(),
+    })
+}

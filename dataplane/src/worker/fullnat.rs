@@ -1,0 +1,187 @@
+//! Packets of an existing connection: TCP state and expiry kept, then Full-NAT translation (IPv4, IPv6 and
+//! NAT64 both ways) and forwarding; direct-mode connections are handed to [`direct`](super::direct).
+
+use super::pkt::{clamp_mss, drop, outbound, translated_len, Egress, IcmpKind, Layout, Pkt};
+use super::{Output, Verdict, Worker};
+use crate::conn::{CLA_NONE, FLAG_SNAT, MODE_DR, MODE_MASK, MODE_TUNNEL};
+use crate::frame::{Frame, FrameAlloc};
+use crate::nat::{self};
+use crate::snapshot::{Encap, TICK_MS};
+use crate::stats::DropReason;
+use crate::tcp_state::{self, Dir, State};
+use crate::wire::{ipv4, ipv6, proto};
+
+impl<F: Frame> Worker<F> {
+    /// Forwards a packet of connection `idx` travelling `dir`.
+    pub(super) fn forward<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: &Pkt,
+        idx: u32,
+        dir: Dir,
+        mut f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        if p.ttl <= 1 {
+            return self.icmp_error(p, f, IcmpKind::TimeExceeded, DropReason::Ttl, alloc, out);
+        }
+        let c = *self.conns.get(idx);
+        let mode = c.flags & MODE_MASK;
+        if matches!(mode, MODE_DR | MODE_TUNNEL) && dir == Dir::Reply {
+            // Direct-return modes never see replies: this is a stray packet that happens to match.
+            return drop(DropReason::NoConnection);
+        }
+        let svc = self.advance(p, idx, dir);
+        if matches!(mode, MODE_DR | MODE_TUNNEL) {
+            let encap = match mode {
+                MODE_DR => None,
+                _ => Some(
+                    svc.and_then(|si| self.snap.services.get(usize::from(si)))
+                        .map_or(Encap::Ip, |s| s.encap),
+                ),
+            };
+            return self.forward_direct(p, idx, encap, f, alloc, out);
+        }
+        let (e, out_v6) = outbound(&c, dir);
+        let Some(hop) = self.next_hop(idx, &c, dir, &e.dst) else {
+            return drop(DropReason::NoRoute);
+        };
+        let eg = Egress {
+            e,
+            v6: out_v6,
+            mtu: self.mtu(hop.port),
+            client_port: c.in_port,
+        };
+        // Too big for the egress port after translation? The sender learns its own MTU (RFC 1191, RFC 8201).
+        let in_len = f.data().len() - p.l3;
+        let out_len = translated_len(in_len, p.l4 - p.l3, p.v6, out_v6);
+        if out_len > eg.mtu {
+            return self.too_big(p, f, (eg.mtu + in_len).saturating_sub(out_len), alloc, out);
+        }
+        let at = match self.translate(&mut f, p, &eg) {
+            Ok(at) => at,
+            Err(r) => return drop(r),
+        };
+        if c.cla != CLA_NONE {
+            if let Err(r) = self.client_address(idx, dir, &mut f, at, &eg) {
+                return drop(r);
+            }
+        }
+        self.emit(hop, at.l3, out_v6, f, alloc, out)
+    }
+
+    /// Moves connection `idx` to the TCP state packet `p` leads to and renews its expiry; returns the index of
+    /// its service in the current snapshot (found again by VIP, protocol and port after a reload), if any.
+    fn advance(&mut self, p: &Pkt, idx: u32, dir: Dir) -> Option<u16> {
+        let c = *self.conns.get(idx);
+        let snap_gen = self.snap.generation as u16;
+        let old = c.state();
+        let new = if p.proto == proto::TCP {
+            tcp_state::next(old, dir, p.tcp_flags)
+        } else {
+            State::Udp
+        };
+        let svc = if c.flags & FLAG_SNAT != 0 {
+            None
+        } else if c.svc_gen == snap_gen {
+            Some(c.service)
+        } else {
+            let s = self.snap.service(&c.vip, c.proto, c.vport);
+            if let Some(si) = s {
+                let cm = self.conns.get_mut(idx);
+                cm.service = si;
+                cm.svc_gen = snap_gen;
+            }
+            s
+        };
+        let timeouts = svc
+            .and_then(|si| self.snap.services.get(usize::from(si)))
+            .map(|s| s.timeouts);
+        let timeout = match timeouts {
+            Some(t) => t.of(new),
+            None if c.flags & FLAG_SNAT != 0 => self.snap.default_timeouts.of(new),
+            None => 300_000 / TICK_MS as u32,
+        };
+        if new != old {
+            self.conns.get_mut(idx).state = new as u8;
+        }
+        let exp = self.tick.saturating_add(timeout);
+        if exp != c.expires {
+            self.conns.set_expiry(idx, exp);
+        }
+        svc
+    }
+
+    /// The MTU of `port` (1500 for a port the snapshot does not know).
+    pub(super) fn mtu(&self, port: u16) -> usize {
+        self.snap
+            .ports
+            .get(usize::from(port))
+            .map_or(1500, |pt| usize::from(pt.mtu))
+    }
+
+    /// A packet too big for its egress once forwarded: IPv4 without DF is dropped, anything else answered with
+    /// an ICMP error telling the sender `mtu` (at least the family's minimum).
+    pub(super) fn too_big<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: &Pkt,
+        f: F,
+        mtu: usize,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let dont_frag = p.v6 || ipv4::Packet::new_unchecked(&f.data()[p.l3..]).dont_frag();
+        if !dont_frag {
+            return drop(DropReason::TooBig);
+        }
+        let mtu = mtu.max(if p.v6 { 1280 } else { 68 });
+        self.icmp_error(p, f, IcmpKind::TooBig(mtu), DropReason::TooBig, alloc, out)
+    }
+
+    /// Rewrites a Full-NAT packet in place for `eg`: within its family, or translated between IPv6 and IPv4
+    /// (NAT64, with the MSS of a SYN lowered for the larger or the other side's header). Returns where its
+    /// network and transport headers now start.
+    pub(super) fn translate(&mut self, f: &mut F, p: &Pkt, eg: &Egress) -> Result<Layout, DropReason> {
+        let (l3, l4, e) = (p.l3, p.l4, &eg.e);
+        match (p.v6, eg.v6) {
+            (false, false) => {
+                if !nat::rewrite_v4(&mut f.data_mut()[l3..], l4 - l3, e) {
+                    return Err(DropReason::Malformed);
+                }
+                Ok(Layout { l3, l4 })
+            }
+            (true, true) => {
+                if !nat::rewrite_v6(&mut f.data_mut()[l3..], l4 - l3, p.proto, e) {
+                    return Err(DropReason::Malformed);
+                }
+                Ok(Layout { l3, l4 })
+            }
+            (true, false) => {
+                self.ident = self.ident.wrapping_add(1);
+                if p.syn() {
+                    clamp_mss(&mut f.data_mut()[l4..], eg.mtu.saturating_sub(40) as u16);
+                }
+                let l3 = nat::v6_to_v4(f.data_mut(), l3, l4, p.proto, e, self.ident)
+                    .ok_or(DropReason::Malformed)?;
+                Ok(Layout { l3, l4 })
+            }
+            (false, true) => {
+                let (mut l3, mut l4) = (l3, l4);
+                if l4 < ipv6::HEADER_LEN {
+                    let grow = ipv6::HEADER_LEN - l4;
+                    if !f.prepend(grow) {
+                        return Err(DropReason::NoBuffer);
+                    }
+                    l4 += grow;
+                    l3 += grow;
+                }
+                if p.syn() {
+                    let client_mtu = self.mtu(u16::from(eg.client_port));
+                    clamp_mss(&mut f.data_mut()[l4..], client_mtu.saturating_sub(60) as u16);
+                }
+                let l3 = nat::v4_to_v6(f.data_mut(), l3, l4, p.proto, e).ok_or(DropReason::Malformed)?;
+                Ok(Layout { l3, l4 })
+            }
+        }
+    }
+}

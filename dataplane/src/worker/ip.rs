@@ -1,0 +1,256 @@
+//! IPv4 and IPv6 parsed into a [`Pkt`], and TCP/UDP dispatched through the connection table: an existing
+//! connection is forwarded, a new flow to a service opens one, replies to local addresses go to the worker
+//! that owns their port, and transit flows to the source-NAT gateway or the kernel.
+
+use super::pkt::{drop, pseudo6, Pkt};
+use super::{Output, Verdict, Worker};
+use crate::flow::{to_v4, v4};
+use crate::frame::{Frame, FrameAlloc};
+use crate::pool::owner;
+use crate::snapshot::Local;
+use crate::stats::DropReason;
+use crate::tcp_state::{Dir, State};
+use crate::wire::icmp::v6 as icmp6;
+use crate::wire::{checksum, ipv4, ipv6, proto, tcp, udp};
+
+impl<F: Frame> Worker<F> {
+    /// An IPv4 packet (at `l3`) for a VIP, a local address or through the node; the rest goes to the kernel.
+    pub(super) fn ipv4<A: FrameAlloc<F = F>>(
+        &mut self,
+        in_port: u16,
+        mut f: F,
+        l3: usize,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let d = f.data();
+        let Ok(ip) = ipv4::Packet::new_checked(&d[l3..]) else {
+            return drop(DropReason::Malformed);
+        };
+        if ip.version() != 4 {
+            return drop(DropReason::Malformed);
+        }
+        let dst = v4(ip.dst());
+        let local = match self.snap.local(&dst) {
+            None if (self.snap.transit && matches!(ip.protocol(), proto::TCP | proto::UDP))
+                || (!self.snap.snat.is_empty()
+                    && matches!(ip.protocol(), proto::TCP | proto::UDP | proto::ICMP)) =>
+            {
+                Local::Transit
+            }
+            Some(Local::Own(_)) | None => return self.kernel(in_port, f, out),
+            Some(l) => l,
+        };
+        if !f.rx_checksums_verified() && !ip.verify_checksum() {
+            return drop(DropReason::BadChecksum);
+        }
+        if ip.is_fragment() {
+            return drop(DropReason::Fragment);
+        }
+        let (ihl, total, p, ttl, src) = (
+            ip.header_len(),
+            usize::from(ip.total_len()),
+            ip.protocol(),
+            ip.ttl(),
+            v4(ip.src()),
+        );
+        f.truncate(l3 + total);
+        let pkt = Pkt {
+            in_port,
+            l3,
+            l4: l3 + ihl,
+            v6: false,
+            proto: p,
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            ttl,
+            tcp_flags: 0,
+        };
+        match p {
+            proto::TCP | proto::UDP => self.transport(pkt, local, f, alloc, out),
+            proto::ICMP => self.icmp4(&pkt, local, f, alloc, out),
+            _ => drop(DropReason::Unsupported),
+        }
+    }
+
+    /// An IPv6 packet (at `l3`): neighbour discovery to the small stack, then as [`Worker::ipv4`].
+    pub(super) fn ipv6<A: FrameAlloc<F = F>>(
+        &mut self,
+        in_port: u16,
+        mut f: F,
+        l3: usize,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let d = f.data();
+        let Ok(ip) = ipv6::Packet::new_checked(&d[l3..]) else {
+            return drop(DropReason::Malformed);
+        };
+        if ip.version() != 6 {
+            return drop(DropReason::Malformed);
+        }
+        let Ok(ul) = ip.upper_layer() else {
+            return drop(DropReason::Malformed);
+        };
+        let dst = ip.dst().octets();
+        let src = ip.src().octets();
+        let (plen, hop) = (usize::from(ip.payload_len()), ip.hop_limit());
+        let pkt = Pkt {
+            in_port,
+            l3,
+            l4: l3 + ul.offset,
+            v6: true,
+            proto: ul.protocol,
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            ttl: hop,
+            tcp_flags: 0,
+        };
+        let icmp_type = d.get(l3 + ul.offset).copied();
+        f.truncate(l3 + ipv6::HEADER_LEN + plen);
+        if ul.protocol == proto::ICMPV6 && ul.fragment.is_none() {
+            let ty = icmp_type;
+            if matches!(ty, Some(icmp6::NEIGHBOR_SOLICIT | icmp6::NEIGHBOR_ADVERT)) {
+                if hop != 255 {
+                    return drop(DropReason::Malformed);
+                }
+                return self.ndp(&pkt, f, out);
+            }
+        }
+        let local = match self.snap.local(&dst) {
+            None if (self.snap.transit || !self.snap.snat.is_empty())
+                && matches!(ul.protocol, proto::TCP | proto::UDP) =>
+            {
+                Local::Transit
+            }
+            Some(Local::Own(_)) | None => return self.kernel(in_port, f, out),
+            Some(l) => l,
+        };
+        if ul.fragment.is_some() {
+            return drop(DropReason::Fragment);
+        }
+        match ul.protocol {
+            proto::TCP | proto::UDP => self.transport(pkt, local, f, alloc, out),
+            proto::ICMPV6 => self.icmp6(&pkt, f, alloc, out),
+            _ => drop(DropReason::Unsupported),
+        }
+    }
+
+    /// A TCP segment or UDP datagram to a VIP, a local address or through the node: its ports and flags read
+    /// into `p`, then the connection it belongs to, or what becomes of a flow not known here.
+    pub(super) fn transport<A: FrameAlloc<F = F>>(
+        &mut self,
+        mut p: Pkt,
+        local: Local,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let l4 = &f.data()[p.l4..];
+        if p.proto == proto::TCP {
+            let Ok(t) = tcp::Packet::new_checked(l4) else {
+                return drop(DropReason::Malformed);
+            };
+            (p.sport, p.dport, p.tcp_flags) = (t.src_port(), t.dst_port(), t.flags());
+        } else {
+            let Ok(u) = udp::Packet::new_checked(l4) else {
+                return drop(DropReason::Malformed);
+            };
+            (p.sport, p.dport) = (u.src_port(), u.dst_port());
+        }
+        let t = p.tuple();
+        let h = match (self.hint_hashes.get(self.cur), self.hint_tuples.get(self.cur)) {
+            (Some(&h), Some(ht)) if h != 0 && *ht == t => h,
+            _ => self.conns.hash(&t),
+        };
+        let hit = match self.conns.lookup(&t, h) {
+            // A new SYN on a finished connection (the client reused its port): forget the old one and
+            // schedule afresh, so the flow does not stick to a backend that may be gone (IPVS conn_reuse_mode).
+            Some((idx, Dir::Inbound))
+                if local == Local::Vip
+                    && p.tcp_flags & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN
+                    && matches!(self.conns.get(idx).state(), State::TimeWait | State::Close) =>
+            {
+                self.forget(idx);
+                None
+            }
+            other => other,
+        };
+        match hit {
+            Some((idx, dir)) => self.forward(&p, idx, dir, f, alloc, out),
+            None => self.unknown(&p, local, h, f, alloc, out),
+        }
+    }
+
+    /// A packet of a flow with no connection here (`h` its tuple's hash): a segment from a router that does
+    /// not open a connection goes to a peer node (second chance); the first packet of a flow to a VIP opens
+    /// one; a reply to a local address goes to the worker that owns its port; a transit flow goes to the
+    /// worker of a NAT-mode client port, the source-NAT gateway, or the kernel.
+    fn unknown<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: &Pkt,
+        local: Local,
+        h: u64,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        match local {
+            Local::Vip
+                if p.proto == proto::TCP
+                    && !p.opens()
+                    && self.snap.peers.iter().any(|(port, _)| *port != p.in_port)
+                    && self.sent_by_router(p.in_port, &f) =>
+            {
+                self.hand_to_peer(p, h, f, alloc, out)
+            }
+            Local::Vip => self.new_conn(p, f, alloc, out),
+            Local::Transit => {
+                let o = self.nat_owner(p.dport);
+                if self.snap.transit && o != self.id {
+                    self.redirect(o, f, out)
+                } else if let Some(ri) = self.snat_rule(p) {
+                    self.snat_flow(p, ri, f, alloc, out)
+                } else {
+                    self.kernel(p.in_port, f, out)
+                }
+            }
+            _ => {
+                let o = owner(p.dport, self.snap.mask);
+                if o != self.id && usize::from(o) < self.snap.workers {
+                    self.redirect(o, f, out)
+                } else {
+                    drop(DropReason::NoConnection)
+                }
+            }
+        }
+    }
+
+    /// Whether the transport checksum of `p` is right (or the NIC verified it); a UDP/IPv6 datagram without
+    /// one is not (RFC 8200 §8.1).
+    pub(super) fn verify_l4(&self, p: &Pkt, f: &F) -> bool {
+        if f.rx_checksums_verified() {
+            return true;
+        }
+        let d = f.data();
+        let seg = &d[p.l4..];
+        let pseudo = if p.v6 {
+            pseudo6(&d[p.l3..], p.proto, seg.len())
+        } else {
+            checksum::pseudo_v4(to_v4(&p.src), to_v4(&p.dst), p.proto, seg.len() as u16)
+        };
+        if p.proto == proto::TCP {
+            tcp::Packet::new_unchecked(seg).verify_checksum(pseudo)
+        } else {
+            let u = udp::Packet::new_unchecked(seg);
+            if p.v6 && u.checksum() == 0 {
+                return false;
+            }
+            u.verify_checksum(pseudo)
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! What the worker's files share: the frame parsed once, the hop and layout of a rewritten packet, where a
+//! translated packet goes, and the small pure helpers of header arithmetic. A leaf: it imports nothing of the
+//! worker but its output types.
+
+use super::output::Verdict;
+use crate::conn::{Conn, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6};
+use crate::flow::{Addr, Tuple};
+use crate::nat::Endpoints;
+use crate::stats::DropReason;
+use crate::tcp_state::Dir;
+use crate::wire::{checksum, ipv4, ipv6, proto, tcp};
+
+/// ICMP errors a worker may send in a burst, and per millisecond after it (RFC 1812 §4.3.2.8 rate limit).
+pub(super) const ICMP_BURST: u32 = 100;
+/// Marks an unresolved cached next hop.
+pub(super) const NO_HOP: u32 = u32::MAX;
+
+/// A frame parsed once ([`ip`](super::ip) builds it, or the fast path from its checks) and passed by reference from then
+/// on: where its network and transport headers start, its family, protocol, endpoints, TTL and TCP flags.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pkt {
+    /// Port it arrived on.
+    pub(super) in_port: u16,
+    /// Offset of the network header.
+    pub(super) l3: usize,
+    /// Offset of the transport header.
+    pub(super) l4: usize,
+    /// IPv6 (else IPv4).
+    pub(super) v6: bool,
+    /// Transport protocol.
+    pub(super) proto: u8,
+    pub(super) src: Addr,
+    pub(super) dst: Addr,
+    /// Transport ports (the echo identifier for ICMP through source NAT).
+    pub(super) sport: u16,
+    pub(super) dport: u16,
+    /// TTL or hop limit as received.
+    pub(super) ttl: u8,
+    /// TCP flags (0 for other protocols).
+    pub(super) tcp_flags: u8,
+}
+
+impl Pkt {
+    /// The transport tuple as received.
+    pub(super) fn tuple(&self) -> Tuple {
+        Tuple {
+            proto: self.proto,
+            src: self.src,
+            sport: self.sport,
+            dst: self.dst,
+            dport: self.dport,
+        }
+    }
+
+    /// A TCP segment with SYN set.
+    pub(super) fn syn(&self) -> bool {
+        self.proto == proto::TCP && self.tcp_flags & tcp::flags::SYN != 0
+    }
+
+    /// A TCP segment that opens a connection: SYN without ACK or RST.
+    pub(super) fn opens(&self) -> bool {
+        self.tcp_flags & (tcp::flags::SYN | tcp::flags::ACK | tcp::flags::RST) == tcp::flags::SYN
+    }
+}
+
+/// The way out for a frame: the egress port, and the neighbour-table slot of the next hop on it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Hop {
+    pub(super) port: u16,
+    pub(super) slot: u32,
+}
+
+/// Where the network and transport headers of a rewritten packet start.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Layout {
+    pub(super) l3: usize,
+    pub(super) l4: usize,
+}
+
+/// Where a translated packet goes: its new endpoints, its family, the egress port's MTU, and the port the
+/// connection's client is behind (whose MTU bounds the MSS a backend may send towards it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Egress {
+    pub(super) e: Endpoints,
+    pub(super) v6: bool,
+    pub(super) mtu: usize,
+    pub(super) client_port: u8,
+}
+
+/// An ICMP error the worker originates.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum IcmpKind {
+    /// TTL / hop limit exceeded in transit.
+    TimeExceeded,
+    /// Larger than this MTU.
+    TooBig(usize),
+}
+
+/// Drops are counted by the caller of `handle`; this only names the reason.
+pub(super) fn drop(reason: DropReason) -> Verdict {
+    Verdict::Drop { reason }
+}
+
+/// Sum of the IPv6 pseudo-header for the IPv6 header at the start of `ip6`.
+pub(super) fn pseudo6(ip6: &[u8], p: u8, len: usize) -> u32 {
+    checksum::sum(&ip6[8..40]) + u32::from(p) + (len as u32 >> 16) + (len as u32 & 0xffff)
+}
+
+pub(super) fn write_v6_header(buf: &mut [u8], src: &Addr, dst: &Addr, next: u8, payload: usize, hop: u8) {
+    ipv6::Repr {
+        src: (*src).into(),
+        dst: (*dst).into(),
+        next_header: next,
+        payload_len: payload,
+        hop_limit: hop,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(buf);
+}
+
+/// Lowers a SYN's MSS option (checksum kept valid).
+pub(super) fn clamp_mss(seg: &mut [u8], max: u16) {
+    if let Ok(mut t) = tcp::Packet::new_checked(seg) {
+        t.clamp_mss(max);
+    }
+}
+
+/// Where a Full-NAT packet of connection `c` travelling `dir` goes: its new endpoints, and whether that side is
+/// IPv6.
+#[inline]
+pub(super) fn outbound(c: &Conn, dir: Dir) -> (Endpoints, bool) {
+    match dir {
+        Dir::Inbound => (
+            Endpoints {
+                src: c.lip,
+                sport: c.lport,
+                dst: c.backend,
+                dport: c.bport,
+            },
+            c.flags & FLAG_BACKEND_V6 != 0,
+        ),
+        Dir::Reply => (
+            Endpoints {
+                src: c.vip,
+                sport: c.vport,
+                dst: c.client,
+                dport: c.cport,
+            },
+            c.flags & FLAG_CLIENT_V6 != 0,
+        ),
+    }
+}
+
+/// The network-layer length of a packet of `len` bytes (network header `hdr` bytes) once translated from
+/// IPv6 or IPv4 (`from_v6`) to IPv6 or IPv4 (`to_v6`).
+#[inline]
+pub(super) fn translated_len(len: usize, hdr: usize, from_v6: bool, to_v6: bool) -> usize {
+    match (from_v6, to_v6) {
+        (false, false) | (true, true) => len,
+        (true, false) => len - hdr + ipv4::HEADER_LEN,
+        (false, true) => len - hdr + ipv6::HEADER_LEN,
+    }
+}
+
+/// The drop reason of a failed insertion.
+pub(super) fn insert_error(e: InsertError) -> DropReason {
+    match e {
+        InsertError::Full => DropReason::TableFull,
+        InsertError::Exists => DropReason::NoConnection,
+    }
+}

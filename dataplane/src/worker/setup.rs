@@ -1,0 +1,180 @@
+//! Connection setup for a new flow to a service, in every forwarding mode: the checks a first packet must
+//! pass, the backend (persistence, then the service's scheduler), the translation's local side (a pool address
+//! and port for Full-NAT, the client's own for NAT and DR, a tunnel source), and the record in the table.
+
+use anylb_conf::{ClientAddress, Forwarding};
+
+use super::pkt::{drop, insert_error, IcmpKind, Pkt, NO_HOP};
+use super::{release, Output, Verdict, Worker};
+use crate::conn::{
+    Conn, CLA_NONE, CLA_PP_PENDING, CLA_TOA, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED, MODE_DR,
+    MODE_FULLNAT, MODE_NAT, MODE_TUNNEL,
+};
+use crate::flow::is_v4;
+use crate::frame::{Frame, FrameAlloc};
+use crate::sched::{self, Candidates};
+use crate::stats::DropReason;
+use crate::tcp_state::{Dir, State};
+use crate::wire::proto;
+
+impl<F: Frame> Worker<F> {
+    /// The first packet of a flow to a VIP: opens a connection and forwards the packet through it.
+    pub(super) fn new_conn<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: &Pkt,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let Some(si) = self.snap.service(&p.dst, p.proto, p.dport) else {
+            return drop(DropReason::NoService);
+        };
+        if self.snap.services[usize::from(si)].forwarding == Forwarding::Nat {
+            // The backend's replies are addressed to the client's port: keep the connection on the worker
+            // they are steered to.
+            let o = self.nat_owner(p.sport);
+            if o != self.id {
+                return self.redirect(o, f, out);
+            }
+        }
+        if p.proto == proto::TCP && !p.opens() {
+            return drop(DropReason::NoConnection);
+        }
+        if !self.verify_l4(p, &f) {
+            return drop(DropReason::BadChecksum);
+        }
+        if p.ttl <= 1 {
+            return self.icmp_error(p, f, IcmpKind::TimeExceeded, DropReason::Ttl, alloc, out);
+        }
+        let opened = self.schedule(p, si).and_then(|bi| self.open(p, si, bi));
+        match opened {
+            Ok(idx) => self.forward(p, idx, Dir::Inbound, f, alloc, out),
+            Err(r) => drop(r),
+        }
+    }
+
+    /// The backend of service `si` for a new flow: the client's persisted one while it lasts and still has
+    /// weight, else the scheduler's choice (remembered when the service persists).
+    fn schedule(&mut self, p: &Pkt, si: u16) -> Result<u16, DropReason> {
+        let snap = self.snap.clone();
+        let svc = &snap.services[usize::from(si)];
+        let persist_key = (si, p.src);
+        let persisted = svc
+            .persistence
+            .and_then(|_| self.persist.get(&persist_key))
+            .filter(|(b, exp)| *exp > self.tick && svc.weights.get(usize::from(*b)).is_some_and(|&w| w > 0));
+        let bi = match persisted {
+            Some(&(b, _)) => b,
+            None => {
+                let conns: Vec<u32> = svc
+                    .backends
+                    .iter()
+                    .map(|b| self.backend_conns.get(b.uid as usize).copied().unwrap_or(0))
+                    .collect();
+                let c = Candidates {
+                    weights: &svc.weights,
+                    conns: &conns,
+                    maglev: &svc.maglev,
+                };
+                let mh = p.tuple().hash(snap.seed);
+                sched::pick(
+                    svc.sched,
+                    &mut self.sched[usize::from(si)],
+                    &c,
+                    mh,
+                    &p.src,
+                    snap.seed,
+                )
+                .ok_or(DropReason::NoBackend)?
+            }
+        };
+        if let Some(ticks) = svc.persistence {
+            self.persist
+                .insert(persist_key, (bi, self.tick.saturating_add(ticks)));
+        }
+        Ok(bi)
+    }
+
+    /// Inserts the connection of a new flow to backend `bi` of service `si`; returns its index.
+    fn open(&mut self, p: &Pkt, si: u16, bi: u16) -> Result<u32, DropReason> {
+        let snap = self.snap.clone();
+        let svc = &snap.services[usize::from(si)];
+        let b = &svc.backends[usize::from(bi)];
+        let backend_v6 = !is_v4(&b.addr);
+        let (lip, lport, mut flags) = match svc.forwarding {
+            Forwarding::Fullnat | Forwarding::Snat => {
+                let (lip, lport) = self
+                    .pools
+                    .alloc(backend_v6, p.proto)
+                    .ok_or(DropReason::PoolExhausted)?;
+                (lip, lport, FLAG_POOLED | MODE_FULLNAT)
+            }
+            Forwarding::Nat => (p.src, p.sport, MODE_NAT),
+            Forwarding::Dr => (p.src, p.sport, MODE_DR),
+            Forwarding::Tunnel => {
+                let src = self
+                    .tunnel_source(&b.addr, p.tuple().hash(snap.seed))
+                    .ok_or(DropReason::NoRoute)?;
+                (src, p.sport, MODE_TUNNEL)
+            }
+        };
+        let state = if p.proto == proto::TCP {
+            State::SynRecv
+        } else {
+            State::Udp
+        };
+        if p.v6 {
+            flags |= FLAG_CLIENT_V6;
+        }
+        if backend_v6 {
+            flags |= FLAG_BACKEND_V6;
+        }
+        let cla = match (svc.forwarding, svc.client_address, p.proto) {
+            (Forwarding::Fullnat, ClientAddress::Toa, proto::TCP) => CLA_TOA,
+            (Forwarding::Fullnat, ClientAddress::ProxyV2, proto::TCP) => CLA_PP_PENDING,
+            _ => CLA_NONE,
+        };
+        let c = Conn {
+            client: p.src,
+            vip: p.dst,
+            lip,
+            backend: b.addr,
+            cla,
+            cport: p.sport,
+            vport: p.dport,
+            lport,
+            bport: if b.port == 0 { p.dport } else { b.port },
+            expires: self.tick.saturating_add(svc.timeouts.of(state)),
+            proto: p.proto,
+            state: state as u8,
+            flags,
+            in_port: p.in_port as u8,
+            nh_fwd: NO_HOP,
+            nh_rev: NO_HOP,
+            route_gen: self.route_gen,
+            uid: b.uid,
+            service: si,
+            svc_gen: snap.generation as u16,
+            ..Conn::EMPTY
+        };
+        let idx = self.conns.insert(c).map_err(|e| {
+            if flags & FLAG_POOLED != 0 {
+                self.pools.release(&lip, p.proto, lport);
+            }
+            insert_error(e)
+        })?;
+        let uid = b.uid as usize;
+        if self.backend_conns.len() <= uid {
+            self.backend_conns.resize(uid + 1, 0);
+        }
+        self.backend_conns[uid] += 1;
+        self.stats.new_connections += 1;
+        Ok(idx)
+    }
+
+    /// Removes connection `idx` now, giving back its local port and its count on the backend.
+    pub(super) fn forget(&mut self, idx: u32) {
+        let c = self.conns.remove(idx);
+        release(&c, &mut self.pools, &mut self.snat_pools, &mut self.backend_conns);
+    }
+}
