@@ -105,6 +105,11 @@ pub fn insert<F: Frame>(f: &mut F, l3: usize, l4: usize, v6: bool, bytes: &[u8],
     true
 }
 
+/// The offset of the sequence number in a TCP header.
+pub const SEQ: usize = tcp::field::SEQ.start;
+/// The offset of the acknowledgement number in a TCP header.
+pub const ACK: usize = tcp::field::ACK.start;
+
 /// Sets the 32-bit field at `at` of the TCP segment `seg` to `v`, keeping its checksum valid.
 pub fn set_u32(seg: &mut [u8], at: usize, v: u32) {
     let old = u32::from_be_bytes([seg[at], seg[at + 1], seg[at + 2], seg[at + 3]]);
@@ -113,14 +118,14 @@ pub fn set_u32(seg: &mut [u8], at: usize, v: u32) {
     }
     let halves = |x: u32| (x >> 16) + (x & 0xffff);
     seg[at..at + 4].copy_from_slice(&v.to_be_bytes());
-    let c = checksum::update_sums(u16::from_be_bytes([seg[16], seg[17]]), halves(old), halves(v));
-    seg[16..18].copy_from_slice(&c.to_be_bytes());
+    let co = tcp::CHECKSUM_OFFSET;
+    let c = checksum::update_sums(u16::from_be_bytes([seg[co], seg[co + 1]]), halves(old), halves(v));
+    seg[co..co + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Applies `map` to the edges of every SACK block in the options of TCP segment `seg` (checksum kept valid).
 pub fn map_sack(seg: &mut [u8], map: impl Fn(u32) -> u32) {
-    let doff = usize::from(seg[12] >> 4) * 4;
-    let end = doff.min(seg.len());
+    let end = tcp::Packet::new_unchecked(&*seg).header_len().min(seg.len());
     let mut i = tcp::HEADER_LEN;
     while i < end {
         match seg[i] {

@@ -6,9 +6,8 @@
 //! the packet goes between. A UDP/IPv4 datagram without checksum keeps none towards IPv4 and gets a full one
 //! towards IPv6, where it is mandatory.
 
-use crate::flow::Addr;
-use crate::wire::checksum;
-use crate::wire::proto;
+use crate::flow::{to_v4, Addr};
+use crate::wire::{checksum, icmp, ipv4, ipv6, proto, tcp, udp};
 
 /// The new endpoints of a translated packet.
 #[derive(Debug, Clone, Copy)]
@@ -26,9 +25,9 @@ pub struct Endpoints {
 /// Offset of the transport checksum field for `p`.
 fn csum_offset(p: u8) -> usize {
     if p == proto::TCP {
-        16
+        tcp::CHECKSUM_OFFSET
     } else {
-        6
+        udp::CHECKSUM_OFFSET
     }
 }
 
@@ -64,9 +63,11 @@ fn rewrite_l4(
     if l4.len() < co + 2 {
         return false;
     }
-    let old_ports = w(l4, 0) + w(l4, 2);
-    l4[0..2].copy_from_slice(&e.sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&e.dport.to_be_bytes());
+    // TCP and UDP share the position of the ports.
+    let (sp, dp) = (udp::field::SRC_PORT, udp::field::DST_PORT);
+    let old_ports = w(l4, sp.start) + w(l4, dp.start);
+    l4[sp].copy_from_slice(&e.sport.to_be_bytes());
+    l4[dp].copy_from_slice(&e.dport.to_be_bytes());
     let new_ports = u32::from(e.sport) + u32::from(e.dport);
     let old_c = u16::from_be_bytes([l4[co], l4[co + 1]]);
     if p == proto::UDP && old_c == 0 {
@@ -109,67 +110,75 @@ fn be32(b: &[u8], i: usize) -> u32 {
 /// the address and port sums of both checksums come from four loads and four stores.
 #[inline]
 pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
-    if ihl < 20 || pkt.len() < ihl + 8 {
+    use ipv4::field::{CHECKSUM, DST, PROTOCOL, SRC, TTL};
+    if ihl < ipv4::HEADER_LEN || pkt.len() < ihl + udp::HEADER_LEN {
         return false;
     }
-    let p = pkt[9];
+    let p = pkt[PROTOCOL];
     let co = csum_offset(p);
     if pkt.len() < ihl + co + 2 {
         return false;
     }
-    let (old_src, old_dst) = (be32(pkt, 12), be32(pkt, 16));
+    let (old_src, old_dst) = (be32(pkt, SRC.start), be32(pkt, DST.start));
     let (new_src, new_dst) = (be32(&e.src, 12), be32(&e.dst, 12));
     let old_addrs = halves(old_src) + halves(old_dst);
     let new_addrs = halves(new_src) + halves(new_dst);
-    // The TTL is the high byte of the word at 8; decrementing it lowers that word by 0x100.
-    let old_w8 = w(pkt, 8);
-    pkt[8] = pkt[8].wrapping_sub(1);
-    let new_w8 = w(pkt, 8);
-    pkt[12..16].copy_from_slice(&new_src.to_be_bytes());
-    pkt[16..20].copy_from_slice(&new_dst.to_be_bytes());
-    let c = checksum::update_sums(w(pkt, 10) as u16, old_w8 + old_addrs, new_w8 + new_addrs);
-    pkt[10..12].copy_from_slice(&c.to_be_bytes());
+    // The TTL is the high byte of its 16-bit word; decrementing it lowers that word by 0x100.
+    let old_ttl_word = w(pkt, TTL);
+    pkt[TTL] = pkt[TTL].wrapping_sub(1);
+    let new_ttl_word = w(pkt, TTL);
+    pkt[SRC].copy_from_slice(&new_src.to_be_bytes());
+    pkt[DST].copy_from_slice(&new_dst.to_be_bytes());
+    let c = checksum::update_sums(
+        w(pkt, CHECKSUM.start) as u16,
+        old_ttl_word + old_addrs,
+        new_ttl_word + new_addrs,
+    );
+    pkt[CHECKSUM].copy_from_slice(&c.to_be_bytes());
     rewrite_l4(&mut pkt[ihl..], p, e, old_addrs, new_addrs, false)
 }
 
 /// Rewrites an ICMP echo request or reply (`pkt` starts at the IPv4 header, `ihl` its length): addresses from
 /// `e`, identifier `id`, TTL decremented. Returns false when the ICMP header is too short.
 pub fn rewrite_echo_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints, id: u16) -> bool {
-    if pkt.len() < ihl + 8 {
+    if pkt.len() < ihl + icmp::HEADER_LEN {
         return false;
     }
     rewrite_v4_header(pkt, e);
-    let m = &mut pkt[ihl..];
-    let old = u16::from_be_bytes([m[4], m[5]]);
-    m[4..6].copy_from_slice(&id.to_be_bytes());
-    let c = checksum::update_u16(u16::from_be_bytes([m[2], m[3]]), old, id);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut m = icmp::Packet::new_unchecked(&mut pkt[ihl..]);
+    let old = m.echo_ident();
+    m.set_echo_ident(id);
+    let c = checksum::update_u16(m.checksum(), old, id);
+    m.set_checksum(c);
     true
 }
 
 /// Rewrites the IPv4 addresses from `e` and decrements the TTL, keeping the header checksum; returns the sums
 /// of the old and new addresses (for the transport checksum).
 fn rewrite_v4_header(pkt: &mut [u8], e: &Endpoints) -> (u32, u32) {
-    let old_addrs = addr_sum(&pkt[12..20]);
-    let old_ip = w(pkt, 8) + old_addrs;
-    pkt[8] = pkt[8].wrapping_sub(1);
-    pkt[12..16].copy_from_slice(&e.src[12..16]);
-    pkt[16..20].copy_from_slice(&e.dst[12..16]);
-    let new_addrs = addr_sum(&pkt[12..20]);
-    let new_ip = w(pkt, 8) + new_addrs;
-    let c = checksum::update_sums(u16::from_be_bytes([pkt[10], pkt[11]]), old_ip, new_ip);
-    pkt[10..12].copy_from_slice(&c.to_be_bytes());
+    use ipv4::field::{CHECKSUM, DST, SRC, TTL};
+    let addrs = SRC.start..DST.end;
+    let old_addrs = addr_sum(&pkt[addrs.clone()]);
+    let old_ip = w(pkt, TTL) + old_addrs;
+    pkt[TTL] = pkt[TTL].wrapping_sub(1);
+    pkt[SRC].copy_from_slice(&e.src[12..16]);
+    pkt[DST].copy_from_slice(&e.dst[12..16]);
+    let new_addrs = addr_sum(&pkt[addrs]);
+    let new_ip = w(pkt, TTL) + new_addrs;
+    let c = checksum::update_sums(w(pkt, CHECKSUM.start) as u16, old_ip, new_ip);
+    pkt[CHECKSUM].copy_from_slice(&c.to_be_bytes());
     (old_addrs, new_addrs)
 }
 
 /// Rewrites an IPv6 packet (`pkt` starts at the IPv6 header, the transport header at `l4`) to new endpoints
 /// and decrements the hop limit.
 pub fn rewrite_v6(pkt: &mut [u8], l4: usize, p: u8, e: &Endpoints) -> bool {
-    let old_addrs = addr_sum(&pkt[8..40]);
-    pkt[7] = pkt[7].wrapping_sub(1);
-    pkt[8..24].copy_from_slice(&e.src);
-    pkt[24..40].copy_from_slice(&e.dst);
-    let new_addrs = addr_sum(&pkt[8..40]);
+    use ipv6::field::{DST, HOP_LIMIT, SRC};
+    let old_addrs = addr_sum(&pkt[SRC.start..DST.end]);
+    pkt[HOP_LIMIT] = pkt[HOP_LIMIT].wrapping_sub(1);
+    pkt[SRC].copy_from_slice(&e.src);
+    pkt[DST].copy_from_slice(&e.dst);
+    let new_addrs = addr_sum(&pkt[SRC.start..DST.end]);
     rewrite_l4(&mut pkt[l4..], p, e, old_addrs, new_addrs, true)
 }
 
@@ -177,31 +186,36 @@ pub fn rewrite_v6(pkt: &mut [u8], l4: usize, p: u8, e: &Endpoints) -> bool {
 /// transport header at `l4`, which must be at least 20 bytes after `l3`. Writes a 20-byte IPv4 header just
 /// before `l4` and returns its offset. TTL is the hop limit minus one; `ident` fills the identification.
 pub fn v6_to_v4(buf: &mut [u8], l3: usize, l4: usize, p: u8, e: &Endpoints, ident: u16) -> Option<usize> {
-    if l4 < l3 + 40 || l4 - l3 < 20 {
+    if l4 < l3 + ipv6::HEADER_LEN {
         return None;
     }
-    let tc = ((u16::from_be_bytes([buf[l3], buf[l3 + 1]]) >> 4) & 0xff) as u8;
-    let hop = buf[l3 + 7];
-    let old_addrs = addr_sum(&buf[l3 + 8..l3 + 40]);
+    let (tc, hop, old_addrs) = {
+        let ip6 = ipv6::Packet::new_unchecked(&buf[l3..l4]);
+        let addrs = ipv6::field::SRC.start..ipv6::field::DST.end;
+        (
+            ip6.traffic_class(),
+            ip6.hop_limit(),
+            addr_sum(&buf[l3 + addrs.start..l3 + addrs.end]),
+        )
+    };
     let l4_len = buf.len() - l4;
-    let total = u16::try_from(20 + l4_len).ok()?;
-    let n = l4 - 20;
-    let h = &mut buf[n..l4];
-    h[0] = 0x45;
-    h[1] = tc;
-    h[2..4].copy_from_slice(&total.to_be_bytes());
-    h[4..6].copy_from_slice(&ident.to_be_bytes());
-    // DF set: the path MTU is discovered end to end (RFC 7915 §5.1 leaves DF to the translator when the IPv6
-    // packet has no fragment header).
-    h[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
-    h[8] = hop.wrapping_sub(1);
-    h[9] = p;
-    h[10..12].copy_from_slice(&[0, 0]);
-    h[12..16].copy_from_slice(&e.src[12..16]);
-    h[16..20].copy_from_slice(&e.dst[12..16]);
-    let c = checksum::finish(checksum::sum(h));
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    let new_addrs = addr_sum(&buf[n + 12..n + 20]);
+    u16::try_from(ipv4::HEADER_LEN + l4_len).ok()?;
+    let n = l4 - ipv4::HEADER_LEN;
+    ipv4::Repr {
+        src: to_v4(&e.src),
+        dst: to_v4(&e.dst),
+        protocol: p,
+        payload_len: l4_len,
+        ttl: hop.wrapping_sub(1),
+        tos: tc,
+        ident,
+        // DF set: the path MTU is discovered end to end (RFC 7915 §5.1 leaves DF to the translator when the
+        // IPv6 packet has no fragment header).
+        dont_frag: true,
+    }
+    .emit(&mut buf[n..l4]);
+    let addrs = ipv4::field::SRC.start..ipv4::field::DST.end;
+    let new_addrs = addr_sum(&buf[n + addrs.start..n + addrs.end]);
     rewrite_l4(&mut buf[l4..], p, e, old_addrs, new_addrs, false).then_some(n)
 }
 
@@ -209,23 +223,32 @@ pub fn v6_to_v4(buf: &mut [u8], l3: usize, l4: usize, p: u8, e: &Endpoints, iden
 /// `l4`; the caller guarantees `l4 >= 40`. Writes a 40-byte IPv6 header just before `l4` and returns its
 /// offset.
 pub fn v4_to_v6(buf: &mut [u8], l3: usize, l4: usize, p: u8, e: &Endpoints) -> Option<usize> {
-    if l4 < 40 {
+    if l4 < ipv6::HEADER_LEN {
         return None;
     }
-    let tos = buf[l3 + 1];
-    let ttl = buf[l3 + 8];
-    let old_addrs = addr_sum(&buf[l3 + 12..l3 + 20]);
+    let (tos, ttl, old_addrs) = {
+        let ip = ipv4::Packet::new_unchecked(&buf[l3..]);
+        let addrs = ipv4::field::SRC.start..ipv4::field::DST.end;
+        (
+            ip.tos(),
+            ip.ttl(),
+            addr_sum(&buf[l3 + addrs.start..l3 + addrs.end]),
+        )
+    };
     let l4_len = u16::try_from(buf.len() - l4).ok()?;
-    let n = l4 - 40;
-    let h = &mut buf[n..l4];
-    let first = (6u32 << 28) | (u32::from(tos) << 20);
-    h[0..4].copy_from_slice(&first.to_be_bytes());
-    h[4..6].copy_from_slice(&l4_len.to_be_bytes());
-    h[6] = p;
-    h[7] = ttl.wrapping_sub(1);
-    h[8..24].copy_from_slice(&e.src);
-    h[24..40].copy_from_slice(&e.dst);
-    let new_addrs = addr_sum(&buf[n + 8..n + 40]);
+    let n = l4 - ipv6::HEADER_LEN;
+    ipv6::Repr {
+        src: e.src.into(),
+        dst: e.dst.into(),
+        next_header: p,
+        payload_len: usize::from(l4_len),
+        hop_limit: ttl.wrapping_sub(1),
+        traffic_class: tos,
+        flow_label: 0,
+    }
+    .emit(&mut buf[n..l4]);
+    let addrs = ipv6::field::SRC.start..ipv6::field::DST.end;
+    let new_addrs = addr_sum(&buf[n + addrs.start..n + addrs.end]);
     rewrite_l4(&mut buf[l4..], p, e, old_addrs, new_addrs, true).then_some(n)
 }
 
@@ -237,7 +260,7 @@ mod tests {
 
     fn tcp_v4(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
         let mut b = vec![0u8; 20 + 20 + 4];
-        let mut ip = crate::wire::ipv4::Packet::new_unchecked(&mut b[..]);
+        let mut ip = ipv4::Packet::new_unchecked(&mut b[..]);
         ip.set_ver_hl(20);
         ip.set_total_len(44);
         ip.set_ttl(64);
@@ -245,13 +268,13 @@ mod tests {
         ip.set_src(src);
         ip.set_dst(dst);
         ip.fill_checksum();
-        let mut t = crate::wire::tcp::Packet::new_unchecked(&mut b[20..]);
+        let mut t = tcp::Packet::new_unchecked(&mut b[20..]);
         t.set_src_port(40000);
         t.set_dst_port(80);
         t.set_header_len_flags(20, 0x18);
         b[40..].copy_from_slice(b"data");
         let pseudo = checksum::pseudo_v4(src, dst, 6, 24);
-        crate::wire::tcp::Packet::new_unchecked(&mut b[20..]).fill_checksum(pseudo);
+        tcp::Packet::new_unchecked(&mut b[20..]).fill_checksum(pseudo);
         b
     }
 
@@ -265,11 +288,11 @@ mod tests {
             dport: 8080,
         };
         assert!(rewrite_v4(&mut b, 20, &e));
-        let ip = crate::wire::ipv4::Packet::new_checked(&b[..]).unwrap();
+        let ip = ipv4::Packet::new_checked(&b[..]).unwrap();
         assert!(ip.verify_checksum());
         assert_eq!(ip.ttl(), 63);
         let pseudo = checksum::pseudo_v4(ip.src(), ip.dst(), 6, 24);
-        let t = crate::wire::tcp::Packet::new_checked(&b[20..]).unwrap();
+        let t = tcp::Packet::new_checked(&b[20..]).unwrap();
         assert!(t.verify_checksum(pseudo));
         assert_eq!((t.src_port(), t.dst_port()), (1025, 8080));
     }
@@ -287,11 +310,11 @@ mod tests {
         };
         let n = v4_to_v6(&mut b, 20, 40, 6, &e).unwrap();
         assert_eq!(n, 0);
-        let ip6 = crate::wire::ipv6::Packet::new_checked(&b[..]).unwrap();
+        let ip6 = ipv6::Packet::new_checked(&b[..]).unwrap();
         assert_eq!(ip6.payload_len(), 24);
         assert_eq!(ip6.hop_limit(), 63);
         let pseudo = checksum::pseudo_v6(&ip6.src(), &ip6.dst(), 6, 24);
-        assert!(crate::wire::tcp::Packet::new_checked(&b[40..])
+        assert!(tcp::Packet::new_checked(&b[40..])
             .unwrap()
             .verify_checksum(pseudo));
 
@@ -303,11 +326,11 @@ mod tests {
         };
         let n = v6_to_v4(&mut b, 0, 40, 6, &back, 7).unwrap();
         assert_eq!(n, 20);
-        let ip = crate::wire::ipv4::Packet::new_checked(&b[20..]).unwrap();
+        let ip = ipv4::Packet::new_checked(&b[20..]).unwrap();
         assert!(ip.verify_checksum());
         assert_eq!(ip.ttl(), 62);
         let pseudo = checksum::pseudo_v4(ip.src(), ip.dst(), 6, 24);
-        assert!(crate::wire::tcp::Packet::new_checked(&b[40..])
+        assert!(tcp::Packet::new_checked(&b[40..])
             .unwrap()
             .verify_checksum(pseudo));
     }
@@ -330,8 +353,8 @@ mod tests {
             dport: 4000,
         };
         v4_to_v6(&mut b, 20, 40, 17, &e).unwrap();
-        let ip6 = crate::wire::ipv6::Packet::new_checked(&b[..]).unwrap();
-        let u = crate::wire::udp::Packet::new_checked(&b[40..]).unwrap();
+        let ip6 = ipv6::Packet::new_checked(&b[..]).unwrap();
+        let u = udp::Packet::new_checked(&b[40..]).unwrap();
         assert_ne!(u.checksum(), 0);
         assert!(u.verify_checksum(checksum::pseudo_v6(&ip6.src(), &ip6.dst(), 17, 12)));
     }

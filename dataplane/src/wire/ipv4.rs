@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use super::checksum;
 use super::{Error, Result};
 
-mod field {
+pub(crate) mod field {
     use std::ops::Range;
     pub const VER_IHL: usize = 0;
     pub const TOS: usize = 1;

@@ -14,7 +14,7 @@ use std::net::Ipv6Addr;
 
 use super::{Error, Result};
 
-mod field {
+pub(crate) mod field {
     use std::ops::Range;
     pub const VER_TC_FLOW: Range<usize> = 0..4;
     pub const LENGTH: Range<usize> = 4..6;

@@ -7,7 +7,7 @@
 use super::checksum;
 use super::{Error, Result};
 
-mod field {
+pub(crate) mod field {
     use std::ops::Range;
     pub const SRC_PORT: Range<usize> = 0..2;
     pub const DST_PORT: Range<usize> = 2..4;
