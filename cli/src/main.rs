@@ -3,7 +3,7 @@
 
 mod api;
 mod config_cmd;
-mod daemon;
+mod node;
 mod replay_cmd;
 mod run_cmd;
 mod show_cmd;

@@ -231,8 +231,8 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                         s(&n["prefixes_rcvd"]),
                         s(&n["prefixes_sent"])
                     );
-                    if let Some(e) = n["last_error"].as_str() {
-                        println!("  Last error: {e}");
+                    if let Some(e) = n["last_reset"]["message"].as_str() {
+                        println!("  Last reset {}, due to {e}", ago(&n["last_reset"]["at"]));
                     }
                 }
             })

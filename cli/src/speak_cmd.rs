@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anylb_routing::bfd;
+use anylb_routing::config::{NeighborConfig, SpeakerConfig};
 use anylb_routing::rib::Announcement;
-use anylb_routing::speaker::{Md5Key, NeighborConfig, Speaker, SpeakerConfig};
+use anylb_routing::speaker::Speaker;
+
+use crate::node::assemble::read_password_file;
 use clap::Args;
 use ipnet::IpNet;
 
@@ -175,14 +178,6 @@ fn parse_announce(s: &str) -> Result<(IpNet, Option<u32>), String> {
     Ok((p.parse().map_err(|e| format!("{s}: {e}"))?, n))
 }
 
-/// Reads a TCP-MD5 password file: its content without one trailing newline, 1 to 80 bytes.
-pub fn read_password_file(path: &std::path::Path) -> Result<Md5Key, String> {
-    let raw = std::fs::read(path).map_err(|e| format!("password file {}: {e}", path.display()))?;
-    let key = raw.strip_suffix(b"\n").unwrap_or(&raw);
-    let key = key.strip_suffix(b"\r").unwrap_or(key);
-    Md5Key::new(key).map_err(|e| format!("password file {}: {e}", path.display()))
-}
-
 /// The `count` prefixes starting at `p`, each of `p`'s length.
 fn expand(p: IpNet, count: u32) -> Vec<IpNet> {
     (0..count)
@@ -335,7 +330,10 @@ mod tests {
         .expect("parses");
         assert_eq!(n.gtsm_hops, Some(1));
         assert_eq!(n.ttl, Some(3));
-        assert_eq!(n.md5_key.as_ref().map(Md5Key::bytes), Some(&b"s3cret"[..]));
+        assert_eq!(
+            n.md5_key.as_ref().map(anylb_routing::config::Md5Key::bytes),
+            Some(&b"s3cret"[..])
+        );
         assert_eq!(format!("{:?}", n.md5_key), "Some(Md5Key(<6 bytes>))");
         let b = bfd.expect("bfd");
         assert_eq!(
@@ -368,12 +366,5 @@ mod tests {
         assert!(e.contains("hops must be 1-255"), "{e}");
         let e = parse_neighbor("192.0.2.1,asn=64512,password-file=/nonexistent/pw").expect_err("no file");
         assert!(e.contains("password file /nonexistent/pw"), "{e}");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let empty = dir.path().join("empty");
-        std::fs::write(&empty, "\n").expect("write");
-        assert!(read_password_file(&empty).expect_err("empty").contains("empty"));
-        let long = dir.path().join("long");
-        std::fs::write(&long, [b'k'; 81]).expect("write");
-        assert!(read_password_file(&long).expect_err("long").contains("81 bytes"));
     }
 }

@@ -305,7 +305,7 @@ fn hold_timer_expires_when_the_peer_stops_talking_and_the_session_comes_back() {
     let mut expired = None;
     while t0.elapsed() < Duration::from_secs(10) {
         let n = last();
-        if n["last_error"]
+        if n["last_reset"]["message"]
             .as_str()
             .is_some_and(|e| e.contains("hold timer expired"))
         {

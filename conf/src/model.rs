@@ -229,6 +229,13 @@ pub struct Dataplane {
     /// Capacity of each worker's connection table (default 1,048,576).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections_per_worker: Option<u32>,
+    /// Descriptors of each RX and TX queue, a power of two from 64 to 16384 (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptors: Option<u16>,
+    /// Packet buffers in the pool (default: enough for every queue's descriptors, the per-core caches and the
+    /// worker rings, at least 16,383).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbufs: Option<u32>,
     /// The ports.
     pub ports: Vec<Port>,
 }
@@ -237,6 +244,25 @@ impl Dataplane {
     /// Connection-table capacity per worker.
     pub fn connections_per_worker(&self) -> u32 {
         self.connections_per_worker.unwrap_or(1 << 20)
+    }
+
+    /// Descriptors per RX and TX queue.
+    pub fn descriptors(&self) -> u16 {
+        self.descriptors.unwrap_or(1024)
+    }
+
+    /// The fewest packet buffers that keep every queue full: an RX and a TX ring of `descriptors` per worker
+    /// and port, a 256-buffer cache and a 1,024-slot ring per worker, and 1,024 for held and exception frames.
+    pub fn mbufs_needed(&self) -> u32 {
+        let (workers, ports) = (self.workers.len().max(1) as u32, self.ports.len().max(1) as u32);
+        2 * u32::from(self.descriptors()) * workers * ports + workers * (256 + 1024) + 1024
+    }
+
+    /// Packet buffers in the pool: as configured, else the next 2^n − 1 (the mempool's best size) above
+    /// what is needed, at least 16,383.
+    pub fn mbufs(&self) -> u32 {
+        self.mbufs
+            .unwrap_or_else(|| (self.mbufs_needed() + 1).next_power_of_two().max(1 << 14) - 1)
     }
 }
 

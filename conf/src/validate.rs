@@ -196,6 +196,23 @@ fn node(t: &Topology, i: usize, n: &Node, refs: &dyn Fn(&str) -> bool, r: &mut R
             "connections_per_worker must be at least 1",
         );
     }
+    if let Some(d) = n.dataplane.descriptors {
+        if !d.is_power_of_two() || !(64..=16384).contains(&d) {
+            r.push(
+                dp.with("descriptors"),
+                format!("descriptors must be a power of two from 64 to 16384, not {d}"),
+            );
+        }
+    }
+    if let Some(m) = n.dataplane.mbufs {
+        let need = n.dataplane.mbufs_needed();
+        if m < need {
+            r.push(
+                dp.with("mbufs"),
+                format!("{m} buffers cannot fill the queues: at least {need} are needed for these workers, ports and descriptors"),
+            );
+        }
+    }
     if n.dataplane.ports.is_empty() {
         r.push(dp.with("ports"), "at least one port is needed");
     }

@@ -647,3 +647,26 @@ fn gue_port_needs_gue() {
     let ok = text.replacen("gue_port = 9886", "encapsulation = \"gue\"\ngue_port = 9886", 1);
     load_str(&ok, "t.toml").unwrap();
 }
+
+#[test]
+fn descriptors_must_be_a_power_of_two_in_range() {
+    expect(
+        "workers = [1, 2]\n",
+        "workers = [1, 2]\ndescriptors = 1000\n",
+        "descriptors",
+        "nodes[0].dataplane.descriptors",
+        "power of two from 64 to 16384, not 1000",
+    );
+}
+
+#[test]
+fn too_few_mbufs_for_the_queues_are_rejected() {
+    // Two workers, one port, 1,024 descriptors: 2 × 1024 × 2 + 2 × 1280 + 1024 = 7,680 buffers at least.
+    expect(
+        "workers = [1, 2]\n",
+        "workers = [1, 2]\nmbufs = 4095\n",
+        "mbufs",
+        "nodes[0].dataplane.mbufs",
+        "at least 7680 are needed",
+    );
+}

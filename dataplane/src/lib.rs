@@ -4,6 +4,8 @@
 //! and [`tcp_state`] the state tracking that sets its timeouts.
 
 pub mod client_addr;
+#[cfg(feature = "dpdk")]
+pub mod config;
 pub mod conn;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;

@@ -76,6 +76,90 @@ pub enum Event {
     MaxPrefixExceeded,
 }
 
+/// Why a session left Established or an attempt failed: one value from the FSM to the log, the API and the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DownReason {
+    /// The peer sent a NOTIFICATION.
+    #[error("received notification: {notification}")]
+    NotificationReceived {
+        /// The NOTIFICATION.
+        notification: Notification,
+    },
+    /// A message did not decode; we sent this NOTIFICATION.
+    #[error("sent notification {code}/{subcode}: {detail}")]
+    NotificationSent {
+        /// Error code sent.
+        code: u8,
+        /// Subcode sent.
+        subcode: u8,
+        /// What was wrong.
+        detail: String,
+    },
+    /// No message from the peer within the hold time.
+    #[error("hold timer expired")]
+    HoldTimerExpired,
+    /// The TCP connection closed or failed.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// BFD declared the forwarding path down.
+    #[error("BFD down")]
+    BfdDown,
+    /// The peer sent more prefixes than allowed.
+    #[error("maximum prefixes exceeded")]
+    MaxPrefixes,
+    /// A message the state does not allow.
+    #[error("unexpected {message} in {}", state.name())]
+    Unexpected {
+        /// The message type.
+        message: &'static str,
+        /// The state it arrived in.
+        state: State,
+    },
+    /// The peer's OPEN names another AS than configured.
+    #[error("peer AS {got} is not the configured {want}")]
+    BadPeerAs {
+        /// AS in the OPEN.
+        got: u32,
+        /// AS configured.
+        want: u32,
+    },
+    /// The peer's OPEN carries our BGP identifier.
+    #[error("peer has our BGP identifier")]
+    BadBgpId,
+    /// Stopped here (shutdown, reconfiguration, drain), with the RFC 8203 message.
+    #[error("administrative shutdown: {message}")]
+    AdminShutdown {
+        /// The shutdown communication.
+        message: String,
+    },
+}
+
+impl DownReason {
+    /// Whether graceful restart may keep the peer's routes over this loss. RFC 4724 §4.2: a restart shows as
+    /// the connection closing or the hold timer expiring; RFC 8538 §3 extends that to any NOTIFICATION when both
+    /// sides announced the N bit, except a Hard Reset (Cease/9). Our own shutdown, and BFD declaring the path
+    /// down (RFC 5882 §4.3.1, control plane not independent), withdraw at once.
+    pub fn allows_graceful_restart(&self, notification_gr: bool) -> bool {
+        match self {
+            DownReason::ConnectionClosed | DownReason::HoldTimerExpired => true,
+            DownReason::NotificationReceived { notification } => {
+                notification_gr
+                    && !(notification.code == code::CEASE && notification.subcode == subcode::HARD_RESET)
+            }
+            DownReason::NotificationSent {
+                code: c, subcode: s, ..
+            } => notification_gr && !(*c == code::CEASE && *s == subcode::HARD_RESET),
+            DownReason::BfdDown
+            | DownReason::MaxPrefixes
+            | DownReason::Unexpected { .. }
+            | DownReason::BadPeerAs { .. }
+            | DownReason::BadBgpId
+            | DownReason::AdminShutdown { .. } => false,
+        }
+    }
+}
+
 /// Outputs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -92,7 +176,7 @@ pub enum Output {
     /// The session reached Established with these parameters.
     Established(Negotiated),
     /// The session left Established (or never made it), why.
-    Down(String),
+    Down(DownReason),
     /// An UPDATE to apply to the Adj-RIB-In.
     Update(Box<Update>),
     /// The peer asked for our routes again.
@@ -118,8 +202,8 @@ pub struct Config {
     pub passive: bool,
     /// (AFI, SAFI) offered.
     pub families: Vec<(u16, u8)>,
-    /// Graceful restart: (restart time in seconds, whether forwarding state was kept, whether we restarted).
-    pub graceful_restart: Option<(u16, bool, bool)>,
+    /// Graceful restart offered to the peer.
+    pub graceful_restart: Option<LocalRestart>,
 }
 
 /// What both sides agreed on.
@@ -143,8 +227,27 @@ pub struct Negotiated {
     pub peer_graceful_restart: Option<PeerRestart>,
 }
 
-/// A peer's graceful-restart capability: restart time and (AFI, SAFI, forwarding kept) per family.
-pub type PeerRestart = (u16, Vec<(u16, u8, bool)>);
+/// The graceful-restart capability this speaker sends (RFC 4724 §3, RFC 8538 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalRestart {
+    /// Restart time in seconds.
+    pub time: u16,
+    /// Whether forwarding state is kept across a restart (F bit of every family).
+    pub forwarding: bool,
+    /// Whether this start is a restart (R bit).
+    pub restarting: bool,
+}
+
+/// A peer's graceful-restart capability.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerRestart {
+    /// Restart time in seconds.
+    pub time: u16,
+    /// N bit: routes are kept over NOTIFICATIONs too (RFC 8538).
+    pub notification: bool,
+    /// (AFI, SAFI, forwarding state kept) per family the peer preserves.
+    pub families: Vec<(u16, u8, bool)>,
+}
 
 /// The state machine of one session.
 #[derive(Debug, Clone)]
@@ -154,8 +257,8 @@ pub struct Fsm {
     negotiated: Option<Negotiated>,
     /// ConnectRetryCounter.
     retries: u32,
-    /// Last error, for the CLI.
-    last_error: Option<String>,
+    /// Why the session last went down.
+    last_error: Option<DownReason>,
 }
 
 impl Fsm {
@@ -181,8 +284,8 @@ impl Fsm {
     }
 
     /// Why the session last went down.
-    pub fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
+    pub fn last_error(&self) -> Option<&DownReason> {
+        self.last_error.as_ref()
     }
 
     /// The configuration.
@@ -204,11 +307,17 @@ impl Fsm {
             .collect();
         caps.push(Capability::RouteRefresh);
         caps.push(Capability::FourOctetAs(self.cfg.local_asn));
-        if let Some((time, fwd, restarting)) = self.cfg.graceful_restart {
+        if let Some(gr) = self.cfg.graceful_restart {
             caps.push(Capability::GracefulRestart {
-                restarting,
-                time,
-                families: self.cfg.families.iter().map(|&(a, s)| (a, s, fwd)).collect(),
+                restarting: gr.restarting,
+                notification: true,
+                time: gr.time,
+                families: self
+                    .cfg
+                    .families
+                    .iter()
+                    .map(|&(a, s)| (a, s, gr.forwarding))
+                    .collect(),
             });
         }
         Message::Open(Open {
@@ -221,7 +330,7 @@ impl Fsm {
 
     /// Goes to Idle after an error: close, stop timers, schedule the next attempt (RFC 4271 §8.2.1.3: an
     /// automatic restart after a connect-retry delay that backs off).
-    fn fail(&mut self, why: String, notify: Option<Notification>) -> Vec<Output> {
+    fn fail(&mut self, why: DownReason, notify: Option<Notification>) -> Vec<Output> {
         let mut out = Vec::new();
         if let Some(n) = notify {
             out.push(Output::Send(Message::Notification(n)));
@@ -268,7 +377,7 @@ impl Fsm {
                     Output::StopTimer(Timer::Keepalive),
                 ]);
                 if self.state == Established {
-                    out.push(Output::Down(format!("administrative shutdown: {msg}")));
+                    out.push(Output::Down(DownReason::AdminShutdown { message: msg }));
                 }
                 self.state = Idle;
                 self.negotiated = None;
@@ -358,7 +467,7 @@ impl Fsm {
                 }
             }
             (OpenSent | OpenConfirm | Established, Event::TimerExpired(Timer::Hold)) => self.fail(
-                "hold timer expired".into(),
+                DownReason::HoldTimerExpired,
                 Some(Notification {
                     code: code::HOLD_TIMER,
                     subcode: 0,
@@ -366,7 +475,7 @@ impl Fsm {
                 }),
             ),
             (_, Event::Message(Message::Notification(n))) => {
-                self.fail(format!("received notification: {n}"), None)
+                self.fail(DownReason::NotificationReceived { notification: n }, None)
             }
             (_, Event::DecodeError(e)) => {
                 let n = Notification {
@@ -374,13 +483,18 @@ impl Fsm {
                     subcode: e.subcode,
                     data: e.data.clone(),
                 };
-                self.fail(format!("sent notification: {}", e.reason), Some(n))
+                let why = DownReason::NotificationSent {
+                    code: e.code,
+                    subcode: e.subcode,
+                    detail: e.reason,
+                };
+                self.fail(why, Some(n))
             }
             (OpenSent | OpenConfirm | Established, Event::TcpFails) => {
-                self.fail("connection closed".into(), None)
+                self.fail(DownReason::ConnectionClosed, None)
             }
             (_, Event::BfdDown) if self.state != Idle => self.fail(
-                "BFD down".into(),
+                DownReason::BfdDown,
                 Some(Notification {
                     code: code::CEASE,
                     subcode: 10,
@@ -388,7 +502,7 @@ impl Fsm {
                 }),
             ),
             (Established, Event::MaxPrefixExceeded) => self.fail(
-                "maximum prefixes exceeded".into(),
+                DownReason::MaxPrefixes,
                 Some(Notification {
                     code: code::CEASE,
                     subcode: subcode::MAX_PREFIXES,
@@ -404,7 +518,10 @@ impl Fsm {
                     Message::Notification(_) => "NOTIFICATION",
                 };
                 self.fail(
-                    format!("unexpected {what} in {}", self.state.name()),
+                    DownReason::Unexpected {
+                        message: what,
+                        state: self.state,
+                    },
                     Some(Notification {
                         code: code::FSM,
                         subcode: 0,
@@ -431,7 +548,10 @@ impl Fsm {
                 vec![]
             };
             return self.fail(
-                format!("peer AS {} is not the configured {}", o.asn, self.cfg.remote_asn),
+                DownReason::BadPeerAs {
+                    got: o.asn,
+                    want: self.cfg.remote_asn,
+                },
                 Some(Notification {
                     code: code::OPEN,
                     subcode: subcode::BAD_PEER_AS,
@@ -441,7 +561,7 @@ impl Fsm {
         }
         if o.router_id == self.cfg.router_id && o.asn == self.cfg.local_asn {
             return self.fail(
-                "peer has our BGP identifier".into(),
+                DownReason::BadBgpId,
                 Some(Notification {
                     code: code::OPEN,
                     subcode: subcode::BAD_BGP_ID,
@@ -475,7 +595,16 @@ impl Fsm {
             })
             .collect();
         let peer_gr = o.capabilities.iter().find_map(|c| match c {
-            Capability::GracefulRestart { time, families, .. } => Some((*time, families.clone())),
+            Capability::GracefulRestart {
+                time,
+                families,
+                notification,
+                ..
+            } => Some(PeerRestart {
+                time: *time,
+                notification: *notification,
+                families: families.clone(),
+            }),
             _ => None,
         });
         self.negotiated = Some(Negotiated {
@@ -564,7 +693,13 @@ mod tests {
         assert_eq!((n.code, n.subcode), (2, 2));
         assert!(out.contains(&Output::Close));
         assert_eq!(f.state(), State::Connect);
-        assert!(f.last_error().unwrap().contains("65001"));
+        assert_eq!(
+            f.last_error(),
+            Some(&DownReason::BadPeerAs {
+                got: 65001,
+                want: 65000
+            })
+        );
     }
 
     #[test]
@@ -650,7 +785,7 @@ mod tests {
         f.process(Event::Message(Message::Keepalive));
         let out = f.process(Event::BfdDown);
         assert!(out.contains(&Output::Close));
-        assert!(out.contains(&Output::Down("BFD down".into())));
+        assert!(out.contains(&Output::Down(DownReason::BfdDown)));
     }
 
     #[test]

@@ -5,15 +5,21 @@
 //!   §9.1.2 trimmed to what a leaf speaker needs): highest LOCAL_PREF (100 when absent), shortest AS_PATH,
 //!   lowest ORIGIN, lowest MED (compared across neighbours, absent = 0), eBGP over iBGP. Every route equal on
 //!   all of these is a multipath next hop; the lowest router id is the single best one shown first.
+//! - [`Fib`]: those best paths kept by prefix, decided again only for the prefixes a change touched.
 //! - [`AdjRibOut`]: what this speaker announces, by prefix, replayed in full on every (re)establishment and
-//!   route refresh.
+//!   route refresh; [`export`] is the per-neighbour export policy and [`outgoing`] the UPDATEs that bring a
+//!   session up to date.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
-use crate::packet::{Attrs, Update};
+use crate::config::NeighborConfig;
+use crate::fsm::Negotiated;
+use crate::packet::attribute::{AsPath, MpNextHop, Origin, AFI_IPV4, AFI_IPV6, SAFI_UNICAST};
+use crate::packet::message::{pack_mp, pack_mp_withdraw, pack_v4, pack_v4_withdraw};
+use crate::packet::{Attrs, Codec, MpUnreach, Update};
 
 /// A route received from a neighbour.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -100,16 +106,17 @@ impl AdjRibIn {
         a
     }
 
-    /// Forgets the routes of `prefixes` (stale after a graceful restart); returns how many were there.
-    pub fn remove_all(&mut self, prefixes: &std::collections::HashSet<IpNet>) -> usize {
+    /// Forgets the routes of `prefixes` (stale after a graceful restart); returns those that were there.
+    pub fn remove_all(&mut self, prefixes: &[IpNet]) -> Vec<IpNet> {
         prefixes
             .iter()
+            .copied()
             .filter(|p| self.routes.remove(p).is_some())
-            .count()
+            .collect()
     }
 
     /// The prefixes held.
-    pub fn prefixes(&self) -> std::collections::HashSet<IpNet> {
+    pub fn prefixes(&self) -> Vec<IpNet> {
         self.routes.keys().copied().collect()
     }
 
@@ -182,21 +189,59 @@ pub fn decide(cands: &[Candidate<'_>]) -> Vec<IpAddr> {
 pub fn best_paths<'a>(
     ribs: impl IntoIterator<Item = (&'a AdjRibIn, bool, Ipv4Addr)>,
 ) -> BTreeMap<IpNet, Vec<IpAddr>> {
-    let mut by_prefix: BTreeMap<IpNet, Vec<Candidate<'a>>> = BTreeMap::new();
-    for (rib, ebgp, router_id) in ribs {
-        for (p, r) in rib.routes() {
-            by_prefix.entry(*p).or_default().push(Candidate {
-                route: r,
-                ebgp,
-                router_id,
-            });
+    let ribs: Vec<_> = ribs.into_iter().collect();
+    let all: Vec<IpNet> = ribs
+        .iter()
+        .flat_map(|(r, _, _)| r.routes().map(|(p, _)| *p))
+        .collect();
+    let mut fib = Fib::default();
+    fib.update(&all, ribs);
+    fib.table
+}
+
+/// The best paths over every neighbour's routes, kept by prefix and decided again only for the prefixes an
+/// UPDATE or a session loss touched.
+#[derive(Debug, Clone, Default)]
+pub struct Fib {
+    table: BTreeMap<IpNet, Vec<IpAddr>>,
+}
+
+impl Fib {
+    /// Decides `touched` again over `ribs` (each neighbour's routes, whether it is eBGP, its router id);
+    /// returns whether the table changed.
+    pub fn update<'a>(
+        &mut self,
+        touched: &[IpNet],
+        ribs: impl IntoIterator<Item = (&'a AdjRibIn, bool, Ipv4Addr)>,
+    ) -> bool {
+        let ribs: Vec<_> = ribs.into_iter().collect();
+        let mut changed = false;
+        for p in touched {
+            let cands: Vec<Candidate<'_>> = ribs
+                .iter()
+                .filter_map(|(rib, ebgp, router_id)| {
+                    rib.get(p).map(|route| Candidate {
+                        route,
+                        ebgp: *ebgp,
+                        router_id: *router_id,
+                    })
+                })
+                .collect();
+            let hops = decide(&cands);
+            let old = if hops.is_empty() {
+                self.table.remove(p)
+            } else {
+                self.table.insert(*p, hops.clone())
+            };
+            changed |= old.unwrap_or_default() != hops;
         }
+        changed
     }
-    by_prefix
-        .into_iter()
-        .map(|(p, c)| (p, decide(&c)))
-        .filter(|(_, h)| !h.is_empty())
-        .collect()
+
+    /// Prefix → ECMP next hops.
+    pub fn table(&self) -> &BTreeMap<IpNet, Vec<IpAddr>> {
+        &self.table
+    }
 }
 
 /// Attributes of an announcement as the owner gives them (per-neighbour export policy is applied at send time).
@@ -248,6 +293,160 @@ impl AdjRibOut {
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
+}
+
+/// The session routes are exported to: our AS, the neighbour's configuration, what the session negotiated,
+/// its local address (the default next hop) and its codec.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportTo<'a> {
+    /// Local AS.
+    pub local_asn: u32,
+    /// The neighbour's configuration (its export policy).
+    pub neighbor: &'a NeighborConfig,
+    /// What the session negotiated.
+    pub negotiated: &'a Negotiated,
+    /// The session's local address.
+    pub local: Option<IpAddr>,
+    /// How messages are encoded on it.
+    pub codec: Codec,
+}
+
+/// The attributes this speaker sends one neighbour for an announcement `a` of family IPv6 or IPv4 (`v6`):
+/// the export policy. eBGP prepends the local AS (plus the neighbour's and the announcement's extra prepends);
+/// communities of the announcement and the neighbour are merged; MED from the announcement, else the
+/// neighbour; LOCAL_PREF only towards iBGP; the next hop is the configured one or the session's local address.
+pub fn export(to: &ExportTo<'_>, a: &Announcement, v6: bool) -> (Attrs, Option<MpNextHop>) {
+    let (local_asn, n, local) = (to.local_asn, to.neighbor, to.local);
+    let ebgp = to.negotiated.peer_asn != local_asn;
+    let mut path = Vec::new();
+    if ebgp {
+        path.push(local_asn);
+    }
+    path.extend(std::iter::repeat_n(
+        local_asn,
+        usize::from(n.prepend) + usize::from(a.prepend),
+    ));
+    let mut communities = a.communities.clone();
+    communities.extend(n.communities.iter().filter(|x| !a.communities.contains(x)));
+    let mut large = a.large_communities.clone();
+    large.extend(
+        n.large_communities
+            .iter()
+            .filter(|x| !a.large_communities.contains(x)),
+    );
+    let v4_nh = n.next_hop.or(match local {
+        Some(IpAddr::V4(l)) => Some(l),
+        _ => None,
+    });
+    let attrs = Attrs {
+        origin: Some(Origin::Igp),
+        as_path: AsPath::sequence(path),
+        next_hop: if v6 { None } else { v4_nh },
+        med: a.med.or(n.med),
+        local_pref: if ebgp {
+            None
+        } else {
+            Some(n.local_pref.unwrap_or(100))
+        },
+        communities,
+        large_communities: large,
+        ..Attrs::default()
+    };
+    let mp_nh = if v6 {
+        let global = n.ipv6_next_hop.or(match local {
+            Some(IpAddr::V6(l)) => Some(l),
+            _ => None,
+        });
+        global.map(|g| MpNextHop::V6 {
+            global: g,
+            link_local: None,
+        })
+    } else {
+        None
+    };
+    (attrs, mp_nh)
+}
+
+/// The UPDATEs that bring one session up to date for some prefixes.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// The UPDATEs, announcements grouped by their exported attributes and packed.
+    pub updates: Vec<Update>,
+    /// Prefixes announced by them.
+    pub announced: Vec<IpNet>,
+    /// Prefixes withdrawn by them.
+    pub withdrawn: Vec<IpNet>,
+    /// Announcements left out: no next hop of their family on this session.
+    pub no_next_hop: usize,
+}
+
+/// What one session must send so that the neighbour has the current state of `prefixes` in `out` (the
+/// Adj-RIB-Out): announcements for those in it, withdrawals for those not, only for negotiated families.
+/// With `eor`, an End-of-RIB per family follows (RFC 4724 §2).
+pub fn outgoing(out: &AdjRibOut, prefixes: &[IpNet], to: &ExportTo<'_>, eor: bool) -> Outgoing {
+    let has = |afi: u16| to.negotiated.families.contains(&(afi, SAFI_UNICAST));
+    let codec = to.codec;
+    let mut o = Outgoing::default();
+    let mut groups: Vec<(Attrs, Option<MpNextHop>, bool, Vec<IpNet>)> = Vec::new();
+    let (mut w4, mut w6) = (Vec::new(), Vec::new());
+    for p in prefixes {
+        let v6 = matches!(p, IpNet::V6(_));
+        if !has(if v6 { AFI_IPV6 } else { AFI_IPV4 }) {
+            continue;
+        }
+        let Some(a) = out.get(p) else {
+            match p {
+                IpNet::V4(p4) => w4.push(*p4),
+                IpNet::V6(_) => w6.push(*p),
+            }
+            o.withdrawn.push(*p);
+            continue;
+        };
+        let (attrs, mp_nh) = export(to, a, v6);
+        if (!v6 && attrs.next_hop.is_none()) || (v6 && mp_nh.is_none()) {
+            o.no_next_hop += 1;
+            continue;
+        }
+        o.announced.push(*p);
+        match groups
+            .iter_mut()
+            .find(|g| g.0 == attrs && g.1 == mp_nh && g.2 == v6)
+        {
+            Some(g) => g.3.push(*p),
+            None => groups.push((attrs, mp_nh, v6, vec![*p])),
+        }
+    }
+    o.updates.extend(pack_v4_withdraw(&w4));
+    o.updates.extend(pack_mp_withdraw(AFI_IPV6, &w6));
+    for (attrs, mp_nh, v6, ps) in &groups {
+        match (v6, mp_nh) {
+            (true, Some(nh)) => o.updates.extend(pack_mp(attrs, AFI_IPV6, *nh, ps, codec)),
+            (true, None) => {}
+            (false, _) => {
+                let v4: Vec<_> = ps
+                    .iter()
+                    .filter_map(|p| if let IpNet::V4(x) = p { Some(*x) } else { None })
+                    .collect();
+                o.updates.extend(pack_v4(attrs, &v4, codec));
+            }
+        }
+    }
+    if eor {
+        if has(AFI_IPV4) {
+            o.updates.push(Update::default());
+        }
+        if has(AFI_IPV6) {
+            o.updates.push(Update {
+                mp_unreach: Some(MpUnreach {
+                    afi: AFI_IPV6,
+                    safi: SAFI_UNICAST,
+                    withdrawn: vec![],
+                }),
+                ..Update::default()
+            });
+        }
+    }
+    o
 }
 
 #[cfg(test)]
@@ -324,7 +523,7 @@ mod tests {
         let mut r = AdjRibIn::default();
         r.apply(&upd("198.51.100.0/24", "192.0.2.1", vec![65000], None));
         let mut bad = upd("198.51.100.0/24", "192.0.2.1", vec![65000], None);
-        bad.treat_as_withdraw = Some("malformed".into());
+        bad.treat_as_withdraw = Some(crate::packet::WithdrawReason::Malformed(1));
         assert_eq!(r.apply(&bad).removed.len(), 1);
     }
 

@@ -1,63 +1,34 @@
-//! All socket and timer I/O of the speaker: the listener, and one task per neighbour that owns its TCP
-//! connection and timers and drives its [`Fsm`] with what happens.
+//! All socket and timer I/O of the speaker: the accept loop, and one task per neighbour that owns its TCP
+//! connection and timers, drives its [`Fsm`] with what happens, and carries out what the FSM and the pure
+//! decisions of [`crate::neighbor`] and [`crate::rib`] ask for.
 //!
 //! Connection collisions (RFC 4271 §6.8): an incoming connection is taken when the session has none; when it
 //! already has one past Connect, the connection opened by the speaker with the higher BGP identifier survives
 //! (the peer's identifier is remembered from earlier OPENs); when it is not known yet, the incoming
 //! connection is refused with Cease / connection collision resolution.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use crate::fsm::{Config, Event, Fsm, Negotiated, Output, State, Timer};
-use crate::packet::attribute::{AsPath, MpNextHop, Origin, AFI_IPV4, AFI_IPV6, SAFI_UNICAST};
+use crate::fsm::{
+    Config, DownReason, Event, Fsm, LocalRestart, Negotiated, Output, PeerRestart, State, Timer,
+};
+use crate::neighbor::{self, family_name, family_of, Cmd, LastReset, Neighbor, Shared, Stale};
+use crate::network::{canonical, canonical_sa, connect, prepare};
+use crate::packet::attribute::{AFI_IPV4, AFI_IPV6, SAFI_UNICAST};
 use crate::packet::error::{code, subcode};
-use crate::packet::message::{frame_len, pack_mp, pack_mp_withdraw, pack_v4, pack_v4_withdraw};
-use crate::packet::{Attrs, Codec, Message, Notification, Update};
-use crate::rib::Announcement;
-use crate::speaker::{Cmd, Neighbor, NeighborConfig, Shared};
-
-/// Binds the BGP listener, with every neighbour's TCP-MD5 key installed before any SYN can arrive (an IPv6
-/// neighbour is skipped on an IPv4 listener).
-pub(crate) async fn listener(addr: SocketAddr, neighbors: &[NeighborConfig]) -> std::io::Result<TcpListener> {
-    let s = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    s.set_reuseaddr(true)?;
-    // A GTSM neighbour drops our SYN-ACK unless it leaves with TTL 255; the accepted connection then gets its
-    // own neighbour's TTL in `prepare`.
-    if neighbors.iter().any(|n| n.gtsm_hops.is_some()) {
-        set_ttl(&s, addr.is_ipv6(), 255)?;
-    }
-    // When every neighbour uses GTSM, the listener itself refuses SYNs from too far away, so a distant host
-    // cannot even complete a handshake (otherwise the minimum TTL applies from the accepted connection on).
-    let floors: Option<Vec<u8>> = neighbors.iter().map(|n| n.gtsm_hops.map(gtsm_min_ttl)).collect();
-    if let Some(min) = floors.and_then(|f| f.into_iter().min()) {
-        os_sys::set_min_ttl(&s, min).map_err(|e| annotate(e, "GTSM on the listener"))?;
-    }
-    for n in neighbors {
-        if let Some(k) = &n.md5_key {
-            if addr.is_ipv4() && n.address.is_ipv6() {
-                continue;
-            }
-            os_sys::set_tcp_md5(&s, n.address, k.bytes())
-                .map_err(|e| annotate(e, &format!("TCP-MD5 key for {} on the listener", n.address)))?;
-        }
-    }
-    s.bind(addr)?;
-    s.listen(64)
-}
+use crate::packet::message::frame_len;
+use crate::packet::{Codec, Message, Notification, Update, WithdrawReason};
+use crate::rib;
 
 /// Accepts connections and hands each to its neighbour's task; unknown peers are closed.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, l: TcpListener) {
@@ -75,77 +46,24 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, l: TcpListener) {
     }
 }
 
-fn canonical(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// A socket address with an IPv4-mapped IPv6 address turned into IPv4 (a dual-stack listener reports those).
-fn canonical_sa(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(canonical(a.ip()), a.port())
-}
-
-fn annotate(e: std::io::Error, what: &str) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-async fn connect(n: &NeighborConfig) -> std::io::Result<TcpStream> {
-    let addr = SocketAddr::new(n.address, 179);
-    let s = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(l) = n.local_address {
-        s.bind(SocketAddr::new(l, 0))?;
-    }
-    if let Some(k) = &n.md5_key {
-        os_sys::set_tcp_md5(&s, n.address, k.bytes()).map_err(|e| annotate(e, "TCP-MD5 key"))?;
-    }
-    // GTSM applies from the SYN on: our SYN leaves with TTL 255 and the SYN-ACK must arrive with enough.
-    if let Some(hops) = n.gtsm_hops {
-        set_ttl(&s, addr.is_ipv6(), 255)?;
-        os_sys::set_min_ttl(&s, gtsm_min_ttl(hops)).map_err(|e| annotate(e, "GTSM"))?;
-    }
-    let stream = tokio::time::timeout(std::time::Duration::from_secs(10), s.connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    Ok(stream)
-}
-
-/// The smallest TTL accepted from a GTSM neighbour `hops` away (RFC 5082: 255 for a directly connected one).
-fn gtsm_min_ttl(hops: u8) -> u8 {
-    255 - hops.clamp(1, 255) + 1
-}
-
-/// Sets the TTL or hop limit of outgoing packets.
-fn set_ttl(s: &impl std::os::fd::AsFd, v6: bool, ttl: u32) -> std::io::Result<()> {
-    let s = socket2::SockRef::from(s);
-    if v6 {
-        s.set_unicast_hops_v6(ttl)?;
-    }
-    // A dual-stack socket may carry IPv4 (mapped) traffic, which uses the IPv4 TTL.
-    s.set_ttl_v4(ttl)
-}
-
-/// Readies a connection of neighbour `n`: no Nagle, the TTL (1 for eBGP, the multihop TTL, or 255 with GTSM)
-/// and, with GTSM, the minimum TTL accepted. An accepted connection gets GTSM here, after its handshake
-/// (the listener serves every neighbour); a failure closes the connection rather than run unprotected.
-fn prepare(stream: &TcpStream, n: &NeighborConfig, ebgp: bool) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let v6 = stream.local_addr().is_ok_and(|a| a.is_ipv6());
-    match n.gtsm_hops {
-        Some(hops) => {
-            set_ttl(stream, v6, 255)?;
-            os_sys::set_min_ttl(stream, gtsm_min_ttl(hops)).map_err(|e| annotate(e, "GTSM"))
+/// One neighbour's session until the speaker stops it.
+pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let mut s = Session::new(shared, n);
+    let mut outputs = s.fsm.process(Event::ManualStart);
+    loop {
+        s.carry_out(outputs).await;
+        if s.stopped && s.conn.is_none() {
+            return;
         }
-        None => set_ttl(
-            stream,
-            v6,
-            n.ttl.map(u32::from).unwrap_or(if ebgp { 1 } else { 64 }),
-        ),
+        outputs = Vec::new();
+        // Frames already buffered are decoded before waiting for anything new: a peer that sent its OPEN and
+        // KEEPALIVE in one segment must not wait for its next message.
+        if !s.pending() {
+            if let Some(e) = s.wait(&mut rx).await {
+                outputs.extend(s.fsm.process(e));
+            }
+        }
+        outputs.extend(s.read_messages());
     }
 }
 
@@ -158,324 +76,478 @@ struct Conn {
 
 type ConnectFut = Pin<Box<dyn std::future::Future<Output = std::io::Result<TcpStream>> + Send>>;
 
-/// One neighbour's session.
-pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-    let c = &n.cfg;
-    let ebgp = c.remote_asn != shared.cfg.local_asn;
-    let mut families = Vec::new();
-    if c.ipv4 {
-        families.push((AFI_IPV4, SAFI_UNICAST));
+/// One neighbour's session: its FSM, connection and timers, and what graceful restart holds of its routes.
+struct Session {
+    shared: Arc<Shared>,
+    n: Arc<Neighbor>,
+    ebgp: bool,
+    fsm: Fsm,
+    conn: Option<Conn>,
+    connecting: Option<ConnectFut>,
+    timers: HashMap<Timer, Instant>,
+    codec: Codec,
+    peer_router_id: Option<Ipv4Addr>,
+    /// The peer's graceful-restart capability from the last OPEN.
+    peer_restart: Option<PeerRestart>,
+    /// Every down event since the session was last Established (none while it is).
+    loss: Option<Vec<DownReason>>,
+    /// Routes kept as stale while the peer restarts, and when the rest goes.
+    stale: Option<(Stale, Instant)>,
+    /// Prefixes announced on this session now.
+    sent: HashSet<IpNet>,
+    stopped: bool,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, n: Arc<Neighbor>) -> Session {
+        let c = &n.cfg;
+        let ebgp = c.remote_asn != shared.cfg.local_asn;
+        let families = [(c.ipv4, AFI_IPV4), (c.ipv6, AFI_IPV6)]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, afi)| (afi, SAFI_UNICAST))
+            .collect();
+        let fsm = Fsm::new(Config {
+            local_asn: shared.cfg.local_asn,
+            remote_asn: c.remote_asn,
+            router_id: shared.cfg.router_id,
+            hold_time: c.hold_time,
+            keepalive: c.keepalive,
+            connect_retry: c.connect_retry,
+            passive: c.passive,
+            families,
+            graceful_restart: shared.cfg.graceful_restart.map(|time| LocalRestart {
+                time,
+                forwarding: true,
+                restarting: shared.cfg.restarting,
+            }),
+        });
+        Session {
+            shared,
+            n,
+            ebgp,
+            fsm,
+            conn: None,
+            connecting: None,
+            timers: HashMap::new(),
+            codec: Codec::default(),
+            peer_router_id: None,
+            peer_restart: None,
+            loss: None,
+            stale: None,
+            sent: HashSet::new(),
+            stopped: false,
+        }
     }
-    if c.ipv6 {
-        families.push((AFI_IPV6, SAFI_UNICAST));
-    }
-    let mut fsm = Fsm::new(Config {
-        local_asn: shared.cfg.local_asn,
-        remote_asn: c.remote_asn,
-        router_id: shared.cfg.router_id,
-        hold_time: c.hold_time,
-        keepalive: c.keepalive,
-        connect_retry: c.connect_retry,
-        passive: c.passive,
-        families,
-        graceful_restart: shared
-            .cfg
-            .graceful_restart
-            .map(|t| (t, true, shared.cfg.restarting)),
-    });
-    let mut conn: Option<Conn> = None;
-    let mut connecting: Option<ConnectFut> = None;
-    let mut timers: HashMap<Timer, Instant> = HashMap::new();
-    let mut codec = Codec::default();
-    let mut peer_router_id: Option<Ipv4Addr> = None;
-    let mut stopped = false;
-    // Graceful-restart helper (RFC 4724): the peer's restart time while established, and after it went down the
-    // prefixes kept as stale with the time they are dropped unless the peer announces them again.
-    let mut peer_restart: Option<std::time::Duration> = None;
-    let mut stale: Option<(std::collections::HashSet<IpNet>, Instant)> = None;
-    let mut outputs = fsm.process(Event::ManualStart);
-    loop {
-        // Carry out what the FSM asked for; sending can fail, which is one more event.
+
+    /// Carries out what the FSM asked for; sending can fail, which is one more event.
+    async fn carry_out(&mut self, mut outputs: Vec<Output>) {
         while !outputs.is_empty() {
             let mut next = Vec::new();
             for o in std::mem::take(&mut outputs) {
-                match o {
+                let failed = match o {
                     Output::Connect => {
-                        if conn.is_none() {
-                            let cfg = c.clone();
-                            connecting = Some(Box::pin(async move { connect(&cfg).await }));
+                        if self.conn.is_none() {
+                            let cfg = self.n.cfg.clone();
+                            self.connecting = Some(Box::pin(async move { connect(&cfg).await }));
                         }
+                        false
                     }
-                    Output::Send(m) => {
-                        if let Some(cn) = conn.as_mut() {
-                            let mut b = Vec::new();
-                            codec.encode(&m, &mut b);
-                            if cn.stream.write_all(&b).await.is_err() {
-                                next.extend(fsm.process(Event::TcpFails));
-                            } else if let Ok(mut s) = n.status.lock() {
-                                s.msgs_sent += 1;
-                            }
-                        }
-                    }
+                    Output::Send(m) => !self.send(&[m]).await,
                     Output::Close => {
-                        if let Some(mut cn) = conn.take() {
-                            let _ = cn.stream.shutdown().await;
-                        }
-                        connecting = None;
-                        codec = Codec::default();
-                        if let Ok(mut s) = n.status.lock() {
-                            s.connection = None;
-                        }
+                        self.close().await;
+                        false
                     }
                     Output::StartTimer(t, d) => {
-                        timers.insert(t, Instant::now() + d);
+                        self.timers.insert(t, Instant::now() + d);
+                        false
                     }
                     Output::StopTimer(t) => {
-                        timers.remove(&t);
+                        self.timers.remove(&t);
+                        false
                     }
-                    Output::Established(neg) => {
-                        codec = Codec {
-                            four_octet_as: neg.four_octet_as,
-                        };
-                        peer_router_id = Some(neg.peer_router_id);
-                        peer_restart = neg
-                            .peer_graceful_restart
-                            .as_ref()
-                            .map(|(t, _)| std::time::Duration::from_secs(u64::from(*t)));
-                        if let Some((_, until)) = stale.as_mut() {
-                            // Back in time: what it re-announces is fresh; the rest goes at its End-of-RIB or
-                            // at the deadline.
-                            *until = (*until).max(Instant::now() + std::time::Duration::from_secs(10));
-                        }
-                        tracing::info!(neighbor = %c.address, asn = neg.peer_asn, hold = ?neg.hold_time, "BGP session established");
-                        let local = conn.as_ref().map(|x| x.local.ip());
-                        if let Ok(mut s) = n.status.lock() {
-                            s.state = State::Established;
-                            s.since = Some(SystemTime::now());
-                            s.negotiated = Some(neg.clone());
-                            s.last_error = None;
-                        }
-                        let all: Vec<IpNet> = shared
-                            .rib_out
-                            .lock()
-                            .map(|o| o.routes().map(|(p, _)| *p).collect())
-                            .unwrap_or_default();
-                        let sent =
-                            send_changes(&shared, &n, &neg, local, &codec, conn.as_mut(), &all, true).await;
-                        if !sent {
-                            next.extend(fsm.process(Event::TcpFails));
-                        }
-                    }
+                    Output::Established(neg) => !self.on_established(neg).await,
                     Output::Down(why) => {
-                        tracing::info!(neighbor = %c.address, reason = %why, "BGP session down");
-                        // RFC 4724: a restart shows as the connection closing or timing out; a NOTIFICATION either
-                        // way or our own shutdown means the routes go now.
-                        let restart = !why.contains("notification") && !why.starts_with("administrative");
-                        let gr = peer_restart.take().filter(|_| restart);
-                        if let Ok(mut s) = n.status.lock() {
-                            s.since = Some(SystemTime::now());
-                            s.negotiated = None;
-                            s.last_error = Some(why);
-                            s.prefixes_sent = 0;
-                        }
-                        // As a graceful-restart helper, keep the peer's routes while it restarts; otherwise flush.
-                        if let Some(t) = gr {
-                            let held = n.rib_in.lock().map(|r| r.prefixes()).unwrap_or_default();
-                            tracing::info!(neighbor = %c.address, prefixes = held.len(), restart_time = ?t, "peer restarting: keeping its routes as stale");
-                            stale = Some((held, Instant::now() + t));
-                        } else {
-                            stale = None;
-                            if let Ok(mut r) = n.rib_in.lock() {
-                                r.clear();
-                            }
-                            if let Ok(mut s) = n.status.lock() {
-                                s.prefixes_rcvd = 0;
-                            }
-                            shared.recompute_fib();
-                        }
+                        self.on_down(why);
+                        false
                     }
-                    Output::Update(mut u) => {
-                        if let Some((set, _)) = stale.as_mut() {
-                            for p in &u.nlri {
-                                set.remove(&IpNet::V4(*p));
-                            }
-                            for p in u.mp_reach.iter().flat_map(|m| &m.nlri) {
-                                set.remove(p);
-                            }
-                            let eor = u.nlri.is_empty()
-                                && u.withdrawn.is_empty()
-                                && u.mp_reach.is_none()
-                                && u.mp_unreach.as_ref().is_none_or(|m| m.withdrawn.is_empty());
-                            if eor {
-                                if let Some((set, _)) = stale.take() {
-                                    flush_stale(&shared, &n, &set);
-                                }
-                            }
+                    Output::Update(u) => {
+                        if self.on_update(*u) {
+                            next.extend(self.fsm.process(Event::MaxPrefixExceeded));
                         }
-                        // A path through our own AS is a loop (RFC 4271 §9.1.2): it replaces nothing and is not
-                        // used; an earlier path of the same prefixes from this neighbour is withdrawn.
-                        if u.treat_as_withdraw.is_none() && u.attrs.as_path.contains(shared.cfg.local_asn) {
-                            tracing::debug!(neighbor = %c.address, "AS path loop: the UPDATE's prefixes are not used");
-                            u.treat_as_withdraw = Some("AS path loop".into());
-                        }
-                        let applied = n.rib_in.lock().map(|mut r| {
-                            let a = r.apply(&u);
-                            (a, r.len())
-                        });
-                        if let Ok((a, len)) = applied {
-                            if let Some(why) = u.treat_as_withdraw.as_ref().filter(|w| *w != "AS path loop") {
-                                tracing::warn!(neighbor = %c.address, reason = %why, "malformed UPDATE treated as withdraw (RFC 7606)");
-                            }
-                            if let Ok(mut s) = n.status.lock() {
-                                s.prefixes_rcvd = len;
-                            }
-                            if a.over_limit {
-                                tracing::warn!(neighbor = %c.address, max = ?c.max_prefix, "maximum prefixes exceeded");
-                                next.extend(fsm.process(Event::MaxPrefixExceeded));
-                            } else if !a.changed.is_empty() || !a.removed.is_empty() {
-                                shared.recompute_fib();
-                            }
-                        }
+                        false
                     }
-                    Output::RouteRefresh(_) => {
-                        if let Some(neg) = fsm.negotiated().cloned() {
-                            let local = conn.as_ref().map(|x| x.local.ip());
-                            let all: Vec<IpNet> = shared
-                                .rib_out
-                                .lock()
-                                .map(|o| o.routes().map(|(p, _)| *p).collect())
-                                .unwrap_or_default();
-                            if !send_changes(&shared, &n, &neg, local, &codec, conn.as_mut(), &all, false)
-                                .await
-                            {
-                                next.extend(fsm.process(Event::TcpFails));
-                            }
-                        }
-                    }
+                    Output::RouteRefresh(_) => !self.replay(false).await,
+                };
+                if failed {
+                    next.extend(self.fsm.process(Event::TcpFails));
                 }
             }
-            if let Ok(mut s) = n.status.lock() {
-                s.state = fsm.state();
-            }
+            let state = self.fsm.state();
+            self.n.with_status(|s| s.state = state);
             outputs = next;
         }
-        if stopped && conn.is_none() {
-            return;
+    }
+
+    /// Writes messages; false when the connection failed.
+    async fn send(&mut self, msgs: &[Message]) -> bool {
+        let Some(cn) = self.conn.as_mut() else {
+            return true;
+        };
+        let mut b = Vec::new();
+        for m in msgs {
+            self.codec.encode(m, &mut b);
         }
-        let deadline = timers.iter().min_by_key(|(_, t)| **t).map(|(k, t)| (*k, *t));
-        // Frames already buffered are decoded before waiting for anything new: a peer that sent its OPEN and
-        // KEEPALIVE in one segment must not wait for its next message.
-        let pending = conn.as_ref().is_some_and(|cn| {
-            matches!(frame_len(&cn.buf), Ok(Some(l)) if cn.buf.len() >= l) || frame_len(&cn.buf).is_err()
+        if cn.stream.write_all(&b).await.is_err() {
+            return false;
+        }
+        self.n.with_status(|s| s.msgs_sent += msgs.len() as u64);
+        true
+    }
+
+    async fn close(&mut self) {
+        if let Some(mut cn) = self.conn.take() {
+            let _ = cn.stream.shutdown().await;
+        }
+        self.connecting = None;
+        self.codec = Codec::default();
+        self.sent.clear();
+        self.n.with_status(|s| {
+            s.connection = None;
+            s.prefixes_sent = 0;
+            s.prefixes_sent_by_family.clear();
         });
-        let ev = if pending {
-            None
-        } else {
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    None => { stopped = true; Some(Event::ManualStop("speaker stopped".into())) }
-                    Some(Cmd::Stop(msg)) => { stopped = true; Some(Event::ManualStop(msg)) }
-                    Some(Cmd::BfdDown) => Some(Event::BfdDown),
-                    Some(Cmd::Changed(prefixes)) => {
-                        if let (State::Established, Some(neg)) = (fsm.state(), fsm.negotiated().cloned()) {
-                            let local = conn.as_ref().map(|x| x.local.ip());
-                            if !send_changes(&shared, &n, &neg, local, &codec, conn.as_mut(), &prefixes, false).await {
-                                Some(Event::TcpFails)
-                            } else { None }
-                        } else { None }
-                    }
-                    Some(Cmd::Incoming(stream)) => {
-                        let take = match fsm.state() {
-                            State::Idle => false,
-                            State::Connect | State::Active => true,
-                            _ => peer_router_id.is_some_and(|p| p > shared.cfg.router_id) && fsm.state() != State::Established,
-                        };
-                        if take {
-                            if let Some(mut old) = conn.take() {
-                                let mut b = Vec::new();
-                                Codec::default().encode(&Message::Notification(Notification { code: code::CEASE, subcode: subcode::COLLISION, data: vec![] }), &mut b);
-                                let _ = old.stream.write_all(&b).await;
-                            }
-                            connecting = None;
-                            let ready = prepare(&stream, c, ebgp).inspect_err(|e| tracing::warn!(neighbor = %c.address, error = %e, "incoming connection closed"));
-                            let (local, remote) = (stream.local_addr().ok().map(canonical_sa), stream.peer_addr().ok().map(canonical_sa));
-                            if let (Ok(()), Some(l), Some(r)) = (ready, local, remote) {
-                                conn = Some(Conn { stream, buf: Vec::with_capacity(8192), local: l });
-                                if let Ok(mut s) = n.status.lock() { s.connection = Some((l, r)); }
-                                // A new connection restarts the handshake from Active.
-                                fsm = restart_fsm(fsm);
-                                Some(Event::TcpConnected)
-                            } else { None }
-                        } else {
-                            let mut stream = stream;
-                            let mut b = Vec::new();
-                            Codec::default().encode(&Message::Notification(Notification { code: code::CEASE, subcode: subcode::COLLISION, data: vec![] }), &mut b);
-                            let _ = stream.write_all(&b).await;
-                            None
-                        }
-                    }
-                },
-                res = async { match connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
-                    connecting = None;
-                    match res {
-                        Ok(stream) => {
-                            let ready = prepare(&stream, c, ebgp).inspect_err(|e| tracing::warn!(neighbor = %c.address, error = %e, "connection closed"));
-                            match (ready, stream.local_addr().map(canonical_sa), stream.peer_addr().map(canonical_sa)) {
-                                (Ok(()), Ok(l), Ok(r)) => {
-                                    conn = Some(Conn { stream, buf: Vec::with_capacity(8192), local: l });
-                                    if let Ok(mut s) = n.status.lock() { s.connection = Some((l, r)); }
-                                    Some(Event::TcpConnected)
-                                }
-                                _ => Some(Event::TcpFails),
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!(neighbor = %c.address, error = %e, "connect failed");
-                            Some(Event::TcpFails)
-                        }
-                    }
-                }
-                r = async { match conn.as_mut() { Some(cn) => cn.stream.read_buf(&mut cn.buf).await, None => std::future::pending().await } } => {
-                    match r {
-                        Ok(0) | Err(_) => Some(Event::TcpFails),
-                        Ok(_) => None,
-                    }
-                }
-                _ = async { match stale.as_ref() { Some((_, t)) => sleep_until(*t).await, None => std::future::pending().await } } => {
-                    if let Some((set, _)) = stale.take() {
-                        tracing::info!(neighbor = %c.address, prefixes = set.len(), "restart time over: dropping stale routes");
-                        flush_stale(&shared, &n, &set);
-                    }
-                    None
-                }
-                _ = async { match deadline { Some((_, t)) => sleep_until(t).await, None => std::future::pending().await } } => {
-                    let (k, _) = deadline.unwrap_or((Timer::Hold, Instant::now()));
-                    timers.remove(&k);
-                    Some(Event::TimerExpired(k))
-                }
+    }
+
+    /// The session is up: the stale routes get a new deadline, and the whole Adj-RIB-Out goes out with
+    /// End-of-RIB markers. False when sending failed.
+    async fn on_established(&mut self, neg: Negotiated) -> bool {
+        let c = &self.n.cfg;
+        self.codec = Codec {
+            four_octet_as: neg.four_octet_as,
+        };
+        self.peer_router_id = Some(neg.peer_router_id);
+        self.peer_restart = neg.peer_graceful_restart.clone();
+        self.loss = None;
+        if let Some((_, until)) = self.stale.as_mut() {
+            // Back in time: what it re-announces is fresh; the rest goes at its End-of-RIB or at the deadline.
+            *until = (*until).max(Instant::now() + Duration::from_secs(10));
+        }
+        tracing::info!(neighbor = %c.address, asn = neg.peer_asn, hold = ?neg.hold_time, "BGP session established");
+        self.n.with_status(|s| {
+            s.state = State::Established;
+            s.since = Some(SystemTime::now());
+            s.negotiated = Some(neg.clone());
+        });
+        self.replay(true).await
+    }
+
+    /// Sends the whole Adj-RIB-Out again (after establishment with End-of-RIB, or on ROUTE-REFRESH).
+    async fn replay(&mut self, eor: bool) -> bool {
+        let all: Vec<IpNet> = self
+            .shared
+            .rib_out
+            .lock()
+            .map(|o| o.routes().map(|(p, _)| *p).collect())
+            .unwrap_or_default();
+        self.send_changes(&all, eor).await
+    }
+
+    /// Sends the current state of `prefixes` from the Adj-RIB-Out; false when the connection failed.
+    async fn send_changes(&mut self, prefixes: &[IpNet], eor: bool) -> bool {
+        let Some(neg) = self.fsm.negotiated().cloned() else {
+            return true;
+        };
+        let local = self.conn.as_ref().map(|x| x.local.ip());
+        let to = rib::ExportTo {
+            local_asn: self.shared.cfg.local_asn,
+            neighbor: &self.n.cfg,
+            negotiated: &neg,
+            local,
+            codec: self.codec,
+        };
+        let Ok(out) = self
+            .shared
+            .rib_out
+            .lock()
+            .map(|o| rib::outgoing(&o, prefixes, &to, eor))
+        else {
+            return true;
+        };
+        if out.no_next_hop > 0 {
+            tracing::warn!(neighbor = %self.n.cfg.address, prefixes = out.no_next_hop, "no next hop of the prefixes' family on this session (set next_hop / ipv6_next_hop); not announced");
+        }
+        let msgs: Vec<Message> = out
+            .updates
+            .into_iter()
+            .map(|u| Message::Update(Box::new(u)))
+            .collect();
+        if !self.send(&msgs).await {
+            return false;
+        }
+        for p in &out.withdrawn {
+            self.sent.remove(p);
+        }
+        self.sent.extend(out.announced);
+        let mut by_family = std::collections::BTreeMap::new();
+        for p in &self.sent {
+            *by_family.entry(family_name(family_of(p)).to_owned()).or_insert(0) += 1;
+        }
+        let total = self.sent.len();
+        self.n.with_status(|s| {
+            s.prefixes_sent = total;
+            s.prefixes_sent_by_family = by_family;
+        });
+        true
+    }
+
+    /// The session left Established, or an event of the same loss followed: the peer's routes are kept as
+    /// stale per family or flushed, decided over every event of the loss (see [`neighbor::after_loss`]).
+    fn on_down(&mut self, why: DownReason) {
+        let c = &self.n.cfg;
+        tracing::info!(neighbor = %c.address, reason = %why, "BGP session down");
+        let first = self.loss.is_none();
+        let now = SystemTime::now();
+        self.n.with_status(|s| {
+            s.since = Some(now);
+            s.negotiated = None;
+            if first {
+                s.flaps += 1;
+            }
+            s.last_reset = Some(LastReset {
+                message: why.to_string(),
+                reason: why.clone(),
+                at: now,
+            });
+        });
+        let loss = self.loss.get_or_insert_with(Vec::new);
+        loss.push(why);
+        let held = match (first, self.stale.as_ref()) {
+            (true, _) => self.n.rib_in.lock().map(|r| r.prefixes()).unwrap_or_default(),
+            (false, Some((st, _))) => st.prefixes.values().flatten().copied().collect(),
+            (false, None) => return,
+        };
+        let (stale, flush, retention) = neighbor::after_loss(&held, self.peer_restart.as_ref(), loss);
+        if !stale.is_empty() {
+            tracing::info!(neighbor = %c.address, prefixes = stale.len(), restart_time = ?stale.until, "peer restarting: keeping its routes as stale");
+        }
+        self.stale = match self.stale.take() {
+            _ if stale.is_empty() => None,
+            Some((_, until)) => Some((stale, until)),
+            None => {
+                let until = Instant::now() + stale.until;
+                Some((stale, until))
             }
         };
-        if let Some(e) = ev {
-            outputs.extend(fsm.process(e));
+        self.n.with_status(|s| s.graceful_restart = retention);
+        self.flush(&flush);
+    }
+
+    /// Drops `prefixes` from the Adj-RIB-In and the best paths.
+    fn flush(&self, prefixes: &[IpNet]) {
+        let removed = self
+            .n
+            .rib_in
+            .lock()
+            .map(|mut r| r.remove_all(prefixes))
+            .unwrap_or_default();
+        self.update_counts();
+        self.shared.recompute(&removed);
+    }
+
+    fn update_counts(&self) {
+        let len = self.n.rib_in.lock().map(|r| r.len()).unwrap_or(0);
+        let stale = self.stale.as_ref().map_or(0, |(s, _)| s.len());
+        self.n.with_status(|s| {
+            s.prefixes_rcvd = len;
+            s.prefixes_stale = stale;
+        });
+    }
+
+    /// An UPDATE: screened, stale routes refreshed or flushed at End-of-RIB, applied to the Adj-RIB-In and
+    /// the best paths. Returns whether the maximum-prefix limit is exceeded.
+    fn on_update(&mut self, mut u: Update) -> bool {
+        let c = &self.n.cfg;
+        if let Some((st, _)) = self.stale.as_mut() {
+            let gone = st.on_update(&u);
+            if st.is_empty() {
+                self.stale = None;
+            }
+            self.flush(&gone);
         }
-        // Decode every complete message in the buffer.
-        while let Some(cn) = conn.as_mut() {
+        neighbor::screen(&mut u, self.shared.cfg.local_asn);
+        match u.treat_as_withdraw {
+            Some(WithdrawReason::AsPathLoop) => {
+                tracing::debug!(neighbor = %c.address, "AS path loop: the UPDATE's prefixes are not used");
+            }
+            Some(why) => {
+                tracing::warn!(neighbor = %c.address, reason = %why, "malformed UPDATE treated as withdraw (RFC 7606)");
+            }
+            None => {}
+        }
+        if u.treat_as_withdraw.is_some() {
+            self.n.with_status(|s| s.updates_withdrawn += 1);
+        }
+        let Ok(applied) = self.n.rib_in.lock().map(|mut r| r.apply(&u)) else {
+            return false;
+        };
+        self.update_counts();
+        if applied.over_limit {
+            tracing::warn!(neighbor = %c.address, max = ?c.max_prefix, "maximum prefixes exceeded");
+            return true;
+        }
+        let touched: Vec<IpNet> = applied.changed.into_iter().chain(applied.removed).collect();
+        self.shared.recompute(&touched);
+        false
+    }
+
+    /// Whether a complete message (or a framing error) is already buffered.
+    fn pending(&self) -> bool {
+        self.conn.as_ref().is_some_and(|cn| {
+            matches!(frame_len(&cn.buf), Ok(Some(l)) if cn.buf.len() >= l) || frame_len(&cn.buf).is_err()
+        })
+    }
+
+    /// Waits for the next thing to happen: a command, the outgoing connection, bytes from the peer, the end
+    /// of the stale routes' time, or a timer.
+    async fn wait(&mut self, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Option<Event> {
+        let deadline = self.timers.iter().min_by_key(|(_, t)| **t).map(|(k, t)| (*k, *t));
+        let stale_until = self.stale.as_ref().map(|(_, t)| *t);
+        tokio::select! {
+            cmd = rx.recv() => self.command(cmd).await,
+            res = async { match self.connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                self.connecting = None;
+                self.connected(res)
+            }
+            r = async { match self.conn.as_mut() { Some(cn) => cn.stream.read_buf(&mut cn.buf).await, None => std::future::pending().await } } => {
+                match r {
+                    Ok(0) | Err(_) => Some(Event::TcpFails),
+                    Ok(_) => None,
+                }
+            }
+            _ = async { match stale_until { Some(t) => sleep_until(t).await, None => std::future::pending().await } } => {
+                if let Some((mut st, _)) = self.stale.take() {
+                    tracing::info!(neighbor = %self.n.cfg.address, prefixes = st.len(), "restart time over: dropping stale routes");
+                    self.flush(&st.take_all());
+                }
+                None
+            }
+            _ = async { match deadline { Some((_, t)) => sleep_until(t).await, None => std::future::pending().await } } => {
+                let (k, _) = deadline?;
+                self.timers.remove(&k);
+                Some(Event::TimerExpired(k))
+            }
+        }
+    }
+
+    /// A command from the speaker.
+    async fn command(&mut self, cmd: Option<Cmd>) -> Option<Event> {
+        match cmd {
+            None => {
+                self.stopped = true;
+                Some(Event::ManualStop("speaker stopped".into()))
+            }
+            Some(Cmd::Stop(msg)) => {
+                self.stopped = true;
+                Some(Event::ManualStop(msg))
+            }
+            Some(Cmd::BfdDown) => Some(Event::BfdDown),
+            Some(Cmd::Changed(prefixes)) => {
+                let up = self.fsm.state() == State::Established;
+                (up && !self.send_changes(&prefixes, false).await).then_some(Event::TcpFails)
+            }
+            Some(Cmd::Incoming(stream)) => self.incoming(stream).await,
+        }
+    }
+
+    /// A connection the peer opened: taken or refused by collision resolution.
+    async fn incoming(&mut self, mut stream: TcpStream) -> Option<Event> {
+        let take = match self.fsm.state() {
+            State::Idle => false,
+            State::Connect | State::Active => true,
+            s => {
+                self.peer_router_id.is_some_and(|p| p > self.shared.cfg.router_id) && s != State::Established
+            }
+        };
+        let collision = |b: &mut Vec<u8>| {
+            Codec::default().encode(
+                &Message::Notification(Notification {
+                    code: code::CEASE,
+                    subcode: subcode::COLLISION,
+                    data: vec![],
+                }),
+                b,
+            )
+        };
+        let mut b = Vec::new();
+        collision(&mut b);
+        if !take {
+            let _ = stream.write_all(&b).await;
+            return None;
+        }
+        if let Some(mut old) = self.conn.take() {
+            let _ = old.stream.write_all(&b).await;
+        }
+        self.connecting = None;
+        let event = self.adopt(stream, "incoming connection closed");
+        if event.is_some() {
+            // A new connection restarts the handshake from Active.
+            self.fsm = restart_fsm(&self.fsm);
+        }
+        event
+    }
+
+    /// The outgoing connection completed or failed.
+    fn connected(&mut self, res: std::io::Result<TcpStream>) -> Option<Event> {
+        match res {
+            Ok(stream) => self.adopt(stream, "connection closed").or(Some(Event::TcpFails)),
+            Err(e) => {
+                tracing::debug!(neighbor = %self.n.cfg.address, error = %e, "connect failed");
+                Some(Event::TcpFails)
+            }
+        }
+    }
+
+    /// Takes `stream` as the session's connection once its socket options are set.
+    fn adopt(&mut self, stream: TcpStream, what: &str) -> Option<Event> {
+        let c = &self.n.cfg;
+        let ready = prepare(&stream, c, self.ebgp)
+            .inspect_err(|e| tracing::warn!(neighbor = %c.address, error = %e, "{what}"));
+        let (local, remote) = (
+            stream.local_addr().ok().map(canonical_sa),
+            stream.peer_addr().ok().map(canonical_sa),
+        );
+        let (Ok(()), Some(l), Some(r)) = (ready, local, remote) else {
+            return None;
+        };
+        self.conn = Some(Conn {
+            stream,
+            buf: Vec::with_capacity(8192),
+            local: l,
+        });
+        self.n.with_status(|s| s.connection = Some((l, r)));
+        Some(Event::TcpConnected)
+    }
+
+    /// Decodes every complete message in the buffer into FSM events; stops at the first that asks for
+    /// something (the FSM may close the connection).
+    fn read_messages(&mut self) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        while let Some(cn) = self.conn.as_mut() {
             let len = match frame_len(&cn.buf) {
                 Ok(Some(l)) if cn.buf.len() >= l => l,
                 Ok(_) => break,
                 Err(e) => {
-                    outputs.extend(fsm.process(Event::DecodeError(e)));
+                    outputs.extend(self.fsm.process(Event::DecodeError(e)));
                     break;
                 }
             };
             let frame: Vec<u8> = cn.buf.drain(..len).collect();
-            if let Ok(mut s) = n.status.lock() {
-                s.msgs_rcvd += 1;
-            }
-            let ev = match codec.decode(&frame) {
+            self.n.with_status(|s| s.msgs_rcvd += 1);
+            let ev = match self.codec.decode(&frame) {
                 Ok(Message::Open(o)) => {
-                    peer_router_id = Some(o.router_id);
-                    codec = Codec {
+                    self.peer_router_id = Some(o.router_id);
+                    self.codec = Codec {
                         four_octet_as: o.four_octet_as().is_some(),
                     };
                     Event::Message(Message::Open(o))
@@ -483,202 +555,19 @@ pub(crate) async fn session(shared: Arc<Shared>, n: Arc<Neighbor>, mut rx: mpsc:
                 Ok(m) => Event::Message(m),
                 Err(e) => Event::DecodeError(e),
             };
-            outputs.extend(fsm.process(ev));
+            outputs.extend(self.fsm.process(ev));
             if !outputs.is_empty() {
-                // Act on what the message caused before reading on (the FSM may close the connection).
                 break;
             }
         }
+        outputs
     }
 }
 
 /// A fresh FSM with the same configuration, ready to take a connection (the outputs of its start, an
 /// outgoing connect, are not wanted: the connection is already there).
-fn restart_fsm(old: Fsm) -> Fsm {
+fn restart_fsm(old: &Fsm) -> Fsm {
     let mut f = Fsm::new(old.config().clone());
     let _ = f.process(Event::ManualStart);
     f
-}
-
-/// The attributes sent to this neighbour for an announcement.
-fn export(
-    shared: &Shared,
-    n: &Neighbor,
-    neg: &Negotiated,
-    a: &Announcement,
-    local: Option<IpAddr>,
-    v6: bool,
-) -> (Attrs, Option<MpNextHop>) {
-    let c = &n.cfg;
-    let me = shared.cfg.local_asn;
-    let ebgp = neg.peer_asn != me;
-    let mut path = Vec::new();
-    if ebgp {
-        path.push(me);
-    }
-    for _ in 0..(usize::from(c.prepend) + usize::from(a.prepend)) {
-        path.push(me);
-    }
-    let mut communities = a.communities.clone();
-    for x in &c.communities {
-        if !communities.contains(x) {
-            communities.push(*x);
-        }
-    }
-    let mut large = a.large_communities.clone();
-    for x in &c.large_communities {
-        if !large.contains(x) {
-            large.push(*x);
-        }
-    }
-    let v4_nh = c.next_hop.or(match local {
-        Some(IpAddr::V4(l)) => Some(l),
-        _ => None,
-    });
-    let attrs = Attrs {
-        origin: Some(Origin::Igp),
-        as_path: AsPath::sequence(path),
-        next_hop: if v6 { None } else { v4_nh },
-        med: a.med.or(c.med),
-        local_pref: if ebgp {
-            None
-        } else {
-            Some(c.local_pref.unwrap_or(100))
-        },
-        communities,
-        large_communities: large,
-        ..Attrs::default()
-    };
-    let mp_nh = if v6 {
-        let global = c.ipv6_next_hop.or(match local {
-            Some(IpAddr::V6(l)) => Some(l),
-            _ => None,
-        });
-        global.map(|g| MpNextHop::V6 {
-            global: g,
-            link_local: None,
-        })
-    } else {
-        None
-    };
-    (attrs, mp_nh)
-}
-
-/// Drops the stale routes of a neighbour that restarted (not announced again in time, or missing from its
-/// End-of-RIB).
-fn flush_stale(shared: &Shared, n: &Neighbor, set: &std::collections::HashSet<IpNet>) {
-    let (removed, len) = n
-        .rib_in
-        .lock()
-        .map(|mut r| (r.remove_all(set), r.len()))
-        .unwrap_or((0, 0));
-    if let Ok(mut s) = n.status.lock() {
-        s.prefixes_rcvd = len;
-    }
-    if removed > 0 {
-        shared.recompute_fib();
-    }
-}
-
-/// Sends the current state of `prefixes` from the Adj-RIB-Out: announcements grouped by attributes and
-/// packed, withdrawals for those no longer there. With `eor`, End-of-RIB markers follow. Returns false when
-/// the connection failed.
-#[allow(clippy::too_many_arguments)]
-async fn send_changes(
-    shared: &Shared,
-    n: &Neighbor,
-    neg: &Negotiated,
-    local: Option<IpAddr>,
-    codec: &Codec,
-    conn: Option<&mut Conn>,
-    prefixes: &[IpNet],
-    eor: bool,
-) -> bool {
-    let Some(cn) = conn else { return true };
-    let has = |afi: u16| neg.families.contains(&(afi, SAFI_UNICAST));
-    // Group announcements by their exported attributes; collect withdrawals.
-    let mut groups: Vec<(Attrs, Option<MpNextHop>, bool, Vec<IpNet>)> = Vec::new();
-    let (mut w4, mut w6) = (Vec::new(), Vec::new());
-    let mut no_next_hop = 0usize;
-    let snapshot: Vec<(IpNet, Option<Announcement>)> = match shared.rib_out.lock() {
-        Ok(o) => prefixes.iter().map(|p| (*p, o.get(p).cloned())).collect(),
-        Err(_) => return true,
-    };
-    for (p, a) in snapshot {
-        let v6 = matches!(p, IpNet::V6(_));
-        if !has(if v6 { AFI_IPV6 } else { AFI_IPV4 }) {
-            continue;
-        }
-        match a {
-            None => {
-                if v6 {
-                    w6.push(p)
-                } else if let IpNet::V4(p4) = p {
-                    w4.push(p4)
-                }
-            }
-            Some(a) => {
-                let (attrs, mp_nh) = export(shared, n, neg, &a, local, v6);
-                if !v6 && attrs.next_hop.is_none() || v6 && mp_nh.is_none() {
-                    no_next_hop += 1;
-                    continue;
-                }
-                match groups
-                    .iter_mut()
-                    .find(|g| g.0 == attrs && g.1 == mp_nh && g.2 == v6)
-                {
-                    Some(g) => g.3.push(p),
-                    None => groups.push((attrs, mp_nh, v6, vec![p])),
-                }
-            }
-        }
-    }
-    if no_next_hop > 0 {
-        tracing::warn!(neighbor = %n.cfg.address, prefixes = no_next_hop, "no next hop of the prefixes' family on this session (set next_hop / ipv6_next_hop); not announced");
-    }
-    let mut msgs: Vec<Update> = Vec::new();
-    msgs.extend(pack_v4_withdraw(&w4));
-    msgs.extend(pack_mp_withdraw(AFI_IPV6, &w6));
-    for (attrs, mp_nh, v6, ps) in &groups {
-        if *v6 {
-            if let Some(nh) = mp_nh {
-                msgs.extend(pack_mp(attrs, AFI_IPV6, *nh, ps, *codec));
-            }
-        } else {
-            let v4: Vec<_> = ps
-                .iter()
-                .filter_map(|p| if let IpNet::V4(x) = p { Some(*x) } else { None })
-                .collect();
-            msgs.extend(pack_v4(attrs, &v4, *codec));
-        }
-    }
-    if eor {
-        if has(AFI_IPV4) {
-            msgs.push(Update::default());
-        }
-        if has(AFI_IPV6) {
-            msgs.push(Update {
-                mp_unreach: Some(crate::packet::MpUnreach {
-                    afi: AFI_IPV6,
-                    safi: SAFI_UNICAST,
-                    withdrawn: vec![],
-                }),
-                ..Update::default()
-            });
-        }
-    }
-    let count = msgs.len() as u64;
-    let mut buf = Vec::with_capacity(msgs.len() * 512);
-    for m in msgs {
-        codec.encode(&Message::Update(Box::new(m)), &mut buf);
-    }
-    if cn.stream.write_all(&buf).await.is_err() {
-        return false;
-    }
-    let sent = shared.rib_out.lock().map(|o| o.len()).unwrap_or(0);
-    if let Ok(mut s) = n.status.lock() {
-        s.msgs_sent += count;
-        s.prefixes_sent = sent;
-    }
-    true
 }

@@ -86,6 +86,7 @@ fn ours(m: &Message) -> Norm {
                         restarting,
                         time,
                         families,
+                        ..
                     } => Cap::Gr(*restarting, *time, families.clone()),
                     Capability::FourOctetAs(a) => Cap::As4(*a),
                     Capability::Unknown { code, value } => Cap::Other(*code, value.clone()),
@@ -396,6 +397,7 @@ fn open() -> impl Strategy<Value = Message> {
             if let Some((restarting, time, fwd)) = gr {
                 caps.push(Capability::GracefulRestart {
                     restarting,
+                    notification: false,
                     time,
                     families: vec![(1, 1, fwd[0]), (2, 1, fwd[1])],
                 });

@@ -72,7 +72,11 @@ impl<F: Frame> Worker<F> {
                     // Data beyond the first byte before the header went out: the client resends it later.
                     CLA_PP_PENDING => return Err(DropReason::NoConnection),
                     CLA_PP_SENT | CLA_PP_ACKED => {
-                        client_addr::set_u32(&mut f.data_mut()[l4..], client_addr::SEQ, seq.wrapping_add(extra as u32));
+                        client_addr::set_u32(
+                            &mut f.data_mut()[l4..],
+                            client_addr::SEQ,
+                            seq.wrapping_add(extra as u32),
+                        );
                     }
                     _ => {}
                 }

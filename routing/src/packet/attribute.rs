@@ -9,14 +9,16 @@
 //! +---------------+---------------+-------------------+-----------------
 //! ```
 //!
-//! Errors follow RFC 7606: a malformed well-known or known optional attribute makes the UPDATE
-//! "treat-as-withdraw"; a malformed MP_REACH/MP_UNREACH (whose NLRI cannot be found) resets the session.
+//! Errors follow RFC 7606: a malformed well-known or known optional attribute, wrong optional/transitive flags
+//! on a recognised attribute (§3(c)), and attribute lengths that overrun the section (§4) make the UPDATE
+//! "treat-as-withdraw"; a malformed MP_REACH/MP_UNREACH (whose NLRI cannot be found) resets the session, and
+//! a malformed AGGREGATOR or ATOMIC_AGGREGATE is discarded (§7.6, §7.7).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::error::{code, subcode, DecodeError};
+use super::error::{code, subcode, DecodeError, WithdrawReason};
 
 /// Attribute flag bits.
 pub mod flags {
@@ -314,7 +316,9 @@ pub(crate) struct Decoded {
     pub mp_reach: Option<MpReach>,
     pub mp_unreach: Option<MpUnreach>,
     /// RFC 7606 treat-as-withdraw: an attribute was malformed; the reason.
-    pub withdraw: Option<String>,
+    pub withdraw: Option<WithdrawReason>,
+    /// Whether an AS_PATH attribute was present (it may be empty).
+    pub as_path_seen: bool,
     /// Whether any attribute was present at all.
     pub any: bool,
 }
@@ -379,25 +383,21 @@ pub(crate) fn decode_attrs(mut b: &[u8], four: bool) -> Result<Decoded, DecodeEr
     let malformed = |r: &str| DecodeError::new(code::UPDATE, subcode::MALFORMED_ATTR_LIST, r.to_owned());
     while !b.is_empty() {
         d.any = true;
-        if b.len() < 3 {
-            return Err(malformed("attribute header cut short"));
-        }
-        let (fl, kind) = (b[0], b[1]);
-        let (len, hdr) = if fl & flags::EXTENDED != 0 {
-            if b.len() < 4 {
-                return Err(malformed("attribute length cut short"));
+        // RFC 7606 §4: fewer octets left than an attribute header, or a length overrunning the section: the
+        // Total Path Attribute Length still locates the NLRI, so the UPDATE is treated as withdraw.
+        let hdr = if b[0] & flags::EXTENDED != 0 { 4 } else { 3 };
+        let len = match b.get(..hdr) {
+            Some([_, _, l]) => usize::from(*l),
+            Some([_, _, h, l]) => usize::from(u16::from_be_bytes([*h, *l])),
+            _ => {
+                d.withdraw.get_or_insert(WithdrawReason::Overrun);
+                break;
             }
-            (usize::from(u16::from_be_bytes([b[2], b[3]])), 4)
-        } else {
-            (usize::from(b[2]), 3)
         };
+        let (fl, kind) = (b[0], b[1]);
         let Some(v) = b.get(hdr..hdr + len) else {
-            // RFC 7606 §4: an attribute length overrunning the section: the NLRI cannot be trusted either.
-            return Err(DecodeError::new(
-                code::UPDATE,
-                subcode::ATTR_LENGTH,
-                format!("attribute {kind} overruns the UPDATE"),
-            ));
+            d.withdraw.get_or_insert(WithdrawReason::Overrun);
+            break;
         };
         b = &b[hdr + len..];
         if seen[usize::from(kind)] {
@@ -408,32 +408,45 @@ pub(crate) fn decode_attrs(mut b: &[u8], four: bool) -> Result<Decoded, DecodeEr
             continue;
         }
         seen[usize::from(kind)] = true;
-        let mut bad = |why: &str| {
-            d.withdraw.get_or_insert_with(|| why.to_owned());
+        if expected_flags(kind).is_some_and(|want| fl & (flags::OPTIONAL | flags::TRANSITIVE) != want) {
+            // RFC 7606 §3(c); AGGREGATOR and ATOMIC_AGGREGATE with wrong flags are discarded (§7.6, §7.7),
+            // MP_* are still read so that their NLRI are withdrawn.
+            match kind {
+                kind::AGGREGATOR | kind::ATOMIC_AGGREGATE | kind::AS4_AGGREGATOR => continue,
+                _ => {
+                    d.withdraw.get_or_insert(WithdrawReason::Flags(kind));
+                }
+            }
+        }
+        let mut bad = || {
+            d.withdraw.get_or_insert(WithdrawReason::Malformed(kind));
         };
         match kind {
             kind::ORIGIN => match v {
                 [0] => d.attrs.origin = Some(Origin::Igp),
                 [1] => d.attrs.origin = Some(Origin::Egp),
                 [2] => d.attrs.origin = Some(Origin::Incomplete),
-                _ => bad("malformed ORIGIN"),
+                _ => bad(),
             },
             kind::AS_PATH => match AsPath::decode(v, four) {
-                Some(p) => d.attrs.as_path = p,
-                None => bad("malformed AS_PATH"),
+                Some(p) => {
+                    d.attrs.as_path = p;
+                    d.as_path_seen = true;
+                }
+                None => bad(),
             },
             kind::AS4_PATH => as4_path = AsPath::decode(v, true),
             kind::NEXT_HOP => match v {
                 [a, b2, c, e] => d.attrs.next_hop = Some(Ipv4Addr::new(*a, *b2, *c, *e)),
-                _ => bad("malformed NEXT_HOP"),
+                _ => bad(),
             },
             kind::MED => match u32_at(v).filter(|_| v.len() == 4) {
                 Some(x) => d.attrs.med = Some(x),
-                None => bad("malformed MULTI_EXIT_DISC"),
+                None => bad(),
             },
             kind::LOCAL_PREF => match u32_at(v).filter(|_| v.len() == 4) {
                 Some(x) => d.attrs.local_pref = Some(x),
-                None => bad("malformed LOCAL_PREF"),
+                None => bad(),
             },
             // RFC 7606 §7.6: a malformed ATOMIC_AGGREGATE or AGGREGATOR is discarded.
             kind::ATOMIC_AGGREGATE => d.attrs.atomic_aggregate = v.is_empty(),
@@ -455,7 +468,7 @@ pub(crate) fn decode_attrs(mut b: &[u8], four: bool) -> Result<Decoded, DecodeEr
             }
             kind::COMMUNITIES => {
                 if v.len() % 4 != 0 {
-                    bad("malformed COMMUNITIES");
+                    bad();
                 } else {
                     d.attrs.communities = v
                         .chunks(4)
@@ -465,7 +478,7 @@ pub(crate) fn decode_attrs(mut b: &[u8], four: bool) -> Result<Decoded, DecodeEr
             }
             kind::LARGE_COMMUNITY => {
                 if v.len() % 12 != 0 {
-                    bad("malformed LARGE_COMMUNITY");
+                    bad();
                 } else {
                     d.attrs.large_communities = v
                         .chunks(12)
@@ -510,6 +523,25 @@ pub(crate) fn decode_attrs(mut b: &[u8], four: bool) -> Result<Decoded, DecodeEr
         }
     }
     Ok(d)
+}
+
+/// The optional and transitive bits a recognised attribute must carry (RFC 4271 §5, RFC 4760, RFC 6793,
+/// RFC 1997, RFC 8092); `None` for attributes this decoder does not know.
+fn expected_flags(kind: u8) -> Option<u8> {
+    const WELL_KNOWN: u8 = flags::TRANSITIVE;
+    const OPT_TRANS: u8 = flags::OPTIONAL | flags::TRANSITIVE;
+    match kind {
+        kind::ORIGIN | kind::AS_PATH | kind::NEXT_HOP | kind::LOCAL_PREF | kind::ATOMIC_AGGREGATE => {
+            Some(WELL_KNOWN)
+        }
+        kind::MED | kind::MP_REACH | kind::MP_UNREACH => Some(flags::OPTIONAL),
+        kind::AGGREGATOR
+        | kind::COMMUNITIES
+        | kind::AS4_PATH
+        | kind::AS4_AGGREGATOR
+        | kind::LARGE_COMMUNITY => Some(OPT_TRANS),
+        _ => None,
+    }
 }
 
 fn decode_mp_reach(v: &[u8]) -> Result<MpReach, DecodeError> {
@@ -746,9 +778,11 @@ mod tests {
         // ORIGIN with value 7.
         let b = [0x40, 1, 1, 7];
         let d = decode_attrs(&b, true).unwrap();
-        assert_eq!(d.withdraw.as_deref(), Some("malformed ORIGIN"));
-        // An attribute overrunning the section resets the session.
-        assert!(decode_attrs(&[0x40, 1, 5, 0], true).is_err());
+        assert_eq!(d.withdraw, Some(WithdrawReason::Malformed(kind::ORIGIN)));
+        assert_eq!(
+            d.withdraw.map(|w| w.to_string()).as_deref(),
+            Some("malformed ORIGIN")
+        );
         // An unknown optional transitive attribute is kept with the partial bit.
         let d = decode_attrs(&[0xc0, 99, 2, 0xab, 0xcd], true).unwrap();
         assert_eq!(
@@ -765,5 +799,37 @@ mod tests {
             .attrs
             .unknown
             .is_empty());
+    }
+
+    #[test]
+    fn wrong_flags_on_recognised_attributes_treat_as_withdraw() {
+        // ORIGIN 0xC0 (optional), NEXT_HOP 0xC0, MED 0x40 (well-known): RFC 7606 §3(c).
+        for (b, kind) in [
+            (vec![0xc0, 1, 1, 0], kind::ORIGIN),
+            (vec![0xc0, 3, 4, 192, 0, 2, 1], kind::NEXT_HOP),
+            (vec![0x40, 4, 4, 0, 0, 0, 5], kind::MED),
+        ] {
+            let d = decode_attrs(&b, true).unwrap();
+            assert_eq!(d.withdraw, Some(WithdrawReason::Flags(kind)), "{b:?}");
+        }
+        // The right flags pass; the extended-length and partial bits do not matter.
+        let d = decode_attrs(&[0x50, 1, 0, 1, 0, 0x80, 4, 4, 0, 0, 0, 5], true).unwrap();
+        assert_eq!(d.withdraw, None);
+        assert_eq!(d.attrs.med, Some(5));
+        // An AGGREGATOR with wrong flags is discarded, not withdrawn (§7.7).
+        let d = decode_attrs(&[0x40, 7, 8, 0, 0, 0xfd, 0xe8, 192, 0, 2, 1], true).unwrap();
+        assert_eq!((d.withdraw, d.attrs.aggregator), (None, None));
+    }
+
+    #[test]
+    fn lengths_overrunning_the_section_treat_as_withdraw() {
+        // RFC 7606 §4: a length past the end, and fewer than three octets left for a header.
+        let over = decode_attrs(&[0x40, 1, 5, 0], true).unwrap();
+        assert_eq!(over.withdraw, Some(WithdrawReason::Overrun));
+        let short = decode_attrs(&[0x40, 1, 1, 0, 0x40], true).unwrap();
+        assert_eq!(short.withdraw, Some(WithdrawReason::Overrun));
+        assert_eq!(short.attrs.origin, Some(Origin::Igp));
+        let ext = decode_attrs(&[0x50, 1, 0], true).unwrap();
+        assert_eq!(ext.withdraw, Some(WithdrawReason::Overrun));
     }
 }

@@ -70,6 +70,48 @@ pub mod subcode {
     pub const HARD_RESET: u8 = 9;
 }
 
+/// Why the routes of an UPDATE are not used: RFC 7606 treat-as-withdraw, or a loop through our own AS. From
+/// the decoder to the session, the API and the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[serde(tag = "kind", content = "attribute", rename_all = "snake_case")]
+pub enum WithdrawReason {
+    /// A recognised attribute's value is malformed (its type code).
+    #[error("malformed {}", attr_name(*.0))]
+    Malformed(u8),
+    /// A recognised attribute carries the wrong optional or transitive flag (RFC 7606 §3(c)).
+    #[error("wrong flags on {}", attr_name(*.0))]
+    Flags(u8),
+    /// A well-known mandatory attribute is missing (RFC 7606 §3(d)).
+    #[error("missing {}", attr_name(*.0))]
+    Missing(u8),
+    /// An attribute's length overruns the path attributes, or too few octets are left for one (RFC 7606 §4).
+    #[error("attribute lengths overrun the path attributes")]
+    Overrun,
+    /// The AS path holds the local AS (RFC 4271 §9.1.2).
+    #[error("AS path loop")]
+    AsPathLoop,
+}
+
+/// The name of a path attribute type code, as RFCs spell it.
+pub fn attr_name(kind: u8) -> &'static str {
+    match kind {
+        1 => "ORIGIN",
+        2 => "AS_PATH",
+        3 => "NEXT_HOP",
+        4 => "MULTI_EXIT_DISC",
+        5 => "LOCAL_PREF",
+        6 => "ATOMIC_AGGREGATE",
+        7 => "AGGREGATOR",
+        8 => "COMMUNITIES",
+        14 => "MP_REACH_NLRI",
+        15 => "MP_UNREACH_NLRI",
+        17 => "AS4_PATH",
+        18 => "AS4_AGGREGATOR",
+        32 => "LARGE_COMMUNITY",
+        _ => "attribute",
+    }
+}
+
 /// A message could not be decoded; the session answers with this NOTIFICATION and closes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason} (notification {code}/{subcode})")]

@@ -15,7 +15,7 @@ use ipnet::{IpNet, Ipv4Net};
 use super::attribute::{
     self, decode_prefixes, encode_prefix, prefix_len_bytes, Attrs, MpReach, MpUnreach, AFI_IPV4,
 };
-use super::error::{code, subcode, DecodeError, Result};
+use super::error::{code, subcode, DecodeError, Result, WithdrawReason};
 
 /// Header length.
 pub const HEADER_LEN: usize = 19;
@@ -52,6 +52,8 @@ pub enum Capability {
     GracefulRestart {
         /// R bit: the sender has restarted.
         restarting: bool,
+        /// N bit (RFC 8538): the sender also keeps routes over a NOTIFICATION other than Hard Reset.
+        notification: bool,
         /// Restart time in seconds (12 bits).
         time: u16,
         /// (AFI, SAFI, forwarding state preserved).
@@ -75,10 +77,12 @@ impl Capability {
             Capability::RouteRefresh => (2, vec![]),
             Capability::GracefulRestart {
                 restarting,
+                notification,
                 time,
                 families,
             } => {
-                let first = (u16::from(*restarting) << 15) | (time & 0x0fff);
+                let first =
+                    (u16::from(*restarting) << 15) | (u16::from(*notification) << 14) | (time & 0x0fff);
                 let mut v = first.to_be_bytes().to_vec();
                 for (afi, safi, fwd) in families {
                     v.extend_from_slice(&afi.to_be_bytes());
@@ -110,6 +114,7 @@ impl Capability {
                     .collect();
                 Capability::GracefulRestart {
                     restarting: first & 0x8000 != 0,
+                    notification: first & 0x4000 != 0,
                     time: first & 0x0fff,
                     families,
                 }
@@ -167,7 +172,7 @@ pub struct Update {
     /// MP_UNREACH_NLRI.
     pub mp_unreach: Option<MpUnreach>,
     /// RFC 7606: an attribute was malformed; every route of this UPDATE is to be treated as withdrawn.
-    pub treat_as_withdraw: Option<String>,
+    pub treat_as_withdraw: Option<WithdrawReason>,
 }
 
 impl Update {
@@ -403,12 +408,15 @@ impl Codec {
             .ok_or_else(|| DecodeError::new(code::UPDATE, subcode::INVALID_NETWORK, "malformed NLRI"))?);
         let d = attribute::decode_attrs(attrs, self.four_octet_as)?;
         let mut treat_as_withdraw = d.withdraw;
-        // RFC 4271 §6.3 / RFC 7606 §3(d): NLRI without ORIGIN, AS_PATH or NEXT_HOP are treated as withdrawn.
+        // RFC 4271 §6.3 / RFC 7606 §3(d): NLRI without ORIGIN, AS_PATH or NEXT_HOP are treated as withdrawn
+        // (AS_PATH may be empty towards iBGP, but never absent).
         if treat_as_withdraw.is_none() && (!nlri.is_empty() || d.mp_reach.is_some()) {
             if d.attrs.origin.is_none() {
-                treat_as_withdraw = Some("missing ORIGIN".into());
+                treat_as_withdraw = Some(WithdrawReason::Missing(attribute::kind::ORIGIN));
+            } else if !d.as_path_seen {
+                treat_as_withdraw = Some(WithdrawReason::Missing(attribute::kind::AS_PATH));
             } else if !nlri.is_empty() && d.attrs.next_hop.is_none() {
-                treat_as_withdraw = Some("missing NEXT_HOP".into());
+                treat_as_withdraw = Some(WithdrawReason::Missing(attribute::kind::NEXT_HOP));
             }
         }
         Ok(Update {
@@ -722,6 +730,7 @@ mod tests {
                 Capability::FourOctetAs(4_200_000_001),
                 Capability::GracefulRestart {
                     restarting: true,
+                    notification: true,
                     time: 120,
                     families: vec![(1, 1, true)],
                 },

@@ -6,5 +6,5 @@ pub mod error;
 pub mod message;
 
 pub use attribute::{AsPath, Attrs, MpNextHop, MpReach, MpUnreach, Origin, Segment};
-pub use error::DecodeError;
+pub use error::{DecodeError, WithdrawReason};
 pub use message::{Capability, Codec, Message, Notification, Open, RouteRefresh, Update};

@@ -1,0 +1,370 @@
+//! The control API on the node's Unix socket (mode 0660): JSON in and out, the types shared with the CLI in
+//! [`crate::api`].
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anylb_dataplane::stats::DropReason;
+use anylb_healthcheck::monitor::Key;
+use anylb_routing::speaker::Speaker;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ipnet::IpNet;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::{Control, Node};
+use crate::api;
+
+type Shared = Arc<Node>;
+
+fn err(code: StatusCode, e: impl ToString) -> Response {
+    (code, Json(api::ApiError { error: e.to_string() })).into_response()
+}
+
+async fn status(State(n): State<Shared>) -> Json<api::Status> {
+    let cfg = n
+        .cfg
+        .lock()
+        .map(|c| (c.cluster.clone(), c.node.name.clone()))
+        .unwrap_or_default();
+    Json(api::Status {
+        cluster: cfg.0,
+        node: cfg.1,
+        uptime_secs: n.started.elapsed().as_secs(),
+        workers: n.runtime.stats().len(),
+        steering: format!("{:?}", n.runtime.steering()),
+        forwarding: n.forwarding.load(Ordering::Relaxed),
+        drained: n.drained.load(Ordering::Relaxed),
+        config: n.config_path.display().to_string(),
+    })
+}
+
+async fn bgp_neighbors(State(n): State<Shared>) -> Response {
+    match &n.speaker {
+        Some(s) => Json(s.neighbors()).into_response(),
+        None => Json(Vec::<serde_json::Value>::new()).into_response(),
+    }
+}
+
+fn community(c: u32) -> String {
+    anylb_conf::Community(c).to_string()
+}
+
+async fn advertised(State(n): State<Shared>) -> Json<Vec<api::AdvertisedRoute>> {
+    let v = n.speaker.as_ref().map(Speaker::advertised).unwrap_or_default();
+    Json(
+        v.into_iter()
+            .map(|(p, a)| api::AdvertisedRoute {
+                prefix: p.to_string(),
+                communities: a.communities.iter().map(|c| community(*c)).collect(),
+                large_communities: a
+                    .large_communities
+                    .iter()
+                    .map(|(g, x, y)| format!("{g}:{x}:{y}"))
+                    .collect(),
+                med: a.med,
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct NeighborQ {
+    neighbor: Option<IpAddr>,
+}
+
+async fn received(State(n): State<Shared>, Query(q): Query<NeighborQ>) -> Json<Vec<api::ReceivedRoute>> {
+    let v = n
+        .speaker
+        .as_ref()
+        .map(|s| s.received(q.neighbor))
+        .unwrap_or_default();
+    Json(
+        v.into_iter()
+            .map(|(nb, p, r)| api::ReceivedRoute {
+                neighbor: nb.to_string(),
+                prefix: p.to_string(),
+                next_hop: r.next_hop.to_string(),
+                as_path: r
+                    .attrs
+                    .as_path
+                    .0
+                    .iter()
+                    .map(|s| match s {
+                        anylb_routing::packet::Segment::Sequence(v) => {
+                            v.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+                        }
+                        anylb_routing::packet::Segment::Set(v) => format!(
+                            "{{{}}}",
+                            v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                        ),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                local_pref: r.attrs.local_pref,
+                med: r.attrs.med,
+            })
+            .collect(),
+    )
+}
+
+async fn routes(State(n): State<Shared>) -> Json<Vec<api::FibRoute>> {
+    let Some(snap) = n.runtime.current() else {
+        return Json(Vec::new());
+    };
+    let mut v: Vec<api::FibRoute> = snap
+        .routes
+        .routes()
+        .map(|(len, key, r)| {
+            let v4 = anylb_dataplane::flow::is_v4(&key);
+            let (addr, plen) = if v4 {
+                (anylb_dataplane::flow::to_ip(&key), len - 96)
+            } else {
+                (IpAddr::V6(key.into()), len)
+            };
+            api::FibRoute {
+                prefix: format!("{addr}/{plen}"),
+                next_hops: r
+                    .hops
+                    .iter()
+                    .map(|h| {
+                        let dev = snap
+                            .ports
+                            .get(usize::from(h.port))
+                            .map_or_else(|| h.port.to_string(), |p| p.name.clone());
+                        match h.via {
+                            Some(v) => format!("via {} dev {dev}", anylb_dataplane::flow::to_ip(&v)),
+                            None => format!("dev {dev}"),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    Json(v)
+}
+
+async fn services(State(n): State<Shared>) -> Json<Vec<api::ServiceRow>> {
+    let cfg = match n.cfg.lock() {
+        Ok(c) => c.clone(),
+        Err(_) => return Json(Vec::new()),
+    };
+    let health = n.monitor().map(|m| m.services()).unwrap_or_default();
+    let announced = n.announced.lock().map(|a| a.clone()).unwrap_or_default();
+    Json(
+        cfg.services
+            .iter()
+            .map(|s| {
+                let h = health.iter().find(|x| x.name == s.name);
+                api::ServiceRow {
+                    name: s.name.clone(),
+                    vip: s.vip.to_string(),
+                    port: s.port.to_string(),
+                    protocol: format!("{:?}", s.protocol).to_lowercase(),
+                    scheduler: format!("{:?}", s.scheduler).to_lowercase(),
+                    forwarding: format!("{:?}", s.forwarding).to_lowercase(),
+                    healthy: h.map_or(0, |x| x.healthy),
+                    backends: s.backends.len() as u32,
+                    min_healthy: s.min_healthy(),
+                    announced: announced.contains_key(&IpNet::from(s.vip)),
+                }
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct ServiceQ {
+    service: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn backends(State(n): State<Shared>, Query(q): Query<ServiceQ>) -> Response {
+    let Some(m) = n.monitor() else {
+        return err(StatusCode::INTERNAL_SERVER_ERROR, "no monitor");
+    };
+    if let Some(s) = &q.service {
+        let known = n
+            .cfg
+            .lock()
+            .is_ok_and(|c| c.services.iter().any(|x| &x.name == s));
+        if !known {
+            return err(StatusCode::NOT_FOUND, format!("no service named {s:?}"));
+        }
+    }
+    Json(m.backends(q.service.as_deref())).into_response()
+}
+
+async fn neighbors(State(n): State<Shared>) -> Response {
+    let rt = n.runtime.clone();
+    // The workers answer between bursts; do not hold an executor thread meanwhile.
+    match tokio::task::spawn_blocking(move || rt.neighbors()).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn conns(State(n): State<Shared>, Query(q): Query<ServiceQ>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(100_000);
+    let rt = n.runtime.clone();
+    let vips: Option<Vec<(IpAddr, String)>> = match &q.service {
+        Some(s) => {
+            let cfg = n.cfg.lock().ok().map(|c| c.clone());
+            let Some(svc) = cfg.and_then(|c| c.services.iter().find(|x| &x.name == s).cloned()) else {
+                return err(StatusCode::NOT_FOUND, format!("no service named {s:?}"));
+            };
+            Some(vec![(svc.vip, svc.port.to_string())])
+        }
+        None => None,
+    };
+    let want = if vips.is_some() { 100_000 } else { limit };
+    let list = tokio::task::spawn_blocking(move || rt.connections(want))
+        .await
+        .unwrap_or_default();
+    let list: Vec<_> = list
+        .into_iter()
+        .filter(|c| {
+            vips.as_ref().is_none_or(|v| {
+                v.iter().any(|(ip, port)| {
+                    c.vip.ip() == *ip && (port == "all" || *port == c.vip.port().to_string())
+                })
+            })
+        })
+        .take(limit)
+        .collect();
+    Json(list).into_response()
+}
+
+fn stats_value(s: &anylb_dataplane::stats::Stats) -> serde_json::Value {
+    serde_json::json!({
+        "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes, "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes, "fast_path": s.fast_path,
+        "to_kernel": s.to_kernel, "redirected": s.redirected, "peer_forwarded": s.peer_forwarded,
+        "new_connections": s.new_connections,
+        "expired_connections": s.expired_connections, "stack_replies": s.stack_replies, "icmp_errors": s.icmp_errors,
+        "drops": s.total_drops(),
+    })
+}
+
+async fn stats(State(n): State<Shared>) -> Json<api::Stats> {
+    let per = n.runtime.stats();
+    let mut total = anylb_dataplane::stats::Stats::default();
+    for s in &per {
+        total.add(s);
+    }
+    Json(api::Stats {
+        workers: per.iter().map(stats_value).collect(),
+        total: stats_value(&total),
+        drops: DropReason::ALL
+            .iter()
+            .map(|r| (r.name().to_owned(), total.drops_of(*r)))
+            .collect(),
+        ports: n
+            .runtime
+            .ports()
+            .iter()
+            .filter_map(|p| serde_json::to_value(p).ok())
+            .collect(),
+        tx_failed: n.runtime.tx_failed(),
+    })
+}
+
+async fn drain_backend(State(n): State<Shared>, Json(d): Json<api::DrainBackend>) -> Response {
+    let Some(m) = n.monitor() else {
+        return err(StatusCode::INTERNAL_SERVER_ERROR, "no monitor");
+    };
+    let key = Key {
+        service: d.service.clone(),
+        address: d.address,
+        port: d.port,
+    };
+    if !m.set_drained(&key, d.drained) {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("no backend {}:{} in service {:?}", d.address, d.port, d.service),
+        );
+    }
+    let _ = n.control.send(Control::Dirty);
+    let what = if d.drained { "drained" } else { "undrained" };
+    Json(api::Done {
+        message: format!("backend {}:{} of {} {what}", d.address, d.port, d.service),
+        details: vec![],
+    })
+    .into_response()
+}
+
+async fn drain_node(State(n): State<Shared>, Json(d): Json<api::DrainNode>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if n.control.send(Control::NodeDrain(d.drained, tx)).is_err() {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
+    }
+    match rx.await {
+        Ok(m) => Json(api::Done {
+            message: m,
+            details: vec![],
+        })
+        .into_response(),
+        Err(_) => err(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+    }
+}
+
+async fn reload(State(n): State<Shared>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if n.control.send(Control::Reload(tx)).is_err() {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
+    }
+    match rx.await {
+        Ok(Ok(changes)) => {
+            let message = if changes.is_empty() {
+                "no changes".to_owned()
+            } else {
+                format!("{} changes applied", changes.len())
+            };
+            Json(api::Done {
+                message,
+                details: changes,
+            })
+            .into_response()
+        }
+        Ok(Err(e)) => err(StatusCode::BAD_REQUEST, e),
+        Err(_) => err(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+    }
+}
+
+/// The API router.
+pub fn router(n: Shared) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/bgp/neighbors", get(bgp_neighbors))
+        .route("/v1/bgp/routes/advertised", get(advertised))
+        .route("/v1/bgp/routes/received", get(received))
+        .route("/v1/routes", get(routes))
+        .route("/v1/services", get(services))
+        .route("/v1/backends", get(backends))
+        .route("/v1/conns", get(conns))
+        .route("/v1/neighbors", get(neighbors))
+        .route("/v1/stats", get(stats))
+        .route("/v1/backends/drain", post(drain_backend))
+        .route("/v1/node/drain", post(drain_node))
+        .route("/v1/reload", post(reload))
+        .with_state(n)
+}
+
+/// Serves the API on the node's Unix socket.
+pub async fn serve(n: Shared, path: PathBuf) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let l = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+    tracing::info!(socket = %path.display(), "control API listening");
+    axum::serve(l, router(n)).await
+}
