@@ -186,12 +186,8 @@ fn anylb(input_s: &str, secs: u64, name: &str) {
         exception_taps: false,
     };
     let mut builder = Builder::default();
-    let rt = Runtime::start(&cfg, |macs| {
-        builder
-            .build(&node, macs, 1, &Overrides::default())
-            .map_err(|e| e.to_string())
-    })
-    .expect("runtime");
+    let rt =
+        Runtime::start(&cfg, |macs| builder.build(&node, macs, 1, &Overrides::default())).expect("runtime");
     std::thread::sleep(Duration::from_millis(500));
     let before = rt.stats()[0].clone();
     let t0 = Instant::now();

@@ -85,16 +85,52 @@ pub enum Error {
     /// A DPDK call failed.
     #[error(transparent)]
     Dpdk(#[from] dpdk_sys::Error),
-    /// The configuration cannot work.
-    #[error("{0}")]
-    Config(String),
+    /// No worker core is configured.
+    #[error("at least one worker core is needed")]
+    NoWorkers,
+    /// A port cannot give every worker a queue.
+    #[error("port {port} ({driver}) has {have} RX queues, {need} workers need one each")]
+    TooFewQueues {
+        /// The port's name.
+        port: String,
+        /// Its driver.
+        driver: String,
+        /// Queues it has.
+        have: u16,
+        /// Queues needed.
+        need: usize,
+    },
+    /// The first snapshot cannot be built from the topology.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::BuildError),
     /// Setting up the kernel interface failed.
-    #[error("exception interface {iface}: {reason}")]
+    #[error("exception interface {iface}: {source}")]
     Tap {
         /// Interface name.
         iface: String,
-        /// What failed.
-        reason: String,
+        /// The `ip` command that failed.
+        source: IpCmdError,
+    },
+}
+
+/// An `ip` command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IpCmdError {
+    /// It could not be run.
+    #[error("ip {command}: {source}")]
+    Spawn {
+        /// Its arguments.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It ran and failed.
+    #[error("ip {command}: {stderr}")]
+    Failed {
+        /// Its arguments.
+        command: String,
+        /// What it printed.
+        stderr: String,
     },
 }
 
@@ -362,17 +398,20 @@ fn mac_str(m: &Mac) -> String {
 }
 
 /// Runs `ip` with arguments; an error names the command.
-fn ip_cmd(args: &[&str]) -> Result<(), String> {
+fn ip_cmd(args: &[&str]) -> Result<(), IpCmdError> {
+    let command = args.join(" ");
     let out = std::process::Command::new("ip")
         .args(args)
         .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+        .map_err(|source| IpCmdError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(IpCmdError::Failed {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(())
 }
@@ -447,10 +486,10 @@ impl Runtime {
     /// `first` as their snapshot builder: `first(macs)` builds the first snapshot from the ports' MACs.
     pub fn start(
         cfg: &Config,
-        first: impl FnOnce(&[Mac]) -> Result<Snapshot, String>,
+        first: impl FnOnce(&[Mac]) -> Result<Snapshot, crate::snapshot::BuildError>,
     ) -> Result<Runtime, Error> {
         if cfg.workers.is_empty() {
-            return Err(Error::Config("at least one worker core is needed".into()));
+            return Err(Error::NoWorkers);
         }
         let args = Self::eal_args(cfg);
         tracing::info!(args = %args.join(" "), "initialising the DPDK EAL");
@@ -464,70 +503,14 @@ impl Runtime {
             2048 + 128,
             dpdk_sys::socket_id(),
         )?);
-        let mut ports = Vec::new();
-        for (i, p) in cfg.ports.iter().enumerate() {
-            let name = match vdev_name(&p.device) {
-                Some(n) => n.to_owned(),
-                None => p.device.clone(),
-            };
-            let port = Port::by_name(&eal, &name)?;
-            let info = port.info()?;
-            let pc = PortConfig {
-                rx_queues: nworkers as u16,
-                tx_queues: nworkers as u16,
-                rss: true,
-                rx_checksum: true,
-                descriptors: cfg.descriptors,
-            };
-            if usize::from(info.max_rx_queues) < nworkers {
-                return Err(Error::Config(format!(
-                    "port {} ({}) has {} RX queues, {} workers need one each",
-                    p.name, info.driver, info.max_rx_queues, nworkers
-                )));
-            }
-            let (rss, rx_csum) = port.configure(&pc, &pool)?;
-            if let Err(e) = port.set_mtu(p.mtu) {
-                tracing::warn!(port = %p.name, error = %e, "MTU not set");
-            }
-            let _ = port.promiscuous();
-            port.start()?;
-            let mac = port.mac()?;
-            let exception = Self::exception_of(cfg, p);
-            let (tap, tap_name) = if exception == Exception::Tap {
-                let iface = tap_iface(&p.name);
-                let tap = Port::by_name(&eal, &format!("net_tap{i}"))?;
-                tap.configure(
-                    &PortConfig {
-                        rx_queues: 1,
-                        tx_queues: nworkers as u16,
-                        rss: false,
-                        rx_checksum: false,
-                        descriptors: cfg.descriptors,
-                    },
-                    &pool,
-                )?;
-                tap.start()?;
-                Self::setup_tap(&iface, &mac, p).map_err(|reason| Error::Tap {
-                    iface: iface.clone(),
-                    reason,
-                })?;
-                (Some(tap), Some(iface))
-            } else {
-                (None, None)
-            };
-            tracing::info!(port = %p.name, driver = %info.driver, mac = %mac_str(&mac), rss, rx_checksum_offload = rx_csum,
-                tx_checksum_offload_available = info.tx_checksum, exception = ?exception, "port started");
-            ports.push(OpenPort {
-                name: p.name.clone(),
-                port,
-                mac,
-                exception,
-                tap,
-                tap_iface: tap_name,
-            });
-        }
+        let ports = cfg
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Self::open_port(&eal, cfg, i, p, &pool))
+            .collect::<Result<Vec<_>, Error>>()?;
         let macs: Vec<Mac> = ports.iter().map(|p| p.mac).collect();
-        let snap = Arc::new(first(&macs).map_err(Error::Config)?);
+        let snap = Arc::new(first(&macs)?);
 
         // Steering of replies.
         let mut rules = Vec::new();
@@ -547,18 +530,7 @@ impl Runtime {
         };
         tracing::info!(steering = ?steering, workers = nworkers, "reply steering");
 
-        let mut rings = Vec::new();
-        for from in 0..nworkers {
-            let mut row = Vec::new();
-            for to in 0..nworkers {
-                row.push(if from == to {
-                    None
-                } else {
-                    Some(Ring::new(&eal, &format!("al_r{from}_{to}"), 4096)?)
-                });
-            }
-            rings.push(row);
-        }
+        let rings = Self::rings(&eal, nworkers)?;
         let inject = (0..nworkers)
             .map(|w| Ring::new(&eal, &format!("al_inj{w}"), 1024))
             .collect::<Result<Vec<_>, _>>()?;
@@ -603,7 +575,92 @@ impl Runtime {
         })
     }
 
-    fn setup_tap(iface: &str, mac: &Mac, p: &PortSpec) -> Result<(), String> {
+    /// Opens port `i` of the topology (`p`): one RX and TX queue per worker, MTU, promiscuous mode, and the TAP
+    /// exception interface when it has one.
+    fn open_port(eal: &Eal, cfg: &Config, i: usize, p: &PortSpec, pool: &Mempool) -> Result<OpenPort, Error> {
+        let nworkers = cfg.workers.len();
+        let name = match vdev_name(&p.device) {
+            Some(n) => n.to_owned(),
+            None => p.device.clone(),
+        };
+        let port = Port::by_name(eal, &name)?;
+        let info = port.info()?;
+        let pc = PortConfig {
+            rx_queues: nworkers as u16,
+            tx_queues: nworkers as u16,
+            rss: true,
+            rx_checksum: true,
+            descriptors: cfg.descriptors,
+        };
+        if usize::from(info.max_rx_queues) < nworkers {
+            return Err(Error::TooFewQueues {
+                port: p.name.clone(),
+                driver: info.driver.clone(),
+                have: info.max_rx_queues,
+                need: nworkers,
+            });
+        }
+        let (rss, rx_csum) = port.configure(&pc, pool)?;
+        if let Err(e) = port.set_mtu(p.mtu) {
+            tracing::warn!(port = %p.name, error = %e, "MTU not set");
+        }
+        let _ = port.promiscuous();
+        port.start()?;
+        let mac = port.mac()?;
+        let exception = Self::exception_of(cfg, p);
+        let (tap, tap_name) = if exception == Exception::Tap {
+            let iface = tap_iface(&p.name);
+            let tap = Port::by_name(eal, &format!("net_tap{i}"))?;
+            tap.configure(
+                &PortConfig {
+                    rx_queues: 1,
+                    tx_queues: nworkers as u16,
+                    rss: false,
+                    rx_checksum: false,
+                    descriptors: cfg.descriptors,
+                },
+                pool,
+            )?;
+            tap.start()?;
+            Self::setup_tap(&iface, &mac, p).map_err(|source| Error::Tap {
+                iface: iface.clone(),
+                source,
+            })?;
+            (Some(tap), Some(iface))
+        } else {
+            (None, None)
+        };
+        tracing::info!(port = %p.name, driver = %info.driver, mac = %mac_str(&mac), rss, rx_checksum_offload = rx_csum,
+            tx_checksum_offload_available = info.tx_checksum, exception = ?exception, "port started");
+        Ok(OpenPort {
+            name: p.name.clone(),
+            port,
+            mac,
+            exception,
+            tap,
+            tap_iface: tap_name,
+        })
+    }
+
+    /// One ring per ordered pair of workers, for frames one hands to another.
+    fn rings(eal: &Eal, nworkers: usize) -> Result<Vec<Vec<Option<Ring>>>, Error> {
+        let mut rings = Vec::new();
+        for from in 0..nworkers {
+            let mut row = Vec::new();
+            for to in 0..nworkers {
+                row.push(if from == to {
+                    None
+                } else {
+                    Some(Ring::new(eal, &format!("al_r{from}_{to}"), 4096)?)
+                });
+            }
+            rings.push(row);
+        }
+        Ok(rings)
+    }
+
+    /// Gives TAP interface `iface` the port's MAC, MTU and addresses, and brings it up.
+    fn setup_tap(iface: &str, mac: &Mac, p: &PortSpec) -> Result<(), IpCmdError> {
         ip_cmd(&["link", "set", "dev", iface, "address", &mac_str(mac)])?;
         ip_cmd(&["link", "set", "dev", iface, "mtu", &p.mtu.to_string()])?;
         for (a, len) in &p.addresses {
@@ -835,7 +892,7 @@ fn send(port: &Port, queue: u16, frames: &mut Vec<Mbuf>, failed: &AtomicU64) {
     }
 }
 
-/// One worker: polls its queue of every port, its rings and the TAPs (worker 0), runs the engine, sends.
+/// One worker's loop on its lcore until the runtime stops.
 fn worker_loop(
     wid: u16,
     shared: Arc<Shared>,
@@ -844,159 +901,257 @@ fn worker_loop(
     first: Arc<Snapshot>,
     learned: mpsc::Receiver<(u16, Addr, Mac)>,
 ) -> i32 {
-    let nports = ports.len();
-    // DPDK port id → topology port index.
-    let max_id = ports.iter().map(|p| usize::from(p.port.id())).max().unwrap_or(0);
-    let mut by_id = vec![u16::MAX; max_id + 1];
-    for (i, p) in ports.iter().enumerate() {
-        by_id[usize::from(p.port.id())] = i as u16;
-    }
-    let mut generation = first.generation;
-    let mut w: Worker<Mbuf> = Worker::new(wid, first);
-    let mut alloc = PoolAlloc(pool);
-    let mut out: Output<Mbuf> = Output::new(false);
-    let mut rx: Vec<Mbuf> = Vec::with_capacity(64);
-    let mut run: Vec<Mbuf> = Vec::with_capacity(32);
-    let mut per_port_tx: Vec<Vec<Mbuf>> = (0..nports).map(|_| Vec::with_capacity(64)).collect();
-    let mut per_port_kernel: Vec<Vec<Mbuf>> = (0..nports).map(|_| Vec::with_capacity(64)).collect();
-    let mut per_worker: Vec<Vec<Mbuf>> = (0..shared.published.len()).map(|_| Vec::new()).collect();
-    let nworkers = shared.published.len();
-    let mut last_publish = 0u64;
-    let mut idle = 0u32;
-    let (mut loops, mut tap_busy) = (0u32, false);
-    let tx_queue = wid;
+    let mut l = Lcore::new(wid, shared, ports, pool, first, learned);
     tracing::info!(worker = wid, lcore = dpdk_sys::lcore_id(), "worker running");
-    while !shared.stop.load(Ordering::Relaxed) {
-        let now_ms = shared.started.elapsed().as_millis() as u64;
-        let g = shared.generation.load(Ordering::Acquire);
-        if g != generation {
-            if let Ok(s) = shared.snapshot.lock() {
-                w.set_snapshot(s.clone());
-            }
-            generation = g;
+    while !l.shared.stop.load(Ordering::Relaxed) {
+        let now_ms = l.shared.started.elapsed().as_millis() as u64;
+        l.follow_snapshot();
+        let busy = l.receive(now_ms) | l.receive_rings(now_ms) | l.forward_taps();
+        if !busy {
+            l.w.poll(now_ms, &mut l.alloc, &mut l.out);
         }
+        l.dispatch();
+        l.answer(now_ms);
+        l.pace(busy);
+    }
+    l.shared.published[usize::from(wid)].store(&l.w.stats, l.shared.started.elapsed().as_millis() as u64);
+    0
+}
+
+/// A worker's state on its lcore: the engine, its buffers, and what it shares with the runtime.
+struct Lcore {
+    wid: u16,
+    shared: Arc<Shared>,
+    ports: Arc<Vec<OpenPort>>,
+    learned: mpsc::Receiver<(u16, Addr, Mac)>,
+    /// DPDK port id → topology port index.
+    by_id: Vec<u16>,
+    generation: u64,
+    w: Worker<Mbuf>,
+    alloc: PoolAlloc,
+    out: Output<Mbuf>,
+    rx: Vec<Mbuf>,
+    run: Vec<Mbuf>,
+    per_port_tx: Vec<Vec<Mbuf>>,
+    per_port_kernel: Vec<Vec<Mbuf>>,
+    per_worker: Vec<Vec<Mbuf>>,
+    last_publish: u64,
+    idle: u32,
+    loops: u32,
+    tap_busy: bool,
+}
+
+impl Lcore {
+    fn new(
+        wid: u16,
+        shared: Arc<Shared>,
+        ports: Arc<Vec<OpenPort>>,
+        pool: Arc<Mempool>,
+        first: Arc<Snapshot>,
+        learned: mpsc::Receiver<(u16, Addr, Mac)>,
+    ) -> Lcore {
+        let nports = ports.len();
+        let max_id = ports.iter().map(|p| usize::from(p.port.id())).max().unwrap_or(0);
+        let mut by_id = vec![u16::MAX; max_id + 1];
+        for (i, p) in ports.iter().enumerate() {
+            by_id[usize::from(p.port.id())] = i as u16;
+        }
+        let nworkers = shared.published.len();
+        Lcore {
+            wid,
+            generation: first.generation,
+            w: Worker::new(wid, first),
+            alloc: PoolAlloc(pool),
+            out: Output::new(false),
+            rx: Vec::with_capacity(64),
+            run: Vec::with_capacity(32),
+            per_port_tx: (0..nports).map(|_| Vec::with_capacity(64)).collect(),
+            per_port_kernel: (0..nports).map(|_| Vec::with_capacity(64)).collect(),
+            per_worker: (0..nworkers).map(|_| Vec::new()).collect(),
+            by_id,
+            shared,
+            ports,
+            learned,
+            last_publish: 0,
+            idle: 0,
+            loops: 0,
+            tap_busy: false,
+        }
+    }
+
+    /// Switches to the newest published snapshot.
+    fn follow_snapshot(&mut self) {
+        let g = self.shared.generation.load(Ordering::Acquire);
+        if g != self.generation {
+            if let Ok(s) = self.shared.snapshot.lock() {
+                self.w.set_snapshot(s.clone());
+            }
+            self.generation = g;
+        }
+    }
+
+    /// A burst from this worker's queue of every port; whether anything came.
+    fn receive(&mut self, now_ms: u64) -> bool {
         let mut busy = false;
-        for (pi, p) in ports.iter().enumerate() {
-            rx.clear();
-            if p.port.rx_burst(wid, &mut rx, 32) > 0 {
+        for (pi, p) in self.ports.iter().enumerate() {
+            self.rx.clear();
+            if p.port.rx_burst(self.wid, &mut self.rx, 32) > 0 {
                 busy = true;
-                w.process(now_ms, pi as u16, rx.drain(..), &mut alloc, &mut out);
+                self.w.process(
+                    now_ms,
+                    pi as u16,
+                    self.rx.drain(..),
+                    &mut self.alloc,
+                    &mut self.out,
+                );
             }
         }
-        // Frames from other workers and from the control thread keep their input port in the mbuf.
-        let sources = shared
+        busy
+    }
+
+    /// Frames from other workers and from the control thread; they keep their input port in the mbuf.
+    fn receive_rings(&mut self, now_ms: u64) -> bool {
+        let mut busy = false;
+        let wid = usize::from(self.wid);
+        let sources = self
+            .shared
             .rings
             .iter()
-            .filter_map(|row| row[usize::from(wid)].as_ref())
-            .chain(std::iter::once(&shared.inject[usize::from(wid)]));
+            .filter_map(|row| row[wid].as_ref())
+            .chain(std::iter::once(&self.shared.inject[wid]));
         for ring in sources {
-            rx.clear();
-            if ring.dequeue(&mut rx, 32) > 0 {
+            self.rx.clear();
+            if ring.dequeue(&mut self.rx, 32) > 0 {
                 busy = true;
                 // One engine call per run of frames from the same port (timers run once per call).
-                let mut frames = rx.drain(..).peekable();
+                let mut frames = self.rx.drain(..).peekable();
                 while let Some(first) = frames.next() {
-                    let port = by_id.get(usize::from(first.port())).copied().unwrap_or(0);
+                    let port = self.by_id.get(usize::from(first.port())).copied().unwrap_or(0);
                     let id = first.port();
-                    run.push(first);
+                    self.run.push(first);
                     while let Some(m) = frames.next_if(|m| m.port() == id) {
-                        run.push(m);
+                        self.run.push(m);
                     }
-                    w.process(now_ms, port, run.drain(..), &mut alloc, &mut out);
+                    self.w
+                        .process(now_ms, port, self.run.drain(..), &mut self.alloc, &mut self.out);
                 }
             }
         }
-        // The kernel's frames leave through their port (worker 0 polls the TAPs). Reading a TAP is a system
-        // call, so it is polled every TAP_EVERY turns of the loop, and again at once while it has frames.
-        loops = loops.wrapping_add(1);
-        if wid == 0 && (tap_busy || loops % TAP_EVERY == 0) {
-            tap_busy = false;
-            for p in ports.iter() {
-                if let Some(tap) = &p.tap {
-                    rx.clear();
-                    if tap.rx_burst(0, &mut rx, 32) > 0 {
-                        busy = true;
-                        tap_busy = true;
-                        send(&p.port, tx_queue, &mut rx, &shared.tx_failed);
-                    }
+        busy
+    }
+
+    /// The kernel's frames leave through their port (worker 0 polls the TAPs). Reading a TAP is a system call,
+    /// so it is polled every TAP_EVERY turns of the loop, and again at once while it has frames.
+    fn forward_taps(&mut self) -> bool {
+        self.loops = self.loops.wrapping_add(1);
+        if self.wid != 0 || !(self.tap_busy || self.loops % TAP_EVERY == 0) {
+            return false;
+        }
+        self.tap_busy = false;
+        for p in self.ports.iter() {
+            if let Some(tap) = &p.tap {
+                self.rx.clear();
+                if tap.rx_burst(0, &mut self.rx, 32) > 0 {
+                    self.tap_busy = true;
+                    send(&p.port, self.wid, &mut self.rx, &self.shared.tx_failed);
                 }
             }
         }
-        if !busy {
-            w.poll(now_ms, &mut alloc, &mut out);
-        }
-        for (port, f) in out.tx.drain(..) {
-            if let Some(v) = per_port_tx.get_mut(usize::from(port)) {
+        self.tap_busy
+    }
+
+    /// Sends what the engine produced: frames by port, the kernel's to the TAPs, other workers' over rings,
+    /// learnt neighbours to the other workers (and theirs into this one).
+    fn dispatch(&mut self) {
+        let wid = usize::from(self.wid);
+        for (port, f) in self.out.tx.drain(..) {
+            if let Some(v) = self.per_port_tx.get_mut(usize::from(port)) {
                 v.push(f);
             }
         }
-        for (port, f) in out.kernel.drain(..) {
-            if let Some(v) = per_port_kernel.get_mut(usize::from(port)) {
+        for (port, f) in self.out.kernel.drain(..) {
+            if let Some(v) = self.per_port_kernel.get_mut(usize::from(port)) {
                 v.push(f);
             }
         }
-        for (to, f) in out.redirect.drain(..) {
-            if let Some(v) = per_worker.get_mut(usize::from(to)) {
+        for (to, f) in self.out.redirect.drain(..) {
+            if let Some(v) = self.per_worker.get_mut(usize::from(to)) {
                 v.push(f);
             }
         }
-        for n in out.learned.drain(..) {
-            for (i, tx) in shared.neighbors.iter().enumerate() {
-                if i != usize::from(wid) {
+        for n in self.out.learned.drain(..) {
+            for (i, tx) in self.shared.neighbors.iter().enumerate() {
+                if i != wid {
                     let _ = tx.send(n);
                 }
             }
         }
-        while let Ok((port, a, mac)) = learned.try_recv() {
-            w.learn_neighbor(port, &a, mac, &mut out);
+        while let Ok((port, a, mac)) = self.learned.try_recv() {
+            self.w.learn_neighbor(port, &a, mac, &mut self.out);
         }
-        for (pi, p) in ports.iter().enumerate() {
-            send(&p.port, tx_queue, &mut per_port_tx[pi], &shared.tx_failed);
+        for (pi, p) in self.ports.iter().enumerate() {
+            send(
+                &p.port,
+                self.wid,
+                &mut self.per_port_tx[pi],
+                &self.shared.tx_failed,
+            );
             match &p.tap {
-                Some(tap) => send(tap, tx_queue, &mut per_port_kernel[pi], &shared.tx_failed),
-                None => per_port_kernel[pi].clear(),
+                Some(tap) => send(
+                    tap,
+                    self.wid,
+                    &mut self.per_port_kernel[pi],
+                    &self.shared.tx_failed,
+                ),
+                None => self.per_port_kernel[pi].clear(),
             }
         }
-        for (to, frames) in per_worker.iter_mut().enumerate() {
-            if frames.is_empty() || to >= nworkers {
+        for (to, frames) in self.per_worker.iter_mut().enumerate() {
+            if frames.is_empty() {
                 continue;
             }
-            if let Some(Some(ring)) = shared.rings[usize::from(wid)].get(to) {
+            if let Some(Some(ring)) = self.shared.rings[wid].get(to) {
                 ring.enqueue(frames);
             }
             frames.clear();
         }
-        let want = shared.ask_req[usize::from(wid)].swap(0, Ordering::AcqRel);
+    }
+
+    /// Answers the control thread's question, if any, and publishes the counters once a millisecond.
+    fn answer(&mut self, now_ms: u64) {
+        let wid = usize::from(self.wid);
+        let want = self.shared.ask_req[wid].swap(0, Ordering::AcqRel);
         if want > 0 {
             let answer = if want == ASK_NEIGHBORS {
-                Answer::Neighbors(sample_neighbors(&w, &shared.port_names))
+                Answer::Neighbors(sample_neighbors(&self.w, &self.shared.port_names))
             } else {
-                Answer::Conns(sample_conns(&w, wid, want as usize, now_ms))
+                Answer::Conns(sample_conns(&self.w, self.wid, want as usize, now_ms))
             };
-            if let Ok(mut slot) = shared.ask_resp[usize::from(wid)].lock() {
+            if let Ok(mut slot) = self.shared.ask_resp[wid].lock() {
                 *slot = Some(answer);
             }
         }
-        if now_ms != last_publish {
-            shared.published[usize::from(wid)].store(&w.stats, now_ms);
-            last_publish = now_ms;
+        if now_ms != self.last_publish {
+            self.shared.published[wid].store(&self.w.stats, now_ms);
+            self.last_publish = now_ms;
         }
-        // Adaptive idle: a worker with nothing to do for a while naps briefly, so that on shared cores (small
-        // machines, several nodes on one host) the kernel, FRR and the backends get CPU. A busy worker never
-        // sleeps; an idle one answers within about IDLE_NAP.
+    }
+
+    /// Adaptive idle: a worker with nothing to do for a while naps briefly, so that on shared cores (small
+    /// machines, several nodes on one host) the kernel, FRR and the backends get CPU. A busy worker never
+    /// sleeps; an idle one answers within about IDLE_NAP.
+    fn pace(&mut self, busy: bool) {
         if busy {
-            idle = 0;
+            self.idle = 0;
         } else {
-            idle += 1;
-            if idle >= IDLE_SPINS {
+            self.idle += 1;
+            if self.idle >= IDLE_SPINS {
                 std::thread::sleep(IDLE_NAP);
             } else {
                 std::hint::spin_loop();
             }
         }
     }
-    shared.published[usize::from(wid)].store(&w.stats, shared.started.elapsed().as_millis() as u64);
-    0
 }
 
 /// A worker's neighbour table, for the CLI.

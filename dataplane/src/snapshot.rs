@@ -258,98 +258,14 @@ impl Builder {
     ) -> Result<Snapshot, BuildError> {
         self.generation += 1;
         let node = &cfg.node;
-        let port_no = |name: &str| -> Result<u16, BuildError> {
-            node.dataplane
-                .ports
-                .iter()
-                .position(|p| p.name == name)
-                .map(|i| i as u16)
-                .ok_or_else(|| BuildError::UnknownPort(name.to_owned()))
-        };
-        let mut ports = Vec::new();
-        let mut routes = Table::default();
-        let mut local = FastMap::default();
-        for (i, p) in node.dataplane.ports.iter().enumerate() {
-            let mac = match p.mac {
-                Some(m) => m.0,
-                None => *macs.get(i).ok_or_else(|| BuildError::NoMac(p.name.clone()))?,
-            };
-            let addrs: Vec<(Addr, u8)> = p
-                .addresses
-                .iter()
-                .map(|n| (addr(n.addr()), n.prefix_len()))
-                .collect();
-            for n in &p.addresses {
-                let a = addr(n.network());
-                routes.add_hops(
-                    &a,
-                    n.prefix_len(),
-                    &[NextHop {
-                        via: None,
-                        port: i as u16,
-                    }],
-                );
-                local.insert(addr(n.addr()), Local::Own(i as u16));
-            }
-            ports.push(Port {
-                name: p.name.clone(),
-                mac,
-                mtu: p.mtu(),
-                vlan: p.vlan,
-                addrs,
-            });
-        }
-        let mut routers: Vec<(u16, Addr)> = Vec::new();
-        for r in &node.routes {
-            let hops = r
-                .via
-                .iter()
-                .map(|v| {
-                    let via = addr(*v);
-                    let port = match &r.port {
-                        Some(name) => port_no(name)?,
-                        None => routes.next_hop(&via, 0).map(|h| h.port).unwrap_or(0),
-                    };
-                    Ok(NextHop { via: Some(via), port })
-                })
-                .collect::<Result<Vec<_>, BuildError>>()?;
-            routers.extend(hops.iter().filter_map(|h| Some((h.port, h.via?))));
-            routes.insert(&addr(r.prefix.network()), r.prefix.prefix_len(), Route { hops });
-        }
-        for (prefix, via) in &ov.routes {
-            if node.routes.iter().any(|r| r.prefix == *prefix) {
-                continue;
-            }
-            // Next hops must be on a connected subnet (eBGP single hop); others are ignored.
-            let hops: Vec<NextHop> = via
-                .iter()
-                .filter_map(|v| {
-                    let via = addr(*v);
-                    routes
-                        .next_hop(&via, 0)
-                        .filter(|h| h.via.is_none())
-                        .map(|h| NextHop {
-                            via: Some(via),
-                            port: h.port,
-                        })
-                })
-                .collect();
-            if !hops.is_empty() {
-                routers.extend(hops.iter().filter_map(|h| Some((h.port, h.via?))));
-                routes.insert(&addr(prefix.network()), prefix.prefix_len(), Route { hops });
-            }
-        }
-        let mut lips = Vec::new();
-        for pool in &node.local_addresses {
-            let pr = pool.ports();
-            for a in pool.prefix.hosts().chain(std::iter::once(pool.prefix.network())) {
-                let a = addr(a);
-                if !lips.iter().any(|(x, _, _)| *x == a) {
-                    lips.push((a, pr.start, pr.end));
-                    local.insert(a, Local::Lip);
-                }
-            }
-        }
+        let port_no = |name: &str| port_index(cfg, name);
+        let Connected {
+            ports,
+            mut routes,
+            mut local,
+        } = connected(cfg, macs)?;
+        let mut routers = add_routes(cfg, ov, &mut routes)?;
+        let lips = pools(cfg, &mut local);
         let mut peers = Vec::new();
         for a in &cfg.peers {
             let on = node
@@ -361,47 +277,52 @@ impl Builder {
                 peers.push((port as u16, addr(*a)));
             }
         }
-        let mut snat = Vec::new();
-        for r in &cfg.snat {
-            let out_port = port_no(&r.out_port)?;
-            let pr = r.ports.unwrap_or(anylb_conf::PortRange::DEFAULT_POOL);
-            let mut pool = Vec::new();
-            for n in &r.pool {
-                for a in n.hosts().chain(std::iter::once(n.network())) {
-                    let a = addr(a);
-                    if !pool.iter().any(|(x, _, _)| *x == a) {
-                        pool.push((a, pr.start, pr.end));
-                        local.insert(a, Local::Lip);
-                    }
-                }
-            }
-            let protos = r.protocols();
-            snat.push(Snat {
-                name: r.name.clone(),
-                sources: r
-                    .sources
-                    .iter()
-                    .map(|n| {
-                        let len = if n.addr().is_ipv4() {
-                            n.prefix_len() + 96
-                        } else {
-                            n.prefix_len()
-                        };
-                        (addr(n.network()), len)
-                    })
-                    .collect(),
-                tcp: protos.contains(&anylb_conf::SnatProtocol::Tcp),
-                udp: protos.contains(&anylb_conf::SnatProtocol::Udp),
-                icmp: protos.contains(&anylb_conf::SnatProtocol::Icmp),
-                out_port,
-                pool,
-            });
-        }
+        let snat = snat_rules(cfg, &mut local)?;
         let mut static_neighbors = Vec::new();
         for n in &node.neighbors {
             static_neighbors.push((port_no(&n.port)?, addr(n.address), n.mac.0));
         }
 
+        let Services {
+            services,
+            svc_index,
+            uid_index,
+        } = self.services(cfg, ov, &mut local)?;
+        let transit = services.iter().any(|s| s.forwarding == Forwarding::Nat);
+        Ok(Snapshot {
+            transit,
+            snat,
+            peers,
+            routers: {
+                routers.sort_unstable();
+                routers.dedup();
+                routers
+            },
+            default_timeouts: TickTimeouts::new(&cfg.timeouts, TICK_MS),
+            generation: self.generation,
+            seed: cfg.maglev.seed,
+            workers: workers.max(1),
+            mask: crate::pool::slice_mask(workers),
+            conn_capacity: node.dataplane.connections_per_worker(),
+            ports,
+            services,
+            svc_index,
+            local: AddrTable::new(local),
+            lips,
+            routes,
+            static_neighbors,
+            uid_index,
+        })
+    }
+
+    /// The services of `cfg` (source-NAT rules are not services), their index by VIP, protocol and port, and
+    /// backend ids (stable across snapshots) to their place; VIPs are added to `local`.
+    fn services(
+        &mut self,
+        cfg: &NodeConfig,
+        ov: &Overrides,
+        local: &mut FastMap<Addr, Local>,
+    ) -> Result<Services, BuildError> {
         let mut services = Vec::new();
         let mut svc_index = FastMap::default();
         let mut uid_index = HashMap::new();
@@ -473,32 +394,184 @@ impl Builder {
                 timeouts,
             });
         }
-        let transit = services.iter().any(|s| s.forwarding == Forwarding::Nat);
-        Ok(Snapshot {
-            transit,
-            snat,
-            peers,
-            routers: {
-                routers.sort_unstable();
-                routers.dedup();
-                routers
-            },
-            default_timeouts: TickTimeouts::new(&cfg.timeouts, TICK_MS),
-            generation: self.generation,
-            seed: cfg.maglev.seed,
-            workers: workers.max(1),
-            mask: crate::pool::slice_mask(workers),
-            conn_capacity: node.dataplane.connections_per_worker(),
-            ports,
+        Ok(Services {
             services,
             svc_index,
-            local: AddrTable::new(local),
-            lips,
-            routes,
-            static_neighbors,
             uid_index,
         })
     }
+}
+
+/// The ports of a node with the routes and addresses they bring.
+struct Connected {
+    ports: Vec<Port>,
+    routes: Table,
+    local: FastMap<Addr, Local>,
+}
+
+/// The services of a snapshot with their indexes.
+struct Services {
+    services: Vec<Service>,
+    svc_index: FastMap<(Addr, u8, u16), u16>,
+    uid_index: HashMap<u32, (u16, u16)>,
+}
+
+/// The index of the port named `name`.
+fn port_index(cfg: &NodeConfig, name: &str) -> Result<u16, BuildError> {
+    cfg.node
+        .dataplane
+        .ports
+        .iter()
+        .position(|p| p.name == name)
+        .map(|i| i as u16)
+        .ok_or_else(|| BuildError::UnknownPort(name.to_owned()))
+}
+
+/// The ports with their MACs, the connected routes of their subnets, and the node's own addresses.
+fn connected(cfg: &NodeConfig, macs: &[Mac]) -> Result<Connected, BuildError> {
+    let node = &cfg.node;
+    let mut ports = Vec::new();
+    let mut routes = Table::default();
+    let mut local = FastMap::default();
+    for (i, p) in node.dataplane.ports.iter().enumerate() {
+        let mac = match p.mac {
+            Some(m) => m.0,
+            None => *macs.get(i).ok_or_else(|| BuildError::NoMac(p.name.clone()))?,
+        };
+        let addrs: Vec<(Addr, u8)> = p
+            .addresses
+            .iter()
+            .map(|n| (addr(n.addr()), n.prefix_len()))
+            .collect();
+        for n in &p.addresses {
+            let a = addr(n.network());
+            routes.add_hops(
+                &a,
+                n.prefix_len(),
+                &[NextHop {
+                    via: None,
+                    port: i as u16,
+                }],
+            );
+            local.insert(addr(n.addr()), Local::Own(i as u16));
+        }
+        ports.push(Port {
+            name: p.name.clone(),
+            mac,
+            mtu: p.mtu(),
+            vlan: p.vlan,
+            addrs,
+        });
+    }
+    Ok(Connected { ports, routes, local })
+}
+
+/// Adds the static routes of the topology, then the received ones (`ov.routes`, whose next hops must be on a
+/// connected subnet, eBGP single hop; a static route of the same prefix wins). Returns the routers: every
+/// (port, next hop) of a route.
+fn add_routes(cfg: &NodeConfig, ov: &Overrides, routes: &mut Table) -> Result<Vec<(u16, Addr)>, BuildError> {
+    let node = &cfg.node;
+    let port_no = |name: &str| port_index(cfg, name);
+    let mut routers: Vec<(u16, Addr)> = Vec::new();
+    for r in &node.routes {
+        let hops = r
+            .via
+            .iter()
+            .map(|v| {
+                let via = addr(*v);
+                let port = match &r.port {
+                    Some(name) => port_no(name)?,
+                    None => routes.next_hop(&via, 0).map(|h| h.port).unwrap_or(0),
+                };
+                Ok(NextHop { via: Some(via), port })
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        routers.extend(hops.iter().filter_map(|h| Some((h.port, h.via?))));
+        routes.insert(&addr(r.prefix.network()), r.prefix.prefix_len(), Route { hops });
+    }
+    for (prefix, via) in &ov.routes {
+        if node.routes.iter().any(|r| r.prefix == *prefix) {
+            continue;
+        }
+        // Next hops must be on a connected subnet (eBGP single hop); others are ignored.
+        let hops: Vec<NextHop> = via
+            .iter()
+            .filter_map(|v| {
+                let via = addr(*v);
+                routes
+                    .next_hop(&via, 0)
+                    .filter(|h| h.via.is_none())
+                    .map(|h| NextHop {
+                        via: Some(via),
+                        port: h.port,
+                    })
+            })
+            .collect();
+        if !hops.is_empty() {
+            routers.extend(hops.iter().filter_map(|h| Some((h.port, h.via?))));
+            routes.insert(&addr(prefix.network()), prefix.prefix_len(), Route { hops });
+        }
+    }
+    Ok(routers)
+}
+
+/// The local addresses of the pools with their port ranges; they are added to `local`.
+fn pools(cfg: &NodeConfig, local: &mut FastMap<Addr, Local>) -> Vec<(Addr, u16, u16)> {
+    let node = &cfg.node;
+    let mut lips = Vec::new();
+    for pool in &node.local_addresses {
+        let pr = pool.ports();
+        for a in pool.prefix.hosts().chain(std::iter::once(pool.prefix.network())) {
+            let a = addr(a);
+            if !lips.iter().any(|(x, _, _)| *x == a) {
+                lips.push((a, pr.start, pr.end));
+                local.insert(a, Local::Lip);
+            }
+        }
+    }
+    lips
+}
+
+/// The source-NAT rules; their pool addresses are added to `local`.
+fn snat_rules(cfg: &NodeConfig, local: &mut FastMap<Addr, Local>) -> Result<Vec<Snat>, BuildError> {
+    let port_no = |name: &str| port_index(cfg, name);
+    let mut snat = Vec::new();
+    for r in &cfg.snat {
+        let out_port = port_no(&r.out_port)?;
+        let pr = r.ports.unwrap_or(anylb_conf::PortRange::DEFAULT_POOL);
+        let mut pool = Vec::new();
+        for n in &r.pool {
+            for a in n.hosts().chain(std::iter::once(n.network())) {
+                let a = addr(a);
+                if !pool.iter().any(|(x, _, _)| *x == a) {
+                    pool.push((a, pr.start, pr.end));
+                    local.insert(a, Local::Lip);
+                }
+            }
+        }
+        let protos = r.protocols();
+        snat.push(Snat {
+            name: r.name.clone(),
+            sources: r
+                .sources
+                .iter()
+                .map(|n| {
+                    let len = if n.addr().is_ipv4() {
+                        n.prefix_len() + 96
+                    } else {
+                        n.prefix_len()
+                    };
+                    (addr(n.network()), len)
+                })
+                .collect(),
+            tcp: protos.contains(&anylb_conf::SnatProtocol::Tcp),
+            udp: protos.contains(&anylb_conf::SnatProtocol::Udp),
+            icmp: protos.contains(&anylb_conf::SnatProtocol::Icmp),
+            out_port,
+            pool,
+        });
+    }
+    Ok(snat)
 }
 
 /// A snapshot shared between the control plane and workers.

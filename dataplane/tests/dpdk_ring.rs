@@ -52,12 +52,7 @@ fn worker_loop_over_net_ring_loopback() {
         exception_taps: false,
     };
     let mut builder = Builder::default();
-    let rt = Runtime::start(&cfg, |macs| {
-        builder
-            .build(&node, macs, 1, &Overrides::default())
-            .map_err(|e| e.to_string())
-    })
-    .unwrap();
+    let rt = Runtime::start(&cfg, |macs| builder.build(&node, macs, 1, &Overrides::default())).unwrap();
     assert_eq!(rt.ports().len(), 2);
 
     // The first snapshot's gratuitous ARPs/NAs loop back: the ARP requests for our own VIPs are answered.

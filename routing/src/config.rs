@@ -9,7 +9,6 @@ use anylb_conf::{Family, NodeConfig};
 use ipnet::IpNet;
 
 use crate::bfd;
-use crate::rib::Announcement;
 
 /// One neighbour's configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +111,19 @@ pub struct SpeakerConfig {
     pub restarting: bool,
     /// Neighbours.
     pub neighbors: Vec<NeighborConfig>,
+}
+
+/// Attributes of an announcement as the owner gives them (per-neighbour export policy is applied at send time).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Announcement {
+    /// Communities.
+    pub communities: Vec<u32>,
+    /// Large communities.
+    pub large_communities: Vec<(u32, u32, u32)>,
+    /// MED.
+    pub med: Option<u32>,
+    /// Extra prepends of the local AS (e.g. a backup announcement).
+    pub prepend: u8,
 }
 
 impl SpeakerConfig {

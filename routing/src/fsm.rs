@@ -365,51 +365,13 @@ impl Fsm {
     pub fn process(&mut self, ev: Event) -> Vec<Output> {
         use State::*;
         match (self.state, ev) {
-            (_, Event::ManualStop(msg)) => {
-                let mut out = Vec::new();
-                if matches!(self.state, OpenSent | OpenConfirm | Established) {
-                    out.push(Output::Send(Message::Notification(Notification::shutdown(&msg))));
-                }
-                out.extend([
-                    Output::Close,
-                    Output::StopTimer(Timer::ConnectRetry),
-                    Output::StopTimer(Timer::Hold),
-                    Output::StopTimer(Timer::Keepalive),
-                ]);
-                if self.state == Established {
-                    out.push(Output::Down(DownReason::AdminShutdown { message: msg }));
-                }
-                self.state = Idle;
-                self.negotiated = None;
-                self.retries = 0;
-                out
-            }
+            (_, Event::ManualStop(msg)) => self.manual_stop(msg),
             (Idle, Event::ManualStart) => {
                 self.retries = 0;
-                if self.cfg.passive {
-                    self.state = Active;
-                    vec![]
-                } else {
-                    self.state = Connect;
-                    vec![
-                        Output::Connect,
-                        Output::StartTimer(Timer::ConnectRetry, self.retry_delay()),
-                    ]
-                }
+                self.start_connecting()
             }
             (_, Event::ManualStart) => vec![],
-            (Connect | Active, Event::TimerExpired(Timer::ConnectRetry)) => {
-                if self.cfg.passive {
-                    self.state = Active;
-                    vec![]
-                } else {
-                    self.state = Connect;
-                    vec![
-                        Output::Connect,
-                        Output::StartTimer(Timer::ConnectRetry, self.retry_delay()),
-                    ]
-                }
-            }
+            (Connect | Active, Event::TimerExpired(Timer::ConnectRetry)) => self.start_connecting(),
             (Connect | Active, Event::TcpConnected) => {
                 self.state = OpenSent;
                 // RFC 4271 §8.2.2: a large hold timer (4 minutes) until the OPEN arrives.
@@ -432,19 +394,7 @@ impl Fsm {
                 ]
             }
             (OpenSent, Event::Message(Message::Open(o))) => self.on_open(o),
-            (OpenConfirm, Event::Message(Message::Keepalive)) => {
-                self.state = Established;
-                self.retries = 0;
-                let n = self.negotiated.clone();
-                let mut out = Vec::new();
-                if let Some(n) = n {
-                    if !n.hold_time.is_zero() {
-                        out.push(Output::StartTimer(Timer::Hold, n.hold_time));
-                    }
-                    out.push(Output::Established(n));
-                }
-                out
-            }
+            (OpenConfirm, Event::Message(Message::Keepalive)) => self.establish(),
             (Established, Event::Message(Message::Keepalive)) => self.restart_hold(),
             (Established, Event::Message(Message::Update(u))) => {
                 let mut out = self.restart_hold();
@@ -452,20 +402,7 @@ impl Fsm {
                 out
             }
             (Established, Event::Message(Message::RouteRefresh(r))) => vec![Output::RouteRefresh(r)],
-            (OpenSent | OpenConfirm | Established, Event::TimerExpired(Timer::Keepalive)) => {
-                let ka = self
-                    .negotiated
-                    .as_ref()
-                    .map_or(self.cfg.keepalive, |n| n.keepalive);
-                if ka.is_zero() {
-                    vec![]
-                } else {
-                    vec![
-                        Output::Send(Message::Keepalive),
-                        Output::StartTimer(Timer::Keepalive, ka),
-                    ]
-                }
-            }
+            (OpenSent | OpenConfirm | Established, Event::TimerExpired(Timer::Keepalive)) => self.keepalive(),
             (OpenSent | OpenConfirm | Established, Event::TimerExpired(Timer::Hold)) => self.fail(
                 DownReason::HoldTimerExpired,
                 Some(Notification {
@@ -531,6 +468,70 @@ impl Fsm {
             }
             _ => vec![],
         }
+    }
+
+    /// ManualStop: a Cease with the shutdown communication when a session is open, then Idle.
+    fn manual_stop(&mut self, msg: String) -> Vec<Output> {
+        use State::*;
+        let mut out = Vec::new();
+        if matches!(self.state, OpenSent | OpenConfirm | Established) {
+            out.push(Output::Send(Message::Notification(Notification::shutdown(&msg))));
+        }
+        out.extend([
+            Output::Close,
+            Output::StopTimer(Timer::ConnectRetry),
+            Output::StopTimer(Timer::Hold),
+            Output::StopTimer(Timer::Keepalive),
+        ]);
+        if self.state == Established {
+            out.push(Output::Down(DownReason::AdminShutdown { message: msg }));
+        }
+        self.state = Idle;
+        self.negotiated = None;
+        self.retries = 0;
+        out
+    }
+
+    /// Connect (and the connect-retry timer), or wait in Active for a passive session.
+    fn start_connecting(&mut self) -> Vec<Output> {
+        if self.cfg.passive {
+            self.state = State::Active;
+            return vec![];
+        }
+        self.state = State::Connect;
+        vec![
+            Output::Connect,
+            Output::StartTimer(Timer::ConnectRetry, self.retry_delay()),
+        ]
+    }
+
+    /// OpenConfirm and the peer's KEEPALIVE: Established.
+    fn establish(&mut self) -> Vec<Output> {
+        self.state = State::Established;
+        self.retries = 0;
+        let mut out = Vec::new();
+        if let Some(n) = self.negotiated.clone() {
+            if !n.hold_time.is_zero() {
+                out.push(Output::StartTimer(Timer::Hold, n.hold_time));
+            }
+            out.push(Output::Established(n));
+        }
+        out
+    }
+
+    /// The keepalive timer: a KEEPALIVE, and the timer again (none when the hold time is zero).
+    fn keepalive(&self) -> Vec<Output> {
+        let ka = self
+            .negotiated
+            .as_ref()
+            .map_or(self.cfg.keepalive, |n| n.keepalive);
+        if ka.is_zero() {
+            return vec![];
+        }
+        vec![
+            Output::Send(Message::Keepalive),
+            Output::StartTimer(Timer::Keepalive, ka),
+        ]
     }
 
     fn restart_hold(&self) -> Vec<Output> {

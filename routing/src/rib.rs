@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
+pub use crate::config::Announcement;
 use crate::config::NeighborConfig;
 use crate::fsm::Negotiated;
 use crate::packet::attribute::{AsPath, MpNextHop, Origin, AFI_IPV4, AFI_IPV6, SAFI_UNICAST};
@@ -242,19 +243,6 @@ impl Fib {
     pub fn table(&self) -> &BTreeMap<IpNet, Vec<IpAddr>> {
         &self.table
     }
-}
-
-/// Attributes of an announcement as the owner gives them (per-neighbour export policy is applied at send time).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct Announcement {
-    /// Communities.
-    pub communities: Vec<u32>,
-    /// Large communities.
-    pub large_communities: Vec<(u32, u32, u32)>,
-    /// MED.
-    pub med: Option<u32>,
-    /// Extra prepends of the local AS (e.g. a backup announcement).
-    pub prepend: u8,
 }
 
 /// What this speaker announces.

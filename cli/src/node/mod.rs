@@ -93,9 +93,7 @@ pub fn run(path: &Path, node: &str, opts: &Options) -> ExitCode {
     let mut macs = Vec::new();
     let runtime = match Runtime::start(&a.dataplane, |m| {
         macs = m.to_vec();
-        builder
-            .build(&cfg, m, workers, &Overrides::default())
-            .map_err(|e| e.to_string())
+        builder.build(&cfg, m, workers, &Overrides::default())
     }) {
         Ok(r) => Arc::new(r),
         Err(e) => {
