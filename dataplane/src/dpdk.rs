@@ -557,7 +557,7 @@ impl Runtime {
             let learned = receivers.remove(0);
             eal.launch(
                 lcore,
-                Box::new(move || worker_loop(wid as u16, shared, ports, pool, snap, learned)),
+                Box::new(move || Lcore::new(wid as u16, shared, ports, pool, snap, learned).run()),
             )?;
             lcores.push(lcore);
         }
@@ -892,32 +892,6 @@ fn send(port: &Port, queue: u16, frames: &mut Vec<Mbuf>, failed: &AtomicU64) {
     }
 }
 
-/// One worker's loop on its lcore until the runtime stops.
-fn worker_loop(
-    wid: u16,
-    shared: Arc<Shared>,
-    ports: Arc<Vec<OpenPort>>,
-    pool: Arc<Mempool>,
-    first: Arc<Snapshot>,
-    learned: mpsc::Receiver<(u16, Addr, Mac)>,
-) -> i32 {
-    let mut l = Lcore::new(wid, shared, ports, pool, first, learned);
-    tracing::info!(worker = wid, lcore = dpdk_sys::lcore_id(), "worker running");
-    while !l.shared.stop.load(Ordering::Relaxed) {
-        let now_ms = l.shared.started.elapsed().as_millis() as u64;
-        l.follow_snapshot();
-        let busy = l.receive(now_ms) | l.receive_rings(now_ms) | l.forward_taps();
-        if !busy {
-            l.w.poll(now_ms, &mut l.alloc, &mut l.out);
-        }
-        l.dispatch();
-        l.answer(now_ms);
-        l.pace(busy);
-    }
-    l.shared.published[usize::from(wid)].store(&l.w.stats, l.shared.started.elapsed().as_millis() as u64);
-    0
-}
-
 /// A worker's state on its lcore: the engine, its buffers, and what it shares with the runtime.
 struct Lcore {
     wid: u16,
@@ -977,6 +951,25 @@ impl Lcore {
             loops: 0,
             tap_busy: false,
         }
+    }
+
+    /// The worker's loop on its lcore until the runtime stops.
+    fn run(mut self) -> i32 {
+        tracing::info!(worker = self.wid, lcore = dpdk_sys::lcore_id(), "worker running");
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let now_ms = self.shared.started.elapsed().as_millis() as u64;
+            self.follow_snapshot();
+            let busy = self.receive(now_ms) | self.receive_rings(now_ms) | self.forward_taps();
+            if !busy {
+                self.w.poll(now_ms, &mut self.alloc, &mut self.out);
+            }
+            self.dispatch();
+            self.answer(now_ms);
+            self.pace(busy);
+        }
+        let now_ms = self.shared.started.elapsed().as_millis() as u64;
+        self.shared.published[usize::from(self.wid)].store(&self.w.stats, now_ms);
+        0
     }
 
     /// Switches to the newest published snapshot.

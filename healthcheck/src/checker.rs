@@ -59,26 +59,98 @@ pub struct Check {
     pub timeout: Duration,
 }
 
+/// Why a check failed; its text is what `anylb health` shows as the last result.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// No answer within the check's timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// A socket could not be made.
+    #[error("socket: {0}")]
+    Socket(std::io::Error),
+    /// The source address could not be bound.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The source address.
+        addr: IpAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The connection (or a connected UDP socket) failed.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// Sending the request failed.
+    #[error("send: {0}")]
+    Send(std::io::Error),
+    /// Receiving the answer failed.
+    #[error("receive: {0}")]
+    Receive(std::io::Error),
+    /// The TLS client could not be set up.
+    #[error("tls: {0}")]
+    TlsSetup(rustls::Error),
+    /// The configured host is not a valid TLS server name.
+    #[error("tls name {0:?}: not a valid server name")]
+    TlsName(String),
+    /// The TLS handshake failed.
+    #[error("tls: {0}")]
+    Tls(std::io::Error),
+    /// The server closed without answering.
+    #[error("empty response")]
+    EmptyResponse,
+    /// The answer does not start with an HTTP status line.
+    #[error("bad status line {0:?}")]
+    BadStatusLine(String),
+    /// An HTTP status the check does not accept.
+    #[error("status {0}")]
+    Status(u16),
+    /// The body lacks the expected text.
+    #[error("body lacks {0:?}")]
+    BodyLacks(String),
+    /// A UDP answer without the expected bytes.
+    #[error("unexpected reply")]
+    UnexpectedReply,
+    /// No ICMP echo reply in time.
+    #[error("no echo reply")]
+    NoEchoReply,
+    /// An exec check with no command.
+    #[error("empty command")]
+    EmptyCommand,
+    /// The command could not be started or waited for.
+    #[error("{program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The command failed.
+    #[error("exit status {0}")]
+    Exit(std::process::ExitStatus),
+    /// The blocking probe's thread failed.
+    #[error("probe thread: {0}")]
+    Thread(String),
+}
+
 /// Runs the check once.
-pub async fn run(c: &Check) -> Result<(), String> {
+pub async fn run(c: &Check) -> Result<(), CheckError> {
     match tokio::time::timeout(c.timeout, run_inner(c)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("timed out after {:?}", c.timeout)),
+        Err(_) => Err(CheckError::Timeout(c.timeout)),
     }
 }
 
-async fn connect(c: &Check) -> Result<TcpStream, String> {
+async fn connect(c: &Check) -> Result<TcpStream, CheckError> {
     let s = if c.target.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(CheckError::Socket)?;
     if let Some(src) = c.source {
         s.bind(SocketAddr::new(src, 0))
-            .map_err(|e| format!("bind {src}: {e}"))?;
+            .map_err(|source| CheckError::Bind { addr: src, source })?;
     }
-    s.connect(c.target).await.map_err(|e| format!("connect: {e}"))
+    s.connect(c.target).await.map_err(CheckError::Connect)
 }
 
 /// Sends an HTTP request on `s` and reads the answer until the peer closes or 64 KB (only the status line when
@@ -87,17 +159,15 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     req: &str,
     whole: bool,
-) -> Result<Vec<u8>, String> {
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
+) -> Result<Vec<u8>, CheckError> {
+    s.write_all(req.as_bytes()).await.map_err(CheckError::Send)?;
     let mut resp = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let n = match s.read(&mut buf).await {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !resp.is_empty() => 0,
-            Err(e) => return Err(format!("receive: {e}")),
+            Err(e) => return Err(CheckError::Receive(e)),
         };
         if n == 0 {
             break;
@@ -112,15 +182,14 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// The TLS client configuration: certificates verified against the Mozilla roots, or accepted as they come
 /// (the handshake signature is still checked), built once each.
-fn tls_config(verify: bool) -> Result<Arc<ClientConfig>, String> {
-    static VERIFYING: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
-    static TRUSTING: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+fn tls_config(verify: bool) -> Result<Arc<ClientConfig>, rustls::Error> {
+    static VERIFYING: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
+    static TRUSTING: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
     let cell = if verify { &VERIFYING } else { &TRUSTING };
     cell.get_or_init(|| {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("tls: {e}"))?;
+        let builder =
+            ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
         let cfg = if verify {
             let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             builder.with_root_certificates(roots).with_no_client_auth()
@@ -175,7 +244,7 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-async fn run_inner(c: &Check) -> Result<(), String> {
+async fn run_inner(c: &Check) -> Result<(), CheckError> {
     match &c.probe {
         Probe::None => Ok(()),
         Probe::Tcp => connect(c).await.map(|_| ()),
@@ -199,51 +268,53 @@ async fn run_inner(c: &Check) -> Result<(), String> {
                 Some(verify) => {
                     // SNI: the configured host name, else the address.
                     let name = match host.as_deref().map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n)) {
-                        Some(h) => {
-                            ServerName::try_from(h.to_owned()).map_err(|e| format!("tls name {h:?}: {e}"))?
-                        }
+                        Some(h) => ServerName::try_from(h.to_owned())
+                            .map_err(|_| CheckError::TlsName(h.to_owned()))?,
                         None => ServerName::IpAddress(c.target.ip().into()),
                     };
-                    let s = tokio_rustls::TlsConnector::from(tls_config(*verify)?)
-                        .connect(name, s)
-                        .await
-                        .map_err(|e| format!("tls: {e}"))?;
+                    let s =
+                        tokio_rustls::TlsConnector::from(tls_config(*verify).map_err(CheckError::TlsSetup)?)
+                            .connect(name, s)
+                            .await
+                            .map_err(CheckError::Tls)?;
                     exchange(s, &req, body.is_some()).await?
                 }
             };
             let text = String::from_utf8_lossy(&resp);
-            let line = text.lines().next().ok_or("empty response")?;
+            let line = text.lines().next().ok_or(CheckError::EmptyResponse)?;
             let code: u16 = line
                 .split_whitespace()
                 .nth(1)
                 .and_then(|c| c.parse().ok())
-                .ok_or_else(|| format!("bad status line {line:?}"))?;
+                .ok_or_else(|| CheckError::BadStatusLine(line.to_owned()))?;
             if !status.contains(&code) {
-                return Err(format!("status {code}"));
+                return Err(CheckError::Status(code));
             }
             if let Some(b) = body {
                 let payload = text.split_once("\r\n\r\n").map_or("", |(_, p)| p);
                 if !payload.contains(b.as_str()) {
-                    return Err(format!("body lacks {b:?}"));
+                    return Err(CheckError::BodyLacks(b.clone()));
                 }
             }
             Ok(())
         }
         Probe::Udp { payload, expect } => {
-            let bind = match (c.source, c.target) {
-                (Some(s), _) => SocketAddr::new(s, 0),
-                (None, SocketAddr::V4(_)) => "0.0.0.0:0".parse().map_err(|_| "bind")?,
-                (None, SocketAddr::V6(_)) => "[::]:0".parse().map_err(|_| "bind")?,
+            let unspecified = match c.target {
+                SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
             };
-            let s = UdpSocket::bind(bind).await.map_err(|e| format!("bind: {e}"))?;
+            let addr = c.source.unwrap_or(unspecified);
+            let s = UdpSocket::bind(SocketAddr::new(addr, 0))
+                .await
+                .map_err(|source| CheckError::Bind { addr, source })?;
             // A connected socket reports ICMP port unreachable as ECONNREFUSED.
-            s.connect(c.target).await.map_err(|e| format!("connect: {e}"))?;
-            s.send(payload).await.map_err(|e| format!("send: {e}"))?;
+            s.connect(c.target).await.map_err(CheckError::Connect)?;
+            s.send(payload).await.map_err(CheckError::Send)?;
             let mut buf = vec![0u8; 2048];
-            let n = s.recv(&mut buf).await.map_err(|e| format!("receive: {e}"))?;
+            let n = s.recv(&mut buf).await.map_err(CheckError::Receive)?;
             match expect {
                 Some(x) if !buf[..n].windows(x.len().max(1)).any(|w| w == x.as_slice()) => {
-                    Err("unexpected reply".into())
+                    Err(CheckError::UnexpectedReply)
                 }
                 _ => Ok(()),
             }
@@ -257,7 +328,7 @@ async fn run_inner(c: &Check) -> Result<(), String> {
                         .replace("{port}", &c.target.port().to_string())
                 })
                 .collect();
-            let (prog, rest) = args.split_first().ok_or("empty command")?;
+            let (prog, rest) = args.split_first().ok_or(CheckError::EmptyCommand)?;
             let mut child = tokio::process::Command::new(prog)
                 .args(rest)
                 .stdin(std::process::Stdio::null())
@@ -266,15 +337,21 @@ async fn run_inner(c: &Check) -> Result<(), String> {
                 .process_group(0)
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| format!("{prog}: {e}"))?;
+                .map_err(|source| CheckError::Spawn {
+                    program: prog.clone(),
+                    source,
+                })?;
             // Kill the whole process group if the check is abandoned at its timeout.
             let mut guard = GroupKill(child.id());
-            let st = child.wait().await.map_err(|e| e.to_string())?;
+            let st = child.wait().await.map_err(|source| CheckError::Spawn {
+                program: prog.clone(),
+                source,
+            })?;
             guard.0 = None;
             if st.success() {
                 Ok(())
             } else {
-                Err(format!("exit status {st}"))
+                Err(CheckError::Exit(st))
             }
         }
     }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::checker::CheckError;
+
 static SEQ: AtomicU16 = AtomicU16::new(1);
 
 fn checksum(b: &[u8]) -> u16 {
@@ -23,24 +25,24 @@ fn checksum(b: &[u8]) -> u16 {
 }
 
 /// Sends an echo request to `dst` and waits up to `timeout` for the matching reply.
-pub async fn echo(dst: IpAddr, src: Option<IpAddr>, timeout: Duration) -> Result<(), String> {
+pub async fn echo(dst: IpAddr, src: Option<IpAddr>, timeout: Duration) -> Result<(), CheckError> {
     tokio::task::spawn_blocking(move || echo_blocking(dst, src, timeout))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| CheckError::Thread(e.to_string()))?
 }
 
-fn echo_blocking(dst: IpAddr, src: Option<IpAddr>, timeout: Duration) -> Result<(), String> {
+fn echo_blocking(dst: IpAddr, src: Option<IpAddr>, timeout: Duration) -> Result<(), CheckError> {
     let v6 = dst.is_ipv6();
     let (domain, proto, req, rep) = if v6 {
         (Domain::IPV6, Protocol::ICMPV6, 128u8, 129u8)
     } else {
         (Domain::IPV4, Protocol::ICMPV4, 8u8, 0u8)
     };
-    let sock = Socket::new(domain, Type::RAW, Some(proto)).map_err(|e| format!("raw socket: {e}"))?;
+    let sock = Socket::new(domain, Type::RAW, Some(proto)).map_err(CheckError::Socket)?;
     let end = Instant::now() + timeout;
     if let Some(s) = src {
         sock.bind(&SocketAddr::new(s, 0).into())
-            .map_err(|e| format!("bind {s}: {e}"))?;
+            .map_err(|source| CheckError::Bind { addr: s, source })?;
     }
     let id = (std::process::id() as u16) ^ 0x414c;
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -54,14 +56,14 @@ fn echo_blocking(dst: IpAddr, src: Option<IpAddr>, timeout: Duration) -> Result<
         msg[2..4].copy_from_slice(&c.to_be_bytes());
     }
     sock.send_to(&msg, &SocketAddr::new(dst, 0).into())
-        .map_err(|e| format!("send: {e}"))?;
+        .map_err(CheckError::Send)?;
     let mut buf = [0u8; 1500];
     loop {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err("no echo reply".into());
+            return Err(CheckError::NoEchoReply);
         }
-        sock.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(left)).map_err(CheckError::Receive)?;
         let n = match (&sock).read(&mut buf) {
             Ok(n) => n,
             Err(e)
@@ -70,9 +72,9 @@ fn echo_blocking(dst: IpAddr, src: Option<IpAddr>, timeout: Duration) -> Result<
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err("no echo reply".into())
+                return Err(CheckError::NoEchoReply)
             }
-            Err(e) => return Err(format!("receive: {e}")),
+            Err(e) => return Err(CheckError::Receive(e)),
         };
         // IPv4 raw sockets deliver the IP header too; IPv6 ones do not.
         let icmp = if v6 {

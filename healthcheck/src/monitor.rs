@@ -276,7 +276,7 @@ impl Monitor {
                     match result {
                         Ok(()) if b.last_result.as_deref() == Some("ok") => {}
                         Ok(()) => b.last_result = Some("ok".to_owned()),
-                        Err(e) => b.last_result = Some(e),
+                        Err(e) => b.last_result = Some(e.to_string()),
                     }
                     if let Some(h) = change {
                         let text = b.last_result.clone().unwrap_or_default();

@@ -140,7 +140,7 @@ async fn a_server_that_never_answers_is_down_after_the_timeout() {
         timeout: Duration::from_millis(200),
     };
     let t0 = std::time::Instant::now();
-    let r = checker::run(&c).await;
+    let r = checker::run(&c).await.map_err(|e| e.to_string());
     assert!(r.as_ref().unwrap_err().contains("timed out"), "{r:?}");
     assert!(t0.elapsed() >= Duration::from_millis(200) && t0.elapsed() < Duration::from_secs(2));
 }
@@ -161,7 +161,10 @@ async fn a_wrong_status_or_body_is_a_failure() {
         source: None,
         timeout: Duration::from_secs(1),
     };
-    assert_eq!(checker::run(&c).await, Err("status 503".into()));
+    assert_eq!(
+        checker::run(&c).await.map_err(|e| e.to_string()),
+        Err("status 503".into())
+    );
     let (port, _) = scripted_http(vec![200]).await;
     let target = format!("127.0.0.1:{port}").parse().unwrap();
     let c = Check {
@@ -176,7 +179,11 @@ async fn a_wrong_status_or_body_is_a_failure() {
         source: None,
         timeout: Duration::from_secs(1),
     };
-    assert!(checker::run(&c).await.unwrap_err().contains("body lacks"));
+    assert!(checker::run(&c)
+        .await
+        .map_err(|e| e.to_string())
+        .unwrap_err()
+        .contains("body lacks"));
     let c2 = Check {
         probe: Probe::Http {
             path: "/".into(),
@@ -187,7 +194,7 @@ async fn a_wrong_status_or_body_is_a_failure() {
         },
         ..c
     };
-    assert_eq!(checker::run(&c2).await, Ok(()));
+    assert_eq!(checker::run(&c2).await.map_err(|e| e.to_string()), Ok(()));
 }
 
 #[tokio::test]
@@ -201,7 +208,7 @@ async fn a_hanging_exec_check_is_killed_with_its_process_group() {
         source: None,
         timeout: Duration::from_millis(300),
     };
-    let r = checker::run(&c).await;
+    let r = checker::run(&c).await.map_err(|e| e.to_string());
     assert!(r.unwrap_err().contains("timed out"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = std::fs::read_to_string(&pidfile).unwrap();
@@ -214,12 +221,16 @@ async fn a_hanging_exec_check_is_killed_with_its_process_group() {
         probe: Probe::Exec(vec!["sh".into(), "-c".into(), "test {port} = 1".into()]),
         ..c.clone()
     };
-    assert_eq!(checker::run(&ok).await, Ok(()));
+    assert_eq!(checker::run(&ok).await.map_err(|e| e.to_string()), Ok(()));
     let bad = Check {
         probe: Probe::Exec(vec!["false".into()]),
         ..c
     };
-    assert!(checker::run(&bad).await.unwrap_err().contains("exit status"));
+    assert!(checker::run(&bad)
+        .await
+        .map_err(|e| e.to_string())
+        .unwrap_err()
+        .contains("exit status"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -299,7 +310,7 @@ async fn udp_checks_see_replies_and_port_unreachable() {
         source: None,
         timeout: Duration::from_secs(1),
     };
-    assert_eq!(checker::run(&c).await, Ok(()));
+    assert_eq!(checker::run(&c).await.map_err(|e| e.to_string()), Ok(()));
     // Nobody listens on this port: ICMP port unreachable → connection refused.
     let closed = {
         std::net::UdpSocket::bind("127.0.0.1:0")
@@ -308,7 +319,11 @@ async fn udp_checks_see_replies_and_port_unreachable() {
             .unwrap()
     };
     let c2 = Check { target: closed, ..c };
-    assert!(checker::run(&c2).await.unwrap_err().contains("refused"));
+    assert!(checker::run(&c2)
+        .await
+        .map_err(|e| e.to_string())
+        .unwrap_err()
+        .contains("refused"));
 }
 
 #[tokio::test]
@@ -320,7 +335,7 @@ async fn icmp_echo_to_loopback_succeeds() {
             source: None,
             timeout: Duration::from_secs(2),
         };
-        assert_eq!(checker::run(&c).await, Ok(()), "{a}");
+        assert_eq!(checker::run(&c).await.map_err(|e| e.to_string()), Ok(()), "{a}");
     }
 }
 
@@ -373,16 +388,26 @@ async fn https_checks_speak_tls_and_verify_certificates_when_asked() {
         timeout: Duration::from_secs(2),
     };
     // Self-signed and not verified (the default, as keepalived's SSL_GET): up.
-    assert_eq!(checker::run(&https(false, vec![200])).await, Ok(()));
+    assert_eq!(
+        checker::run(&https(false, vec![200]))
+            .await
+            .map_err(|e| e.to_string()),
+        Ok(())
+    );
     // Verified against the public roots: a self-signed certificate is refused.
-    let e = checker::run(&https(true, vec![200])).await.unwrap_err();
+    let e = checker::run(&https(true, vec![200]))
+        .await
+        .map_err(|e| e.to_string())
+        .unwrap_err();
     assert!(
         e.contains("tls") && e.to_lowercase().contains("certificate"),
         "{e}"
     );
     // A status outside the accepted set is down over TLS too.
     assert_eq!(
-        checker::run(&https(false, vec![204])).await,
+        checker::run(&https(false, vec![204]))
+            .await
+            .map_err(|e| e.to_string()),
         Err("status 200".into())
     );
     // Plain HTTP to a TLS port is no success.
@@ -396,5 +421,5 @@ async fn https_checks_speak_tls_and_verify_certificates_when_asked() {
         },
         ..https(false, vec![200])
     };
-    assert!(checker::run(&plain).await.is_err());
+    assert!(checker::run(&plain).await.map_err(|e| e.to_string()).is_err());
 }

@@ -284,6 +284,19 @@ impl Stale {
         }
     }
 
+    /// The peer is back with capability `peer`: the families it no longer lists, or lists without the
+    /// Forwarding State bit, did not keep forwarding through the restart, and their stale routes go at once
+    /// (RFC 4724 §4.2). Returns those prefixes.
+    pub fn on_reestablished(&mut self, peer: Option<&PeerRestart>) -> Vec<IpNet> {
+        let kept =
+            |f: &Family| peer.is_some_and(|gr| gr.families.iter().any(|(a, s, fwd)| (*a, *s) == *f && *fwd));
+        let gone: Vec<Family> = self.prefixes.keys().filter(|f| !kept(f)).copied().collect();
+        gone.iter()
+            .filter_map(|f| self.prefixes.remove(f))
+            .flatten()
+            .collect()
+    }
+
     /// Everything still stale, to flush (the restart time is over, or a later loss forbids keeping it).
     pub fn take_all(&mut self) -> Vec<IpNet> {
         std::mem::take(&mut self.prefixes)
@@ -297,8 +310,9 @@ impl Stale {
 /// graceful-restart capability from the last OPEN, and `reasons` every down event of this loss so far (the
 /// connection closing, then BFD, in either order): graceful restart keeps a family only when every reason
 /// allows it (so the outcome does not depend on the order of the events) and the peer's capability lists that
-/// family with its forwarding state kept (RFC 4724 §4.2). Returns the stale set (maybe empty) and the prefixes
-/// to flush now.
+/// family (RFC 4724 §4.2: "for all the address families that were previously received in the Graceful
+/// Restart Capability"); whether the peer really kept forwarding is judged when it comes back
+/// ([`Stale::on_reestablished`]). Returns the stale set (maybe empty) and the prefixes to flush now.
 pub fn after_loss(
     held: &[IpNet],
     peer: Option<&PeerRestart>,
@@ -308,11 +322,7 @@ pub fn after_loss(
         Some(gr)
             if !reasons.is_empty() && reasons.iter().all(|r| r.allows_graceful_restart(gr.notification)) =>
         {
-            gr.families
-                .iter()
-                .filter(|(_, _, fwd)| *fwd)
-                .map(|(a, s, _)| (*a, *s))
-                .collect()
+            gr.families.iter().map(|(a, s, _)| (*a, *s)).collect()
         }
         _ => Vec::new(),
     };
@@ -374,17 +384,31 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_connection_keeps_only_the_families_the_peer_preserves() {
+    fn a_closed_connection_keeps_only_the_families_the_peer_lists() {
         let held = [v4("192.0.2.0/26"), v4("2001:db8::/48")];
-        let peer = gr(
-            &[(AFI_IPV4, SAFI_UNICAST, true), (AFI_IPV6, SAFI_UNICAST, false)],
-            false,
-        );
+        let peer = gr(&[(AFI_IPV4, SAFI_UNICAST, false)], false);
         let (stale, flush, ret) = after_loss(&held, Some(&peer), &[DownReason::ConnectionClosed]);
         assert_eq!(stale.len(), 1);
         assert_eq!(stale.until, Duration::from_secs(120));
         assert_eq!(flush, vec![v4("2001:db8::/48")]);
         assert!(ret[0].kept && !ret[1].kept);
+    }
+
+    #[test]
+    fn a_peer_back_without_the_forwarding_bit_loses_that_familys_stale_routes() {
+        let held = [v4("192.0.2.0/26"), v4("2001:db8::/48")];
+        let both = [(AFI_IPV4, SAFI_UNICAST, true), (AFI_IPV6, SAFI_UNICAST, true)];
+        let (mut stale, flush, _) =
+            after_loss(&held, Some(&gr(&both, false)), &[DownReason::HoldTimerExpired]);
+        assert!(flush.is_empty());
+        let after = gr(
+            &[(AFI_IPV4, SAFI_UNICAST, true), (AFI_IPV6, SAFI_UNICAST, false)],
+            false,
+        );
+        assert_eq!(stale.on_reestablished(Some(&after)), vec![v4("2001:db8::/48")]);
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale.on_reestablished(None), vec![v4("192.0.2.0/26")]);
+        assert!(stale.is_empty());
     }
 
     #[test]

@@ -229,9 +229,15 @@ impl Session {
         self.peer_router_id = Some(neg.peer_router_id);
         self.peer_restart = neg.peer_graceful_restart.clone();
         self.loss = None;
-        if let Some((_, until)) = self.stale.as_mut() {
-            // Back in time: what it re-announces is fresh; the rest goes at its End-of-RIB or at the deadline.
+        if let Some((st, until)) = self.stale.as_mut() {
+            // Back in time: families it did not keep forwarding go now; what it re-announces is fresh; the rest
+            // goes at its End-of-RIB or at the deadline.
+            let gone = st.on_reestablished(self.peer_restart.as_ref());
             *until = (*until).max(Instant::now() + Duration::from_secs(10));
+            if st.is_empty() {
+                self.stale = None;
+            }
+            self.flush(&gone);
         }
         tracing::info!(neighbor = %c.address, asn = neg.peer_asn, hold = ?neg.hold_time, "BGP session established");
         self.n.with_status(|s| {

@@ -113,6 +113,16 @@ fn updates_carry_the_announced_prefixes_path_and_next_hop() {
 }
 
 #[test]
+fn no_captured_update_is_treated_as_withdraw() {
+    // RFC 7606's checks (flags, mandatory attributes, lengths) must pass everything real routers send.
+    for name in all() {
+        if let Message::Update(u) = fixture(&name) {
+            assert_eq!(u.treat_as_withdraw, None, "{name}");
+        }
+    }
+}
+
+#[test]
 fn frr_sends_our_own_routes_back_with_our_as_in_the_path() {
     // FRR (without import-check off, its own network was not announced) reflected the speaker's VIPs back over
     // eBGP: the path holds 65010, the speaker's AS, which the session treats as a loop (RFC 4271 §9.1.2).
