@@ -67,6 +67,8 @@ pub struct ReceivedRoute {
     pub prefix: String,
     /// Next hop.
     pub next_hop: String,
+    /// Kept as stale while the neighbour restarts (graceful restart).
+    pub stale: bool,
     /// AS path.
     pub as_path: String,
     /// LOCAL_PREF.

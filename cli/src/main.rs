@@ -32,7 +32,7 @@ enum Command {
     /// Check, show and compare topology files.
     #[command(subcommand)]
     Config(config_cmd::ConfigCmd),
-    /// Run a node: its dataplane on DPDK (BGP and health checks arrive in their own issues).
+    /// Run a node: its DPDK dataplane, BGP speaker, BFD and health checks, from the topology.
     Run(run_cmd::RunArgs),
     /// The node: status, or drain / undrain all its routes.
     Node {
@@ -42,6 +42,8 @@ enum Command {
     /// BGP sessions and routes.
     #[command(subcommand)]
     Bgp(show_cmd::BgpCmd),
+    /// BFD sessions: state, discriminators, timers, detection time, up/down counts, last down reason.
+    Bfd,
     /// The dataplane's route table.
     Route,
     /// The dataplane's neighbour table (ARP / NDP), merged over the workers.
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
             Some(c) => show_cmd::node(s, cli.json, c),
         }),
         Command::Bgp(cmd) => show_cmd::run(cli.socket, |s| show_cmd::bgp(s, cli.json, cmd)),
+        Command::Bfd => show_cmd::run(cli.socket, |s| show_cmd::bfd(s, cli.json)),
         Command::Route => show_cmd::run(cli.socket, |s| show_cmd::route(s, cli.json)),
         Command::Neigh => show_cmd::run(cli.socket, |s| show_cmd::neigh(s, cli.json)),
         Command::Services => show_cmd::run(cli.socket, |s| show_cmd::services(s, cli.json)),

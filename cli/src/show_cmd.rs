@@ -14,7 +14,7 @@ use crate::api::{self, request, ClientError};
 /// BGP commands.
 #[derive(Debug, Subcommand)]
 pub enum BgpCmd {
-    /// Sessions: Neighbor V AS MsgRcvd MsgSent Up/Down State/PfxRcd.
+    /// Sessions: router id and AS, then Neighbor V AS MsgRcvd MsgSent Up/Down State/PfxRcd PfxSnt Desc.
     Summary,
     /// One neighbour in detail (all when no address).
     Neighbor {
@@ -157,11 +157,22 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError> {
     Ok(match cmd {
         BgpCmd::Summary => {
-            let v = get(sock, "/v1/bgp/neighbors")?;
+            let v = get(sock, "/v1/bgp/summary")?;
             out(json, &v, |v| {
-                let rows = rows_of(v, |n| {
+                println!(
+                    "BGP router identifier {}, local AS number {}",
+                    s(&v["router_id"]),
+                    s(&v["local_asn"])
+                );
+                println!(
+                    "RIB entries {} (best paths received), {} announced\n",
+                    s(&v["best_paths"]),
+                    s(&v["advertised"])
+                );
+                let rows = rows_of(&v["neighbors"], |n| {
                     let state = s(&n["state"]);
-                    let pfx = if state == "Established" {
+                    let established = state == "Established";
+                    let pfx = if established {
                         n["prefixes_rcvd"].to_string()
                     } else {
                         state
@@ -174,6 +185,12 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                         s(&n["msgs_sent"]),
                         ago(&n["since"]),
                         pfx,
+                        if established {
+                            n["prefixes_sent"].to_string()
+                        } else {
+                            "0".into()
+                        },
+                        n["description"].as_str().unwrap_or("N/A").to_owned(),
                     ]
                 });
                 table(
@@ -185,6 +202,8 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                         "MsgSent",
                         "Up/Down",
                         "State/PfxRcd",
+                        "PfxSnt",
+                        "Desc",
                     ],
                     &rows,
                 );
@@ -217,9 +236,30 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                             .map(|d| format!(", {d}"))
                             .unwrap_or_default()
                     );
-                    println!("  BGP state = {}, since {}", s(&n["state"]), ago(&n["since"]));
+                    let up = if n["state"] == "Established" {
+                        "up for"
+                    } else {
+                        "since"
+                    };
+                    println!("  BGP state = {}, {up} {}", s(&n["state"]), ago(&n["since"]));
                     if let Some(neg) = n["negotiated"].as_object() {
                         println!("  Peer router id {}, hold time {}s, keepalive {}s, 4-octet AS {}, route refresh {}", s(&neg["peer_router_id"]), neg["hold_time"]["secs"], neg["keepalive"]["secs"], neg["four_octet_as"], neg["route_refresh"]);
+                        println!("  Address families: {}", families(&neg["families"]));
+                        match neg["peer_graceful_restart"].as_object() {
+                            Some(gr) => println!(
+                                "  Peer graceful restart: restart time {}s, notification (N bit) {}, forwarding kept for {}",
+                                s(&gr["time"]),
+                                gr["notification"],
+                                gr["families"]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .map(|f| format!("{}: {}", family(&f[0], &f[1]), if f[2] == true { "yes" } else { "no" }))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                            None => println!("  Peer graceful restart: not offered"),
+                        }
                     }
                     if let Some(c) = n["connection"].as_array() {
                         println!("  Local {}, remote {}", s(&c[0]), s(&c[1]));
@@ -231,8 +271,32 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                         s(&n["prefixes_rcvd"]),
                         s(&n["prefixes_sent"])
                     );
-                    if let Some(e) = n["last_reset"]["message"].as_str() {
-                        println!("  Last reset {}, due to {e}", ago(&n["last_reset"]["at"]));
+                    if let Some(by) = n["prefixes_sent_by_family"].as_object().filter(|m| !m.is_empty()) {
+                        let per: Vec<String> = by.iter().map(|(f, c)| format!("{f} {c}")).collect();
+                        println!("  Prefixes sent by family: {}", per.join(", "));
+                    }
+                    println!(
+                        "  Stale prefixes {}; updates not used (RFC 7606 or AS-path loop) {}",
+                        s(&n["prefixes_stale"]),
+                        s(&n["updates_withdrawn"])
+                    );
+                    println!("  Connections dropped {}", s(&n["flaps"]));
+                    match n["last_reset"]["message"].as_str() {
+                        Some(e) => println!("  Last reset {} ago, due to {e}", ago(&n["last_reset"]["at"])),
+                        None => println!("  Last reset never"),
+                    }
+                    if let Some(kept) = n["graceful_restart"].as_array().filter(|a| !a.is_empty()) {
+                        let per: Vec<String> = kept
+                            .iter()
+                            .map(|k| {
+                                format!(
+                                    "{} {}",
+                                    s(&k["family"]),
+                                    if k["kept"] == true { "kept" } else { "flushed" }
+                                )
+                            })
+                            .collect();
+                        println!("  Routes at the last reset: {}", per.join(", "));
                     }
                 }
             })
@@ -262,6 +326,7 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                 out(json, &v, |v| {
                     let rows = rows_of(v, |r| {
                         vec![
+                            if r["stale"] == true { "S" } else { "*" }.to_owned(),
                             s(&r["prefix"]),
                             s(&r["next_hop"]),
                             s(&r["neighbor"]),
@@ -270,11 +335,80 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                             s(&r["as_path"]),
                         ]
                     });
-                    table(&["Prefix", "Next hop", "From", "LocPrf", "MED", "Path"], &rows);
+                    println!("Status codes: * valid, S stale (the neighbour is restarting)\n");
+                    table(
+                        &["", "Prefix", "Next hop", "From", "LocPrf", "MED", "Path"],
+                        &rows,
+                    );
                 })
             }
         }
     })
+}
+
+/// An address family from its AFI and SAFI.
+fn family(afi: &Value, safi: &Value) -> String {
+    match (afi.as_u64(), safi.as_u64()) {
+        (Some(1), Some(1)) => "ipv4_unicast".into(),
+        (Some(2), Some(1)) => "ipv6_unicast".into(),
+        _ => format!("afi {afi} safi {safi}"),
+    }
+}
+
+/// A list of (AFI, SAFI) pairs by name.
+fn families(v: &Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| family(&f[0], &f[1]))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Microseconds as milliseconds.
+fn ms(v: &Value) -> String {
+    v.as_u64()
+        .map_or_else(|| "-".into(), |us| format!("{}", us / 1000))
+}
+
+/// `anylb bfd`: every BFD session, as FRR's `show bfd peers brief` with the timers.
+pub fn bfd(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
+    let v = get(sock, "/v1/bfd")?;
+    Ok(out(json, &v, |v| {
+        let rows = rows_of(v, |b| {
+            let last = match b["last_down"].as_array() {
+                Some(d) => format!("{} ({} ago)", s(&d[0]), ago(&d[1])),
+                None => "-".into(),
+            };
+            vec![
+                s(&b["peer"]),
+                s(&b["local"]),
+                format!("{}/{}", s(&b["local_disc"]), s(&b["remote_disc"])),
+                s(&b["state"]),
+                ago(&b["since"]),
+                format!("{}/{}", ms(&b["tx_interval_us"]), ms(&b["rx_interval_us"])),
+                format!("{}/{}", s(&b["multiplier"]), s(&b["remote_multiplier"])),
+                ms(&b["detection_time_us"]),
+                format!("{}/{}", s(&b["up_count"]), s(&b["down_count"])),
+                last,
+            ]
+        });
+        table(
+            &[
+                "Peer",
+                "Local",
+                "Disc (local/remote)",
+                "State",
+                "Since",
+                "TX/RX ms",
+                "Mult",
+                "Detect ms",
+                "Up/Down",
+                "Last down",
+            ],
+            &rows,
+        );
+    }))
 }
 
 /// `anylb route`.

@@ -286,7 +286,7 @@ pub fn run(a: SpeakArgs, json: bool) -> ExitCode {
                 }
             }
             if json {
-                let v = serde_json::json!({ "neighbors": speaker.neighbors(), "received": speaker.received(None).iter().map(|(n, p, r)| serde_json::json!({"neighbor": n, "prefix": p, "next_hop": r.next_hop})).collect::<Vec<_>>() });
+                let v = serde_json::json!({ "neighbors": speaker.neighbors(), "received": speaker.received(None).unwrap_or_default().iter().map(|r| serde_json::json!({"neighbor": r.neighbor, "prefix": r.prefix, "next_hop": r.route.next_hop, "stale": r.stale})).collect::<Vec<_>>() });
                 println!("{v}");
             } else {
                 for n in speaker.neighbors() {

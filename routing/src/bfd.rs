@@ -6,7 +6,8 @@
 //! BGP session can be dropped at once instead of at hold-time expiry.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -46,6 +47,22 @@ mod diag {
     pub const NEIGHBOR_DOWN: u8 = 3;
 }
 
+/// The name of a diagnostic code (RFC 5880 §4.1), as FRR prints it.
+pub fn diag_name(d: u8) -> &'static str {
+    match d {
+        0 => "none",
+        1 => "control detection time expired",
+        2 => "echo function failed",
+        3 => "neighbor signaled session down",
+        4 => "forwarding plane reset",
+        5 => "path down",
+        6 => "concatenated path down",
+        7 => "administratively down",
+        8 => "reverse concatenated path down",
+        _ => "unknown",
+    }
+}
+
 /// A control packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet {
@@ -57,6 +74,8 @@ pub struct Packet {
     pub poll: bool,
     /// Final bit.
     pub fin: bool,
+    /// Control Plane Independent bit: the sender's BFD survives a restart of its control plane.
+    pub cpi: bool,
     /// Detection multiplier.
     pub detect_mult: u8,
     /// Sender's discriminator.
@@ -104,6 +123,7 @@ impl Packet {
             state: State::from_bits(b[1] >> 6),
             poll: b[1] & 0x20 != 0,
             fin: b[1] & 0x10 != 0,
+            cpi: b[1] & 0x08 != 0,
             detect_mult: b[2],
             my_disc: u32_at(4),
             your_disc: u32_at(8),
@@ -126,7 +146,10 @@ impl Packet {
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[0] = 1 << 5 | (self.diag & 0x1f);
-        b[1] = (self.state as u8) << 6 | u8::from(self.poll) << 5 | u8::from(self.fin) << 4;
+        b[1] = (self.state as u8) << 6
+            | u8::from(self.poll) << 5
+            | u8::from(self.fin) << 4
+            | u8::from(self.cpi) << 3;
         b[2] = self.detect_mult;
         b[3] = Self::LEN as u8;
         b[4..8].copy_from_slice(&self.my_disc.to_be_bytes());
@@ -169,6 +192,7 @@ pub struct Session {
     remote_min_rx: Duration,
     remote_min_tx: Duration,
     remote_mult: u8,
+    remote_cpi: bool,
     last_rx: Option<Instant>,
     next_tx: Instant,
     rng: u32,
@@ -193,6 +217,7 @@ impl Session {
             remote_min_rx: Duration::from_micros(1),
             remote_min_tx: Duration::ZERO,
             remote_mult: 0,
+            remote_cpi: false,
             last_rx: None,
             next_tx: now,
             rng: disc.max(1),
@@ -232,6 +257,8 @@ impl Session {
             state: self.state,
             poll: self.polling && !fin,
             fin,
+            // Our BFD runs in the control plane's process: it shares its fate.
+            cpi: false,
             detect_mult: self.params.multiplier,
             my_disc: self.local_disc,
             your_disc: self.remote_disc,
@@ -270,6 +297,7 @@ impl Session {
         self.remote_min_rx = Duration::from_micros(u64::from(p.required_min_rx.max(1)));
         self.remote_min_tx = Duration::from_micros(u64::from(p.desired_min_tx));
         self.remote_mult = p.detect_mult;
+        self.remote_cpi = p.cpi;
         self.last_rx = Some(now);
         if p.fin {
             self.polling = false;
@@ -323,11 +351,107 @@ impl Session {
         out
     }
 
+    /// What the session knows now, for `anylb bfd`.
+    pub fn info(&self) -> Info {
+        Info {
+            state: self.state,
+            remote_state: self.remote_state,
+            local_disc: self.local_disc,
+            remote_disc: self.remote_disc,
+            diag: diag_name(self.diag),
+            tx_interval_us: us(self.tx_interval()),
+            rx_interval_us: us(self.params.min_rx.max(self.remote_min_tx)),
+            multiplier: self.params.multiplier,
+            remote_multiplier: self.remote_mult,
+            detection_time_us: us(self.detection_time()),
+            remote_control_plane_independent: self.remote_cpi,
+        }
+    }
+
     /// When [`poll`](Self::poll) next has something to do.
     pub fn next_event(&self) -> Instant {
         match (self.state, self.last_rx) {
             (State::Init | State::Up, Some(last)) => self.next_tx.min(last + self.detection_time()),
             _ => self.next_tx,
+        }
+    }
+}
+
+/// A session's state and timers as it knows them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Info {
+    /// Local state.
+    pub state: State,
+    /// The peer's state in its last packet.
+    pub remote_state: State,
+    /// Our discriminator.
+    pub local_disc: u32,
+    /// The peer's discriminator (0 while unknown).
+    pub remote_disc: u32,
+    /// Our diagnostic: why the session last left Up.
+    pub diag: &'static str,
+    /// Interval we transmit at, µs.
+    pub tx_interval_us: u32,
+    /// Interval we expect packets at, µs.
+    pub rx_interval_us: u32,
+    /// Our detection multiplier.
+    pub multiplier: u8,
+    /// The peer's detection multiplier.
+    pub remote_multiplier: u8,
+    /// Time without a packet after which the session goes down, µs.
+    pub detection_time_us: u32,
+    /// The peer's Control Plane Independent bit (RFC 5880 §4.1).
+    pub remote_control_plane_independent: bool,
+}
+
+/// What `anylb bfd` shows of one session (as FRR's `show bfd peers`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    /// The neighbour.
+    pub peer: IpAddr,
+    /// Our address on the link.
+    pub local: IpAddr,
+    /// State, discriminators and timers.
+    #[serde(flatten)]
+    pub info: Info,
+    /// When the state last changed.
+    pub since: Option<SystemTime>,
+    /// Times the session came up.
+    pub up_count: u64,
+    /// Times it went down from up.
+    pub down_count: u64,
+    /// Why it last went down from up, and when.
+    pub last_down: Option<(String, SystemTime)>,
+}
+
+impl Status {
+    /// A session not started yet.
+    pub fn new(peer: &Peer, s: &Session) -> Status {
+        Status {
+            peer: peer.address,
+            local: peer.local,
+            info: s.info(),
+            since: None,
+            up_count: 0,
+            down_count: 0,
+            last_down: None,
+        }
+    }
+
+    /// Records the session after an event; `changed` is its new state if it changed.
+    pub fn record(&mut self, s: &Session, changed: Option<State>, now: SystemTime) {
+        let was_up = self.info.state == State::Up;
+        self.info = s.info();
+        if let Some(state) = changed {
+            self.since = Some(now);
+            match state {
+                State::Up => self.up_count += 1,
+                _ if was_up => {
+                    self.down_count += 1;
+                    self.last_down = Some((self.info.diag.to_owned(), now));
+                }
+                _ => {}
+            }
         }
     }
 }
@@ -354,7 +478,12 @@ pub struct Change {
 
 /// Runs one session: sends from `peer.local` (source port in 49152-65535, TTL 255) and receives on port 3784
 /// of `peer.local`; reports state changes on `changes` until the receiver is gone.
-pub async fn run(peer: Peer, disc: u32, changes: mpsc::UnboundedSender<Change>) -> std::io::Result<()> {
+pub async fn run(
+    peer: Peer,
+    disc: u32,
+    changes: mpsc::UnboundedSender<Change>,
+    status: Arc<Mutex<Status>>,
+) -> std::io::Result<()> {
     let rx = UdpSocket::bind(SocketAddr::new(peer.local, PORT)).await?;
     os_sys::set_recv_ttl(&rx)?;
     let mut tx = None;
@@ -372,10 +501,14 @@ pub async fn run(peer: Peer, disc: u32, changes: mpsc::UnboundedSender<Change>) 
     }
     let dst = SocketAddr::new(peer.address, PORT);
     let mut s = Session::new(peer.params, disc, Instant::now());
+    if let Ok(mut st) = status.lock() {
+        *st = Status::new(&peer, &s);
+    }
     let mut buf = [0u8; 512];
     loop {
         let now = Instant::now();
         let out = s.poll(now);
+        record(&status, &s, &out);
         if emit(&tx, dst, &peer, out, &changes).await.is_err() {
             return Ok(());
         }
@@ -395,6 +528,7 @@ pub async fn run(peer: Peer, disc: u32, changes: mpsc::UnboundedSender<Change>) 
                 match Packet::parse(&buf[..got.len]) {
                     Ok(p) => {
                         let out = s.receive(&p, Instant::now());
+                        record(&status, &s, &out);
                         if emit(&tx, dst, &peer, out, &changes).await.is_err() {
                             return Ok(());
                         }
@@ -405,6 +539,13 @@ pub async fn run(peer: Peer, disc: u32, changes: mpsc::UnboundedSender<Change>) 
             _ = tokio::time::sleep(wait) => {}
             _ = changes.closed() => return Ok(()),
         }
+    }
+}
+
+/// Updates the shared status after an event of session `s`.
+fn record(status: &Mutex<Status>, s: &Session, out: &Out) {
+    if let Ok(mut st) = status.lock() {
+        st.record(s, out.changed, SystemTime::now());
     }
 }
 
@@ -452,6 +593,7 @@ mod tests {
             state: State::Up,
             poll: true,
             fin: false,
+            cpi: false,
             detect_mult: 3,
             my_disc: 7,
             your_disc: 9,
@@ -564,6 +706,7 @@ mod tests {
             state: State::Init,
             poll: false,
             fin: false,
+            cpi: false,
             detect_mult: 3,
             my_disc: 5,
             your_disc: 1,
@@ -594,6 +737,7 @@ mod tests {
             state: State::Down,
             poll: true,
             fin: false,
+            cpi: false,
             detect_mult: 3,
             my_disc: 5,
             your_disc: 0,
@@ -618,15 +762,16 @@ mod tests {
             min_rx: Duration::from_millis(50),
             multiplier: 3,
         };
-        let session = tokio::spawn(run(
-            Peer {
-                address: remote,
-                local,
-                params: fast,
-            },
-            77,
-            changes,
-        ));
+        let peer = Peer {
+            address: remote,
+            local,
+            params: fast,
+        };
+        let status = Arc::new(Mutex::new(Status::new(
+            &peer,
+            &Session::new(fast, 77, Instant::now()),
+        )));
+        let session = tokio::spawn(run(peer, 77, changes, status.clone()));
         let mut b = [0u8; 64];
         let (n, _) = tokio::time::timeout(Duration::from_secs(3), far.recv_from(&mut b))
             .await
@@ -638,6 +783,7 @@ mod tests {
             state: State::Init,
             poll: false,
             fin: false,
+            cpi: false,
             detect_mult: 3,
             my_disc: 5,
             your_disc: theirs,
@@ -663,6 +809,55 @@ mod tests {
             }
             assert_eq!(up, comes_up, "TTL {ttl}");
         }
+        // What `anylb bfd` shows: up once, the peer's discriminator, the agreed timers.
+        let st = status.lock().expect("status").clone();
+        assert_eq!((st.info.state, st.up_count, st.down_count), (State::Up, 1, 0));
+        assert_eq!((st.info.local_disc, st.info.remote_disc), (77, 5));
+        assert_eq!(st.info.detection_time_us, 150_000);
+        assert!(!st.info.remote_control_plane_independent);
         session.abort();
+    }
+
+    #[test]
+    fn the_status_counts_ups_and_downs_and_keeps_the_last_down_reason() {
+        let t0 = Instant::now();
+        let (mut a, mut b, pa) = pair(t0);
+        let init = b.receive(&pa, t0).send[0];
+        let peer = Peer {
+            address: "192.0.2.1".parse().expect("ip"),
+            local: "192.0.2.11".parse().expect("ip"),
+            params: params(),
+        };
+        let mut st = Status::new(&peer, &a);
+        let out = a.receive(&init, t0);
+        st.record(&a, out.changed, SystemTime::now());
+        assert_eq!((st.info.state, st.up_count), (State::Up, 1));
+        let later = t0 + Duration::from_secs(10);
+        let out = a.poll(later);
+        st.record(&a, out.changed, SystemTime::now());
+        assert_eq!((st.info.state, st.down_count), (State::Down, 1));
+        assert_eq!(
+            st.last_down.map(|(why, _)| why).as_deref(),
+            Some("control detection time expired")
+        );
+    }
+
+    #[test]
+    fn the_control_plane_independent_bit_round_trips() {
+        let p = Packet {
+            diag: 0,
+            state: State::Up,
+            poll: false,
+            fin: false,
+            cpi: true,
+            detect_mult: 3,
+            my_disc: 1,
+            your_disc: 2,
+            desired_min_tx: 100_000,
+            required_min_rx: 100_000,
+        };
+        let b = p.encode();
+        assert_eq!(b[1] & 0x08, 0x08);
+        assert_eq!(Packet::parse(&b), Ok(p));
     }
 }

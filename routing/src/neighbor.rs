@@ -112,6 +112,8 @@ pub(crate) struct Neighbor {
     pub cfg: NeighborConfig,
     pub status: Mutex<NeighborStatus>,
     pub rib_in: Mutex<AdjRibIn>,
+    /// The prefixes of `rib_in` kept as stale while the peer restarts.
+    pub stale: Mutex<HashSet<IpNet>>,
     pub cmd: mpsc::UnboundedSender<Cmd>,
 }
 
@@ -183,6 +185,11 @@ impl Shared {
     /// The best paths, updated as they change.
     pub fn subscribe(&self) -> watch::Receiver<BTreeMap<IpNet, Vec<IpAddr>>> {
         self.fib_tx.subscribe()
+    }
+
+    /// How many prefixes have a best path.
+    pub fn best_paths(&self) -> usize {
+        self.fib.lock().map(|f| f.table().len()).unwrap_or(0)
     }
 }
 

@@ -13,14 +13,45 @@ use std::sync::{Arc, Mutex};
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
 
+use crate::bfd;
 use crate::config::SpeakerConfig;
 use crate::neighbor::{Cmd, Neighbor, NeighborStatus, Shared};
 use crate::rib::{AdjRibIn, Announcement, Route};
 
+/// A route received from a neighbour, as the CLI shows it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The neighbour.
+    pub neighbor: IpAddr,
+    /// The prefix.
+    pub prefix: IpNet,
+    /// Next hop and attributes.
+    pub route: Route,
+    /// Kept as stale while the neighbour restarts.
+    pub stale: bool,
+}
+
+/// What `bgp summary` shows: the speaker, then its neighbours.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// BGP identifier.
+    pub router_id: std::net::Ipv4Addr,
+    /// Local AS.
+    pub local_asn: u32,
+    /// Prefixes with a best path (received routes in the table).
+    pub best_paths: usize,
+    /// Prefixes announced.
+    pub advertised: usize,
+    /// Every neighbour.
+    pub neighbors: Vec<NeighborStatus>,
+}
+
 /// The running speaker.
 #[derive(Debug, Clone)]
 pub struct Speaker {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
+    /// The BFD sessions attached, as they report themselves.
+    bfd: Arc<Mutex<Vec<Arc<Mutex<bfd::Status>>>>>,
 }
 
 impl Speaker {
@@ -34,6 +65,7 @@ impl Speaker {
                 cfg: n.clone(),
                 status: Mutex::new(NeighborStatus::new(n)),
                 rib_in: Mutex::new(AdjRibIn::with_limit(n.max_prefix)),
+                stale: Mutex::default(),
                 cmd: tx,
             }));
             receivers.push(rx);
@@ -49,7 +81,10 @@ impl Speaker {
         if let Some(l) = listener {
             tokio::spawn(crate::tasks::accept_loop(shared.clone(), l));
         }
-        Ok(Speaker { shared })
+        Ok(Speaker {
+            shared,
+            bfd: Arc::default(),
+        })
     }
 
     /// Announces `prefixes` with `a` (idempotent; changes an existing announcement's attributes).
@@ -101,19 +136,40 @@ impl Speaker {
             .collect()
     }
 
-    /// Routes received from `neighbor` (all neighbours when none), as (neighbour, prefix, next hop, attributes).
-    pub fn received(&self, neighbor: Option<IpAddr>) -> Vec<(IpAddr, IpNet, Route)> {
+    /// Routes received from `neighbor` (all neighbours when none); `None` when no such neighbour is
+    /// configured.
+    pub fn received(&self, neighbor: Option<IpAddr>) -> Option<Vec<Received>> {
+        if neighbor.is_some_and(|a| !self.shared.neighbors.iter().any(|n| n.cfg.address == a)) {
+            return None;
+        }
         let mut out = Vec::new();
         for n in &self.shared.neighbors {
             if neighbor.is_some_and(|a| a != n.cfg.address) {
                 continue;
             }
+            let stale = n.stale.lock().map(|s| s.clone()).unwrap_or_default();
             if let Ok(r) = n.rib_in.lock() {
-                out.extend(r.routes().map(|(p, rt)| (n.cfg.address, *p, rt.clone())));
+                out.extend(r.routes().map(|(p, rt)| Received {
+                    neighbor: n.cfg.address,
+                    prefix: *p,
+                    route: rt.clone(),
+                    stale: stale.contains(p),
+                }));
             }
         }
-        out.sort_by_key(|a| (a.0, a.1));
-        out
+        out.sort_by_key(|r| (r.neighbor, r.prefix));
+        Some(out)
+    }
+
+    /// The speaker's identity and its neighbours, for `bgp summary`.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            router_id: self.shared.cfg.router_id,
+            local_asn: self.shared.cfg.local_asn,
+            best_paths: self.shared.best_paths(),
+            advertised: self.shared.rib_out.lock().map(|o| o.len()).unwrap_or(0),
+            neighbors: self.neighbors(),
+        }
     }
 
     /// The best received routes with their ECMP next hops, updated as they change.
@@ -130,20 +186,23 @@ impl Speaker {
 
     /// Runs a BFD session to each of `peers` (discriminators from `first_disc` on); one that goes down after
     /// being up drops that neighbour's BGP session at once. Returns the tasks, to abort at shutdown.
-    pub fn attach_bfd(
-        &self,
-        peers: Vec<crate::bfd::Peer>,
-        first_disc: u32,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn attach_bfd(&self, peers: Vec<bfd::Peer>, first_disc: u32) -> Vec<tokio::task::JoinHandle<()>> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut tasks: Vec<_> = peers
             .into_iter()
             .zip(first_disc..)
             .map(|(peer, disc)| {
                 let tx = tx.clone();
+                let status = Arc::new(Mutex::new(bfd::Status::new(
+                    &peer,
+                    &bfd::Session::new(peer.params, disc, std::time::Instant::now()),
+                )));
+                if let Ok(mut all) = self.bfd.lock() {
+                    all.push(status.clone());
+                }
                 tokio::spawn(async move {
                     let address = peer.address;
-                    if let Err(e) = crate::bfd::run(peer, disc, tx).await {
+                    if let Err(e) = bfd::run(peer, disc, tx, status).await {
                         tracing::error!(neighbor = %address, error = %e, "BFD session failed");
                     }
                 })
@@ -153,7 +212,7 @@ impl Speaker {
         tasks.push(tokio::spawn(async move {
             let mut up = std::collections::HashSet::new();
             while let Some(c) = rx.recv().await {
-                if c.state == crate::bfd::State::Up {
+                if c.state == bfd::State::Up {
                     tracing::info!(neighbor = %c.address, "BFD: up");
                     up.insert(c.address);
                 } else if up.remove(&c.address) {
@@ -163,6 +222,18 @@ impl Speaker {
             }
         }));
         tasks
+    }
+
+    /// Every BFD session's state, timers and history.
+    pub fn bfd(&self) -> Vec<bfd::Status> {
+        self.bfd
+            .lock()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Stops every session with a shutdown communication (RFC 8203).

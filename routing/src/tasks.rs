@@ -361,9 +361,17 @@ impl Session {
         self.shared.recompute(&removed);
     }
 
+    /// Publishes the Adj-RIB-In's size and the stale prefixes.
     fn update_counts(&self) {
         let len = self.n.rib_in.lock().map(|r| r.len()).unwrap_or(0);
         let stale = self.stale.as_ref().map_or(0, |(s, _)| s.len());
+        if let Ok(mut set) = self.n.stale.lock() {
+            *set = self
+                .stale
+                .as_ref()
+                .map(|(s, _)| s.prefixes.values().flatten().copied().collect())
+                .unwrap_or_default();
+        }
         self.n.with_status(|s| {
             s.prefixes_rcvd = len;
             s.prefixes_stale = stale;

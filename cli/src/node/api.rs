@@ -80,19 +80,37 @@ struct NeighborQ {
     neighbor: Option<IpAddr>,
 }
 
-async fn received(State(n): State<Shared>, Query(q): Query<NeighborQ>) -> Json<Vec<api::ReceivedRoute>> {
-    let v = n
-        .speaker
-        .as_ref()
-        .map(|s| s.received(q.neighbor))
-        .unwrap_or_default();
+async fn received(State(n): State<Shared>, Query(q): Query<NeighborQ>) -> Response {
+    let v = match (&n.speaker, q.neighbor) {
+        (Some(s), nb) => match s.received(nb) {
+            Some(v) => v,
+            None => {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no BGP neighbour {}",
+                        nb.map(|a| a.to_string()).unwrap_or_default()
+                    ),
+                )
+            }
+        },
+        (None, Some(nb)) => {
+            return err(
+                StatusCode::NOT_FOUND,
+                format!("no BGP neighbour {nb}: the node speaks no BGP"),
+            )
+        }
+        (None, None) => Vec::new(),
+    };
     Json(
         v.into_iter()
-            .map(|(nb, p, r)| api::ReceivedRoute {
-                neighbor: nb.to_string(),
-                prefix: p.to_string(),
-                next_hop: r.next_hop.to_string(),
+            .map(|r| api::ReceivedRoute {
+                neighbor: r.neighbor.to_string(),
+                prefix: r.prefix.to_string(),
+                next_hop: r.route.next_hop.to_string(),
+                stale: r.stale,
                 as_path: r
+                    .route
                     .attrs
                     .as_path
                     .0
@@ -108,11 +126,26 @@ async fn received(State(n): State<Shared>, Query(q): Query<NeighborQ>) -> Json<V
                     })
                     .collect::<Vec<_>>()
                     .join(" "),
-                local_pref: r.attrs.local_pref,
-                med: r.attrs.med,
+                local_pref: r.route.attrs.local_pref,
+                med: r.route.attrs.med,
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     )
+    .into_response()
+}
+
+async fn bgp_summary(State(n): State<Shared>) -> Response {
+    match &n.speaker {
+        Some(s) => Json(s.summary()).into_response(),
+        None => err(StatusCode::NOT_FOUND, "the node speaks no BGP"),
+    }
+}
+
+async fn bfd(State(n): State<Shared>) -> Response {
+    match &n.speaker {
+        Some(s) => Json(s.bfd()).into_response(),
+        None => Json(Vec::<serde_json::Value>::new()).into_response(),
+    }
 }
 
 async fn routes(State(n): State<Shared>) -> Json<Vec<api::FibRoute>> {
@@ -342,7 +375,9 @@ async fn reload(State(n): State<Shared>) -> Response {
 pub fn router(n: Shared) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/bgp/summary", get(bgp_summary))
         .route("/v1/bgp/neighbors", get(bgp_neighbors))
+        .route("/v1/bfd", get(bfd))
         .route("/v1/bgp/routes/advertised", get(advertised))
         .route("/v1/bgp/routes/received", get(received))
         .route("/v1/routes", get(routes))

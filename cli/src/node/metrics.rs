@@ -1,9 +1,14 @@
 //! The Prometheus page: `/metrics` on the node's `metrics_listen` address.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anylb_dataplane::stats::DropReason;
+use anylb_routing::bfd;
+use anylb_routing::fsm::State as Fsm;
+use anylb_routing::neighbor::{family_name, family_of, FAMILIES};
+use anylb_routing::speaker::Speaker;
 use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
@@ -95,31 +100,7 @@ pub fn metrics_text(n: &Node) -> String {
         );
     }
     if let Some(sp) = &n.speaker {
-        let _ = writeln!(o, "# HELP anylb_bgp_session_established 1 when the BGP session is Established.\n# TYPE anylb_bgp_session_established gauge");
-        for nb in sp.neighbors() {
-            let up = u8::from(nb.state == anylb_routing::fsm::State::Established);
-            let _ = writeln!(
-                o,
-                "anylb_bgp_session_established{{neighbor=\"{}\"}} {up}",
-                nb.address
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP anylb_bgp_prefixes Prefixes received and sent.\n# TYPE anylb_bgp_prefixes gauge"
-        );
-        for nb in sp.neighbors() {
-            let _ = writeln!(
-                o,
-                "anylb_bgp_prefixes{{neighbor=\"{}\",dir=\"received\"}} {}",
-                nb.address, nb.prefixes_rcvd
-            );
-            let _ = writeln!(
-                o,
-                "anylb_bgp_prefixes{{neighbor=\"{}\",dir=\"sent\"}} {}",
-                nb.address, nb.prefixes_sent
-            );
-        }
+        bgp(&mut o, sp);
     }
     if let Some(m) = n.monitor() {
         let _ = writeln!(o, "# HELP anylb_backend_up 1 when the backend passes its health check and is not drained.\n# TYPE anylb_backend_up gauge");
@@ -158,4 +139,93 @@ pub async fn serve(n: Arc<Node>, addr: SocketAddr) -> std::io::Result<()> {
         )
         .with_state(n);
     axum::serve(l, app).await
+}
+
+/// BGP sessions and BFD: state, flaps, unused UPDATEs, prefixes by family and direction, BFD state, timers
+/// and transitions.
+fn bgp(o: &mut String, sp: &Speaker) {
+    use std::fmt::Write;
+    let neighbors = sp.neighbors();
+    let _ = writeln!(o, "# HELP anylb_bgp_session_established 1 when the BGP session is Established.\n# TYPE anylb_bgp_session_established gauge");
+    for nb in &neighbors {
+        let up = u8::from(nb.state == Fsm::Established);
+        let _ = writeln!(
+            o,
+            "anylb_bgp_session_established{{neighbor=\"{}\"}} {up}",
+            nb.address
+        );
+    }
+    let _ = writeln!(o, "# HELP anylb_bgp_session_state The session's FSM state (1 for the current one).\n# TYPE anylb_bgp_session_state gauge");
+    for nb in &neighbors {
+        let _ = writeln!(
+            o,
+            "anylb_bgp_session_state{{neighbor=\"{}\",state=\"{}\"}} 1",
+            nb.address,
+            nb.state.name()
+        );
+    }
+    let _ = writeln!(o, "# HELP anylb_bgp_session_flaps_total Times the session left Established.\n# TYPE anylb_bgp_session_flaps_total counter");
+    for nb in &neighbors {
+        let _ = writeln!(
+            o,
+            "anylb_bgp_session_flaps_total{{neighbor=\"{}\"}} {}",
+            nb.address, nb.flaps
+        );
+    }
+    let _ = writeln!(o, "# HELP anylb_bgp_updates_withdrawn_total UPDATEs whose routes were not used (RFC 7606 treat-as-withdraw, AS-path loop).\n# TYPE anylb_bgp_updates_withdrawn_total counter");
+    for nb in &neighbors {
+        let _ = writeln!(
+            o,
+            "anylb_bgp_updates_withdrawn_total{{neighbor=\"{}\"}} {}",
+            nb.address, nb.updates_withdrawn
+        );
+    }
+    let _ = writeln!(o, "# HELP anylb_bgp_prefixes Prefixes received (stale ones too), stale, and sent, by family.\n# TYPE anylb_bgp_prefixes gauge");
+    for nb in &neighbors {
+        let mut received: BTreeMap<&str, (usize, usize)> =
+            FAMILIES.iter().map(|f| (family_name(*f), (0, 0))).collect();
+        for r in sp.received(Some(nb.address)).unwrap_or_default() {
+            let e = received.entry(family_name(family_of(&r.prefix))).or_default();
+            e.0 += 1;
+            e.1 += usize::from(r.stale);
+        }
+        for (family, (all, stale)) in received {
+            let sent = nb.prefixes_sent_by_family.get(family).copied().unwrap_or(0);
+            for (dir, v) in [("received", all), ("stale", stale), ("sent", sent)] {
+                let _ = writeln!(
+                    o,
+                    "anylb_bgp_prefixes{{neighbor=\"{}\",family=\"{family}\",dir=\"{dir}\"}} {v}",
+                    nb.address
+                );
+            }
+        }
+    }
+    let sessions = sp.bfd();
+    let _ = writeln!(
+        o,
+        "# HELP anylb_bfd_session_up 1 when the BFD session is Up.\n# TYPE anylb_bfd_session_up gauge"
+    );
+    for b in &sessions {
+        let up = u8::from(b.info.state == bfd::State::Up);
+        let _ = writeln!(o, "anylb_bfd_session_up{{peer=\"{}\"}} {up}", b.peer);
+    }
+    let _ = writeln!(o, "# HELP anylb_bfd_session_transitions_total Times the BFD session came up and went down.\n# TYPE anylb_bfd_session_transitions_total counter");
+    for b in &sessions {
+        for (to, v) in [("up", b.up_count), ("down", b.down_count)] {
+            let _ = writeln!(
+                o,
+                "anylb_bfd_session_transitions_total{{peer=\"{}\",to=\"{to}\"}} {v}",
+                b.peer
+            );
+        }
+    }
+    let _ = writeln!(o, "# HELP anylb_bfd_detection_time_seconds Time without a packet after which the session goes down.\n# TYPE anylb_bfd_detection_time_seconds gauge");
+    for b in &sessions {
+        let _ = writeln!(
+            o,
+            "anylb_bfd_detection_time_seconds{{peer=\"{}\"}} {}",
+            b.peer,
+            f64::from(b.info.detection_time_us) / 1e6
+        );
+    }
 }
