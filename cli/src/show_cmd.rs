@@ -250,13 +250,17 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                                 "  Peer graceful restart: restart time {}s, notification (N bit) {}, forwarding kept for {}",
                                 s(&gr["time"]),
                                 gr["notification"],
-                                gr["families"]
-                                    .as_array()
-                                    .into_iter()
-                                    .flatten()
-                                    .map(|f| format!("{}: {}", family(&f[0], &f[1]), if f[2] == true { "yes" } else { "no" }))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                Some(
+                                    gr["families"]
+                                        .as_array()
+                                        .into_iter()
+                                        .flatten()
+                                        .map(|f| format!("{}: {}", family(&f[0], &f[1]), if f[2] == true { "yes" } else { "no" }))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                                .filter(|l| !l.is_empty())
+                                .unwrap_or_else(|| "no family".into())
                             ),
                             None => println!("  Peer graceful restart: not offered"),
                         }
@@ -276,7 +280,7 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                         println!("  Prefixes sent by family: {}", per.join(", "));
                     }
                     println!(
-                        "  Stale prefixes {}; updates not used (RFC 7606 or AS-path loop) {}",
+                        "  Stale prefixes {}; updates not used (malformed or looped) {}",
                         s(&n["prefixes_stale"]),
                         s(&n["updates_withdrawn"])
                     );

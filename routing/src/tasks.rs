@@ -312,6 +312,19 @@ impl Session {
     fn on_down(&mut self, why: DownReason) {
         let c = &self.n.cfg;
         tracing::info!(neighbor = %c.address, reason = %why, "BGP session down");
+        // A loss starts when the session leaves Established; later down events (failed attempts to come back,
+        // BFD) belong to it until the session is Established again.
+        let was_up = self.n.status.lock().is_ok_and(|s| s.negotiated.is_some());
+        if self.loss.is_none() && !was_up {
+            self.n.with_status(|s| {
+                s.last_reset = Some(LastReset {
+                    message: why.to_string(),
+                    reason: why.clone(),
+                    at: SystemTime::now(),
+                })
+            });
+            return;
+        }
         let first = self.loss.is_none();
         let now = SystemTime::now();
         self.n.with_status(|s| {
