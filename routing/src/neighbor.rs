@@ -56,6 +56,8 @@ pub struct NeighborStatus {
     pub prefixes_sent_by_family: BTreeMap<String, usize>,
     /// Updates whose routes were not used (RFC 7606 treat-as-withdraw, AS-path loop).
     pub updates_withdrawn: u64,
+    /// Why the last such UPDATE's routes were not used.
+    pub last_withdrawn: Option<WithdrawReason>,
     /// The last session loss; kept after the session returns.
     pub last_reset: Option<LastReset>,
     /// Times the session left Established.
@@ -84,6 +86,7 @@ impl NeighborStatus {
             prefixes_sent: 0,
             prefixes_sent_by_family: BTreeMap::new(),
             updates_withdrawn: 0,
+            last_withdrawn: None,
             last_reset: None,
             flaps: 0,
             negotiated: None,

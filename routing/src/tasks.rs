@@ -412,8 +412,11 @@ impl Session {
             }
             None => {}
         }
-        if u.treat_as_withdraw.is_some() {
-            self.n.with_status(|s| s.updates_withdrawn += 1);
+        if let Some(why) = u.treat_as_withdraw {
+            self.n.with_status(|s| {
+                s.updates_withdrawn += 1;
+                s.last_withdrawn = Some(why);
+            });
         }
         let Ok(applied) = self.n.rib_in.lock().map(|mut r| r.apply(&u)) else {
             return false;
