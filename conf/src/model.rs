@@ -349,6 +349,10 @@ pub struct StaticRoute {
     /// Port to reach them (default: the port whose subnet holds the next hop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<String>,
+    /// A fallback: a route of the same prefix received over BGP replaces it while it exists (a floating
+    /// static route, as FRR's `ip route … 250`), so replies keep flowing while a BGP session resets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
 }
 
 /// A static ARP/ND entry.

@@ -211,7 +211,7 @@ struct Published {
     heartbeat: AtomicU64,
 }
 
-const FIXED: usize = 12;
+const FIXED: usize = 13;
 
 impl Published {
     fn new() -> Self {
@@ -235,6 +235,7 @@ impl Published {
             s.stack_replies,
             s.icmp_errors,
             s.fast_path,
+            s.connections,
         ];
         for (a, v) in self.vals.iter().zip(fixed.iter().chain(s.drops.iter())) {
             a.store(*v, Ordering::Relaxed);
@@ -259,6 +260,7 @@ impl Published {
             stack_replies: v[9],
             icmp_errors: v[10],
             fast_path: v[11],
+            connections: v[12],
             drops,
         }
     }
@@ -715,10 +717,16 @@ impl Runtime {
     /// Milliseconds since each worker last published (a stalled worker's age grows).
     pub fn heartbeat_ages_ms(&self) -> Vec<u64> {
         let now = self.shared.started.elapsed().as_millis() as u64;
+        self.heartbeats().iter().map(|b| now.saturating_sub(*b)).collect()
+    }
+
+    /// Each worker's last heartbeat, in milliseconds since the runtime started (it advances about every
+    /// millisecond while the worker runs).
+    pub fn heartbeats(&self) -> Vec<u64> {
         self.shared
             .published
             .iter()
-            .map(|p| now.saturating_sub(p.heartbeat.load(Ordering::Acquire)))
+            .map(|p| p.heartbeat.load(Ordering::Acquire))
             .collect()
     }
 

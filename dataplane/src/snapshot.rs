@@ -236,7 +236,8 @@ pub enum BuildError {
 pub struct Overrides {
     /// (service, backend address, backend port) → weight (0 = down or drained).
     pub weights: HashMap<(String, IpAddr, u16), u32>,
-    /// Routes learnt by BGP: prefix → ECMP next hops. Static routes of the topology win over them.
+    /// Routes learnt by BGP: prefix → ECMP next hops. Static routes of the topology win over them, except
+    /// fallback ones, which they replace.
     pub routes: Vec<(ipnet::IpNet, Vec<IpAddr>)>,
 }
 
@@ -490,7 +491,9 @@ fn add_routes(cfg: &NodeConfig, ov: &Overrides, routes: &mut Table) -> Result<Ve
         routes.insert(&addr(r.prefix.network()), r.prefix.prefix_len(), Route { hops });
     }
     for (prefix, via) in &ov.routes {
-        if node.routes.iter().any(|r| r.prefix == *prefix) {
+        // A static route wins over a received one of the same prefix, unless it is only a fallback (the
+        // received route then replaces it; `insert` overwrites).
+        if node.routes.iter().any(|r| r.prefix == *prefix && !r.fallback) {
             continue;
         }
         // Next hops must be on a connected subnet (eBGP single hop); others are ignored.
@@ -576,3 +579,72 @@ fn snat_rules(cfg: &NodeConfig, local: &mut FastMap<Addr, Local>) -> Result<Vec<
 
 /// A snapshot shared between the control plane and workers.
 pub type Shared = Arc<Snapshot>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    const TOPOLOGY: &str = r#"
+[cluster]
+name = "t"
+asn = 65010
+[[nodes]]
+name = "lb1"
+router_id = "192.0.2.11"
+[nodes.dataplane]
+workers = [1]
+[[nodes.dataplane.ports]]
+name = "up0"
+device = "net_null0"
+addresses = ["192.0.2.11/28"]
+[[nodes.routes]]
+prefix = "192.0.2.128/26"
+via = ["192.0.2.1"]
+fallback = true
+[[nodes.routes]]
+prefix = "198.51.100.0/24"
+via = ["192.0.2.1"]
+"#;
+
+    fn via(s: &Snapshot, dst: &str) -> Option<IpAddr> {
+        let d: IpAddr = dst.parse().ok()?;
+        s.routes
+            .next_hop(&addr(d), 0)?
+            .via
+            .map(|v| crate::flow::to_ip(&v))
+    }
+
+    #[test]
+    fn a_received_route_replaces_a_fallback_static_route_but_not_a_plain_one() {
+        let cfg = anylb_conf::load_str(TOPOLOGY, "t.toml")
+            .expect("topology")
+            .resolve("lb1")
+            .expect("node");
+        let mut b = Builder::default();
+        let macs = [[2, 0, 0, 0, 0, 1]];
+        let none = b.build(&cfg, &macs, 1, &Overrides::default()).expect("snapshot");
+        assert_eq!(via(&none, "192.0.2.130"), "192.0.2.1".parse().ok());
+        let received = Overrides {
+            routes: ["192.0.2.128/26", "198.51.100.0/24"]
+                .iter()
+                .map(|p| (p.parse().expect("prefix"), vec!["192.0.2.2".parse().expect("ip")]))
+                .collect(),
+            ..Overrides::default()
+        };
+        let bgp = b.build(&cfg, &macs, 1, &received).expect("snapshot");
+        assert_eq!(
+            via(&bgp, "192.0.2.130"),
+            "192.0.2.2".parse().ok(),
+            "BGP replaces the fallback"
+        );
+        assert_eq!(
+            via(&bgp, "198.51.100.7"),
+            "192.0.2.1".parse().ok(),
+            "a plain static route wins"
+        );
+        // The session resets, the received route goes: the fallback is used again.
+        let reset = b.build(&cfg, &macs, 1, &Overrides::default()).expect("snapshot");
+        assert_eq!(via(&reset, "192.0.2.130"), "192.0.2.1".parse().ok());
+    }
+}

@@ -108,6 +108,8 @@ pub struct Stats {
     pub new_connections: u64,
     /// Connections expired.
     pub expired_connections: u64,
+    /// Connections in the table now (a gauge: what the table holds, not created minus expired).
+    pub connections: u64,
     /// ARP/ND answers and echo replies sent.
     pub stack_replies: u64,
     /// ICMP errors sent or translated.
@@ -135,6 +137,7 @@ impl Stats {
         self.peer_forwarded += o.peer_forwarded;
         self.new_connections += o.new_connections;
         self.expired_connections += o.expired_connections;
+        self.connections += o.connections;
         self.stack_replies += o.stack_replies;
         self.icmp_errors += o.icmp_errors;
         for (t, d) in self.drops.iter_mut().zip(o.drops.iter()) {

@@ -387,6 +387,10 @@ fn a_new_syn_on_a_finished_connection_is_scheduled_afresh() {
         1,
         "the finished connection was replaced, not kept"
     );
+    // The gauge counts what the table holds: created minus expired would say 2 (the replaced entry is
+    // removed, not expired).
+    assert_eq!(lab.worker.stats.expired_connections, 0);
+    assert_eq!(lab.worker.stats.connections, 1);
 }
 
 #[test]

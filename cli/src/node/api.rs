@@ -280,7 +280,7 @@ fn stats_value(s: &anylb_dataplane::stats::Stats) -> serde_json::Value {
     serde_json::json!({
         "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes, "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes, "fast_path": s.fast_path,
         "to_kernel": s.to_kernel, "redirected": s.redirected, "peer_forwarded": s.peer_forwarded,
-        "new_connections": s.new_connections,
+        "new_connections": s.new_connections, "connections": s.connections,
         "expired_connections": s.expired_connections, "stack_replies": s.stack_replies, "icmp_errors": s.icmp_errors,
         "drops": s.total_drops(),
     })

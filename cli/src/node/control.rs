@@ -14,7 +14,11 @@ use anylb_routing::speaker::Speaker;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
+use super::selfcheck::SelfCheck;
 use super::{Control, Node};
+
+/// How often the control loop samples the workers' heartbeats.
+const SELF_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// The control loop: health checks, BGP, routes and weights into the dataplane, drains, reloads, shutdown.
 pub async fn run(
@@ -28,7 +32,9 @@ pub async fn run(
     let mut fib = n.speaker.as_ref().map(Speaker::routes);
     let mut health = n.monitor().map(|m| m.changes());
     let mut stats_tick = tokio::time::interval(Duration::from_secs(stats_interval.max(1)));
-    let mut self_check = tokio::time::interval(Duration::from_millis(500));
+    let mut self_check = tokio::time::interval(SELF_CHECK_EVERY);
+    self_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = SelfCheck::new(SELF_CHECK_EVERY, Duration::from_secs(1));
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
         (Ok(t), Ok(h)) => (t, h),
@@ -96,7 +102,9 @@ pub async fn run(
             }
             _ = self_check.tick() => {
                 // A worker that stopped publishing for a second has stopped forwarding: withdraw everything.
-                let ok = n.runtime.heartbeat_ages_ms().iter().all(|&age| age < 1000);
+                let Some(ok) = check.observe(std::time::Instant::now(), &n.runtime.heartbeats()) else {
+                    continue;
+                };
                 if ok != n.forwarding.load(Ordering::Relaxed) {
                     tracing::warn!(forwarding = ok, "dataplane self-check changed");
                     n.forwarding.store(ok, Ordering::Relaxed);

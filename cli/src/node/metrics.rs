@@ -93,11 +93,7 @@ pub fn metrics_text(n: &Node) -> String {
         "# HELP anylb_connections Connections in the table.\n# TYPE anylb_connections gauge"
     );
     for (w, s) in per.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "anylb_connections{{worker=\"{w}\"}} {}",
-            s.new_connections.saturating_sub(s.expired_connections)
-        );
+        let _ = writeln!(o, "anylb_connections{{worker=\"{w}\"}} {}", s.connections);
     }
     if let Some(sp) = &n.speaker {
         bgp(&mut o, sp);

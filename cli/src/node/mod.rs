@@ -7,6 +7,7 @@ pub mod api;
 pub mod assemble;
 pub mod control;
 pub mod metrics;
+pub mod selfcheck;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

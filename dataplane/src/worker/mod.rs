@@ -244,6 +244,7 @@ impl<F: Frame> Worker<F> {
             }
         }
         self.burst = burst;
+        self.stats.connections = self.conns.len() as u64;
     }
 
     /// Whether a frame received on `in_port` is for this node: broadcast, multicast, or unicast to the port's
@@ -262,6 +263,7 @@ impl<F: Frame> Worker<F> {
     pub fn poll<A: FrameAlloc<F = F>>(&mut self, now_ms: u64, alloc: &mut A, out: &mut Output<F>) {
         self.set_clock(now_ms);
         self.timers(alloc, out);
+        self.stats.connections = self.conns.len() as u64;
     }
 
     fn timers<A: FrameAlloc<F = F>>(&mut self, alloc: &mut A, out: &mut Output<F>) {
