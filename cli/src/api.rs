@@ -82,6 +82,8 @@ pub struct ReceivedRoute {
 pub struct FibRoute {
     /// Prefix.
     pub prefix: String,
+    /// Where it comes from: connected, static, fallback or bgp.
+    pub origin: String,
     /// Next hops as "via ADDR dev PORT" or "dev PORT".
     pub next_hops: Vec<String>,
 }

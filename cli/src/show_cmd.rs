@@ -420,7 +420,15 @@ pub fn route(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
     let v = get(sock, "/v1/routes")?;
     Ok(out(json, &v, |v| {
         let rows = rows_of(v, |r| {
+            let code = match r["origin"].as_str() {
+                Some("connected") => "C",
+                Some("static") => "S",
+                Some("fallback") => "F",
+                Some("bgp") => "B",
+                _ => "?",
+            };
             vec![
+                code.to_owned(),
                 s(&r["prefix"]),
                 r["next_hops"]
                     .as_array()
@@ -428,7 +436,8 @@ pub fn route(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
                     .unwrap_or_default(),
             ]
         });
-        table(&["Prefix", "Next hops"], &rows);
+        println!("Codes: C connected, S static, F fallback static (BGP replaces it), B BGP\n");
+        table(&["", "Prefix", "Next hops"], &rows);
     }))
 }
 

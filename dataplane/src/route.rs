@@ -18,11 +18,27 @@ pub struct NextHop {
     pub port: u16,
 }
 
-/// A route: its next hops (several = ECMP).
+/// A route: its next hops (several = ECMP) and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Next hops.
     pub hops: Vec<NextHop>,
+    /// Where it comes from.
+    pub origin: Origin,
+}
+
+/// Where a route comes from (as FRR's route codes C, S, B).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A subnet of one of the node's own addresses.
+    Connected,
+    /// A static route of the topology.
+    Static,
+    /// A fallback static route of the topology (received routes replace it).
+    Fallback,
+    /// Received over BGP.
+    Bgp,
 }
 
 /// The route table.
@@ -74,7 +90,14 @@ impl Table {
             }
             return;
         }
-        self.insert(addr, len, Route { hops: hops.to_vec() });
+        self.insert(
+            addr,
+            len,
+            Route {
+                hops: hops.to_vec(),
+                origin: Origin::Connected,
+            },
+        );
     }
 
     /// The longest-prefix route for `dst`. IPv4 routes never match IPv6 destinations and the other way round:
@@ -137,6 +160,7 @@ mod tests {
             0,
             Route {
                 hops: vec![hop(0, Some("192.0.2.1"))],
+                origin: Origin::Static,
             },
         );
         t.insert(
@@ -144,6 +168,7 @@ mod tests {
             24,
             Route {
                 hops: vec![hop(1, None)],
+                origin: Origin::Static,
             },
         );
         t.insert(
@@ -151,6 +176,7 @@ mod tests {
             25,
             Route {
                 hops: vec![hop(2, None)],
+                origin: Origin::Static,
             },
         );
         assert_eq!(
@@ -180,6 +206,7 @@ mod tests {
             0,
             Route {
                 hops: vec![hop(3, Some("2001:db8::1"))],
+                origin: Origin::Static,
             },
         );
         assert_eq!(

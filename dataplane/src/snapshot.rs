@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anylb_conf::{ClientAddress, Encapsulation, Forwarding, NodeConfig, Protocol};
 
 use crate::flow::{addr, is_v4, Addr, AddrTable, FastMap};
-use crate::route::{NextHop, Route, Table};
+use crate::route::{NextHop, Origin, Route, Table};
 use crate::sched::{self, backend_key, Maglev};
 use crate::tcp_state::TickTimeouts;
 use crate::wire::ethernet::Mac;
@@ -488,7 +488,16 @@ fn add_routes(cfg: &NodeConfig, ov: &Overrides, routes: &mut Table) -> Result<Ve
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
         routers.extend(hops.iter().filter_map(|h| Some((h.port, h.via?))));
-        routes.insert(&addr(r.prefix.network()), r.prefix.prefix_len(), Route { hops });
+        let origin = if r.fallback {
+            Origin::Fallback
+        } else {
+            Origin::Static
+        };
+        routes.insert(
+            &addr(r.prefix.network()),
+            r.prefix.prefix_len(),
+            Route { hops, origin },
+        );
     }
     for (prefix, via) in &ov.routes {
         // A static route wins over a received one of the same prefix, unless it is only a fallback (the
@@ -512,7 +521,11 @@ fn add_routes(cfg: &NodeConfig, ov: &Overrides, routes: &mut Table) -> Result<Ve
             .collect();
         if !hops.is_empty() {
             routers.extend(hops.iter().filter_map(|h| Some((h.port, h.via?))));
-            routes.insert(&addr(prefix.network()), prefix.prefix_len(), Route { hops });
+            let route = Route {
+                hops,
+                origin: Origin::Bgp,
+            };
+            routes.insert(&addr(prefix.network()), prefix.prefix_len(), route);
         }
     }
     Ok(routers)
@@ -615,6 +628,20 @@ via = ["192.0.2.1"]
             .map(|v| crate::flow::to_ip(&v))
     }
 
+    fn origin(s: &Snapshot, prefix: &str) -> Option<Origin> {
+        let p: ipnet::IpNet = prefix.parse().ok()?;
+        let len = if p.addr().is_ipv4() {
+            p.prefix_len() + 96
+        } else {
+            p.prefix_len()
+        };
+        let a = addr(p.network());
+        s.routes
+            .routes()
+            .find(|(l, k, _)| *l == len && *k == a)
+            .map(|(_, _, r)| r.origin)
+    }
+
     #[test]
     fn a_received_route_replaces_a_fallback_static_route_but_not_a_plain_one() {
         let cfg = anylb_conf::load_str(TOPOLOGY, "t.toml")
@@ -625,6 +652,8 @@ via = ["192.0.2.1"]
         let macs = [[2, 0, 0, 0, 0, 1]];
         let none = b.build(&cfg, &macs, 1, &Overrides::default()).expect("snapshot");
         assert_eq!(via(&none, "192.0.2.130"), "192.0.2.1".parse().ok());
+        assert_eq!(origin(&none, "192.0.2.128/26"), Some(Origin::Fallback));
+        assert_eq!(origin(&none, "192.0.2.0/28"), Some(Origin::Connected));
         let received = Overrides {
             routes: ["192.0.2.128/26", "198.51.100.0/24"]
                 .iter()

@@ -502,7 +502,7 @@ pub async fn run(
     let dst = SocketAddr::new(peer.address, PORT);
     let mut s = Session::new(peer.params, disc, Instant::now());
     if let Ok(mut st) = status.lock() {
-        *st = Status::new(&peer, &s);
+        st.info = s.info();
     }
     let mut buf = [0u8; 512];
     loop {

@@ -117,6 +117,8 @@ pub(crate) struct Neighbor {
     pub rib_in: Mutex<AdjRibIn>,
     /// The prefixes of `rib_in` kept as stale while the peer restarts.
     pub stale: Mutex<HashSet<IpNet>>,
+    /// Whether the session is Established (BFD runs while it is).
+    pub established: watch::Sender<bool>,
     pub cmd: mpsc::UnboundedSender<Cmd>,
 }
 

@@ -18,6 +18,56 @@ use crate::config::SpeakerConfig;
 use crate::neighbor::{Cmd, Neighbor, NeighborStatus, Shared};
 use crate::rib::{AdjRibIn, Announcement, Route};
 
+/// One BFD session for the life of each BGP session to its neighbour (see [`Speaker::attach_bfd`]).
+async fn follow_bgp(
+    speaker: Speaker,
+    peer: bfd::Peer,
+    disc: u32,
+    status: Arc<Mutex<bfd::Status>>,
+    mut established: watch::Receiver<bool>,
+) {
+    let address = peer.address;
+    loop {
+        while !*established.borrow_and_update() {
+            if established.changed().await.is_err() {
+                return;
+            }
+        }
+        let (tx, mut changes) = mpsc::unbounded_channel();
+        let run = bfd::run(peer.clone(), disc, tx, status.clone());
+        tokio::pin!(run);
+        let mut up = false;
+        loop {
+            tokio::select! {
+                r = &mut run => {
+                    if let Err(e) = r {
+                        tracing::error!(neighbor = %address, error = %e, "BFD session failed");
+                    }
+                    return;
+                }
+                Some(c) = changes.recv() => {
+                    if c.state == bfd::State::Up {
+                        tracing::info!(neighbor = %address, "BFD: up");
+                        up = true;
+                    } else if std::mem::take(&mut up) {
+                        tracing::warn!(neighbor = %address, "BFD: path down; dropping the BGP session");
+                        speaker.bfd_down(address);
+                    }
+                }
+                changed = established.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if !*established.borrow() {
+                        // The BGP session is gone: this BFD session ends with it.
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A route received from a neighbour, as the CLI shows it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -66,6 +116,7 @@ impl Speaker {
                 status: Mutex::new(NeighborStatus::new(n)),
                 rib_in: Mutex::new(AdjRibIn::with_limit(n.max_prefix)),
                 stale: Mutex::default(),
+                established: watch::channel(false).0,
                 cmd: tx,
             }));
             receivers.push(rx);
@@ -184,15 +235,22 @@ impl Speaker {
         }
     }
 
-    /// Runs a BFD session to each of `peers` (discriminators from `first_disc` on); one that goes down after
-    /// being up drops that neighbour's BGP session at once. Returns the tasks, to abort at shutdown.
+    /// Runs a BFD session to each of `peers` (discriminators from `first_disc` on) while that neighbour's BGP
+    /// session is Established: it starts when the session comes up and stops when it goes down. A BFD session
+    /// that goes down after being up drops the BGP session at once. Returns the tasks, to abort at shutdown.
+    ///
+    /// Starting with the BGP session (as FRR's bgpd registers its BFD peers) means BFD comes up once per BGP
+    /// session: a peer that re-keys its BFD session when BGP comes up (FRR does, when the neighbour has no
+    /// `update-source`: the session is made anew with the local address BGP used) never sees ours go up first.
     pub fn attach_bfd(&self, peers: Vec<bfd::Peer>, first_disc: u32) -> Vec<tokio::task::JoinHandle<()>> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut tasks: Vec<_> = peers
+        peers
             .into_iter()
             .zip(first_disc..)
-            .map(|(peer, disc)| {
-                let tx = tx.clone();
+            .filter_map(|(peer, disc)| {
+                let Some(established) = self.established(peer.address) else {
+                    tracing::warn!(neighbor = %peer.address, "BFD: not a BGP neighbour; not started");
+                    return None;
+                };
                 let status = Arc::new(Mutex::new(bfd::Status::new(
                     &peer,
                     &bfd::Session::new(peer.params, disc, std::time::Instant::now()),
@@ -200,28 +258,24 @@ impl Speaker {
                 if let Ok(mut all) = self.bfd.lock() {
                     all.push(status.clone());
                 }
-                tokio::spawn(async move {
-                    let address = peer.address;
-                    if let Err(e) = bfd::run(peer, disc, tx, status).await {
-                        tracing::error!(neighbor = %address, error = %e, "BFD session failed");
-                    }
-                })
+                Some(tokio::spawn(follow_bgp(
+                    self.clone(),
+                    peer,
+                    disc,
+                    status,
+                    established,
+                )))
             })
-            .collect();
-        let speaker = self.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut up = std::collections::HashSet::new();
-            while let Some(c) = rx.recv().await {
-                if c.state == bfd::State::Up {
-                    tracing::info!(neighbor = %c.address, "BFD: up");
-                    up.insert(c.address);
-                } else if up.remove(&c.address) {
-                    tracing::warn!(neighbor = %c.address, "BFD: path down; dropping the BGP session");
-                    speaker.bfd_down(c.address);
-                }
-            }
-        }));
-        tasks
+            .collect()
+    }
+
+    /// Whether the BGP session to `neighbor` is Established, as it changes.
+    fn established(&self, neighbor: IpAddr) -> Option<watch::Receiver<bool>> {
+        self.shared
+            .neighbors
+            .iter()
+            .find(|n| n.cfg.address == neighbor)
+            .map(|n| n.established.subscribe())
     }
 
     /// Every BFD session's state, timers and history.

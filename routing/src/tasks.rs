@@ -245,6 +245,7 @@ impl Session {
             s.since = Some(SystemTime::now());
             s.negotiated = Some(neg.clone());
         });
+        self.n.established.send_replace(true);
         self.replay(true).await
     }
 
@@ -311,11 +312,11 @@ impl Session {
     /// stale per family or flushed, decided over every event of the loss (see [`neighbor::after_loss`]).
     fn on_down(&mut self, why: DownReason) {
         let c = &self.n.cfg;
-        tracing::info!(neighbor = %c.address, reason = %why, "BGP session down");
         // A loss starts when the session leaves Established; later down events (failed attempts to come back,
         // BFD) belong to it until the session is Established again.
         let was_up = self.n.status.lock().is_ok_and(|s| s.negotiated.is_some());
         if self.loss.is_none() && !was_up {
+            tracing::info!(neighbor = %c.address, reason = %why, "BGP connection attempt failed");
             self.n.with_status(|s| {
                 s.last_reset = Some(LastReset {
                     message: why.to_string(),
@@ -325,7 +326,9 @@ impl Session {
             });
             return;
         }
+        tracing::info!(neighbor = %c.address, reason = %why, "BGP session down");
         let first = self.loss.is_none();
+        self.n.established.send_replace(false);
         let now = SystemTime::now();
         self.n.with_status(|s| {
             s.since = Some(now);

@@ -164,6 +164,10 @@ async fn routes(State(n): State<Shared>) -> Json<Vec<api::FibRoute>> {
             };
             api::FibRoute {
                 prefix: format!("{addr}/{plen}"),
+                origin: serde_json::to_value(r.origin)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
                 next_hops: r
                     .hops
                     .iter()
