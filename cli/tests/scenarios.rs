@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use topology_tests::clab::Lab;
-use topology_tests::demo::{anylb_cli, conns, ready, route, traffic, traffic_to, udp_traffic, wait};
+use topology_tests::demo::{
+    anylb_cli, conns, ready, route, route_to, traffic, traffic_to, udp_traffic, wait,
+};
 use topology_tests::frr::Frr;
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -99,6 +101,25 @@ fn demo_cluster_scenarios() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     ready(&lab, anylb).unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    // BFD came up once on every session of both nodes, IPv4 and IPv6 (no flap at start).
+    for n in ["lb1", "lb2"] {
+        let bfd_once = || {
+            let v: serde_json::Value =
+                serde_json::from_str(&anylb_cli(anylb, n, &["-j", "bfd"])).unwrap_or_default();
+            let all = v.as_array().cloned().unwrap_or_default();
+            all.len() == 2 && all.iter().all(|b| b["state"] == "Up")
+        };
+        wait("BFD up on both sessions", Duration::from_secs(15), bfd_once)
+            .unwrap_or_else(|e| panic!("{e}: {}", anylb_cli(anylb, n, &["bfd"])));
+        let v: serde_json::Value = serde_json::from_str(&anylb_cli(anylb, n, &["-j", "bfd"])).unwrap();
+        for b in v.as_array().unwrap() {
+            assert_eq!(
+                (b["up_count"].as_u64(), b["down_count"].as_u64()),
+                (Some(1), Some(0)),
+                "{n}: {b}"
+            );
+        }
+    }
 
     // 2. 1000 requests all succeed; every backend serves some; both nodes carry traffic.
     let (c1, c2) = (conns(anylb, "lb1"), conns(anylb, "lb2"));
@@ -233,6 +254,61 @@ fn demo_cluster_scenarios() {
         route(&lab).contains("192.0.2.11") && route(&lab).contains("192.0.2.27")
     })
     .unwrap();
+
+    // 10. r1's link to lb1 is cut (carrier stays up on lb1's side): BFD takes both sessions down and the
+    // routes lb1 learned over them leave its table within a second, the fallback static routes taking their
+    // place; the link returns, the BGP routes return, and the lab survives the flap (r1 keeps its IPv6
+    // address and installs both next hops again), so both nodes carry traffic again.
+    let origin = |prefix: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&anylb_cli(anylb, "lb1", &["-j", "route"])).unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["prefix"] == prefix)
+            .and_then(|r| r["origin"].as_str())
+            .unwrap_or("none")
+            .to_owned()
+    };
+    let r1 = lab.ns("r1").unwrap();
+    assert_eq!(
+        (origin("192.0.2.128/26"), origin("2001:db8:c::/64")),
+        ("bgp".into(), "bgp".into())
+    );
+    r1.sh("ip link set eth2 down").unwrap();
+    let gone = wait(
+        "lb1's BGP routes replaced by the fallbacks",
+        Duration::from_secs(10),
+        || origin("192.0.2.128/26") == "fallback" && origin("2001:db8:c::/64") == "fallback",
+    );
+    r1.sh("ip link set eth2 up").unwrap();
+    let gone = gone.unwrap_or_else(|e| panic!("{e}: {}", anylb_cli(anylb, "lb1", &["route"])));
+    println!("lb1's routes from r1 left its table {gone:?} after the cut");
+    assert!(gone < Duration::from_secs(1), "took {gone:?}");
+    wait("lb1's BGP routes back", Duration::from_secs(30), || {
+        origin("192.0.2.128/26") == "bgp" && origin("2001:db8:c::/64") == "bgp"
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}\n{}", anylb_cli(anylb, "lb1", &["route"]), logs()));
+    wait(
+        "both next hops at r1 after the flap",
+        Duration::from_secs(30),
+        || {
+            let (v4, v6) = (route(&lab), route_to(&lab, "2001:db8:f::10"));
+            v4.contains("192.0.2.11")
+                && v4.contains("192.0.2.27")
+                && v6.contains("2001:db8:1::11")
+                && v6.contains("2001:db8:2::27")
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}\n{}", route(&lab), route_to(&lab, "2001:db8:f::10")));
+    let (c1, c2) = (conns(anylb, "lb1"), conns(anylb, "lb2"));
+    let v = traffic(&lab, 400).unwrap();
+    assert_eq!(v["failed"].as_u64(), Some(0), "{v}\n{}", counters());
+    let (d1, d2) = (conns(anylb, "lb1") - c1, conns(anylb, "lb2") - c2);
+    assert!(
+        d1 > 40 && d2 > 40,
+        "after the flap both nodes carry traffic: lb1 {d1}, lb2 {d2}"
+    );
 
     // 4a. A node hangs (SIGSTOP: its kernel keeps the BGP TCP session open, so only BFD can tell): FRR's BFD
     // takes the session down and removes the node within a second; hold time (3 s) would take longer.
