@@ -467,6 +467,43 @@ fn draining_a_backend_keeps_its_established_connections() {
 }
 
 #[test]
+fn no_new_connection_reaches_a_drained_backend_through_an_old_entry() {
+    // Issue 20.5: a client that closed second reuses its port at once, while the entry may still be closing;
+    // a SYN retransmitted to a backend that went down sticks to it too. Either way the new SYN must be
+    // scheduled afresh, away from the backend with weight 0.
+    for (round, close) in [(0u16, Some("F")), (1, Some("AF")), (2, None)].into_iter() {
+        let mut lab = Lab::new();
+        let client = ("192.0.2.100", 40000 + round);
+        let vip = ("203.0.113.10", 80);
+        let s = open_flow(&mut lab, client, vip);
+        if let Some(flags) = close {
+            // The backend answers, the client completes the handshake and sends its FIN: the entry is
+            // closing (CloseWait), not TimeWait.
+            let back = tcp(
+                backend_mac(if s.dst == ip("198.51.100.101") { 1 } else { 2 }),
+                IN_MAC,
+                (&s.dst.to_string(), s.dport),
+                (&s.src.to_string(), s.sport),
+                "SA",
+                7,
+                None,
+                b"",
+            );
+            lab.forward(1, back);
+            lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "A", 2, None, b""));
+            lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, flags, 2, None, b""));
+        }
+        let mut ov = Overrides::default();
+        ov.weights.insert(("web4".into(), s.dst, 8080), 0);
+        let snap = lab.builder.build(&lab.cfg, &[UP_MAC, IN_MAC], 1, &ov).unwrap();
+        lab.worker.set_snapshot(Arc::new(snap));
+        let again = open_flow(&mut lab, client, vip);
+        assert_ne!(again.dst, s.dst, "round {round}: the new SYN went to the drained backend");
+        assert_eq!(lab.worker.conns().len(), 1, "round {round}: the old entry was replaced");
+    }
+}
+
+#[test]
 fn a_full_table_drops_new_flows_and_keeps_old_ones() {
     let topo = TOPOLOGY.replace("connections_per_worker = 1024", "connections_per_worker = 2");
     let mut lab = Lab::with(&topo, &Overrides::default());

@@ -4,6 +4,7 @@
 
 use super::pkt::{drop, pseudo6, Pkt};
 use super::{Output, Verdict, Worker};
+use crate::conn::Conn;
 use crate::flow::{to_v4, v4};
 use crate::frame::{Frame, FrameAlloc};
 use crate::pool::owner;
@@ -168,12 +169,15 @@ impl<F: Frame> Worker<F> {
             _ => self.conns.hash(&t),
         };
         let hit = match self.conns.lookup(&t, h) {
-            // A new SYN on a finished connection (the client reused its port): forget the old one and
-            // schedule afresh, so the flow does not stick to a backend that may be gone (IPVS conn_reuse_mode).
+            // A new SYN on a closing or closed connection (the client reused its port; a client that closed
+            // second reuses it at once, while this entry may still wait for a last ACK), or a SYN retransmitted
+            // to a backend that has since been drained or gone down: forget the old entry and schedule afresh,
+            // so that no new connection sticks to a backend that should get none (IPVS conn_reuse_mode). An
+            // established connection keeps its backend (a SYN there may be forged).
             Some((idx, Dir::Inbound))
                 if local == Local::Vip
                     && p.tcp_flags & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN
-                    && matches!(self.conns.get(idx).state(), State::TimeWait | State::Close) =>
+                    && self.reusable(idx) =>
             {
                 self.forget(idx);
                 None
@@ -228,6 +232,32 @@ impl<F: Frame> Worker<F> {
                 }
             }
         }
+    }
+
+    /// Whether a new SYN may replace connection `idx`: it is closing or closed, or still in its handshake
+    /// with a backend whose weight is now zero.
+    fn reusable(&self, idx: u32) -> bool {
+        let c = self.conns.get(idx);
+        match c.state() {
+            State::FinWait | State::CloseWait | State::LastAck | State::TimeWait | State::Close => true,
+            State::SynRecv => self.backend_weight(c) == Some(0),
+            State::Established | State::Udp => false,
+        }
+    }
+
+    /// The current weight of connection `c`'s backend, when its service is still there.
+    fn backend_weight(&self, c: &Conn) -> Option<u32> {
+        let si = self.snap.service(&c.vip, c.proto, c.vport)?;
+        let (svc_i, bi) = *self.snap.uid_index.get(&c.uid)?;
+        if svc_i != si {
+            return None;
+        }
+        self.snap
+            .services
+            .get(usize::from(si))?
+            .weights
+            .get(usize::from(bi))
+            .copied()
     }
 
     /// Whether the transport checksum of `p` is right (or the NIC verified it); a UDP/IPv6 datagram without
