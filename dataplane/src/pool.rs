@@ -51,13 +51,14 @@ impl Pools {
             if p.by_addr.contains_key(&addr) {
                 continue;
             }
-            let ports: VecDeque<u16> = (lo..=hi)
+            let ports: Vec<u16> = (lo..=hi)
                 .filter(|&port| port != 0 && owner(port, mask) == worker)
                 .collect();
             let i = p.lips.len();
+            // A Vec clones with one copy; VecDeque::from(Vec) takes the buffer as it is.
             p.lips.push(Lip {
                 addr,
-                free: [ports.clone(), ports],
+                free: [VecDeque::from(ports.clone()), VecDeque::from(ports)],
             });
             p.by_addr.insert(addr, i);
             p.ranges.insert(addr, (lo, hi));
