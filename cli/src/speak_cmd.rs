@@ -71,29 +71,7 @@ fn parse_neighbor(s: &str) -> Result<(NeighborConfig, Option<bfd::Params>), Stri
         .unwrap_or_default()
         .parse()
         .map_err(|e| format!("{s}: neighbour address: {e}"))?;
-    let mut n = NeighborConfig {
-        address: addr,
-        remote_asn: 0,
-        description: None,
-        passive: false,
-        hold_time: Duration::from_secs(90),
-        keepalive: Duration::from_secs(30),
-        connect_retry: Duration::from_secs(2),
-        ttl: None,
-        local_address: None,
-        ipv4: addr.is_ipv4(),
-        ipv6: addr.is_ipv6(),
-        next_hop: None,
-        ipv6_next_hop: None,
-        communities: vec![],
-        large_communities: vec![],
-        med: None,
-        local_pref: None,
-        prepend: 0,
-        max_prefix: None,
-        md5_key: None,
-        gtsm_hops: None,
-    };
+    let mut n = NeighborConfig::new(addr, 0);
     let mut bfd = None;
     for p in parts {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));

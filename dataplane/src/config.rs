@@ -40,26 +40,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const TOPOLOGY: &str = r#"
-[cluster]
-name = "t"
-asn = 65010
-[[nodes]]
-name = "lb1"
-router_id = "192.0.2.11"
-[nodes.dataplane]
-workers = [1, 2]
-eal_args = ["--no-huge"]
-[[nodes.dataplane.ports]]
-name = "p0"
-device = "net_null0"
-addresses = ["192.0.2.11/24"]
-[[nodes.dataplane.ports]]
-name = "p1"
-device = "net_null1"
-mtu = 9000
-"#;
+    use crate::fixtures::TOPOLOGY;
 
     #[test]
     fn queue_and_pool_sizes_come_from_the_topology_or_are_derived() {

@@ -9,6 +9,8 @@ pub mod config;
 pub mod conn;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+#[cfg(test)]
+mod fixtures;
 pub mod flow;
 pub mod frame;
 pub mod nat;

@@ -596,29 +596,8 @@ pub type Shared = Arc<Snapshot>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::TOPOLOGY;
     use std::net::IpAddr;
-
-    const TOPOLOGY: &str = r#"
-[cluster]
-name = "t"
-asn = 65010
-[[nodes]]
-name = "lb1"
-router_id = "192.0.2.11"
-[nodes.dataplane]
-workers = [1]
-[[nodes.dataplane.ports]]
-name = "up0"
-device = "net_null0"
-addresses = ["192.0.2.11/28"]
-[[nodes.routes]]
-prefix = "192.0.2.128/26"
-via = ["192.0.2.1"]
-fallback = true
-[[nodes.routes]]
-prefix = "198.51.100.0/24"
-via = ["192.0.2.1"]
-"#;
 
     fn via(s: &Snapshot, dst: &str) -> Option<IpAddr> {
         let d: IpAddr = dst.parse().ok()?;
@@ -649,7 +628,7 @@ via = ["192.0.2.1"]
             .resolve("lb1")
             .expect("node");
         let mut b = Builder::default();
-        let macs = [[2, 0, 0, 0, 0, 1]];
+        let macs = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
         let none = b.build(&cfg, &macs, 1, &Overrides::default()).expect("snapshot");
         assert_eq!(via(&none, "192.0.2.130"), "192.0.2.1".parse().ok());
         assert_eq!(origin(&none, "192.0.2.128/26"), Some(Origin::Fallback));

@@ -498,8 +498,15 @@ fn no_new_connection_reaches_a_drained_backend_through_an_old_entry() {
         let snap = lab.builder.build(&lab.cfg, &[UP_MAC, IN_MAC], 1, &ov).unwrap();
         lab.worker.set_snapshot(Arc::new(snap));
         let again = open_flow(&mut lab, client, vip);
-        assert_ne!(again.dst, s.dst, "round {round}: the new SYN went to the drained backend");
-        assert_eq!(lab.worker.conns().len(), 1, "round {round}: the old entry was replaced");
+        assert_ne!(
+            again.dst, s.dst,
+            "round {round}: the new SYN went to the drained backend"
+        );
+        assert_eq!(
+            lab.worker.conns().len(),
+            1,
+            "round {round}: the old entry was replaced"
+        );
     }
 }
 

@@ -126,6 +126,36 @@ pub struct Announcement {
     pub prepend: u8,
 }
 
+impl NeighborConfig {
+    /// A neighbour with the defaults of `anylb speak`: active, hold 90 s, keepalive 30 s, connect retry 2 s,
+    /// the address's own family, no export policy, no key.
+    pub fn new(address: IpAddr, remote_asn: u32) -> NeighborConfig {
+        NeighborConfig {
+            address,
+            remote_asn,
+            description: None,
+            passive: false,
+            hold_time: Duration::from_secs(90),
+            keepalive: Duration::from_secs(30),
+            connect_retry: Duration::from_secs(2),
+            ttl: None,
+            local_address: None,
+            ipv4: address.is_ipv4(),
+            ipv6: address.is_ipv6(),
+            next_hop: None,
+            ipv6_next_hop: None,
+            communities: vec![],
+            large_communities: vec![],
+            med: None,
+            local_pref: None,
+            prepend: 0,
+            max_prefix: None,
+            md5_key: None,
+            gtsm_hops: None,
+        }
+    }
+}
+
 impl SpeakerConfig {
     /// The speaker of node `cfg`, if it has BGP; `keys` are the TCP-MD5 keys read from the neighbours'
     /// password files (a neighbour with a password file but no key here gets none).

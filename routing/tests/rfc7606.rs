@@ -50,27 +50,11 @@ async fn malformed_updates_are_withdrawn_counted_and_leave_the_session_up() {
         graceful_restart: None,
         restarting: false,
         neighbors: vec![NeighborConfig {
-            address: peer_addr,
-            remote_asn: 65000,
-            description: None,
             passive: true,
             hold_time: Duration::from_secs(30),
             keepalive: Duration::from_secs(10),
-            connect_retry: Duration::from_secs(1),
             ttl: Some(64),
-            local_address: None,
-            ipv4: true,
-            ipv6: false,
-            next_hop: None,
-            ipv6_next_hop: None,
-            communities: vec![],
-            large_communities: vec![],
-            med: None,
-            local_pref: None,
-            prepend: 0,
-            max_prefix: None,
-            md5_key: None,
-            gtsm_hops: None,
+            ..NeighborConfig::new(peer_addr, 65000)
         }],
     })
     .await
