@@ -8,24 +8,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use topology_tests::clab::Lab;
+use topology_tests::clab::{copy_dir, Lab};
 use topology_tests::demo::{
     anylb_cli, conns, ready, route, route_to, traffic, traffic_to, udp_traffic, wait,
 };
 use topology_tests::frr::Frr;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 const HOLD_OPEN: &str = r#"
 import socket, sys, time
@@ -45,7 +32,7 @@ fn demo_cluster_scenarios() {
     let anylb = Path::new(env!("CARGO_BIN_EXE_anylb"));
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology-tests/topologies");
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&src, dir.path());
+    copy_dir(&src, dir.path()).unwrap();
     let file = dir.path().join("demo.clab.yml");
     let _ = Lab::down(&file);
     let mut lab = Lab::up(&file, anylb, &dir.path().join("logs")).unwrap();

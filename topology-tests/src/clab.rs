@@ -289,3 +289,19 @@ impl Lab {
         &self.prefix
     }
 }
+
+/// Copies directory `from` into `to`, recursively (a lab's topology files into a scratch directory, so that a
+/// test may edit them).
+pub fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(&p, to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}

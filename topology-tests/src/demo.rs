@@ -148,8 +148,10 @@ pub fn ready(lab: &Lab, anylb: &Path) -> io::Result<Duration> {
         Duration::from_secs(30),
         || {
             ["lb1", "lb2"].iter().all(|n| {
+                // Learned over BGP ("B"), not only the fallback static routes ("F").
                 let r = anylb_cli(anylb, n, &["route"]);
-                r.contains("192.0.2.128/26") && r.contains("2001:db8:c::/64")
+                let bgp = |p: &str| r.lines().any(|l| l.starts_with("B ") && l.contains(p));
+                bgp("192.0.2.128/26") && bgp("2001:db8:c::/64")
             })
         },
     )?;

@@ -5,3 +5,4 @@ pub mod clab;
 pub mod demo;
 pub mod frr;
 pub mod netns;
+pub mod soak;

@@ -1,0 +1,516 @@
+//! A soak of the demo lab: steady HTTP load from the client (a new connection per request, several threads)
+//! while faults are injected on a schedule — reloads, a backend killed and restarted, `clear bgp *` on r1, a
+//! node frozen for 3 s, a backend drained and undrained, r1's link to lb1 down for 5 s — with the nodes'
+//! memory, threads, descriptors, connection table and drops sampled every few seconds.
+//!
+//! The result is one table, a row per fault: when it happened, the requests that failed in the 10 s after it,
+//! and how long until the request rate was back. A run is bounded in time (the load stops by itself) and in
+//! count (requests per thread). [`Report::problems`] says what a healthy cluster must not show: failed requests
+//! outside the one expected window (a dying backend fails requests until the health checks take it out:
+//! fall × interval plus a check's timeout), or memory that grows after warm-up.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::clab::Lab;
+use crate::demo::anylb_cli;
+
+/// The client's load: `threads` threads, each opening a new connection per request until `seconds` have passed
+/// (or 1,000,000 requests). Prints one JSON object: per-second ok and failed counts (by start time), latency
+/// percentiles, and the first errors.
+const LOAD: &str = r#"
+import json, socket, sys, threading, time
+vip, threads, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+t0 = time.monotonic()
+n = int(seconds) + 2
+ok, fail = [0] * n, [0] * n
+lat, errors, lock = [], {}, threading.Lock()
+def worker():
+    for _ in range(1000000):
+        s = time.monotonic()
+        if s - t0 >= seconds: return
+        try:
+            c = socket.create_connection((vip, 80), timeout=10)
+            c.settimeout(10)
+            c.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+            data = b""
+            while True:
+                d = c.recv(4096)
+                if not d: break
+                data += d
+            c.close()
+            good = data.startswith(b"HTTP/1.0 200") or data.startswith(b"HTTP/1.1 200")
+            e = None if good else "bad answer"
+        except Exception as x:
+            e = "%s (errno %s)" % (type(x).__name__, getattr(x, "errno", None))
+        d = time.monotonic() - s
+        with lock:
+            i = min(int(s - t0), n - 1)
+            if e is None:
+                ok[i] += 1
+                lat.append(d)
+            else:
+                fail[i] += 1
+                key = "%s at %.1f s" % (e, s - t0)
+                if len(errors) < 20: errors[key] = errors.get(key, 0) + 1
+ts = [threading.Thread(target=worker) for _ in range(threads)]
+for t in ts: t.start()
+for t in ts: t.join()
+lat.sort()
+q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
+print(json.dumps({"ok": ok, "failed": fail, "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0), "errors": errors}))
+"#;
+
+/// One fault of the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `anylb reload` on both nodes, topology unchanged.
+    Reload,
+    /// A backend's weight changed in the topology, then `anylb reload` on both nodes.
+    ReloadWeight,
+    /// Backend be2 killed.
+    KillBackend,
+    /// Backend be2 started again.
+    StartBackend,
+    /// `clear bgp *` on r1.
+    ClearBgp,
+    /// lb2 frozen (SIGSTOP) for 3 s.
+    FreezeNode,
+    /// be1 drained on both nodes.
+    Drain,
+    /// be1 undrained on both nodes.
+    Undrain,
+    /// r1's link to lb1 down for 5 s.
+    LinkDown,
+}
+
+impl Fault {
+    /// The schedule, in order.
+    pub const ALL: [Fault; 9] = [
+        Fault::Reload,
+        Fault::ReloadWeight,
+        Fault::KillBackend,
+        Fault::StartBackend,
+        Fault::ClearBgp,
+        Fault::FreezeNode,
+        Fault::Drain,
+        Fault::Undrain,
+        Fault::LinkDown,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Reload => "reload (unchanged)",
+            Fault::ReloadWeight => "reload (weight changed)",
+            Fault::KillBackend => "backend be2 killed",
+            Fault::StartBackend => "backend be2 restarted",
+            Fault::ClearBgp => "clear bgp * on r1",
+            Fault::FreezeNode => "lb2 frozen 3 s",
+            Fault::Drain => "be1 drained",
+            Fault::Undrain => "be1 undrained",
+            Fault::LinkDown => "r1-lb1 link down 5 s",
+        }
+    }
+
+    /// How long after the fault requests may fail: a dying backend until the health checks take it out
+    /// (fall 2 × interval 500 ms + a 300 ms check, and a second of margin for the requests in flight).
+    fn window(self) -> Duration {
+        match self {
+            Fault::KillBackend => Duration::from_millis(2_500),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// One sample of a node's resources.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Seconds since the load started.
+    pub at: f64,
+    /// Resident memory, kB.
+    pub rss_kb: u64,
+    /// Threads.
+    pub threads: u64,
+    /// Open descriptors.
+    pub fds: u64,
+    /// Connections in the table.
+    pub connections: u64,
+    /// Drops by reason (frames for other stations' MACs left out).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// A fault as it happened.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The fault.
+    pub fault: Fault,
+    /// Seconds since the load started.
+    pub at: f64,
+    /// Requests that failed in the 10 s after it.
+    pub failed_10s: u64,
+    /// Seconds until the request rate was back to 80 % of what it was before (0 when it never dipped).
+    pub recovery_s: f64,
+    /// Failed requests later than the fault's expected window, before the next fault.
+    pub unexpected: u64,
+}
+
+/// What a soak saw.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// One row per fault.
+    pub rows: Vec<Row>,
+    /// Samples by node.
+    pub samples: BTreeMap<String, Vec<Sample>>,
+    /// Requests that succeeded and failed.
+    pub ok: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Latency percentiles, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Slowest request, ms.
+    pub max_ms: f64,
+    /// The first errors, with when they happened.
+    pub errors: Vec<String>,
+    /// Seconds of warm-up before memory growth is judged.
+    pub warmup_s: f64,
+}
+
+impl Report {
+    /// What a healthy cluster must not show: failures outside the expected windows, memory growth after
+    /// warm-up beyond `max_growth_kb` on a node.
+    pub fn problems(&self, max_growth_kb: u64) -> Vec<String> {
+        let mut p: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| r.unexpected > 0)
+            .map(|r| {
+                format!(
+                    "{} failed requests after \"{}\" outside its window",
+                    r.unexpected,
+                    r.fault.name()
+                )
+            })
+            .collect();
+        for (node, s) in &self.samples {
+            let base = s.iter().find(|x| x.at >= self.warmup_s).map(|x| x.rss_kb);
+            let last = s.last().map(|x| x.rss_kb);
+            if let (Some(b), Some(l)) = (base, last) {
+                if l > b + max_growth_kb {
+                    p.push(format!(
+                        "{node}: resident memory grew from {b} kB to {l} kB after warm-up"
+                    ));
+                }
+            }
+        }
+        p
+    }
+
+    /// The table an operator reads, then the resource samples' first and last rows.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        o.push_str(&format!(
+            "{:<26} {:>8} {:>16} {:>14}\n",
+            "fault", "time s", "failed next 10 s", "recovery s"
+        ));
+        for r in &self.rows {
+            o.push_str(&format!(
+                "{:<26} {:>8.1} {:>16} {:>14.1}\n",
+                r.fault.name(),
+                r.at,
+                r.failed_10s,
+                r.recovery_s
+            ));
+        }
+        o.push_str(&format!(
+            "\nrequests: {} ok, {} failed; latency p50 {} ms, p99 {} ms, max {} ms\n",
+            self.ok, self.failed, self.p50_ms, self.p99_ms, self.max_ms
+        ));
+        for (node, s) in &self.samples {
+            let (Some(first), Some(base), Some(last)) =
+                (s.first(), s.iter().find(|x| x.at >= self.warmup_s), s.last())
+            else {
+                continue;
+            };
+            o.push_str(&format!(
+                "{node}: RSS {} → {} (after warm-up) → {} kB; threads {} → {}; descriptors {} → {}; table {} → {}; drops at end {:?}\n",
+                first.rss_kb, base.rss_kb, last.rss_kb, first.threads, last.threads, first.fds, last.fds,
+                first.connections, last.connections, last.drops
+            ));
+        }
+        for e in &self.errors {
+            o.push_str(&format!("error: {e}\n"));
+        }
+        o
+    }
+}
+
+/// One node's resources now.
+fn sample(anylb: &Path, node: &str, pid: u32, at: f64) -> Sample {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    let stats: serde_json::Value =
+        serde_json::from_str(&anylb_cli(anylb, node, &["-j", "stats"])).unwrap_or_default();
+    let drops = stats["drops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| Some((d[0].as_str()?.to_owned(), d[1].as_u64()?)))
+        .filter(|(r, n)| r != "other_mac" && *n > 0)
+        .collect();
+    Sample {
+        at,
+        rss_kb: field("VmRSS:"),
+        threads: field("Threads:"),
+        fds,
+        connections: stats["total"]["connections"].as_u64().unwrap_or(0),
+        drops,
+    }
+}
+
+/// Carries out a fault (the freeze and the link cut take their 3 s and 5 s).
+fn inject(lab: &mut Lab, anylb: &Path, topology: &Path, f: Fault) -> io::Result<()> {
+    let both = |args: &[&str]| {
+        for n in ["lb1", "lb2"] {
+            anylb_cli(anylb, n, args);
+        }
+    };
+    match f {
+        Fault::Reload => both(&["reload"]),
+        Fault::ReloadWeight => {
+            let text = std::fs::read_to_string(topology)?;
+            let changed = text.replacen(
+                "{ address = \"198.51.100.103\", port = 8080 },",
+                "{ address = \"198.51.100.103\", port = 8080, weight = 50 },",
+                1,
+            );
+            std::fs::write(topology, changed)?;
+            both(&["reload"]);
+        }
+        Fault::KillBackend => {
+            lab.stop("be2");
+        }
+        Fault::StartBackend => {
+            lab.start("be2")?;
+        }
+        Fault::ClearBgp => {
+            lab.ns("r1")?
+                .sh(&format!("vtysh -N {} -c 'clear bgp *'", lab.ns("r1")?.name()))?;
+        }
+        Fault::FreezeNode => {
+            let pid = lab.pids.get("lb2").copied().unwrap_or(0).to_string();
+            std::process::Command::new("kill")
+                .args(["-STOP", &pid])
+                .status()?;
+            std::thread::sleep(Duration::from_secs(3));
+            std::process::Command::new("kill")
+                .args(["-CONT", &pid])
+                .status()?;
+        }
+        Fault::Drain | Fault::Undrain => {
+            let verb = if f == Fault::Drain { "drain" } else { "undrain" };
+            both(&["backend", verb, "web", "198.51.100.101", "8080"]);
+        }
+        Fault::LinkDown => {
+            let r1 = lab.ns("r1")?;
+            r1.sh("ip link set eth2 down")?;
+            std::thread::sleep(Duration::from_secs(5));
+            r1.sh("ip link set eth2 up")?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the load for `seconds` with the schedule of faults spread over it (repeated when the run is long
+/// enough), sampling every 5 s; `topology` is the lab's cluster file (the weight change edits it).
+pub fn run(lab: &mut Lab, anylb: &Path, topology: &Path, seconds: u64, threads: u32) -> io::Result<Report> {
+    let client = lab.ns("client")?.name().to_owned();
+    let limit = (seconds + 30).to_string();
+    let load = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &client,
+            "timeout",
+            &limit,
+            "python3",
+            "-c",
+            LOAD,
+            "203.0.113.10",
+        ])
+        .args([threads.to_string(), seconds.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let t0 = Instant::now();
+    // Warm-up, then one fault every `step`, the schedule repeated; the last 15 s are quiet (recovery).
+    let warmup = (seconds / 8).max(10);
+    let faults_span = seconds.saturating_sub(warmup + 15);
+    let rounds = (faults_span / 90).max(1);
+    let n = Fault::ALL.len() as u64 * rounds;
+    let step = Duration::from_secs(faults_span) / n as u32;
+    let mut schedule: Vec<(Duration, Fault)> = (0..n)
+        .map(|i| {
+            (
+                Duration::from_secs(warmup) + step * i as u32,
+                Fault::ALL[(i as usize) % Fault::ALL.len()],
+            )
+        })
+        .collect();
+    schedule.reverse();
+    let mut happened = Vec::new();
+    let mut samples: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+    let mut next_sample = Duration::ZERO;
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        let now = t0.elapsed();
+        if now >= next_sample {
+            for node in ["lb1", "lb2"] {
+                let pid = lab.pids.get(node).copied().unwrap_or(0);
+                samples
+                    .entry(node.to_owned())
+                    .or_default()
+                    .push(sample(anylb, node, pid, now.as_secs_f64()));
+            }
+            next_sample += Duration::from_secs(5);
+        }
+        if schedule.last().is_some_and(|(at, _)| now >= *at) {
+            if let Some((_, f)) = schedule.pop() {
+                happened.push((t0.elapsed().as_secs_f64(), f));
+                inject(lab, anylb, topology, f)?;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = load.wait_with_output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        io::Error::other(format!(
+            "load output: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        ))
+    })?;
+    let series = |k: &str| -> Vec<u64> {
+        v[k].as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| x.as_u64().unwrap_or(0))
+            .collect()
+    };
+    let (ok, failed) = (series("ok"), series("failed"));
+    Ok(Report {
+        rows: rows(&happened, &ok, &failed),
+        samples,
+        ok: ok.iter().sum(),
+        failed: failed.iter().sum(),
+        p50_ms: v["p50_ms"].as_f64().unwrap_or(0.0),
+        p99_ms: v["p99_ms"].as_f64().unwrap_or(0.0),
+        max_ms: v["max_ms"].as_f64().unwrap_or(0.0),
+        errors: v["errors"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect(),
+        warmup_s: warmup as f64,
+    })
+}
+
+/// The rows of the faults that happened at `at` seconds, from per-second ok and failed counts (by request
+/// start time).
+fn rows(happened: &[(f64, Fault)], ok: &[u64], failed: &[u64]) -> Vec<Row> {
+    let count = |v: &[u64], from: f64, to: f64| -> u64 {
+        let (a, b) = (from.floor().max(0.0) as usize, (to.ceil() as usize).min(v.len()));
+        v.get(a..b).map_or(0, |s| s.iter().sum())
+    };
+    happened
+        .iter()
+        .enumerate()
+        .map(|(i, &(at, fault))| {
+            let next = happened.get(i + 1).map_or(f64::MAX, |(t, _)| *t);
+            // The rate before: the median of the 5 seconds before the fault.
+            let start = at.floor() as usize;
+            let mut before: Vec<u64> = ok.get(start.saturating_sub(5)..start).unwrap_or(&[]).to_vec();
+            before.sort_unstable();
+            let rate = before.get(before.len() / 2).copied().unwrap_or(0);
+            let recovered = (start..ok.len().min(start + 30)).find(|&s| {
+                ok.get(s).is_some_and(|&o| o * 5 >= rate * 4) && failed.get(s).copied().unwrap_or(0) == 0
+            });
+            Row {
+                fault,
+                at,
+                failed_10s: count(failed, at, at + 10.0),
+                recovery_s: recovered.map_or(30.0, |s| (s as f64 - at).max(0.0)),
+                // Requests that started in the second of the fault belong to it.
+                unexpected: count(
+                    failed,
+                    (at + fault.window().as_secs_f64()).ceil(),
+                    next.min(at + 30.0),
+                ),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_inside_a_faults_window_are_expected_and_outside_it_are_not() {
+        let ok = vec![100; 40];
+        let mut failed = vec![0; 40];
+        failed[10] = 5; // the second be2 dies: expected
+        failed[11] = 2; // still within 2.5 s: expected
+        failed[25] = 1; // after the link cut: not expected
+        let happened = [
+            (10.2, Fault::KillBackend),
+            (20.0, Fault::StartBackend),
+            (24.5, Fault::LinkDown),
+        ];
+        let r = rows(&happened, &ok, &failed);
+        assert_eq!(r[0].failed_10s, 7);
+        assert_eq!(r[0].unexpected, 0);
+        assert_eq!(r[2].unexpected, 1);
+        let report = Report {
+            rows: r,
+            ..Report::default()
+        };
+        assert_eq!(report.problems(1024).len(), 1);
+    }
+
+    #[test]
+    fn memory_growth_after_warm_up_is_a_problem() {
+        let s = |at: f64, rss_kb: u64| Sample {
+            at,
+            rss_kb,
+            ..Sample::default()
+        };
+        let mut samples = BTreeMap::new();
+        samples.insert(
+            "lb1".to_owned(),
+            vec![s(0.0, 100_000), s(30.0, 200_000), s(120.0, 210_000)],
+        );
+        samples.insert(
+            "lb2".to_owned(),
+            vec![s(0.0, 100_000), s(30.0, 200_000), s(120.0, 260_000)],
+        );
+        let report = Report {
+            samples,
+            warmup_s: 30.0,
+            ..Report::default()
+        };
+        let p = report.problems(32 * 1024);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("lb2"));
+    }
+}
