@@ -250,7 +250,7 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         cli(&["route"])
             .lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>()
-                == ["192.0.2.128/26", "via", "192.0.2.1", "dev", "up0"]),
+                == ["B", "192.0.2.128/26", "via", "192.0.2.1", "dev", "up0"]),
         "{}",
         cli(&["route"])
     );
