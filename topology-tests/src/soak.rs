@@ -23,10 +23,10 @@ use crate::demo::anylb_cli;
 const LOAD: &str = r#"
 import json, socket, sys, threading, time
 vip, threads, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-t0 = time.monotonic()
+t0, t0_wall = time.monotonic(), time.time()
 n = int(seconds) + 2
 ok, fail = [0] * n, [0] * n
-lat, errors, lock = [], {}, threading.Lock()
+lat, errors, fails, lock = [], {}, [], threading.Lock()
 def worker():
     for _ in range(1000000):
         s = time.monotonic()
@@ -53,14 +53,17 @@ def worker():
                 lat.append(d)
             else:
                 fail[i] += 1
+                if len(fails) < 20000: fails.append((round(s - t0, 3), round(s + d - t0, 3)))
                 key = "%s at %.1f s" % (e, s - t0)
                 if len(errors) < 20: errors[key] = errors.get(key, 0) + 1
+        if e is not None:
+            time.sleep(0.05)  # a refused or unreachable VIP fails at once: do not spin
 ts = [threading.Thread(target=worker) for _ in range(threads)]
 for t in ts: t.start()
 for t in ts: t.join()
 lat.sort()
 q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
-print(json.dumps({"ok": ok, "failed": fail, "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0), "errors": errors}))
+print(json.dumps({"t0": t0_wall, "ok": ok, "failed": fail, "fails": fails, "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0), "errors": errors}))
 "#;
 
 /// One fault of the schedule.
@@ -115,10 +118,13 @@ impl Fault {
     }
 
     /// How long after the fault requests may fail: a dying backend until the health checks take it out
-    /// (fall 2 × interval 500 ms + a 300 ms check, and a second of margin for the requests in flight).
+    /// (fall 2 × interval 500 ms + a 300 ms check, and a second of margin for the requests in flight); r1's
+    /// own `clear bgp *` while FRR 8.4 removes the VIPs from its table until the sessions are back (it does
+    /// not keep them as the sender of the NOTIFICATION, although the nodes keep r1's routes).
     fn window(self) -> Duration {
         match self {
             Fault::KillBackend => Duration::from_millis(2_500),
+            Fault::ClearBgp => Duration::from_millis(2_500),
             _ => Duration::ZERO,
         }
     }
@@ -177,6 +183,10 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Seconds of warm-up before memory growth is judged.
     pub warmup_s: f64,
+    /// Requests that succeeded, by the second they started in.
+    pub ok_per_s: Vec<u64>,
+    /// Requests that failed, by the second they started in.
+    pub failed_per_s: Vec<u64>,
 }
 
 impl Report {
@@ -243,6 +253,17 @@ impl Report {
         }
         for e in &self.errors {
             o.push_str(&format!("error: {e}\n"));
+        }
+        let per: Vec<String> = self
+            .ok_per_s
+            .iter()
+            .zip(&self.failed_per_s)
+            .enumerate()
+            .filter(|(_, (_, f))| **f > 0)
+            .map(|(s, (ok, f))| format!("{s} s: {ok} ok, {f} failed"))
+            .collect();
+        if !per.is_empty() {
+            o.push_str(&format!("seconds with failures: {}\n", per.join("; ")));
         }
         o
     }
@@ -354,6 +375,11 @@ pub fn run(lab: &mut Lab, anylb: &Path, topology: &Path, seconds: u64, threads: 
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let t0 = Instant::now();
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
     // Warm-up, then one fault every `step`, the schedule repeated; the last 15 s are quiet (recovery).
     let warmup = (seconds / 8).max(10);
     let faults_span = seconds.saturating_sub(warmup + 15);
@@ -386,7 +412,7 @@ pub fn run(lab: &mut Lab, anylb: &Path, topology: &Path, seconds: u64, threads: 
         }
         if schedule.last().is_some_and(|(at, _)| now >= *at) {
             if let Some((_, f)) = schedule.pop() {
-                happened.push((t0.elapsed().as_secs_f64(), f));
+                happened.push((wall(), f));
                 inject(lab, anylb, topology, f)?;
             }
         }
@@ -407,8 +433,19 @@ pub fn run(lab: &mut Lab, anylb: &Path, topology: &Path, seconds: u64, threads: 
             .collect()
     };
     let (ok, failed) = (series("ok"), series("failed"));
+    // Fault times on the client's clock (it started a little after `t0`).
+    let start = v["t0"].as_f64().unwrap_or(0.0);
+    let happened: Vec<(f64, Fault)> = happened.into_iter().map(|(w, f)| (w - start, f)).collect();
+    let fails: Vec<(f64, f64)> = v["fails"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| Some((f[0].as_f64()?, f[1].as_f64()?)))
+        .collect();
     Ok(Report {
-        rows: rows(&happened, &ok, &failed),
+        rows: rows(&happened, &ok, &failed, &fails),
+        ok_per_s: ok.clone(),
+        failed_per_s: failed.clone(),
         samples,
         ok: ok.iter().sum(),
         failed: failed.iter().sum(),
@@ -426,11 +463,15 @@ pub fn run(lab: &mut Lab, anylb: &Path, topology: &Path, seconds: u64, threads: 
 }
 
 /// The rows of the faults that happened at `at` seconds, from per-second ok and failed counts (by request
-/// start time).
-fn rows(happened: &[(f64, Fault)], ok: &[u64], failed: &[u64]) -> Vec<Row> {
-    let count = |v: &[u64], from: f64, to: f64| -> u64 {
-        let (a, b) = (from.floor().max(0.0) as usize, (to.ceil() as usize).min(v.len()));
-        v.get(a..b).map_or(0, |s| s.iter().sum())
+/// start time) and each failed request's (start, end). A failure is the fault's when the fault happened while
+/// the request was open, or the request started within the fault's window; failures that no fault explains are
+/// counted as unexpected on the fault before them.
+fn rows(happened: &[(f64, Fault)], ok: &[u64], failed: &[u64], fails: &[(f64, f64)]) -> Vec<Row> {
+    let explained = |&(start, end): &(f64, f64)| {
+        happened.iter().any(|&(at, f)| {
+            let w = f.window().as_secs_f64();
+            (start <= at && at <= end) || (at <= start && start <= at + w)
+        })
     };
     happened
         .iter()
@@ -438,24 +479,26 @@ fn rows(happened: &[(f64, Fault)], ok: &[u64], failed: &[u64]) -> Vec<Row> {
         .map(|(i, &(at, fault))| {
             let next = happened.get(i + 1).map_or(f64::MAX, |(t, _)| *t);
             // The rate before: the median of the 5 seconds before the fault.
-            let start = at.floor() as usize;
+            let start = at.floor().max(0.0) as usize;
             let mut before: Vec<u64> = ok.get(start.saturating_sub(5)..start).unwrap_or(&[]).to_vec();
             before.sort_unstable();
             let rate = before.get(before.len() / 2).copied().unwrap_or(0);
+            // Back when a whole second has no failure and at least half the rate (a fault may take capacity
+            // away, as a dead backend does).
             let recovered = (start..ok.len().min(start + 30)).find(|&s| {
-                ok.get(s).is_some_and(|&o| o * 5 >= rate * 4) && failed.get(s).copied().unwrap_or(0) == 0
+                ok.get(s).is_some_and(|&o| o * 2 >= rate) && failed.get(s).copied().unwrap_or(0) == 0
             });
+            let in_10s = fails.iter().filter(|(s, e)| *e >= at && *s < at + 10.0).count() as u64;
+            let unexpected = fails
+                .iter()
+                .filter(|f| f.0 >= at && f.0 < next && !explained(f))
+                .count() as u64;
             Row {
                 fault,
                 at,
-                failed_10s: count(failed, at, at + 10.0),
+                failed_10s: in_10s,
                 recovery_s: recovered.map_or(30.0, |s| (s as f64 - at).max(0.0)),
-                // Requests that started in the second of the fault belong to it.
-                unexpected: count(
-                    failed,
-                    (at + fault.window().as_secs_f64()).ceil(),
-                    next.min(at + 30.0),
-                ),
+                unexpected,
             }
         })
         .collect()
@@ -469,17 +512,26 @@ mod tests {
     fn failures_inside_a_faults_window_are_expected_and_outside_it_are_not() {
         let ok = vec![100; 40];
         let mut failed = vec![0; 40];
-        failed[10] = 5; // the second be2 dies: expected
-        failed[11] = 2; // still within 2.5 s: expected
-        failed[25] = 1; // after the link cut: not expected
+        failed[10] = 2;
+        failed[11] = 1;
+        failed[24] = 1;
+        failed[25] = 1;
+        let fails = [
+            (10.1, 10.25), // open when be2 died: expected
+            (10.5, 10.6),  // within the 2.5 s window: expected
+            (11.9, 12.0),
+            (24.4, 34.4), // started just before the link cut, timed out after it: the cut's
+            (25.9, 26.0), // after the link cut: not expected
+        ];
         let happened = [
             (10.2, Fault::KillBackend),
             (20.0, Fault::StartBackend),
             (24.5, Fault::LinkDown),
         ];
-        let r = rows(&happened, &ok, &failed);
-        assert_eq!(r[0].failed_10s, 7);
+        let r = rows(&happened, &ok, &failed, &fails);
+        assert_eq!(r[0].failed_10s, 3);
         assert_eq!(r[0].unexpected, 0);
+        assert_eq!(r[2].failed_10s, 2);
         assert_eq!(r[2].unexpected, 1);
         let report = Report {
             rows: r,
