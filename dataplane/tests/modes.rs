@@ -539,6 +539,50 @@ fn segments_of_unknown_flows_get_a_second_chance_at_the_peer_node() {
 }
 
 #[test]
+fn a_one_armed_node_hands_unknown_segments_back_out_of_its_port_to_the_peer() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/one-armed.toml"
+    ))
+    .unwrap();
+    let mut lab = Lab::with(&text, &Overrides::default());
+    let ack = tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        ("198.51.100.7", 40000),
+        ("203.0.113.10", 80),
+        "A",
+        5,
+        None,
+        b"data",
+    );
+    let (port, out) = lab.forward(0, ack.clone());
+    assert_eq!(port, 0, "back out of the only port");
+    assert_eq!(&out[..6], &[2, 0, 0, 0, 0x0c, 0], "to lb2's MAC");
+    assert_eq!(&out[6..12], &UP_MAC);
+    assert_eq!(out[12..], ack[12..], "the packet itself unchanged");
+    assert_eq!(lab.worker.stats.peer_forwarded, 1);
+    // What lb2 hands back (its MAC, not a router's) is not handed on again: no loop on the one segment.
+    let from_peer = tcp(
+        [2, 0, 0, 0, 0x0c, 0],
+        UP_MAC,
+        ("198.51.100.7", 40000),
+        ("203.0.113.10", 80),
+        "A",
+        5,
+        None,
+        b"data",
+    );
+    assert_eq!(
+        lab.send(0, from_peer).0,
+        Verdict::Drop {
+            reason: DropReason::NoConnection
+        }
+    );
+    assert_eq!(lab.worker.stats.peer_forwarded, 1);
+}
+
+#[test]
 fn gue_wraps_the_packet_in_udp_with_a_per_flow_source_port() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/gue.toml")).unwrap();

@@ -207,7 +207,7 @@ impl<F: Frame> Worker<F> {
             Local::Vip
                 if p.proto == proto::TCP
                     && !p.opens()
-                    && self.snap.peers.iter().any(|(port, _)| *port != p.in_port)
+                    && !self.snap.peers.is_empty()
                     && self.sent_by_router(p.in_port, &f) =>
             {
                 self.hand_to_peer(p, h, f, alloc, out)

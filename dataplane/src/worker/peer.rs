@@ -1,4 +1,5 @@
-//! Second chance: a segment of a flow this node does not know, from a router, handed to a peer node that may hold it.
+//! Second chance: a segment of a flow this node does not know, from a router, handed to a peer node that may
+//! hold it — over another port, or back out of the same one on a one-armed node.
 
 use super::pkt::{drop, Hop, Pkt};
 use super::{Output, Verdict, Worker};
@@ -22,8 +23,10 @@ impl<F: Frame> Worker<F> {
 
     /// "Second chance": a TCP segment to a VIP that no connection here knows, arriving from outside, goes
     /// unchanged to another node (chosen by the flow hash `h`), which may hold the connection — the upstream
-    /// router moved the flow when a node was drained, added or came back. Only segments from a router are
-    /// handed on (see [`Worker::sent_by_router`]), so nothing loops between nodes.
+    /// router moved the flow when a node was drained, added or came back. Peers on another port than the one
+    /// the segment came in on are preferred (two-armed nodes reach them over the backend segment); a one-armed
+    /// node hands it back out of the same port to a peer there. Only segments from a router are handed on
+    /// (see [`Worker::sent_by_router`]), so nothing loops between nodes.
     pub(super) fn hand_to_peer<A: FrameAlloc<F = F>>(
         &mut self,
         p: &Pkt,
@@ -32,19 +35,18 @@ impl<F: Frame> Worker<F> {
         alloc: &mut A,
         out: &mut Output<F>,
     ) -> Verdict {
-        let n = self
-            .snap
-            .peers
-            .iter()
-            .filter(|(port, _)| *port != p.in_port)
-            .count();
-        let Some(&(port, peer)) = self
-            .snap
-            .peers
-            .iter()
-            .filter(|(port, _)| *port != p.in_port)
-            .nth((h % n.max(1) as u64) as usize)
-        else {
+        let peers = &self.snap.peers;
+        let elsewhere = peers.iter().filter(|(port, _)| *port != p.in_port).count();
+        let pick = |n: usize| (h % n.max(1) as u64) as usize;
+        let chosen = if elsewhere > 0 {
+            peers
+                .iter()
+                .filter(|(port, _)| *port != p.in_port)
+                .nth(pick(elsewhere))
+        } else {
+            peers.get(pick(peers.len()))
+        };
+        let Some(&(port, peer)) = chosen else {
             return drop(DropReason::NoConnection);
         };
         let Some(slot) = self.neigh.slot(port, &peer) else {
