@@ -4,6 +4,7 @@
 //! and [`tcp_state`] the state tracking that sets its timeouts.
 
 pub mod client_addr;
+pub mod cluster;
 #[cfg(feature = "dpdk")]
 pub mod config;
 pub mod conn;
