@@ -48,6 +48,54 @@ pub struct Cluster {
     /// Maglev parameters; identical on every node so that every node picks the same backend for a flow.
     #[serde(default)]
     pub maglev: Maglev,
+    /// Connection sync between the nodes (stateless-equivalent nodes, `docs/cluster.md`); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Sync>,
+}
+
+/// Connection sync: every node streams its long-lived connections to its holders, and takes a lost node's
+/// local addresses and connections over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sync {
+    /// UDP port of the sync datagrams on every node's `sync_address` (default 7946).
+    #[serde(default = "Sync::default_port")]
+    pub port: u16,
+    /// File holding the shared key that authenticates every datagram (relative to the topology file).
+    pub key_file: PathBuf,
+    /// How many other nodes hold each node's connections (default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u16>,
+    /// A connection is synced once it has lived this long (default 2s): shorter ones are not.
+    #[serde(default = "Sync::default_threshold")]
+    pub threshold: Duration,
+    /// A synced connection is synced again this often while it lives (default 60s).
+    #[serde(default = "Sync::default_refresh")]
+    pub refresh: Duration,
+    /// Heartbeat interval (default 200ms).
+    #[serde(default = "Sync::default_heartbeat")]
+    pub heartbeat: Duration,
+    /// A node not heard for this long is lost and its successor takes over (default 1s).
+    #[serde(default = "Sync::default_dead_after")]
+    pub dead_after: Duration,
+}
+
+impl Sync {
+    fn default_port() -> u16 {
+        7946
+    }
+    fn default_threshold() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_refresh() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_heartbeat() -> Duration {
+        Duration::from_millis(200)
+    }
+    fn default_dead_after() -> Duration {
+        Duration::from_secs(1)
+    }
 }
 
 /// Default BGP timers for every neighbour.
@@ -188,6 +236,9 @@ pub struct Node {
     /// Address of the Prometheus `/metrics` listener; none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The node's address for connection sync (one of its own, reachable from the other nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_address: Option<IpAddr>,
     /// Packet I/O: cores, EAL arguments, ports.
     pub dataplane: Dataplane,
     /// Local-address (LIP) pools used as Full-NAT sources.

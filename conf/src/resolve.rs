@@ -29,6 +29,29 @@ pub struct NodeConfig {
     /// router moved a flow between nodes), since the flow's connection may live there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<std::net::IpAddr>,
+    /// Connection sync, with every node of the cluster (this one included), when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<ClusterSync>,
+}
+
+/// Connection sync as one node sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterSync {
+    /// The cluster's settings.
+    pub settings: crate::model::Sync,
+    /// Every node in topology order; a node's index is its place here.
+    pub members: Vec<SyncMember>,
+}
+
+/// One node as the others sync with it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SyncMember {
+    /// Name.
+    pub name: String,
+    /// Sync address.
+    pub address: Option<std::net::IpAddr>,
+    /// Its local-address pools (prefix, first port, last port): a successor takes them over.
+    pub pools: Vec<(ipnet::IpNet, u16, u16)>,
 }
 
 impl Topology {
@@ -96,8 +119,25 @@ impl Topology {
                     .flat_map(|p| p.addresses.iter().map(|a| a.addr()))
             })
             .collect();
+        let sync = c.sync.clone().map(|settings| ClusterSync {
+            settings,
+            members: self
+                .nodes
+                .iter()
+                .map(|n| SyncMember {
+                    name: n.name.clone(),
+                    address: n.sync_address,
+                    pools: n
+                        .local_addresses
+                        .iter()
+                        .map(|p| (p.prefix, p.ports().start, p.ports().end))
+                        .collect(),
+                })
+                .collect(),
+        });
         Some(NodeConfig {
             cluster: c.name.clone(),
+            sync,
             maglev: c.maglev,
             timeouts: c.timeouts,
             node,

@@ -96,6 +96,7 @@ pub fn validate(t: &Topology, check_node_refs: bool) -> Vec<Issue> {
 }
 
 fn cluster(t: &Topology, r: &mut Report) {
+    sync(t, r);
     let c = &t.cluster;
     if c.name.is_empty() {
         r.push(path!["cluster", "name"], "the cluster name must not be empty");
@@ -146,6 +147,64 @@ fn cluster(t: &Topology, r: &mut Report) {
             path!["cluster", "maglev", "table_size"],
             format!("table_size {m} is smaller than {most} backends"),
         );
+    }
+}
+
+/// Connection sync: every node has a sync address of its own, the replicas fit the cluster, and the timers make
+/// sense (a node is declared lost only after several heartbeats).
+fn sync(t: &Topology, r: &mut Report) {
+    let Some(s) = &t.cluster.sync else { return };
+    let n = t.nodes.len();
+    if n < 2 {
+        r.push(
+            path!["cluster", "sync"],
+            "connection sync needs at least two nodes",
+        );
+    }
+    if let Some(rep) = s.replicas {
+        if rep == 0 || usize::from(rep) >= n.max(2) {
+            r.push(
+                path!["cluster", "sync", "replicas"],
+                format!(
+                    "replicas must be from 1 to {} (the other nodes)",
+                    n.saturating_sub(1).max(1)
+                ),
+            );
+        }
+    }
+    if s.port == 0 {
+        r.push(path!["cluster", "sync", "port"], "the sync port must not be 0");
+    }
+    if s.heartbeat.get().is_zero() || s.dead_after.get() < s.heartbeat.get() * 3 {
+        r.push(
+            path!["cluster", "sync", "dead_after"],
+            "dead_after must be at least three heartbeats (a node is lost only after several missed ones)",
+        );
+    }
+    if s.refresh.get() <= s.threshold.get() {
+        r.push(
+            path!["cluster", "sync", "refresh"],
+            "refresh must be longer than threshold",
+        );
+    }
+    for (i, node) in t.nodes.iter().enumerate() {
+        let own = |a: &IpAddr| {
+            node.dataplane
+                .ports
+                .iter()
+                .any(|p| p.addresses.iter().any(|n| n.addr() == *a))
+        };
+        match node.sync_address {
+            None => r.push(
+                path!["nodes", i],
+                format!("node {:?} needs a sync_address: connection sync is on", node.name),
+            ),
+            Some(a) if !own(&a) => r.push(
+                path!["nodes", i, "sync_address"],
+                format!("{a} is not one of the node's own port addresses"),
+            ),
+            Some(_) => {}
+        }
     }
 }
 

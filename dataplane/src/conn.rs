@@ -81,6 +81,12 @@ pub struct Conn {
     pub svc_gen: u16,
     /// The client's first sequence number after its SYN (TOA and PROXY header bookkeeping).
     pub cla_seq: u32,
+    /// Table tick the connection was made at (here, or its record applied).
+    pub born: u32,
+    /// Table tick its record was last sent to the holders (0: never).
+    pub synced: u32,
+    /// The state it was last synced in.
+    pub synced_state: u8,
     /// Wheel tick the entry is filed under.
     pub(crate) slot_tick: u32,
     /// Wheel links (or the free-list link when unused).
@@ -96,6 +102,9 @@ pub const FLAG_CLIENT_V6: u8 = 0x02;
 pub const FLAG_BACKEND_V6: u8 = 0x04;
 /// The local address/port came from the pool and must be released on expiry.
 pub const FLAG_POOLED: u8 = 0x08;
+/// A connection of another node, from its sync record: its local address and port are not ours to give back,
+/// and it is not synced on.
+pub const FLAG_SYNCED: u8 = 0x80;
 /// A source-NAT gateway flow: `lip:lport` came from the rule's pool; `vip:vport` and `backend:bport` are the
 /// server the client talks to.
 pub const FLAG_SNAT: u8 = 0x40;
@@ -146,6 +155,9 @@ impl Conn {
         route_gen: 0,
         svc_gen: 0,
         cla_seq: 0,
+        born: 0,
+        synced: 0,
+        synced_state: 0,
         slot_tick: 0,
         next: 0,
         prev: 0,

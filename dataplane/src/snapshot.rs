@@ -161,6 +161,8 @@ pub struct Snapshot {
     pub mask: u16,
     /// Connection-table capacity per worker.
     pub conn_capacity: u32,
+    /// Connection sync, when on: which connections are synced and how often.
+    pub sync: Option<SyncPolicy>,
     /// Ports.
     pub ports: Vec<Port>,
     /// Services.
@@ -231,6 +233,20 @@ pub enum BuildError {
     TooMany(&'static str),
 }
 
+/// Which connections a node syncs to its holders, in table ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPolicy {
+    /// A connection is synced once it has lived this long.
+    pub threshold: u32,
+    /// And again this often while it lives.
+    pub refresh: u32,
+}
+
+/// A duration in table ticks (at least one).
+fn ticks(d: std::time::Duration) -> u32 {
+    u32::try_from((d.as_millis() / u128::from(TICK_MS)).max(1)).unwrap_or(u32::MAX)
+}
+
 /// Health and admin state that overrides topology weights.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -239,6 +255,11 @@ pub struct Overrides {
     /// Routes learnt by BGP: prefix → ECMP next hops. Static routes of the topology win over them, except
     /// fallback ones, which they replace.
     pub routes: Vec<(ipnet::IpNet, Vec<IpAddr>)>,
+    /// Local-address pools of lost nodes taken over (prefix, first and last port).
+    pub adopted: Vec<(ipnet::IpNet, u16, u16)>,
+    /// The node's own local addresses are not answered for yet (it is back, and its successor still serves
+    /// them until it has resynced).
+    pub withhold_lips: bool,
 }
 
 /// Builds snapshots, keeping backend ids stable.
@@ -267,6 +288,18 @@ impl Builder {
         } = connected(cfg, macs)?;
         let mut routers = add_routes(cfg, ov, &mut routes)?;
         let lips = pools(cfg, &mut local);
+        // The local addresses of lost nodes this node has taken over answer here too (ARP/ND, replies), but new
+        // connections never take ports from them.
+        for (prefix, _, _) in &ov.adopted {
+            for a in prefix.hosts().chain(std::iter::once(prefix.network())) {
+                local.entry(addr(a)).or_insert(Local::Lip);
+            }
+        }
+        if ov.withhold_lips {
+            for (a, _, _) in &lips {
+                local.remove(a);
+            }
+        }
         let mut peers = Vec::new();
         for a in &cfg.peers {
             let on = node
@@ -305,6 +338,10 @@ impl Builder {
             workers: workers.max(1),
             mask: crate::pool::slice_mask(workers),
             conn_capacity: node.dataplane.connections_per_worker(),
+            sync: cfg.sync.as_ref().map(|s| SyncPolicy {
+                threshold: ticks(s.settings.threshold.get()),
+                refresh: ticks(s.settings.refresh.get()),
+            }),
             ports,
             services,
             svc_index,

@@ -189,6 +189,9 @@ impl<F: Frame> Worker<F> {
             ttl,
             tcp_flags: flags,
         };
+        if self.snap.sync.is_some() {
+            self.sync_due(idx, out);
+        }
         f.truncate(L3 + total);
         let at = match self.translate(&mut f, &pkt, &eg) {
             Ok(at) => at,

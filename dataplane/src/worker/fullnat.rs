@@ -32,6 +32,9 @@ impl<F: Frame> Worker<F> {
             return drop(DropReason::NoConnection);
         }
         let svc = self.advance(p, idx, dir);
+        if self.snap.sync.is_some() {
+            self.sync_due(idx, out);
+        }
         if matches!(mode, MODE_DR | MODE_TUNNEL) {
             let encap = match mode {
                 MODE_DR => None,

@@ -179,7 +179,7 @@ impl<F: Frame> Worker<F> {
                     && p.tcp_flags & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN
                     && self.reusable(idx) =>
             {
-                self.forget(idx);
+                self.forget(idx, out);
                 None
             }
             other => other,

@@ -36,6 +36,7 @@ mod pkt;
 mod setup;
 mod snat;
 mod stack;
+mod sync;
 
 pub use output::{Output, Verdict};
 use pkt::{drop, Hop, ICMP_BURST, NO_HOP};
@@ -273,7 +274,13 @@ impl<F: Frame> Worker<F> {
             &mut self.backend_conns,
             &mut self.stats,
         );
+        let synced_out = &mut out.sync;
+        let sync_on = self.snap.sync.is_some();
+        let tick = self.tick;
         let n = self.conns.expire(self.tick, EXPIRE_BUDGET, |c| {
+            if sync_on {
+                sync::gone(c, tick, synced_out);
+            }
             release(c, pools, snat_pools, counts)
         });
         stats.expired_connections += n as u64;

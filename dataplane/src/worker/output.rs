@@ -1,6 +1,7 @@
 //! What one call to the worker produces: a verdict per received frame, and the frames to transmit, to hand
 //! to the kernel or to other workers.
 
+use crate::cluster::record::Record;
 use crate::flow::Addr;
 use crate::stats::DropReason;
 use crate::wire::ethernet::Mac;
@@ -36,6 +37,8 @@ pub struct Output<F> {
     pub redirect: Vec<(u16, F)>,
     /// Neighbours learnt (port, address, MAC), to share with the other workers.
     pub learned: Vec<(u16, Addr, Mac)>,
+    /// Connection records for the node's holders (connection sync).
+    pub sync: Vec<Record>,
     /// One verdict per received frame, when `record` is set.
     pub verdicts: Vec<Verdict>,
     /// Whether to record verdicts.
@@ -50,6 +53,7 @@ impl<F> Output<F> {
             kernel: Vec::new(),
             redirect: Vec::new(),
             learned: Vec::new(),
+            sync: Vec::new(),
             verdicts: Vec::new(),
             record,
         }
@@ -61,6 +65,7 @@ impl<F> Output<F> {
         self.kernel.clear();
         self.redirect.clear();
         self.learned.clear();
+        self.sync.clear();
         self.verdicts.clear();
     }
 }

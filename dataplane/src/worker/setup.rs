@@ -145,6 +145,7 @@ impl<F: Frame> Worker<F> {
             lport,
             bport: if b.port == 0 { p.dport } else { b.port },
             expires: self.tick.saturating_add(svc.timeouts.of(state)),
+            born: self.tick,
             proto: p.proto,
             state: state as u8,
             flags,
@@ -172,9 +173,13 @@ impl<F: Frame> Worker<F> {
         Ok(idx)
     }
 
-    /// Removes connection `idx` now, giving back its local port and its count on the backend.
-    pub(super) fn forget(&mut self, idx: u32) {
+    /// Removes connection `idx` now, giving back its local port and its count on the backend (and telling the
+    /// holders, when it was synced).
+    pub(super) fn forget(&mut self, idx: u32, out: &mut Output<F>) {
         let c = self.conns.remove(idx);
+        if self.snap.sync.is_some() {
+            super::sync::gone(&c, self.tick, &mut out.sync);
+        }
         release(&c, &mut self.pools, &mut self.snat_pools, &mut self.backend_conns);
     }
 }
