@@ -44,6 +44,8 @@ enum Command {
     Bgp(show_cmd::BgpCmd),
     /// BFD sessions: state, discriminators, timers, detection time, up/down counts, last down reason.
     Bfd,
+    /// Connection sync with the other nodes: who is alive, whose records are held, takeovers, counters.
+    Cluster,
     /// The dataplane's route table.
     Route,
     /// The dataplane's neighbour table (ARP / NDP), merged over the workers.
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         }),
         Command::Bgp(cmd) => show_cmd::run(cli.socket, |s| show_cmd::bgp(s, cli.json, cmd)),
         Command::Bfd => show_cmd::run(cli.socket, |s| show_cmd::bfd(s, cli.json)),
+        Command::Cluster => show_cmd::run(cli.socket, |s| show_cmd::cluster(s, cli.json)),
         Command::Route => show_cmd::run(cli.socket, |s| show_cmd::route(s, cli.json)),
         Command::Neigh => show_cmd::run(cli.socket, |s| show_cmd::neigh(s, cli.json)),
         Command::Services => show_cmd::run(cli.socket, |s| show_cmd::services(s, cli.json)),

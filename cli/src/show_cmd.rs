@@ -415,6 +415,85 @@ pub fn bfd(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
     }))
 }
 
+/// `anylb cluster`.
+pub fn cluster(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
+    let v = get(sock, "/v1/cluster")?;
+    Ok(out(json, &v, |v| {
+        println!(
+            "Node {}, {}; {} takeovers{}; refused datagrams: {} bad tag, {} malformed, {} from strangers\n",
+            s(&v["node"]),
+            if v["ready"].as_bool() == Some(true) {
+                "ready"
+            } else {
+                "not ready (resyncing or its addresses served elsewhere)"
+            },
+            s(&v["takeovers"]),
+            match v["last_change_ago_ms"].as_u64() {
+                Some(ms) => format!(", last change {} ago", ago_ms(ms)),
+                None => String::new(),
+            },
+            s(&v["bad_tag"]),
+            s(&v["malformed"]),
+            s(&v["strangers"]),
+        );
+        let rows = rows_of(&v["peers"], |p| {
+            let c = &p["counters"];
+            let yes = |f: &str| if p[f].as_bool() == Some(true) { "yes" } else { "no" }.to_owned();
+            vec![
+                s(&p["name"]),
+                s(&p["address"]),
+                if p["alive"].as_bool() == Some(true) {
+                    "alive"
+                } else {
+                    "lost"
+                }
+                .to_owned(),
+                p["last_heard_ms"].as_u64().map_or("never".into(), ago_ms),
+                yes("holds_ours"),
+                yes("we_hold"),
+                s(&p["records_held"]),
+                if p["taken_over"].as_bool() == Some(true) {
+                    "served here"
+                } else if p["serves_ours"].as_bool() == Some(true) {
+                    "serves ours"
+                } else {
+                    "-"
+                }
+                .to_owned(),
+                format!("{}/{}", s(&c["records_sent"]), s(&c["records_acked"])),
+                s(&p["in_flight"]),
+                s(&c["resent"]),
+            ]
+        });
+        table(
+            &[
+                "Peer",
+                "Address",
+                "State",
+                "Heard",
+                "Holds ours",
+                "We hold",
+                "Records held",
+                "Addresses",
+                "Sent/Acked",
+                "In flight",
+                "Resent",
+            ],
+            &rows,
+        );
+    }))
+}
+
+/// Milliseconds as an age for people.
+fn ago_ms(ms: u64) -> String {
+    let d = ms / 1000;
+    if d < 10 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{:02}:{:02}:{:02}", d / 3600, (d / 60) % 60, d % 60)
+    }
+}
+
 /// `anylb route`.
 pub fn route(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
     let v = get(sock, "/v1/routes")?;

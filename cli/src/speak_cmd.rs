@@ -218,6 +218,8 @@ pub fn run(a: SpeakArgs, json: bool) -> ExitCode {
         router_id: a.router_id,
         listen: a.listen,
         graceful_restart: a.graceful_restart,
+        // The speaker announces routes for forwarding done elsewhere, which its restart does not touch.
+        keeps_forwarding: true,
         restarting: a.restarting,
         neighbors,
     };

@@ -16,7 +16,7 @@ pub mod validate;
 pub use diff::{diff, Change};
 pub use load::{load_file, load_str, Diagnostic, Diagnostics};
 pub use model::*;
-pub use resolve::NodeConfig;
+pub use resolve::{ClusterSync, NodeConfig, SyncMember};
 pub use types::{Community, Duration, LargeCommunity, MacAddr, PortRange, PortSpec};
 
 impl Topology {

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use dpdk_sys::{Eal, FlowRule, Mbuf, Mempool, Port, PortConfig, Ring};
 
+use crate::cluster::record::Record;
 use crate::flow::{to_ip, Addr};
 use crate::frame::{Frame, FrameAlloc};
 use crate::snapshot::Snapshot;
@@ -283,6 +284,12 @@ struct Shared {
     tx_failed: AtomicU64,
     /// Neighbours learnt by one worker, sent to every other one.
     neighbors: Vec<mpsc::Sender<(u16, Addr, Mac)>>,
+    /// Other nodes' connection records, to every worker.
+    sync_in: Vec<mpsc::Sender<Record>>,
+    /// This node's connection records, from every worker.
+    sync_out: mpsc::Sender<Record>,
+    /// Per worker: send the records of all its synced connections again.
+    sync_all: Vec<AtomicBool>,
     /// Connection samples asked of each worker (the most wanted; 0 = none) and their answers.
     /// Per worker: a question from the control thread (0: none; `ASK_NEIGHBORS`; else a connection limit) and
     /// the worker's answer.
@@ -349,6 +356,8 @@ pub struct Runtime {
     lcores: Vec<u32>,
     steering: Steering,
     inject_lock: Mutex<()>,
+    /// The workers' connection records, for the node's sync task.
+    sync_collected: Mutex<mpsc::Receiver<Record>>,
     ask_lock: Mutex<()>,
     stopped: bool,
     eal: Eal,
@@ -537,6 +546,8 @@ impl Runtime {
             .map(|w| Ring::new(&eal, &format!("al_inj{w}"), 1024))
             .collect::<Result<Vec<_>, _>>()?;
         let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..nworkers).map(|_| mpsc::channel()).unzip();
+        let (sync_in, mut sync_rxs): (Vec<_>, Vec<_>) = (0..nworkers).map(|_| mpsc::channel()).unzip();
+        let (sync_out, sync_collected) = mpsc::channel();
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             generation: AtomicU64::new(snap.generation),
@@ -547,6 +558,9 @@ impl Runtime {
             started: Instant::now(),
             tx_failed: AtomicU64::new(0),
             neighbors: senders,
+            sync_in,
+            sync_out,
+            sync_all: (0..nworkers).map(|_| AtomicBool::new(false)).collect(),
             port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
             ask_req: (0..nworkers).map(|_| AtomicU64::new(0)).collect(),
             ask_resp: (0..nworkers).map(|_| Mutex::new(None)).collect(),
@@ -557,9 +571,10 @@ impl Runtime {
             let (shared, ports, pool, snap) = (shared.clone(), ports.clone(), pool.clone(), snap.clone());
             let lcore = wid as u32 + 1;
             let learned = receivers.remove(0);
+            let synced = sync_rxs.remove(0);
             eal.launch(
                 lcore,
-                Box::new(move || Lcore::new(wid as u16, shared, ports, pool, snap, learned).run()),
+                Box::new(move || Lcore::new(wid as u16, shared, ports, pool, snap, learned, synced).run()),
             )?;
             lcores.push(lcore);
         }
@@ -571,6 +586,7 @@ impl Runtime {
             lcores,
             steering,
             inject_lock: Mutex::new(()),
+            sync_collected: Mutex::new(sync_collected),
             ask_lock: Mutex::new(()),
             stopped: false,
             eal,
@@ -728,6 +744,30 @@ impl Runtime {
             .iter()
             .map(|p| p.heartbeat.load(Ordering::Acquire))
             .collect()
+    }
+
+    /// The connection records the workers produced since the last call (for the node's sync task).
+    pub fn sync_records(&self) -> Vec<Record> {
+        self.sync_collected
+            .lock()
+            .map(|rx| rx.try_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Asks every worker for the records of all its synced connections again (a holder came back empty).
+    pub fn resync_all(&self) {
+        for f in &self.shared.sync_all {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives other nodes' connection records to every worker (each applies them to its own table).
+    pub fn apply_synced(&self, records: &[Record]) {
+        for tx in &self.shared.sync_in {
+            for r in records {
+                let _ = tx.send(*r);
+            }
+        }
     }
 
     /// Frames the NIC refused to send (TX queue full), all workers.
@@ -906,6 +946,7 @@ struct Lcore {
     shared: Arc<Shared>,
     ports: Arc<Vec<OpenPort>>,
     learned: mpsc::Receiver<(u16, Addr, Mac)>,
+    synced: mpsc::Receiver<Record>,
     /// DPDK port id → topology port index.
     by_id: Vec<u16>,
     generation: u64,
@@ -931,6 +972,7 @@ impl Lcore {
         pool: Arc<Mempool>,
         first: Arc<Snapshot>,
         learned: mpsc::Receiver<(u16, Addr, Mac)>,
+        synced: mpsc::Receiver<Record>,
     ) -> Lcore {
         let nports = ports.len();
         let max_id = ports.iter().map(|p| usize::from(p.port.id())).max().unwrap_or(0);
@@ -954,6 +996,7 @@ impl Lcore {
             shared,
             ports,
             learned,
+            synced,
             last_publish: 0,
             idle: 0,
             loops: 0,
@@ -1086,6 +1129,15 @@ impl Lcore {
                     let _ = tx.send(n);
                 }
             }
+        }
+        if self.shared.sync_all[usize::from(self.wid)].swap(false, Ordering::Relaxed) {
+            self.w.resync_all(&mut self.out);
+        }
+        for r in self.out.sync.drain(..) {
+            let _ = self.shared.sync_out.send(r);
+        }
+        while let Ok(r) = self.synced.try_recv() {
+            self.w.apply_synced(&r);
         }
         while let Ok((port, a, mac)) = self.learned.try_recv() {
             self.w.learn_neighbor(port, &a, mac, &mut self.out);

@@ -105,8 +105,12 @@ pub struct SpeakerConfig {
     pub router_id: Ipv4Addr,
     /// Listening address (port 179 normally); none for active-only.
     pub listen: Option<SocketAddr>,
-    /// Graceful restart: restart time in seconds advertised; forwarding kept across restarts.
+    /// Graceful restart: restart time in seconds advertised.
     pub graceful_restart: Option<u16>,
+    /// Whether forwarding survives a restart of this speaker, so that peers may keep its routes over one
+    /// (graceful restart then lists every family). An anylb node's does not (its dataplane is its process):
+    /// it helps its peers restart, and its own routes go as soon as its session or BFD does.
+    pub keeps_forwarding: bool,
     /// Whether this start is a restart with forwarding state kept (R bit, F bits).
     pub restarting: bool,
     /// Neighbours.
@@ -201,6 +205,7 @@ impl SpeakerConfig {
                 .graceful_restart
                 .filter(|g| g.enabled)
                 .map(|g| g.restart_time.map_or(120, |t| t.as_secs().min(4095) as u16)),
+            keeps_forwarding: false,
             restarting: false,
             neighbors,
         })

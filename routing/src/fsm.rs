@@ -232,7 +232,8 @@ pub struct Negotiated {
 pub struct LocalRestart {
     /// Restart time in seconds.
     pub time: u16,
-    /// Whether forwarding state is kept across a restart (F bit of every family).
+    /// Whether forwarding state is kept across a restart: every family is listed (with the F bit when
+    /// restarting); otherwise none is (RFC 4724 §3: a receiving speaker only, whose routes peers do not keep).
     pub forwarding: bool,
     /// Whether this start is a restart (R bit).
     pub restarting: bool,
@@ -312,12 +313,11 @@ impl Fsm {
                 restarting: gr.restarting,
                 notification: true,
                 time: gr.time,
-                families: self
-                    .cfg
-                    .families
-                    .iter()
-                    .map(|&(a, s)| (a, s, gr.forwarding))
-                    .collect(),
+                families: if gr.forwarding {
+                    self.cfg.families.iter().map(|&(a, s)| (a, s, true)).collect()
+                } else {
+                    Vec::new()
+                },
             });
         }
         Message::Open(Open {

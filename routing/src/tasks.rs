@@ -118,7 +118,7 @@ impl Session {
             families,
             graceful_restart: shared.cfg.graceful_restart.map(|time| LocalRestart {
                 time,
-                forwarding: true,
+                forwarding: shared.cfg.keeps_forwarding,
                 restarting: shared.cfg.restarting,
             }),
         });

@@ -48,6 +48,7 @@ async fn malformed_updates_are_withdrawn_counted_and_leave_the_session_up() {
         router_id: Ipv4Addr::new(192, 0, 2, 11),
         listen: Some(SocketAddr::new(speaker_addr, PORT)),
         graceful_restart: None,
+        keeps_forwarding: false,
         restarting: false,
         neighbors: vec![NeighborConfig {
             passive: true,

@@ -98,6 +98,8 @@ pub struct Lab {
     pub pids: BTreeMap<String, u32>,
     /// Where logs go.
     pub logs: PathBuf,
+    /// The `anylb` binary run for `anylb` nodes.
+    anylb: PathBuf,
 }
 
 fn split_endpoint(e: &str) -> io::Result<(&str, &str)> {
@@ -129,6 +131,7 @@ impl Lab {
             frr: BTreeMap::new(),
             pids: BTreeMap::new(),
             logs: logs.to_path_buf(),
+            anylb: anylb.to_path_buf(),
         };
         for name in clab.topology.nodes.keys() {
             lab.nodes
@@ -171,32 +174,7 @@ impl Lab {
                     lab.frr.insert(name.clone(), f);
                 }
                 "anylb" => {
-                    let conf = lab
-                        .bind(&def, "/etc/anylb/cluster.toml")
-                        .ok_or_else(|| io::Error::other(format!("{name}: no cluster.toml bound")))?;
-                    let node = def
-                        .labels
-                        .get("anylb.node")
-                        .cloned()
-                        .unwrap_or_else(|| name.clone());
-                    let log = logs.join(format!("{name}.log"));
-                    let conf_s = conf.display().to_string();
-                    let args = [
-                        anylb.to_str().unwrap_or("anylb"),
-                        "run",
-                        "--config",
-                        conf_s.as_str(),
-                        "--node",
-                        node.as_str(),
-                        "--stats-interval",
-                        "0",
-                    ];
-                    let ns = lab
-                        .nodes
-                        .get_mut(&name)
-                        .ok_or_else(|| io::Error::other("node vanished"))?;
-                    let pid = ns.spawn(&args, Some(&log))?;
-                    lab.pids.insert(name.clone(), pid);
+                    lab.start(&name)?;
                 }
                 _ => {
                     if def.cmd.is_some() {
@@ -208,8 +186,8 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Starts (again) the `cmd` of a node that is neither FRR nor anylb, with bound paths replaced by host
-    /// files; returns its pid.
+    /// Starts (again) the process of a node that is not FRR: `anylb run` for an `anylb` node, else its `cmd`
+    /// with bound paths replaced by host files; returns its pid. Its output goes to `logs/NAME.log` (appended).
     pub fn start(&mut self, name: &str) -> io::Result<u32> {
         let def = self
             .clab
@@ -218,6 +196,9 @@ impl Lab {
             .get(name)
             .cloned()
             .ok_or_else(|| io::Error::other(format!("no node {name:?}")))?;
+        if def.labels.get("anylb.role").map(String::as_str) == Some("anylb") {
+            return self.start_anylb(name, &def);
+        }
         let cmd = def
             .cmd
             .clone()
@@ -231,6 +212,37 @@ impl Lab {
             .collect();
         let args: Vec<&str> = words.iter().map(String::as_str).collect();
         let log = self.logs.join(format!("{name}.log"));
+        let ns = self
+            .nodes
+            .get_mut(name)
+            .ok_or_else(|| io::Error::other("node vanished"))?;
+        let pid = ns.spawn(&args, Some(&log))?;
+        self.pids.insert(name.to_owned(), pid);
+        Ok(pid)
+    }
+
+    /// Starts `anylb run` for an `anylb` node with the topology file bound to it.
+    fn start_anylb(&mut self, name: &str, def: &NodeDef) -> io::Result<u32> {
+        let conf = self
+            .bind(def, "/etc/anylb/cluster.toml")
+            .ok_or_else(|| io::Error::other(format!("{name}: no cluster.toml bound")))?;
+        let node = def
+            .labels
+            .get("anylb.node")
+            .cloned()
+            .unwrap_or_else(|| name.to_owned());
+        let log = self.logs.join(format!("{name}.log"));
+        let (conf_s, anylb) = (conf.display().to_string(), self.anylb.display().to_string());
+        let args = [
+            anylb.as_str(),
+            "run",
+            "--config",
+            conf_s.as_str(),
+            "--node",
+            node.as_str(),
+            "--stats-interval",
+            "0",
+        ];
         let ns = self
             .nodes
             .get_mut(name)

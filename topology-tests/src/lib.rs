@@ -4,5 +4,6 @@
 pub mod clab;
 pub mod demo;
 pub mod frr;
+pub mod keepalive;
 pub mod netns;
 pub mod soak;

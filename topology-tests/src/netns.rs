@@ -82,7 +82,7 @@ impl Netns {
     }
 
     /// Starts a process inside the namespace; it is killed when the namespace is dropped. Its output goes to
-    /// `log` when given, else is discarded.
+    /// `log` when given (appended to, so a restarted process keeps the earlier run's lines), else is discarded.
     pub fn spawn(&mut self, cmd: &[&str], log: Option<&std::path::Path>) -> io::Result<u32> {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", self.name.as_str()])
@@ -90,7 +90,7 @@ impl Netns {
             .stdin(Stdio::null());
         match log {
             Some(p) => {
-                let f = std::fs::File::create(p)?;
+                let f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
                 c.stdout(f.try_clone()?).stderr(f);
             }
             None => {

@@ -148,6 +148,19 @@ async fn bfd(State(n): State<Shared>) -> Response {
     }
 }
 
+async fn cluster(State(n): State<Shared>) -> Response {
+    match &n.sync {
+        Some((view, _)) => match view.lock() {
+            Ok(v) => Json(v.clone()).into_response(),
+            Err(_) => err(StatusCode::INTERNAL_SERVER_ERROR, "the sync view is poisoned"),
+        },
+        None => err(
+            StatusCode::NOT_FOUND,
+            "connection sync is off (no [cluster.sync] in the topology)",
+        ),
+    }
+}
+
 async fn routes(State(n): State<Shared>) -> Json<Vec<api::FibRoute>> {
     let Some(snap) = n.runtime.current() else {
         return Json(Vec::new());
@@ -382,6 +395,7 @@ pub fn router(n: Shared) -> Router {
         .route("/v1/bgp/summary", get(bgp_summary))
         .route("/v1/bgp/neighbors", get(bgp_neighbors))
         .route("/v1/bfd", get(bfd))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/bgp/routes/advertised", get(advertised))
         .route("/v1/bgp/routes/received", get(received))
         .route("/v1/routes", get(routes))

@@ -35,7 +35,29 @@ pub enum AssembleError {
         /// What is wrong with its file.
         source: PasswordError,
     },
+    /// The connection sync's key file cannot be used.
+    #[error("cluster.sync.key_file {}: {reason}", path.display())]
+    SyncKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: SyncKeyError,
+    },
 }
+
+/// Why the connection sync's key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncKeyError {
+    /// It cannot be read.
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    /// Too short to authenticate anything.
+    #[error("the key is {0} bytes; at least {MIN_SYNC_KEY} are needed")]
+    TooShort(usize),
+}
+
+/// The shortest sync key accepted (128 bits).
+pub const MIN_SYNC_KEY: usize = 16;
 
 /// Why a TCP-MD5 password file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +91,8 @@ pub struct Assembly {
     pub speaker: Option<SpeakerConfig>,
     /// BFD sessions to BGP neighbours.
     pub bfd: Vec<bfd::Peer>,
+    /// The connection sync: its key and this node's index among the members, when sync is on.
+    pub sync: Option<(Vec<u8>, usize)>,
 }
 
 /// Loads topology file `path` and assembles node `node`; `taps` false disables TAP exception interfaces.
@@ -85,12 +109,37 @@ pub fn assemble(path: &Path, node: &str, taps: bool) -> Result<Assembly, Assembl
     for n in unplaced {
         tracing::warn!(neighbor = %n, "BFD: no local address on the neighbour's subnet; not started");
     }
+    let sync = match &cfg.sync {
+        Some(s) => {
+            let key = read_sync_key(&base.join(&s.settings.key_file))?;
+            let me = s.members.iter().position(|m| m.name == cfg.node.name);
+            me.map(|me| (key, me))
+        }
+        None => None,
+    };
     Ok(Assembly {
         cfg,
         dataplane,
         speaker,
         bfd,
+        sync,
     })
+}
+
+/// Reads the sync key file: its content without one trailing newline, at least [`MIN_SYNC_KEY`] bytes.
+fn read_sync_key(path: &Path) -> Result<Vec<u8>, AssembleError> {
+    let fail = |reason| AssembleError::SyncKey {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut raw = std::fs::read(path).map_err(|e| fail(e.into()))?;
+    if raw.last() == Some(&b'\n') {
+        raw.pop();
+    }
+    if raw.len() < MIN_SYNC_KEY {
+        return Err(fail(SyncKeyError::TooShort(raw.len())));
+    }
+    Ok(raw)
 }
 
 /// The TCP-MD5 keys of the node's neighbours, read from their password files (a relative path is taken from
@@ -173,6 +222,21 @@ password_file = "{file}"
         );
         let e = assemble(&path, "lb9", false).expect_err("no node").to_string();
         assert!(e.ends_with("no node named \"lb9\""), "{e}");
+    }
+
+    #[test]
+    fn the_sync_key_is_read_and_must_be_long_enough() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("sync.key");
+        std::fs::write(&f, "0123456789abcdef\n").expect("write");
+        assert_eq!(read_sync_key(&f).expect("key"), b"0123456789abcdef");
+        std::fs::write(&f, "short\n").expect("write");
+        let e = read_sync_key(&f).expect_err("short").to_string();
+        assert!(e.contains("sync.key") && e.contains("5 bytes"), "{e}");
+        let e = read_sync_key(&dir.path().join("none"))
+            .expect_err("missing")
+            .to_string();
+        assert!(e.starts_with("cluster.sync.key_file"), "{e}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub async fn run(
     let mut routes: BTreeMap<IpNet, Vec<IpAddr>> = BTreeMap::new();
     let mut fib = n.speaker.as_ref().map(Speaker::routes);
     let mut health = n.monitor().map(|m| m.changes());
+    let mut takeover = n.sync.as_ref().map(|(_, t)| t.clone());
     let mut stats_tick = tokio::time::interval(Duration::from_secs(stats_interval.max(1)));
     let mut self_check = tokio::time::interval(SELF_CHECK_EVERY);
     self_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -100,6 +101,13 @@ pub async fn run(
                     dirty = true;
                 }
             }
+            changed = async { match takeover.as_mut() { Some(t) => t.changed().await, None => std::future::pending().await } } => {
+                // A lost node's local addresses taken over or released, or this node ready to announce.
+                match changed {
+                    Ok(()) => dirty = true,
+                    Err(_) => takeover = None,
+                }
+            }
             _ = self_check.tick() => {
                 // A worker that stopped publishing for a second has stopped forwarding: withdraw everything.
                 let Some(ok) = check.observe(std::time::Instant::now(), &n.runtime.heartbeats()) else {
@@ -155,9 +163,12 @@ fn apply(n: &Node, builder: &mut Builder, macs: &[[u8; 6]], routes: &BTreeMap<Ip
         return;
     };
     let m = n.monitor();
+    let takeover = n.sync.as_ref().map(|(_, t)| t.borrow().clone());
     let ov = Overrides {
         weights: m.as_ref().map(Monitor::weights).unwrap_or_default(),
         routes: routes.iter().map(|(p, h)| (*p, h.clone())).collect(),
+        adopted: takeover.as_ref().map(|t| t.adopted.clone()).unwrap_or_default(),
+        withhold_lips: takeover.as_ref().is_some_and(|t| t.withhold_lips),
     };
     match builder.build(&cfg, macs, n.runtime.stats().len(), &ov) {
         Ok(snap) => n.runtime.publish(snap),
@@ -165,7 +176,10 @@ fn apply(n: &Node, builder: &mut Builder, macs: &[[u8; 6]], routes: &BTreeMap<Ip
     }
     let Some(sp) = &n.speaker else { return };
     let services = m.map(|m| m.services()).unwrap_or_default();
-    let live = n.forwarding.load(Ordering::Relaxed) && !n.drained.load(Ordering::Relaxed);
+    // With connection sync, a node announces once it has its connections back and its local addresses are its own.
+    let live = n.forwarding.load(Ordering::Relaxed)
+        && !n.drained.load(Ordering::Relaxed)
+        && takeover.as_ref().is_none_or(|t| t.ready);
     let want: BTreeMap<IpNet, Announcement> = announcements(&cfg)
         .into_iter()
         .filter(|(p, _)| {

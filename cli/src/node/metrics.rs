@@ -121,7 +121,80 @@ pub fn metrics_text(n: &Node) -> String {
             );
         }
     }
+    if let Some(v) = n
+        .sync
+        .as_ref()
+        .and_then(|(v, _)| v.lock().ok().map(|v| v.clone()))
+    {
+        sync(&mut o, &v);
+    }
     o
+}
+
+/// Connection sync: peers alive, records by direction, resends, overflow, refused datagrams, takeovers.
+fn sync(o: &mut String, v: &super::sync::SyncView) {
+    use std::fmt::Write;
+    let _ = writeln!(o, "# HELP anylb_sync_ready 1 when the node has its connections back and its local addresses are its own.\n# TYPE anylb_sync_ready gauge\nanylb_sync_ready {}", u8::from(v.ready));
+    let _ = writeln!(o, "# HELP anylb_sync_takeovers_total Lost nodes whose local addresses this node took over.\n# TYPE anylb_sync_takeovers_total counter\nanylb_sync_takeovers_total {}", v.takeovers);
+    let _ = writeln!(o, "# HELP anylb_sync_datagrams_refused_total Sync datagrams refused, by reason.\n# TYPE anylb_sync_datagrams_refused_total counter");
+    for (reason, n) in [
+        ("bad_tag", v.bad_tag),
+        ("malformed", v.malformed),
+        ("stranger", v.strangers),
+    ] {
+        let _ = writeln!(o, "anylb_sync_datagrams_refused_total{{reason=\"{reason}\"}} {n}");
+    }
+    type Get = fn(&super::sync::PeerView) -> u64;
+    let per_peer: [(&str, &str, &str, Get); 7] = [
+        (
+            "anylb_sync_peer_alive",
+            "gauge",
+            "1 when the peer was heard within dead_after.",
+            |p| u64::from(p.alive),
+        ),
+        (
+            "anylb_sync_records_held",
+            "gauge",
+            "The peer's connection records held here.",
+            |p| p.records_held as u64,
+        ),
+        (
+            "anylb_sync_records_sent_total",
+            "counter",
+            "Records sent to the peer (first transmissions).",
+            |p| p.counters.records_sent,
+        ),
+        (
+            "anylb_sync_records_acked_total",
+            "counter",
+            "Records the peer acknowledged.",
+            |p| p.counters.records_acked,
+        ),
+        (
+            "anylb_sync_resent_total",
+            "counter",
+            "Datagrams sent to the peer again after their timeout.",
+            |p| p.counters.resent,
+        ),
+        (
+            "anylb_sync_overflow_total",
+            "counter",
+            "Records not sent to the peer: window full and rate bound reached.",
+            |p| p.counters.overflow,
+        ),
+        (
+            "anylb_sync_datagrams_received_total",
+            "counter",
+            "Datagrams accepted from the peer.",
+            |p| p.counters.received,
+        ),
+    ];
+    for (name, kind, help, get) in per_peer {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for p in &v.peers {
+            let _ = writeln!(o, "{name}{{peer=\"{}\"}} {}", p.name, get(p));
+        }
+    }
 }
 
 /// Serves `/metrics` on TCP.

@@ -8,6 +8,7 @@ pub mod assemble;
 pub mod control;
 pub mod metrics;
 pub mod selfcheck;
+pub mod sync;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use anylb_healthcheck::monitor::Monitor;
 use anylb_routing::rib::Announcement;
 use anylb_routing::speaker::Speaker;
 use ipnet::IpNet;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use control::ReloadError;
 
@@ -61,6 +62,8 @@ pub struct Node {
     pub forwarding: AtomicBool,
     /// To the control loop.
     pub control: mpsc::UnboundedSender<Control>,
+    /// The connection sync, when on: its view and what it has taken over.
+    pub sync: Option<(sync::View, watch::Receiver<sync::Takeover>)>,
 }
 
 impl Node {
@@ -122,6 +125,16 @@ pub fn run(path: &Path, node: &str, opts: &Options) -> ExitCode {
             None => None,
         };
         let bfd = speaker.as_ref().map(|s| s.attach_bfd(a.bfd, 0x616c_0001));
+        let (sync, sync_task) = match (cfg.sync.clone(), a.sync) {
+            (Some(sc), Some((key, me))) => match sync::start(sc, me, &key, runtime.clone()).await {
+                Ok((view, takeover, task)) => (Some((view, takeover)), Some(task)),
+                Err(e) => {
+                    eprintln!("error: cannot start the connection sync: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            _ => (None, None),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let node = Arc::new(Node {
             config_path: path.to_owned(),
@@ -134,6 +147,7 @@ pub fn run(path: &Path, node: &str, opts: &Options) -> ExitCode {
             drained: AtomicBool::new(false),
             forwarding: AtomicBool::new(true),
             control: tx,
+            sync,
         });
         let socket = cfg.node.control_socket();
         let api = tokio::spawn(api::serve(node.clone(), socket.clone()));
@@ -146,7 +160,7 @@ pub fn run(path: &Path, node: &str, opts: &Options) -> ExitCode {
         if let Some(m) = metrics {
             m.abort();
         }
-        for t in bfd.into_iter().flatten() {
+        for t in bfd.into_iter().flatten().chain(sync_task) {
             t.abort();
         }
         let _ = std::fs::remove_file(&socket);

@@ -6,13 +6,15 @@
 //! ```text
 //!  0        4    5      6        8         12        16        20      22
 //! +--------+----+------+--------+---------+---------+---------+-------+-----------+----------------+
-//! | "ALS1" |kind| flags| sender | epoch   | seq     | ack     | count | records … | HMAC-SHA256/16 |
+//! | "ALS1" |kind| gen  | sender | epoch   | seq     | ack     | count | records … | HMAC-SHA256/16 |
 //! +--------+----+------+--------+---------+---------+---------+-------+-----------+----------------+
 //! ```
 //!
 //! `sender` is the sending node's index in the topology, `epoch` a value chosen at each start (a restarted node
-//! begins a new sequence), `seq` the datagram's number (data only), `ack` the highest sequence received in
-//! order from the receiver's current epoch. The tag covers everything before it; a datagram without a valid
+//! begins a new sequence), `gen` the sender's sequence generation (it starts its sequence again, under the same
+//! epoch, when the receiver restarted and cannot acknowledge the old one), `seq` the datagram's number (data; in an acknowledgement, the bitmap of the nodes
+//! 0–31 whose local addresses the sender serves, having taken them over), `ack` the highest sequence received
+//! in order from the receiver's current epoch and generation. The tag covers everything before it; a datagram without a valid
 //! tag is dropped and counted, as is one that is malformed. Records are idempotent state (an upsert or a
 //! delete of a connection), so a datagram applied twice or out of order does no harm.
 
@@ -51,6 +53,8 @@ pub struct Datagram {
     pub sender: u16,
     /// The sender's epoch.
     pub epoch: u32,
+    /// The sender's sequence generation.
+    pub generation: u8,
     /// Sequence number (data).
     pub seq: u32,
     /// Cumulative acknowledgement of our data.
@@ -99,6 +103,8 @@ pub struct Header {
     pub sender: u16,
     /// The sender's epoch.
     pub epoch: u32,
+    /// The sender's sequence generation.
+    pub generation: u8,
     /// Sequence number (data).
     pub seq: u32,
     /// Cumulative acknowledgement of the other direction.
@@ -110,7 +116,7 @@ pub fn seal(key: &Key, h: &Header, records: &[u8], count: u16) -> Vec<u8> {
     let mut b = Vec::with_capacity(HEADER + records.len() + TAG);
     b.extend_from_slice(MAGIC);
     b.push(h.kind as u8);
-    b.push(0);
+    b.push(h.generation);
     b.extend_from_slice(&h.sender.to_be_bytes());
     b.extend_from_slice(&h.epoch.to_be_bytes());
     b.extend_from_slice(&h.seq.to_be_bytes());
@@ -159,6 +165,7 @@ pub fn open(key: &Key, b: &[u8]) -> Result<Datagram, DatagramError> {
         kind,
         sender: u16::from_be_bytes([body[6], body[7]]),
         epoch: u32_at(8),
+        generation: body[5],
         seq: u32_at(12),
         ack: u32_at(16),
         records,
@@ -228,8 +235,12 @@ pub struct Channel {
     unacked: VecDeque<Pending>,
     tokens: f64,
     refilled: Option<Instant>,
-    /// The peer's epoch and the highest sequence received from it in order, and those above it.
+    /// Our sequence generation.
+    generation: u8,
+    /// The peer's epoch, its sequence (epoch and generation), the highest sequence received from it in order,
+    /// and those above it.
     peer_epoch: Option<u32>,
+    peer_sequence: Option<(u32, u8)>,
     in_order: u32,
     above: BTreeSet<u32>,
     /// Counters.
@@ -250,7 +261,9 @@ impl Channel {
             unacked: VecDeque::new(),
             tokens: f64::from(settings.rate) / 10.0,
             refilled: None,
+            generation: 0,
             peer_epoch: None,
+            peer_sequence: None,
             in_order: 0,
             above: BTreeSet::new(),
             counters: Counters::default(),
@@ -334,9 +347,10 @@ impl Channel {
         }
     }
 
-    /// An acknowledgement heartbeat for the peer: what we have received from it in order.
-    pub fn heartbeat(&self) -> Vec<u8> {
-        seal(&self.key, &self.header(Kind::Ack, 0), &[], 0)
+    /// An acknowledgement heartbeat for the peer: what we have received from it in order, and the bitmap of
+    /// the nodes whose local addresses we serve.
+    pub fn heartbeat(&self, adopted: u32) -> Vec<u8> {
+        seal(&self.key, &self.header(Kind::Ack, adopted), &[], 0)
     }
 
     fn header(&self, kind: Kind, seq: u32) -> Header {
@@ -344,6 +358,7 @@ impl Channel {
             kind,
             sender: self.me,
             epoch: self.epoch,
+            generation: self.generation,
             seq,
             ack: self.in_order,
         }
@@ -359,9 +374,17 @@ impl Channel {
     pub fn receive(&mut self, d: Datagram) -> Option<Datagram> {
         self.on_ack(d.ack);
         self.counters.received += 1;
-        if self.peer_epoch != Some(d.epoch) {
-            // The peer (re)started: its sequence begins again.
-            self.peer_epoch = Some(d.epoch);
+        if self.peer_epoch.is_some_and(|e| e != d.epoch) {
+            // The peer restarted and has nothing of ours: our sequence starts again in a new generation (the
+            // node sends it all its records again), so that it does not wait for what it will never get.
+            self.generation = self.generation.wrapping_add(1);
+            self.next_seq = 1;
+            self.unacked.clear();
+        }
+        self.peer_epoch = Some(d.epoch);
+        if self.peer_sequence != Some((d.epoch, d.generation)) {
+            // A new sequence from the peer.
+            self.peer_sequence = Some((d.epoch, d.generation));
             self.in_order = 0;
             self.above.clear();
         }
@@ -398,6 +421,11 @@ impl Channel {
     /// What we have received from the peer in order.
     pub fn received_in_order(&self) -> u32 {
         self.in_order
+    }
+
+    /// The peer's epoch as last seen (it changes when the peer restarts).
+    pub fn peer_epoch(&self) -> Option<u32> {
+        self.peer_epoch
     }
 }
 
@@ -452,7 +480,7 @@ mod tests {
         }
         assert_eq!(got, 100);
         // b's heartbeat acknowledges everything.
-        a.receive(open(&key, &b.heartbeat()).unwrap());
+        a.receive(open(&key, &b.heartbeat(0)).unwrap());
         assert_eq!((a.in_flight(), a.counters.records_acked), (0, 100));
     }
 
@@ -471,7 +499,7 @@ mod tests {
             assert!(b.receive(open(&key, d).unwrap()).is_some());
         }
         assert_eq!(b.received_in_order(), 0);
-        a.receive(open(&key, &b.heartbeat()).unwrap());
+        a.receive(open(&key, &b.heartbeat(0)).unwrap());
         assert_eq!(a.in_flight(), 3, "nothing acknowledged in order yet");
         let mut again = Vec::new();
         a.poll(t0 + Duration::from_millis(100), &mut again);
@@ -484,7 +512,7 @@ mod tests {
         );
         assert!(b.receive(open(&key, &again[1]).unwrap()).is_none(), "a duplicate");
         assert_eq!(b.received_in_order(), 3);
-        a.receive(open(&key, &b.heartbeat()).unwrap());
+        a.receive(open(&key, &b.heartbeat(0)).unwrap());
         assert_eq!(
             (a.in_flight(), a.counters.resent, b.counters.duplicates),
             (0, 3, 1)
@@ -526,6 +554,38 @@ mod tests {
             "seq 1 of a new epoch is new"
         );
         assert_eq!(b.received_in_order(), 1);
+    }
+
+    #[test]
+    fn a_restarted_receiver_gets_a_new_sequence_from_us() {
+        let key = Key::new(b"cluster secret");
+        let (mut a, mut b) = pair();
+        let (t0, mut out) = (Instant::now(), Vec::new());
+        for i in 0..3 {
+            a.push(&record(i), t0, &mut out);
+            a.flush(t0, &mut out);
+        }
+        for d in &out {
+            b.receive(open(&key, d).unwrap());
+        }
+        a.receive(open(&key, &b.heartbeat(0)).unwrap());
+        // b restarts and hears from a in the middle of a's sequence: it would wait for seq 1 forever.
+        let mut b2 = Channel::new(key.clone(), 1, 23, Settings::default());
+        out.clear();
+        a.push(&record(9), t0, &mut out);
+        a.flush(t0, &mut out);
+        assert!(b2.receive(open(&key, &out[0]).unwrap()).is_some());
+        assert_eq!(b2.received_in_order(), 0, "seq 4 of an epoch it never saw");
+        // a hears b2's new epoch and starts a new sequence of its own.
+        a.receive(open(&key, &b2.heartbeat(0)).unwrap());
+        assert_eq!(a.in_flight(), 0);
+        out.clear();
+        a.push(&record(10), t0, &mut out);
+        a.flush(t0, &mut out);
+        assert!(b2.receive(open(&key, &out[0]).unwrap()).is_some());
+        assert_eq!(b2.received_in_order(), 1);
+        a.receive(open(&key, &b2.heartbeat(0)).unwrap());
+        assert_eq!(a.in_flight(), 0, "acknowledged in the new sequence");
     }
 
     #[test]

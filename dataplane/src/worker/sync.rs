@@ -38,6 +38,17 @@ impl<F: Frame> Worker<F> {
         c.synced_state = c.state;
     }
 
+    /// Sends the records of every connection of ours already synced (a holder came back with an empty table).
+    pub fn resync_all(&mut self, out: &mut Output<F>) {
+        let tick = self.tick;
+        out.sync.extend(
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.synced != 0 && c.flags & FLAG_SYNCED == 0)
+                .map(|(_, c)| record(Op::Upsert, c, tick)),
+        );
+    }
+
     /// Applies another node's record: a new connection marked synced, an update of one, or its removal.
     pub fn apply_synced(&mut self, r: &Record) {
         let t = r.conn().inbound_tuple();

@@ -5,6 +5,9 @@ import http.server, socket, sys, threading, time
 addr, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 
 class H(http.server.BaseHTTPRequestHandler):
+    # Keep-alive for HTTP/1.1 clients (the sync scenarios hold connections open); HTTP/1.0 ones are closed.
+    protocol_version = "HTTP/1.1"
+
     def do_GET(self):
         body = (b"ok\n" if self.path == "/healthz" else (name + "\n").encode())
         self.send_response(200)
