@@ -141,6 +141,9 @@ pub enum Local {
     Vip,
     /// A Full-NAT local address.
     Lip,
+    /// A lost node's local address given back to it: frames still addressed here (a backend's neighbour
+    /// cache not yet updated) translate for the connections held here, but ARP/ND is its owner's again.
+    Released,
     /// The node's own address on a port (the kernel answers for it).
     Own(u16),
     /// Not ours, but possibly the reply of a NAT-mode connection the node is the gateway for. Never stored in
@@ -257,6 +260,8 @@ pub struct Overrides {
     pub routes: Vec<(ipnet::IpNet, Vec<IpAddr>)>,
     /// Local-address pools of lost nodes taken over (prefix, first and last port).
     pub adopted: Vec<(ipnet::IpNet, u16, u16)>,
+    /// Local-address pools of nodes taken over and given back since (their frames still translate here).
+    pub released: Vec<(ipnet::IpNet, u16, u16)>,
     /// The node's own local addresses are not answered for yet (it is back, and its successor still serves
     /// them until it has resynced).
     pub withhold_lips: bool,
@@ -295,9 +300,15 @@ impl Builder {
                 local.entry(addr(a)).or_insert(Local::Lip);
             }
         }
+        for (prefix, _, _) in &ov.released {
+            for a in prefix.hosts().chain(std::iter::once(prefix.network())) {
+                local.entry(addr(a)).or_insert(Local::Released);
+            }
+        }
         if ov.withhold_lips {
+            // Not answered for, but a frame that still comes here translates if its connection is known.
             for (a, _, _) in &lips {
-                local.remove(a);
+                local.insert(*a, Local::Released);
             }
         }
         let mut peers = Vec::new();

@@ -619,3 +619,79 @@ fn a_truncated_ipv4_header_is_a_counted_drop() {
         );
     }
 }
+
+/// A reply from the backend to the local address and port `to_backend` came from.
+fn reply_to(to_backend: &[u8]) -> Vec<u8> {
+    let p = SlicedPacket::from_ethernet(to_backend).unwrap();
+    let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) = (&p.net, &p.transport) else {
+        panic!("not TCP/IPv4")
+    };
+    let (lip, backend) = (ip.header().source(), ip.header().destination());
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(backend_mac(1), IN_MAC)
+        .ipv4(backend, lip, 64)
+        .tcp(t.destination_port(), t.source_port(), 9000, 64000)
+        .syn()
+        .ack(t.sequence_number() + 1)
+        .write(&mut v, b"")
+        .unwrap();
+    v
+}
+
+#[test]
+fn withheld_local_addresses_are_not_answered_but_still_translate_and_are_announced_when_back() {
+    let mut lab = Lab::new();
+    let syn = tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        ("192.0.2.100", 40000),
+        ("203.0.113.10", 80),
+        "S",
+        1,
+        None,
+        b"",
+    );
+    let (_, to_backend) = lab.forward(0, syn);
+    let lip: [u8; 4] = to_backend[26..30].try_into().unwrap();
+    // The node waits for its resync (or its successor still serves its addresses): its local addresses are
+    // neither answered for nor announced, but a reply that still comes here translates.
+    let withheld = Overrides {
+        withhold_lips: true,
+        ..Overrides::default()
+    };
+    let snap = lab
+        .builder
+        .build(&lab.cfg, &[UP_MAC, IN_MAC], 1, &withheld)
+        .unwrap();
+    lab.worker.set_snapshot(Arc::new(snap));
+    let mut out: Output<VecFrame> = Output::new(false);
+    lab.worker.poll(lab.now + 1, &mut lab.alloc, &mut out);
+    assert!(out.tx.is_empty(), "nothing announced");
+    assert_eq!(
+        lab.send(1, arp_request([198, 51, 100, 101], lip)).0,
+        Verdict::Kernel,
+        "ARP for a withheld address is not answered"
+    );
+    assert_eq!(lab.send(1, reply_to(&to_backend)).0, Verdict::Forward { port: 0 });
+    // Its own again: announced by gratuitous ARP, and answered.
+    let snap = lab
+        .builder
+        .build(&lab.cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
+        .unwrap();
+    lab.worker.set_snapshot(Arc::new(snap));
+    let mut out: Output<VecFrame> = Output::new(false);
+    lab.worker.poll(lab.now + 2, &mut lab.alloc, &mut out);
+    let announced: Vec<[u8; 4]> = out
+        .tx
+        .iter()
+        .filter_map(|(_, f)| match SlicedPacket::from_ethernet(f.data()).ok()?.net? {
+            NetSlice::Arp(a) => a.sender_protocol_addr().try_into().ok(),
+            _ => None,
+        })
+        .collect();
+    assert!(announced.contains(&lip), "{announced:?}");
+    assert_eq!(
+        lab.send(1, arp_request([198, 51, 100, 101], lip)).0,
+        Verdict::Reply { port: 1 }
+    );
+}

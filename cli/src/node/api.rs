@@ -150,7 +150,7 @@ async fn bfd(State(n): State<Shared>) -> Response {
 
 async fn cluster(State(n): State<Shared>) -> Response {
     match &n.sync {
-        Some((view, _)) => match view.lock() {
+        Some(s) => match s.view.lock() {
             Ok(v) => Json(v.clone()).into_response(),
             Err(_) => err(StatusCode::INTERNAL_SERVER_ERROR, "the sync view is poisoned"),
         },

@@ -31,7 +31,7 @@ pub async fn run(
     let mut routes: BTreeMap<IpNet, Vec<IpAddr>> = BTreeMap::new();
     let mut fib = n.speaker.as_ref().map(Speaker::routes);
     let mut health = n.monitor().map(|m| m.changes());
-    let mut takeover = n.sync.as_ref().map(|(_, t)| t.clone());
+    let mut takeover = n.sync.as_ref().map(|s| s.takeover.clone());
     let mut stats_tick = tokio::time::interval(Duration::from_secs(stats_interval.max(1)));
     let mut self_check = tokio::time::interval(SELF_CHECK_EVERY);
     self_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -140,6 +140,10 @@ async fn shutdown(n: &Node) {
         s.stop(&format!("anylb node {cfg} shutting down"));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // The other nodes serve this one's connections from now on, without waiting for its heartbeats to stop.
+    if let Some(s) = &n.sync {
+        s.leave().await;
+    }
     if let Some(m) = n.monitor() {
         m.stop();
     }
@@ -163,11 +167,12 @@ fn apply(n: &Node, builder: &mut Builder, macs: &[[u8; 6]], routes: &BTreeMap<Ip
         return;
     };
     let m = n.monitor();
-    let takeover = n.sync.as_ref().map(|(_, t)| t.borrow().clone());
+    let takeover = n.sync.as_ref().map(|s| s.takeover.borrow().clone());
     let ov = Overrides {
         weights: m.as_ref().map(Monitor::weights).unwrap_or_default(),
         routes: routes.iter().map(|(p, h)| (*p, h.clone())).collect(),
         adopted: takeover.as_ref().map(|t| t.adopted.clone()).unwrap_or_default(),
+        released: takeover.as_ref().map(|t| t.released.clone()).unwrap_or_default(),
         withhold_lips: takeover.as_ref().is_some_and(|t| t.withhold_lips),
     };
     match builder.build(&cfg, macs, n.runtime.stats().len(), &ov) {

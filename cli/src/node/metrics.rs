@@ -124,7 +124,7 @@ pub fn metrics_text(n: &Node) -> String {
     if let Some(v) = n
         .sync
         .as_ref()
-        .and_then(|(v, _)| v.lock().ok().map(|v| v.clone()))
+        .and_then(|s| s.view.lock().ok().map(|v| v.clone()))
     {
         sync(&mut o, &v);
     }

@@ -24,7 +24,7 @@ use anylb_healthcheck::monitor::Monitor;
 use anylb_routing::rib::Announcement;
 use anylb_routing::speaker::Speaker;
 use ipnet::IpNet;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use control::ReloadError;
 
@@ -62,8 +62,8 @@ pub struct Node {
     pub forwarding: AtomicBool,
     /// To the control loop.
     pub control: mpsc::UnboundedSender<Control>,
-    /// The connection sync, when on: its view and what it has taken over.
-    pub sync: Option<(sync::View, watch::Receiver<sync::Takeover>)>,
+    /// The connection sync, when on.
+    pub sync: Option<sync::Handle>,
 }
 
 impl Node {
@@ -97,7 +97,12 @@ pub fn run(path: &Path, node: &str, opts: &Options) -> ExitCode {
     let mut macs = Vec::new();
     let runtime = match Runtime::start(&a.dataplane, |m| {
         macs = m.to_vec();
-        builder.build(&cfg, m, workers, &Overrides::default())
+        // With connection sync, the node's local addresses wait for its resync (the sync releases them).
+        let first = Overrides {
+            withhold_lips: cfg.sync.is_some(),
+            ..Overrides::default()
+        };
+        builder.build(&cfg, m, workers, &first)
     }) {
         Ok(r) => Arc::new(r),
         Err(e) => {
@@ -127,7 +132,7 @@ pub fn run(path: &Path, node: &str, opts: &Options) -> ExitCode {
         let bfd = speaker.as_ref().map(|s| s.attach_bfd(a.bfd, 0x616c_0001));
         let (sync, sync_task) = match (cfg.sync.clone(), a.sync) {
             (Some(sc), Some((key, me))) => match sync::start(sc, me, &key, runtime.clone()).await {
-                Ok((view, takeover, task)) => (Some((view, takeover)), Some(task)),
+                Ok((handle, task)) => (Some(handle), Some(task)),
                 Err(e) => {
                     eprintln!("error: cannot start the connection sync: {e}");
                     return ExitCode::from(1);

@@ -18,13 +18,15 @@ use anylb_dataplane::cluster::sync::{open, Channel, Counters, DatagramError, Key
 use anylb_dataplane::dpdk::Runtime;
 use ipnet::IpNet;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// What the sync tells the control loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Takeover {
     /// Pools of lost nodes this node serves (prefix, first and last port).
     pub adopted: Vec<(IpNet, u16, u16)>,
+    /// Pools of nodes served here and given back since: frames still sent here translate, ARP is theirs.
+    pub released: Vec<(IpNet, u16, u16)>,
     /// The node's own local addresses are not answered for yet.
     pub withhold_lips: bool,
     /// Resynced and its addresses are its own: the node may announce its routes.
@@ -82,6 +84,24 @@ pub struct SyncView {
 /// Shared view for the API.
 pub type View = Arc<Mutex<SyncView>>;
 
+/// The running sync as the rest of the node holds it.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// What `anylb cluster` shows.
+    pub view: View,
+    /// What it has taken over, and whether the node may announce.
+    pub takeover: watch::Receiver<Takeover>,
+    leave: Arc<Notify>,
+}
+
+impl Handle {
+    /// Tells the other nodes this one is stopping, so that its successor takes over at once; the sync stops.
+    pub async fn leave(&self) {
+        self.leave.notify_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The running sync of one node.
 struct Node {
     me: usize,
@@ -91,10 +111,13 @@ struct Node {
     replicas: usize,
     channels: Vec<Option<Channel>>,
     heard: Vec<Option<Instant>>,
+    /// It said it was stopping, and has not been heard since.
+    left: Vec<bool>,
     /// Data received from the peer since our last acknowledgement to it.
     ack_due: Vec<bool>,
     serves_me: Vec<bool>,
     adopted: BTreeSet<usize>,
+    released: BTreeSet<usize>,
     held: Vec<HashMap<ClientKey, Record>>,
     started: Instant,
     last_change: Option<Instant>,
@@ -114,9 +137,10 @@ impl Node {
     fn alive(&self, i: usize, now: Instant) -> bool {
         let dead_after = self.cfg.settings.dead_after.get();
         i == self.me
-            || self.heard[i].map_or(now.saturating_duration_since(self.started) < dead_after, |t| {
-                now.saturating_duration_since(t) < dead_after
-            })
+            || !self.left[i]
+                && self.heard[i].map_or(now.saturating_duration_since(self.started) < dead_after, |t| {
+                    now.saturating_duration_since(t) < dead_after
+                })
     }
 
     fn members(&self) -> Vec<&str> {
@@ -145,15 +169,22 @@ impl Node {
             }
             for o in self.adopted.difference(&adopted) {
                 tracing::info!(node = %self.names[*o], "sync: node back; its local addresses are released");
+                self.released.insert(*o);
+            }
+            for o in &adopted {
+                self.released.remove(o);
             }
         }
-        let served_elsewhere = (0..names.len()).any(|i| i != self.me && alive[i] && self.serves_me[i]);
+        let served_elsewhere = (0..alive.len()).any(|i| i != self.me && alive[i] && self.serves_me[i]);
         let settled = now.saturating_duration_since(self.started) >= self.cfg.settings.dead_after.get() * 2;
-        let next = Takeover {
-            adopted: adopted
-                .iter()
+        let pools = |set: &BTreeSet<usize>| -> Vec<(IpNet, u16, u16)> {
+            set.iter()
                 .flat_map(|o| self.cfg.members[*o].pools.iter().copied())
-                .collect(),
+                .collect()
+        };
+        let next = Takeover {
+            adopted: pools(&adopted),
+            released: pools(&self.released),
             withhold_lips: served_elsewhere || !settled,
             ready: settled && !served_elsewhere,
         };
@@ -212,14 +243,13 @@ impl Node {
     }
 }
 
-/// Starts the sync of node `me` (its index among `cfg.members`) with `key`; returns the view for the API and
-/// the takeover state for the control loop.
+/// Starts the sync of node `me` (its index among `cfg.members`) with `key`; returns its handle and its task.
 pub async fn start(
     cfg: ClusterSync,
     me: usize,
     key: &[u8],
     runtime: Arc<Runtime>,
-) -> std::io::Result<(View, watch::Receiver<Takeover>, tokio::task::JoinHandle<()>)> {
+) -> std::io::Result<(Handle, tokio::task::JoinHandle<()>)> {
     let port = cfg.settings.port;
     let addrs: Vec<Option<SocketAddr>> = cfg
         .members
@@ -267,9 +297,11 @@ pub async fn start(
         replicas,
         channels,
         heard: vec![None; n],
+        left: vec![false; n],
         ack_due: vec![false; n],
         serves_me: vec![false; n],
         adopted: BTreeSet::new(),
+        released: BTreeSet::new(),
         held: vec![HashMap::new(); n],
         started: Instant::now(),
         last_change: None,
@@ -278,12 +310,20 @@ pub async fn start(
         cfg,
     };
     tracing::info!(address = %bind, members = n, replicas, "connection sync listening");
-    let task = tokio::spawn(run(node, socket, key, runtime));
-    Ok((view, rx, task))
+    let leave = Arc::new(Notify::new());
+    let task = tokio::spawn(run(node, socket, key, runtime, leave.clone()));
+    Ok((
+        Handle {
+            view,
+            takeover: rx,
+            leave,
+        },
+        task,
+    ))
 }
 
 /// The sync loop: every few milliseconds the workers' records out and resends; heartbeats; datagrams in.
-async fn run(mut node: Node, socket: UdpSocket, key: Key, runtime: Arc<Runtime>) {
+async fn run(mut node: Node, socket: UdpSocket, key: Key, runtime: Arc<Runtime>, leave: Arc<Notify>) {
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let mut beat = tokio::time::interval(node.cfg.settings.heartbeat.get());
     let mut buf = vec![0u8; 65536];
@@ -337,6 +377,15 @@ async fn run(mut node: Node, socket: UdpSocket, key: Key, runtime: Arc<Runtime>)
                 node.decide(now);
                 node.publish(now);
             }
+            () = leave.notified() => {
+                tracing::info!("sync: leaving; the other nodes take over now");
+                for (i, c) in node.channels.iter().enumerate() {
+                    if let (Some(c), Some(a)) = (c, node.addrs[i]) {
+                        let _ = socket.send_to(&c.leave(), a).await;
+                    }
+                }
+                return;
+            }
             r = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = r else { continue };
                 receive(&mut node, &key, &buf[..len], from, &runtime, &mut out);
@@ -379,6 +428,7 @@ fn receive(
     let now = Instant::now();
     let was_alive = node.alive(i, now);
     node.heard[i] = Some(now);
+    node.left[i] = d.kind == Kind::Leave;
     // Data, new or again (our acknowledgement may have been lost), is acknowledged on the next tick.
     node.ack_due[i] |= d.kind == Kind::Data;
     if d.kind == Kind::Ack {
@@ -428,9 +478,10 @@ fn receive(
             }
             out.extend(produced.into_iter().map(|p| (i, p)));
         }
+        Kind::Leave => tracing::info!(node = %node.names[i], "sync: node stopping; serving its connections"),
         Kind::Ack => {}
     }
-    if !was_alive {
+    if was_alive != node.alive(i, now) {
         node.decide(now);
     }
 }

@@ -42,6 +42,9 @@ pub enum Kind {
     Ack = 2,
     /// A returning node asks for every record the receiver holds for it and every one of its own.
     Resync = 3,
+    /// The sender is stopping (a planned restart or upgrade): its successor takes over now, not after
+    /// `dead_after`.
+    Leave = 4,
 }
 
 /// A datagram that passed its checks.
@@ -147,6 +150,7 @@ pub fn open(key: &Key, b: &[u8]) -> Result<Datagram, DatagramError> {
         1 => Kind::Data,
         2 => Kind::Ack,
         3 => Kind::Resync,
+        4 => Kind::Leave,
         _ => return Err(DatagramError::Malformed),
     };
     let u32_at = |i: usize| u32::from_be_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);
@@ -401,7 +405,7 @@ impl Channel {
                 Some(d)
             }
             Kind::Ack => None,
-            Kind::Resync => Some(d),
+            Kind::Resync | Kind::Leave => Some(d),
         }
     }
 
@@ -421,6 +425,11 @@ impl Channel {
     /// What we have received from the peer in order.
     pub fn received_in_order(&self) -> u32 {
         self.in_order
+    }
+
+    /// The datagram that tells the peer we are stopping.
+    pub fn leave(&self) -> Vec<u8> {
+        seal(&self.key, &self.header(Kind::Leave, 0), &[], 0)
     }
 
     /// The peer's epoch as last seen (it changes when the peer restarts).

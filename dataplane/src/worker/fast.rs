@@ -123,7 +123,10 @@ impl<F: Frame> Worker<F> {
             _ => return Err(f),
         };
         if flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0
-            || !matches!(self.snap.local(&t.dst), Some(Local::Vip | Local::Lip))
+            || !matches!(
+                self.snap.local(&t.dst),
+                Some(Local::Vip | Local::Lip | Local::Released)
+            )
         {
             return Err(f);
         }

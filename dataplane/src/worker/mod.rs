@@ -152,7 +152,8 @@ impl<F: Frame> Worker<F> {
         }
         if self.id == 0 {
             for (a, kind) in snap.local.iter() {
-                let fresh = old.is_none_or(|o| o.local(&a).is_none());
+                // New here, or answered for only now (a local address withheld or released before).
+                let fresh = old.is_none_or(|o| o.local(&a) != Some(kind));
                 if fresh && matches!(kind, Local::Vip | Local::Lip) {
                     if let Some(port) = self.port_for(snap, &a) {
                         self.announce.push((port, a));
