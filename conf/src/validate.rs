@@ -161,6 +161,13 @@ fn sync(t: &Topology, r: &mut Report) {
             "connection sync needs at least two nodes",
         );
     }
+    if n > 32 {
+        // Heartbeats carry the nodes whose local addresses their sender serves as a 32-bit map.
+        r.push(
+            path!["cluster", "sync"],
+            format!("connection sync takes at most 32 nodes, not {n}"),
+        );
+    }
     if let Some(rep) = s.replicas {
         if rep == 0 || usize::from(rep) >= n.max(2) {
             r.push(

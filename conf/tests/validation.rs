@@ -670,3 +670,74 @@ fn too_few_mbufs_for_the_queues_are_rejected() {
         "at least 7680 are needed",
     );
 }
+
+/// The base with connection sync on: `sync` is the `[cluster.sync]` table's body, and each node's
+/// `sync_address` is given (or left out when `None`).
+fn with_sync(sync: &str, addresses: [Option<&str>; 2]) -> String {
+    let mut text = BASE.replacen(
+        "asn = 65010\n",
+        &format!("asn = 65010\n\n[cluster.sync]\nkey_file = \"sync.key\"\n{sync}\n"),
+        1,
+    );
+    for (router_id, a) in [("192.0.2.11", addresses[0]), ("192.0.2.12", addresses[1])] {
+        if let Some(a) = a {
+            text = text.replacen(
+                &format!("router_id = \"{router_id}\"\n"),
+                &format!("router_id = \"{router_id}\"\nsync_address = \"{a}\"\n"),
+                1,
+            );
+        }
+    }
+    text
+}
+
+/// The single error of a topology: its key path and message.
+fn one_error(text: &str) -> (String, String) {
+    let errs = load_str(text, "t.toml").expect_err("rejected").0;
+    assert_eq!(errs.len(), 1, "expected one error, got: {errs:#?}");
+    (errs[0].path.clone(), errs[0].message.clone())
+}
+
+#[test]
+fn sync_resolves_every_member_with_its_pools() {
+    let t = load_str(&with_sync("", [Some("192.0.2.11"), Some("192.0.2.12")]), "t.toml").unwrap();
+    let s = t.resolve("lb2").unwrap().sync.unwrap();
+    assert_eq!(s.settings.port, 7946);
+    let names: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["lb1", "lb2"]);
+    assert_eq!(s.members[0].pools[0].0.to_string(), "198.51.100.16/29");
+    assert_eq!(s.members[1].address, Some("192.0.2.12".parse().unwrap()));
+}
+
+#[test]
+fn sync_needs_a_sync_address_of_the_node_itself_on_every_node() {
+    let (path, msg) = one_error(&with_sync("", [Some("192.0.2.11"), None]));
+    assert_eq!(path, "nodes[1]");
+    assert!(msg.contains("needs a sync_address"), "{msg}");
+    let (path, msg) = one_error(&with_sync("", [Some("192.0.2.99"), Some("192.0.2.12")]));
+    assert_eq!(path, "nodes[0].sync_address");
+    assert!(msg.contains("not one of the node's own"), "{msg}");
+}
+
+#[test]
+fn sync_timers_and_replicas_must_make_sense() {
+    let both = [Some("192.0.2.11"), Some("192.0.2.12")];
+    for (body, path, msg) in [
+        (
+            "heartbeat = \"500ms\"\ndead_after = \"1s\"",
+            "cluster.sync.dead_after",
+            "three heartbeats",
+        ),
+        ("replicas = 2", "cluster.sync.replicas", "from 1 to 1"),
+        (
+            "threshold = \"2m\"\nrefresh = \"1m\"",
+            "cluster.sync.refresh",
+            "longer than threshold",
+        ),
+        ("port = 0", "cluster.sync.port", "must not be 0"),
+    ] {
+        let (p, m) = one_error(&with_sync(body, both));
+        assert_eq!(p, path, "{body}");
+        assert!(m.contains(msg), "{body}: {m}");
+    }
+}

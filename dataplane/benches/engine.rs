@@ -91,9 +91,42 @@ backends = [{{ address = "198.51.100.101", port = 8080 }}, {{ address = "198.51.
     )
 }
 
+/// Connection sync on (a second node to sync with): every connection is synced once it has lived 10 ms and
+/// again every second of the benchmark's clock.
+const SYNC: &str = r#"
+[cluster.sync]
+key_file = "bench.key"
+threshold = "10ms"
+refresh = "1s"
+[[nodes]]
+name = "lb2"
+router_id = "192.0.2.12"
+sync_address = "192.0.2.12"
+[nodes.dataplane]
+workers = [1]
+[[nodes.dataplane.ports]]
+name = "up0"
+device = "net_null0"
+addresses = ["192.0.2.12/28"]
+[[nodes.local_addresses]]
+prefix = "198.51.100.0/26"
+"#;
+
 fn worker(capacity: u32, syn_timeout: &str) -> Worker<VecFrame> {
-    let t = anylb_conf::load_str(&topology(capacity, syn_timeout), "bench.toml")
-        .unwrap_or_else(|e| panic!("{e}"));
+    worker_with(capacity, syn_timeout, false)
+}
+
+fn worker_with(capacity: u32, syn_timeout: &str, sync: bool) -> Worker<VecFrame> {
+    let mut text = topology(capacity, syn_timeout);
+    if sync {
+        text = text.replacen(
+            "router_id = \"192.0.2.11\"\n",
+            "router_id = \"192.0.2.11\"\nsync_address = \"192.0.2.11\"\n",
+            1,
+        );
+        text.push_str(SYNC);
+    }
+    let t = anylb_conf::load_str(&text, "bench.toml").unwrap_or_else(|e| panic!("{e}"));
     let cfg = t.resolve("lb1").expect("node");
     let snap = Builder::default()
         .build(&cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
@@ -227,7 +260,7 @@ fn run(
     packets: usize,
     now: &mut u64,
     clock_step_per_burst: u64,
-) -> (usize, Duration, u64) {
+) -> (usize, Duration, u64, usize) {
     let mut pool: Vec<VecFrame> = (0..BURST * 2).map(|_| VecFrame::empty()).collect();
     let mut out = Output::new(false);
     let mut alloc = VecAlloc;
@@ -235,6 +268,7 @@ fn run(
     let tx_before = w.stats.tx_packets;
     let start = Instant::now();
     let mut sent = 0;
+    let mut records = 0;
     let mut t = 0;
     while sent < packets {
         for _ in 0..BURST {
@@ -250,10 +284,11 @@ fn run(
         w.process(*now, 0, burst.drain(..), &mut alloc, &mut out);
         sent += BURST;
         pool.extend(out.tx.drain(..).map(|(_, f)| f));
+        records += out.sync.len();
         out.clear();
     }
     let el = start.elapsed();
-    (sent, el, w.stats.tx_packets - tx_before)
+    (sent, el, w.stats.tx_packets - tx_before, records)
 }
 
 /// A shuffled sample of `n` of the `conns` flows.
@@ -268,7 +303,14 @@ fn sample(conns: u32, n: usize, v6: bool) -> Templates {
 }
 
 fn established(name: &str, conns: u32, v6: bool, packets: usize) {
-    let mut w = worker(conns.next_power_of_two().max(1024), "1h");
+    established_with(name, conns, v6, packets, None);
+}
+
+/// The established benchmark; with `sync` (on or off), the clock advances 1 ms per burst so that connections
+/// pass the sync threshold and their refresh comes round, in both cases alike.
+fn established_with(name: &str, conns: u32, v6: bool, packets: usize, sync: Option<bool>) -> f64 {
+    let mut w = worker_with(conns.next_power_of_two().max(1024), "1h", sync == Some(true));
+    let step = u64::from(sync.is_some());
     let mut now = 1_000;
     // Open every connection with a SYN.
     let t0 = Instant::now();
@@ -297,12 +339,21 @@ fn established(name: &str, conns: u32, v6: bool, packets: usize) {
     );
     let templates = sample(conns, (conns as usize).clamp(1024, 1 << 20), v6);
     // Warm up, then measure in rounds; this machine shares its cores, so the median round is reported.
-    run(&mut w, &templates, packets / 10, &mut now, 0);
+    run(&mut w, &templates, packets / 10, &mut now, step);
     let mut rounds = Vec::new();
+    let (mut records, mut sent) = (0, 0);
     for _ in 0..ROUNDS {
-        let (n, el, fwd) = run(&mut w, &templates, packets / ROUNDS, &mut now, 0);
+        let (n, el, fwd, r) = run(&mut w, &templates, packets / ROUNDS, &mut now, step);
         assert_eq!(fwd as usize, n, "{name}: every packet forwarded");
         rounds.push(el.as_nanos() as f64 / n as f64);
+        (records, sent) = (records + r, sent + n);
+    }
+    if sync == Some(true) {
+        assert!(records > 0, "{name}: no connection was synced");
+        println!(
+            "BENCH {name}_records_per_packet {:.4} records",
+            records as f64 / sent as f64
+        );
     }
     rounds.sort_by(f64::total_cmp);
     let ns = rounds[ROUNDS / 2];
@@ -310,6 +361,32 @@ fn established(name: &str, conns: u32, v6: bool, packets: usize) {
     println!("BENCH {name}_mpps {:.2} Mpps", 1e3 / ns);
     println!("BENCH {name}_ns_per_packet {:.1} ns", ns);
     black_box(&w);
+    1e3 / ns
+}
+
+/// Established packets with connection sync on against off, alternated three times in one run; prints each
+/// rate and the ratio of the medians.
+fn sync_cost(name: &str, conns: u32, packets: usize) {
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        off.push(established_with(
+            &format!("{name}_sync_off_{i}"),
+            conns,
+            false,
+            packets,
+            Some(false),
+        ));
+        on.push(established_with(
+            &format!("{name}_sync_on_{i}"),
+            conns,
+            false,
+            packets,
+            Some(true),
+        ));
+    }
+    on.sort_by(f64::total_cmp);
+    off.sort_by(f64::total_cmp);
+    println!("BENCH {name}_sync_on_over_off {:.3} ratio", on[1] / off[1]);
 }
 
 fn new_connections(packets: usize) {
@@ -325,7 +402,7 @@ fn new_connections(packets: usize) {
     );
     run(&mut w, &templates, 1 << 16, &mut now, 1);
     let base_new = w.stats.new_connections;
-    let (n, el, _) = run(&mut w, &templates, packets, &mut now, 1);
+    let (n, el, _, _) = run(&mut w, &templates, packets, &mut now, 1);
     let created = w.stats.new_connections - base_new;
     assert!(created as usize >= n * 9 / 10, "new connections {created} of {n}");
     println!(
@@ -365,4 +442,6 @@ fn main() {
         established("fnat44_established_10m", 10_000_000, false, p);
     }
     new_connections(if quick { 1_000_000 } else { 4_000_000 });
+    sync_cost("fnat44_1k", 1_000, p);
+    sync_cost("fnat44_1m", 1_000_000, p);
 }

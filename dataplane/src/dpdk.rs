@@ -290,6 +290,8 @@ struct Shared {
     sync_out: mpsc::Sender<Record>,
     /// Per worker: send the records of all its synced connections again.
     sync_all: Vec<AtomicBool>,
+    /// Worker 0: announce every VIP and local address again.
+    reannounce: AtomicBool,
     /// Connection samples asked of each worker (the most wanted; 0 = none) and their answers.
     /// Per worker: a question from the control thread (0: none; `ASK_NEIGHBORS`; else a connection limit) and
     /// the worker's answer.
@@ -561,6 +563,7 @@ impl Runtime {
             sync_in,
             sync_out,
             sync_all: (0..nworkers).map(|_| AtomicBool::new(false)).collect(),
+            reannounce: AtomicBool::new(false),
             port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
             ask_req: (0..nworkers).map(|_| AtomicU64::new(0)).collect(),
             ask_resp: (0..nworkers).map(|_| Mutex::new(None)).collect(),
@@ -759,6 +762,12 @@ impl Runtime {
         for f in &self.shared.sync_all {
             f.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Announces every VIP and local address again (gratuitous ARP / unsolicited NA): a node that served this
+    /// one's addresses for a while is back to its own.
+    pub fn announce_again(&self) {
+        self.shared.reannounce.store(true, Ordering::Relaxed);
     }
 
     /// Gives other nodes' connection records to every worker (each applies them to its own table).
@@ -1129,6 +1138,9 @@ impl Lcore {
                     let _ = tx.send(n);
                 }
             }
+        }
+        if self.wid == 0 && self.shared.reannounce.swap(false, Ordering::Relaxed) {
+            self.w.announce_all();
         }
         if self.shared.sync_all[usize::from(self.wid)].swap(false, Ordering::Relaxed) {
             self.w.resync_all(&mut self.out);

@@ -235,7 +235,11 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
         v["ok"], v["failed"], v["by_backend"]
     );
 
-    say("node lb1 is killed");
+    say("100 keep-alive connections (a request on each every 200 ms), then node lb1 is killed");
+    let ka = crate::keepalive::Keepalive::start(lab, "203.0.113.10", 100, Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_secs(4));
+    println!("connection sync as lb2 sees it before the kill:");
+    print!("{}", anylb_cli(anylb, "lb2", &["cluster"]));
     let pid = *lab
         .pids
         .get("lb1")
@@ -252,9 +256,15 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
         t.as_secs_f64(),
         route(lab).trim_end()
     );
+    let v = ka.finish()?;
+    println!(
+        "keep-alive connections alive at the end: {} of {} (lb2 serves lb1's from the synced records); longest stall {} s",
+        v["alive"], v["connections"], v["max_stall_s"]
+    );
+    print!("{}", anylb_cli(anylb, "lb2", &["cluster"]));
     let v = traffic(lab, 300)?;
     println!(
-        "300 requests: ok {} failed {}; by backend {}",
+        "300 new requests: ok {} failed {}; by backend {}",
         v["ok"], v["failed"], v["by_backend"]
     );
     Ok(())

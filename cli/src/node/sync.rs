@@ -120,6 +120,10 @@ struct Node {
     released: BTreeSet<usize>,
     held: Vec<HashMap<ClientKey, Record>>,
     started: Instant,
+    /// When this node's sync loop last ran (a pause of the whole node shows as a gap).
+    awake: Instant,
+    /// It has been ready once: from then on it keeps announcing.
+    was_ready: bool,
     last_change: Option<Instant>,
     view: View,
     takeover: watch::Sender<Takeover>,
@@ -141,6 +145,21 @@ impl Node {
                 && self.heard[i].map_or(now.saturating_duration_since(self.started) < dead_after, |t| {
                     now.saturating_duration_since(t) < dead_after
                 })
+    }
+
+    /// Notes that the loop runs at `now`. After a pause of this node's own (stopped, starved) longer than
+    /// `dead_after`, the other nodes' silence is ours: they get a fresh window instead of being taken over, and
+    /// the node's addresses are announced again (its successor may have served them meanwhile).
+    fn wake(&mut self, now: Instant, runtime: &Runtime) {
+        let dead_after = self.cfg.settings.dead_after.get();
+        if now.saturating_duration_since(self.awake) > dead_after {
+            tracing::warn!(paused = ?now.saturating_duration_since(self.awake), "sync: this node was paused; no judgement of the others across it");
+            for h in self.heard.iter_mut().flatten() {
+                *h = now;
+            }
+            runtime.announce_again();
+        }
+        self.awake = now;
     }
 
     fn members(&self) -> Vec<&str> {
@@ -182,11 +201,14 @@ impl Node {
                 .flat_map(|o| self.cfg.members[*o].pools.iter().copied())
                 .collect()
         };
+        // Ready once resynced with its addresses its own; then it stays ready (announcing), whatever another
+        // node claims for a moment.
+        self.was_ready |= settled && !served_elsewhere;
         let next = Takeover {
             adopted: pools(&adopted),
             released: pools(&self.released),
             withhold_lips: served_elsewhere || !settled,
-            ready: settled && !served_elsewhere,
+            ready: self.was_ready,
         };
         let newly = adopted.difference(&self.adopted).count() as u64;
         self.adopted = adopted;
@@ -304,6 +326,8 @@ pub async fn start(
         released: BTreeSet::new(),
         held: vec![HashMap::new(); n],
         started: Instant::now(),
+        awake: Instant::now(),
+        was_ready: false,
         last_change: None,
         view: view.clone(),
         takeover: tx,
@@ -343,6 +367,7 @@ async fn run(mut node: Node, socket: UdpSocket, key: Key, runtime: Arc<Runtime>,
         tokio::select! {
             _ = tick.tick() => {
                 let now = Instant::now();
+                node.wake(now, &runtime);
                 let records = runtime.sync_records();
                 let mut produced = Vec::new();
                 for &h in &mine {
@@ -365,6 +390,7 @@ async fn run(mut node: Node, socket: UdpSocket, key: Key, runtime: Arc<Runtime>,
             }
             _ = beat.tick() => {
                 let now = Instant::now();
+                node.wake(now, &runtime);
                 let bits = node.adopted_bits();
                 for (i, c) in node.channels.iter().enumerate() {
                     let Some(c) = c else { continue };
@@ -426,6 +452,7 @@ fn receive(
         return;
     }
     let now = Instant::now();
+    node.wake(now, runtime);
     let was_alive = node.alive(i, now);
     node.heard[i] = Some(now);
     node.left[i] = d.kind == Kind::Leave;
@@ -447,7 +474,9 @@ fn receive(
     }
     let Some(d) = received else {
         if !was_alive {
+            // Back (see below).
             node.decide(now);
+            runtime.announce_again();
         }
         return;
     };
@@ -483,6 +512,11 @@ fn receive(
     }
     if was_alive != node.alive(i, now) {
         node.decide(now);
+    }
+    if !was_alive && node.alive(i, now) {
+        // It may have served our addresses while we did not hear it (or we were the ones paused): point the
+        // neighbours' caches back at us.
+        runtime.announce_again();
     }
 }
 

@@ -165,6 +165,21 @@ impl<F: Frame> Worker<F> {
         self.persist.clear();
     }
 
+    /// Announces every VIP and local address again (gratuitous ARP / unsolicited NA) with the next poll: another
+    /// node that served them for a while may have pointed the neighbours' caches at itself.
+    pub fn announce_all(&mut self) {
+        let snap = self.snap.clone();
+        for (a, kind) in snap.local.iter() {
+            if matches!(kind, Local::Vip | Local::Lip) {
+                if let Some(port) = self.port_for(&snap, &a) {
+                    self.announce.push((port, a));
+                }
+            }
+        }
+        self.announce.sort_unstable();
+        self.announce.dedup();
+    }
+
     /// The port whose subnet holds `a`, else the first port.
     fn port_for(&self, snap: &Snapshot, a: &Addr) -> Option<u16> {
         if snap.ports.is_empty() {
