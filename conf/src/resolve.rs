@@ -52,6 +52,8 @@ pub struct SyncMember {
     pub address: Option<std::net::IpAddr>,
     /// Its local-address pools (prefix, first port, last port): a successor takes them over.
     pub pools: Vec<(ipnet::IpNet, u16, u16)>,
+    /// The pools it announces by BGP: a successor announces them too while it serves them.
+    pub announced: Vec<ipnet::IpNet>,
 }
 
 impl Topology {
@@ -131,6 +133,12 @@ impl Topology {
                         .local_addresses
                         .iter()
                         .map(|p| (p.prefix, p.ports().start, p.ports().end))
+                        .collect(),
+                    announced: n
+                        .local_addresses
+                        .iter()
+                        .filter(|p| p.announce.unwrap_or(true))
+                        .map(|p| p.prefix.trunc())
                         .collect(),
                 })
                 .collect(),

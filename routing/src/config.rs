@@ -280,7 +280,89 @@ pub fn announcements(cfg: &NodeConfig) -> Vec<(IpNet, Announcement)> {
     out
 }
 
+/// AS-path prepends on a pool announced for a lost node: the owner's own announcement wins while both exist
+/// (while it takes its pool back).
+pub const TAKEOVER_PREPEND: u8 = 3;
+
+/// The pools of lost nodes this node serves (`adopted`, by prefix) that their owners announce by BGP: announced
+/// here too while served, with a longer AS path.
+pub fn takeover_announcements(cfg: &NodeConfig, adopted: &[IpNet]) -> Vec<(IpNet, Announcement)> {
+    let Some(sync) = &cfg.sync else {
+        return Vec::new();
+    };
+    adopted
+        .iter()
+        .map(IpNet::trunc)
+        .filter(|p| sync.members.iter().any(|m| m.announced.contains(p)))
+        .map(|p| {
+            let a = Announcement {
+                prepend: TAKEOVER_PREPEND,
+                ..Announcement::default()
+            };
+            (p, a)
+        })
+        .collect()
+}
+
 /// Whether `p` is the host route of a VIP of one of node `cfg`'s services.
 pub fn is_vip(cfg: &NodeConfig, p: &IpNet) -> bool {
     cfg.services.iter().any(|s| IpNet::from(s.vip) == *p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPOLOGY: &str = r#"
+[cluster]
+name = "t"
+asn = 65010
+[cluster.sync]
+key_file = "k"
+[[nodes]]
+name = "lb1"
+router_id = "192.0.2.11"
+sync_address = "192.0.2.11"
+[nodes.dataplane]
+workers = [1]
+[[nodes.dataplane.ports]]
+name = "p0"
+device = "net_null0"
+addresses = ["192.0.2.11/24"]
+[[nodes.local_addresses]]
+prefix = "198.51.100.16/29"
+announce = false
+[[nodes]]
+name = "lb2"
+router_id = "192.0.2.12"
+sync_address = "192.0.2.12"
+[nodes.dataplane]
+workers = [1]
+[[nodes.dataplane.ports]]
+name = "p0"
+device = "net_null0"
+addresses = ["192.0.2.12/24"]
+[[nodes.local_addresses]]
+prefix = "198.51.100.24/29"
+"#;
+
+    #[test]
+    fn a_lost_nodes_announced_pool_is_announced_by_its_successor_with_a_longer_path() {
+        let t = anylb_conf::load_str(TOPOLOGY, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+        let lb1 = t.resolve("lb1").expect("lb1");
+        let announced: IpNet = "198.51.100.24/29".parse().expect("prefix");
+        let unannounced: IpNet = "198.51.100.16/29".parse().expect("prefix");
+        let got = takeover_announcements(&lb1, &[announced]);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0, got[0].1.prepend), (announced, TAKEOVER_PREPEND));
+        assert!(
+            takeover_announcements(&lb1, &[unannounced]).is_empty(),
+            "a pool its owner does not announce"
+        );
+        assert!(takeover_announcements(&lb1, &[]).is_empty());
+        // Without sync nothing is taken over.
+        let mut plain = lb1.clone();
+        plain.sync = None;
+        assert!(takeover_announcements(&plain, &[announced]).is_empty());
+    }
 }

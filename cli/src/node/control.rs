@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anylb_dataplane::snapshot::{Builder, Overrides};
 use anylb_healthcheck::monitor::Monitor;
-use anylb_routing::config::{announcements, is_vip};
+use anylb_routing::config::{announcements, is_vip, takeover_announcements};
 use anylb_routing::rib::Announcement;
 use anylb_routing::speaker::Speaker;
 use ipnet::IpNet;
@@ -185,8 +185,10 @@ fn apply(n: &Node, builder: &mut Builder, macs: &[[u8; 6]], routes: &BTreeMap<Ip
     let live = n.forwarding.load(Ordering::Relaxed)
         && !n.drained.load(Ordering::Relaxed)
         && takeover.as_ref().is_none_or(|t| t.ready);
+    let adopted: Vec<IpNet> = ov.adopted.iter().map(|(p, _, _)| *p).collect();
     let want: BTreeMap<IpNet, Announcement> = announcements(&cfg)
         .into_iter()
+        .chain(takeover_announcements(&cfg, &adopted))
         .filter(|(p, _)| {
             live && (!is_vip(&cfg, p) || services.iter().any(|s| IpNet::from(s.vip) == *p && s.announce))
         })
