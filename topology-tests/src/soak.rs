@@ -6,8 +6,9 @@
 //! The result is one table, a row per fault: when it happened, the requests that failed in the 10 s after it,
 //! and how long until the request rate was back. A run is bounded in time (the load stops by itself) and in
 //! count (requests per thread). [`Report::problems`] says what a healthy cluster must not show: failed requests
-//! outside the one expected window (a dying backend fails requests until the health checks take it out:
-//! fall × interval plus a check's timeout), or memory that grows after warm-up.
+//! outside the faults' expected windows (a dying backend fails requests until the health checks take it out,
+//! r1's own session reset, a frozen node until just after it resumes: `Fault::window`), or memory that grows
+//! after warm-up.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -120,11 +121,15 @@ impl Fault {
     /// How long after the fault requests may fail: a dying backend until the health checks take it out
     /// (fall 2 × interval 500 ms + a 300 ms check, and a second of margin for the requests in flight); r1's
     /// own `clear bgp *` while FRR 8.4 removes the VIPs from its table until the sessions are back (it does
-    /// not keep them as the sender of the NOTIFICATION, although the nodes keep r1's routes).
+    /// not keep them as the sender of the NOTIFICATION, although the nodes keep r1's routes); a frozen node
+    /// until a second after it resumes: BFD declares it lost, its connections younger than the sync threshold
+    /// are lost with it, and as it comes back its local addresses move back from its successor (a few requests
+    /// opened in that second have been seen reset; docs/cluster.md).
     fn window(self) -> Duration {
         match self {
             Fault::KillBackend => Duration::from_millis(2_500),
             Fault::ClearBgp => Duration::from_millis(2_500),
+            Fault::FreezeNode => Duration::from_millis(4_000),
             _ => Duration::ZERO,
         }
     }

@@ -371,6 +371,11 @@ async fn run(mut node: Node, socket: UdpSocket, key: Key, runtime: Arc<Runtime>,
                 let records = runtime.sync_records();
                 let mut produced = Vec::new();
                 for &h in &mine {
+                    // A lost holder gets nothing (and no resends) until it is heard again; then it gets
+                    // everything again.
+                    if !node.alive(h, now) {
+                        continue;
+                    }
                     if let Some(c) = node.channels[h].as_mut() {
                         for r in &records {
                             c.push(r, now, &mut produced);
@@ -474,9 +479,8 @@ fn receive(
     }
     let Some(d) = received else {
         if !was_alive {
-            // Back (see below).
             node.decide(now);
-            runtime.announce_again();
+            back(runtime);
         }
         return;
     };
@@ -514,10 +518,16 @@ fn receive(
         node.decide(now);
     }
     if !was_alive && node.alive(i, now) {
-        // It may have served our addresses while we did not hear it (or we were the ones paused): point the
-        // neighbours' caches back at us.
-        runtime.announce_again();
+        back(runtime);
     }
+}
+
+/// A lost node is heard again: it may have served our addresses while we did not hear it (or we were the ones
+/// paused), so the neighbours' caches are pointed back at us; and it got none of our records meanwhile, so it
+/// gets them all again.
+fn back(runtime: &Runtime) {
+    runtime.announce_again();
+    runtime.resync_all();
 }
 
 /// An address with an IPv4-mapped IPv6 address turned into IPv4.
