@@ -106,34 +106,38 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if !matches!(cli.command, Command::Run(_) | Command::Speak(_)) {
+        // A one-shot command whose output goes to a pipe that closes (`anylb conns | head`) ends quietly.
+        os_sys::default_sigpipe();
+    }
     match cli.command {
         Command::Config(cmd) => config_cmd::run(cmd, cli.json),
         Command::Replay(args) => replay_cmd::run(args, cli.json),
         Command::Run(args) => run_cmd::run(args),
         Command::Speak(args) => speak_cmd::run(args, cli.json),
-        Command::Node { cmd } => show_cmd::run(cli.socket, |s| match cmd {
+        Command::Node { cmd } => show_cmd::run(cli.socket, cli.json, |s| match cmd {
             None => show_cmd::status(s, cli.json),
             Some(c) => show_cmd::node(s, cli.json, c),
         }),
-        Command::Bgp(cmd) => show_cmd::run(cli.socket, |s| show_cmd::bgp(s, cli.json, cmd)),
-        Command::Bfd => show_cmd::run(cli.socket, |s| show_cmd::bfd(s, cli.json)),
-        Command::Cluster => show_cmd::run(cli.socket, |s| show_cmd::cluster(s, cli.json)),
-        Command::Route => show_cmd::run(cli.socket, |s| show_cmd::route(s, cli.json)),
-        Command::Neigh => show_cmd::run(cli.socket, |s| show_cmd::neigh(s, cli.json)),
-        Command::Services => show_cmd::run(cli.socket, |s| show_cmd::services(s, cli.json)),
-        Command::Backends { service } => {
-            show_cmd::run(cli.socket, |s| show_cmd::backends(s, cli.json, service, false))
-        }
-        Command::Health { service } => {
-            show_cmd::run(cli.socket, |s| show_cmd::backends(s, cli.json, service, true))
-        }
-        Command::Backend(cmd) => show_cmd::run(cli.socket, |s| show_cmd::backend(s, cli.json, cmd)),
-        Command::Conns { service, limit } => {
-            show_cmd::run(cli.socket, |s| show_cmd::conns(s, cli.json, service, limit))
-        }
-        Command::Stats { per_worker, watch } => {
-            show_cmd::run(cli.socket, |s| show_cmd::stats(s, cli.json, per_worker, watch))
-        }
-        Command::Reload => show_cmd::run(cli.socket, |s| show_cmd::reload(s, cli.json)),
+        Command::Bgp(cmd) => show_cmd::run(cli.socket, cli.json, |s| show_cmd::bgp(s, cli.json, cmd)),
+        Command::Bfd => show_cmd::run(cli.socket, cli.json, |s| show_cmd::bfd(s, cli.json)),
+        Command::Cluster => show_cmd::run(cli.socket, cli.json, |s| show_cmd::cluster(s, cli.json)),
+        Command::Route => show_cmd::run(cli.socket, cli.json, |s| show_cmd::route(s, cli.json)),
+        Command::Neigh => show_cmd::run(cli.socket, cli.json, |s| show_cmd::neigh(s, cli.json)),
+        Command::Services => show_cmd::run(cli.socket, cli.json, |s| show_cmd::services(s, cli.json)),
+        Command::Backends { service } => show_cmd::run(cli.socket, cli.json, |s| {
+            show_cmd::backends(s, cli.json, service, false)
+        }),
+        Command::Health { service } => show_cmd::run(cli.socket, cli.json, |s| {
+            show_cmd::backends(s, cli.json, service, true)
+        }),
+        Command::Backend(cmd) => show_cmd::run(cli.socket, cli.json, |s| show_cmd::backend(s, cli.json, cmd)),
+        Command::Conns { service, limit } => show_cmd::run(cli.socket, cli.json, |s| {
+            show_cmd::conns(s, cli.json, service, limit)
+        }),
+        Command::Stats { per_worker, watch } => show_cmd::run(cli.socket, cli.json, |s| {
+            show_cmd::stats(s, cli.json, per_worker, watch)
+        }),
+        Command::Reload => show_cmd::run(cli.socket, cli.json, |s| show_cmd::reload(s, cli.json)),
     }
 }

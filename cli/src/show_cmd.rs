@@ -813,13 +813,19 @@ pub fn reload(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
 }
 
 /// Runs a client command, turning errors into a message and exit code 1.
-pub fn run(sock: Option<PathBuf>, f: impl FnOnce(&Path) -> Result<ExitCode, ClientError>) -> ExitCode {
-    let sock = match socket(sock) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    match f(&sock) {
+pub fn run(
+    sock: Option<PathBuf>,
+    json: bool,
+    f: impl FnOnce(&Path) -> Result<ExitCode, ClientError>,
+) -> ExitCode {
+    let r = socket(sock).and_then(|sock| f(&sock).map_err(|e| e.to_string()));
+    match r {
         Ok(c) => c,
+        // For machines, the error is JSON on stdout too (`{"error": "…"}`), with the same exit status.
+        Err(e) if json => {
+            println!("{}", serde_json::json!({ "error": e.to_string() }));
+            fail(e)
+        }
         Err(e) => fail(e),
     }
 }

@@ -132,3 +132,39 @@ fn wrong_arguments_are_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--node"));
 }
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly_like_a_unix_tool() {
+    use std::os::unix::process::ExitStatusExt;
+    let file = example("ecmp-cluster.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anylb"))
+        .args(["config", "show", file.as_str(), "--node", "lb1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before anything is written (`anylb config show … | head -0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE: {:?} {err}",
+        out.status
+    );
+}
+
+#[test]
+fn with_json_an_error_is_json_too_and_the_exit_is_not_zero() {
+    let out = anylb(&["-j", "-s", "/nonexistent/anylb.sock", "node"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/nonexistent/anylb.sock")),
+        "{v}"
+    );
+}

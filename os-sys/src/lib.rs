@@ -8,6 +8,9 @@
 //! - [`set_recv_ttl`] and [`recv_with_ttl`]: the TTL / hop limit of each received datagram (`IP_RECVTTL`,
 //!   `IPV6_RECVHOPLIMIT` and `recvmsg`), which BFD (RFC 5881 §5) must check itself since Linux ignores the
 //!   minimum TTL on UDP sockets.
+//! - [`default_sigpipe`]: the default action for `SIGPIPE` (Rust programs start with it ignored), so that a
+//!   command whose output goes to a pipe that closes (`anylb conns | head`) ends quietly as Unix tools do
+//!   instead of failing on its next write.
 //! - [`advise_huge_pages`]: `madvise(MADV_HUGEPAGE)` on memory about to be filled, so that tables of millions
 //!   of entries sit on 2 MiB pages (far fewer TLB misses per random access) without the operator setting
 //!   `GLIBC_TUNABLES`.
@@ -291,6 +294,15 @@ pub fn advise_huge_pages<T>(region: &mut [MaybeUninit<T>]) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Restores the default action for `SIGPIPE`: the process ends when it writes to a pipe with no reader.
+pub fn default_sigpipe() {
+    // SAFETY: `signal` with a valid signal number and `SIG_DFL` only changes this process's disposition for
+    // SIGPIPE; no handler code runs and no memory is passed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
