@@ -115,6 +115,27 @@ fn connections_survive_a_node_killed_restarted_and_a_rolling_restart() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     assert_eq!(peer(anylb, "lb1", "lb2")["alive"], true);
+    // The sync's figures are on /metrics, served on the control socket too; /v1/ lists the endpoints.
+    let curl = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--unix-socket", "/run/anylb/lb1.sock"])
+            .arg(format!("http://anylb{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let metrics = curl("/metrics");
+    for line in [
+        "anylb_sync_ready 1",
+        "anylb_sync_peer_alive{peer=\"lb2\"} 1",
+        "anylb_sync_datagrams_refused_total{reason=\"bad_tag\"} 3",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in /metrics:\n{metrics}"
+        );
+    }
+    assert!(curl("/v1/").contains("\"/v1/cluster\""), "{}", curl("/v1/"));
 
     // 2. 200 connections run over both nodes; lb2's sync datagrams to lb1 are lost in bursts while the
     //    connections pass the threshold: lb2 sends them again and nothing stays unacknowledged. Then kill -9 of

@@ -388,9 +388,45 @@ async fn reload(State(n): State<Shared>) -> Response {
     }
 }
 
-/// The API router.
+/// The API's endpoints, for `GET /v1/`: method and path.
+const ENDPOINTS: [(&str, &str); 18] = [
+    ("GET", "/v1/"),
+    ("GET", "/v1/status"),
+    ("GET", "/v1/bgp/summary"),
+    ("GET", "/v1/bgp/neighbors"),
+    ("GET", "/v1/bfd"),
+    ("GET", "/v1/cluster"),
+    ("GET", "/v1/bgp/routes/advertised"),
+    ("GET", "/v1/bgp/routes/received"),
+    ("GET", "/v1/routes"),
+    ("GET", "/v1/services"),
+    ("GET", "/v1/backends"),
+    ("GET", "/v1/conns"),
+    ("GET", "/v1/neighbors"),
+    ("GET", "/v1/stats"),
+    ("POST", "/v1/backends/drain"),
+    ("POST", "/v1/node/drain"),
+    ("POST", "/v1/reload"),
+    ("GET", "/metrics"),
+];
+
+async fn endpoints() -> Json<Vec<serde_json::Value>> {
+    Json(
+        ENDPOINTS
+            .iter()
+            .map(|(m, p)| serde_json::json!({ "method": m, "path": p }))
+            .collect(),
+    )
+}
+
+/// The API router; `/metrics` is served here too (as on `metrics_listen`), and `/v1/` lists the endpoints.
 pub fn router(n: Shared) -> Router {
     Router::new()
+        .route("/v1/", get(endpoints))
+        .route(
+            "/metrics",
+            get(|State(n): State<Shared>| async move { super::metrics::metrics_text(&n) }),
+        )
         .route("/v1/status", get(status))
         .route("/v1/bgp/summary", get(bgp_summary))
         .route("/v1/bgp/neighbors", get(bgp_neighbors))

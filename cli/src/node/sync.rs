@@ -118,6 +118,8 @@ struct Node {
     serves_me: Vec<bool>,
     adopted: BTreeSet<usize>,
     released: BTreeSet<usize>,
+    /// When each was last given back.
+    released_at: HashMap<usize, Instant>,
     held: Vec<HashMap<ClientKey, Record>>,
     started: Instant,
     /// When this node's sync loop last ran (a pause of the whole node shows as a gap).
@@ -147,12 +149,12 @@ impl Node {
                 })
     }
 
-    /// Notes that the loop runs at `now`. After a pause of this node's own (stopped, starved) longer than
-    /// `dead_after`, the other nodes' silence is ours: they get a fresh window instead of being taken over, and
-    /// the node's addresses are announced again (its successor may have served them meanwhile).
+    /// Notes that the loop runs at `now`. After a pause of this node's own (stopped, starved) longer than two
+    /// heartbeats, the other nodes' silence is partly ours: they get a fresh window instead of being taken over
+    /// (their heartbeats may be waiting in our socket), and the node's addresses are announced again (its
+    /// successor may have served them meanwhile).
     fn wake(&mut self, now: Instant, runtime: &Runtime) {
-        let dead_after = self.cfg.settings.dead_after.get();
-        if now.saturating_duration_since(self.awake) > dead_after {
+        if now.saturating_duration_since(self.awake) > self.cfg.settings.heartbeat.get() * 2 {
             tracing::warn!(paused = ?now.saturating_duration_since(self.awake), "sync: this node was paused; no judgement of the others across it");
             for h in self.heard.iter_mut().flatten() {
                 *h = now;
@@ -189,6 +191,7 @@ impl Node {
             for o in self.adopted.difference(&adopted) {
                 tracing::info!(node = %self.names[*o], "sync: node back; its local addresses are released");
                 self.released.insert(*o);
+                self.released_at.insert(*o, now);
             }
             for o in &adopted {
                 self.released.remove(o);
@@ -229,9 +232,19 @@ impl Node {
         }
     }
 
-    fn adopted_bits(&self) -> u32 {
+    /// The nodes whose addresses this node serves, and those it gave back in the last three heartbeats: an
+    /// owner that sees its bit withholds its addresses until the bit is gone and then announces them again, so
+    /// that no neighbour cache is left pointing here however short the takeover was.
+    fn adopted_bits(&self, now: Instant) -> u32 {
+        let recent = self.cfg.settings.heartbeat.get() * 3;
         self.adopted
             .iter()
+            .chain(
+                self.released_at
+                    .iter()
+                    .filter(|(_, t)| now.saturating_duration_since(**t) < recent)
+                    .map(|(o, _)| o),
+            )
             .filter(|o| **o < 32)
             .fold(0, |b, o| b | (1 << *o))
     }
@@ -324,6 +337,7 @@ pub async fn start(
         serves_me: vec![false; n],
         adopted: BTreeSet::new(),
         released: BTreeSet::new(),
+        released_at: HashMap::new(),
         held: vec![HashMap::new(); n],
         started: Instant::now(),
         awake: Instant::now(),
@@ -386,7 +400,7 @@ async fn run(mut node: Node, socket: UdpSocket, key: Key, runtime: Arc<Runtime>,
                     }
                 }
                 // Data is acknowledged within a tick, well before the sender's resend timeout.
-                let bits = node.adopted_bits();
+                let bits = node.adopted_bits(now);
                 for (i, c) in node.channels.iter().enumerate() {
                     if let (Some(c), true) = (c, std::mem::take(&mut node.ack_due[i])) {
                         out.push((i, c.heartbeat(bits)));
@@ -396,7 +410,7 @@ async fn run(mut node: Node, socket: UdpSocket, key: Key, runtime: Arc<Runtime>,
             _ = beat.tick() => {
                 let now = Instant::now();
                 node.wake(now, &runtime);
-                let bits = node.adopted_bits();
+                let bits = node.adopted_bits(now);
                 for (i, c) in node.channels.iter().enumerate() {
                     let Some(c) = c else { continue };
                     out.push((i, c.heartbeat(bits)));
