@@ -60,23 +60,34 @@ pub enum NodeCmd {
     Undrain,
 }
 
-/// Finds the socket: `-s`, `$ANYLB_SOCKET`, or the only `*.sock` in /run/anylb.
+/// Finds the socket: `-s`, `$ANYLB_SOCKET`, or the only live `*.sock` in /run/anylb.
 pub fn socket(given: Option<PathBuf>) -> Result<PathBuf, String> {
     if let Some(p) = given.or_else(|| std::env::var_os("ANYLB_SOCKET").map(PathBuf::from)) {
         return Ok(p);
     }
-    let found: Vec<PathBuf> = std::fs::read_dir("/run/anylb")
+    live_socket(Path::new("/run/anylb"))
+}
+
+/// The only `*.sock` in `dir` that a daemon answers on; the sockets of daemons that are gone (a stopped lab
+/// leaves them) are passed over.
+fn live_socket(dir: &Path) -> Result<PathBuf, String> {
+    let found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .filter(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
                 .collect()
         })
         .unwrap_or_default();
     match found.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err("no anylb daemon socket in /run/anylb (is `anylb run` running? use -s/--socket)".into()),
+        [] => Err(format!(
+            "no live anylb daemon socket in {} (is `anylb run` running? use -s/--socket)",
+            dir.display()
+        )),
         many => Err(format!(
-            "several daemon sockets in /run/anylb ({}); choose one with -s/--socket",
+            "several daemon sockets in {} ({}); choose one with -s/--socket",
+            dir.display(),
             many.iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
@@ -841,5 +852,28 @@ fn host_port(host: &str, port: &str) -> String {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn the_sockets_of_daemons_that_are_gone_are_passed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dead = UnixListener::bind(dir.path().join("old.sock")).expect("bind");
+        drop(dead);
+        let e = live_socket(dir.path()).expect_err("only a dead socket");
+        assert!(e.starts_with("no live anylb daemon socket"), "{e}");
+        let _live = UnixListener::bind(dir.path().join("lb1.sock")).expect("bind");
+        assert_eq!(live_socket(dir.path()), Ok(dir.path().join("lb1.sock")));
+        let _other = UnixListener::bind(dir.path().join("lb2.sock")).expect("bind");
+        let e = live_socket(dir.path()).expect_err("two live sockets");
+        assert!(
+            e.contains("several daemon sockets") && !e.contains("old.sock"),
+            "{e}"
+        );
     }
 }
