@@ -1139,10 +1139,13 @@ impl Lcore {
                 }
             }
         }
-        if self.wid == 0 && self.shared.reannounce.swap(false, Ordering::Relaxed) {
+        // Read first: a swap on every loop would take the cache line from the control thread each time.
+        let reannounce = &self.shared.reannounce;
+        if self.wid == 0 && reannounce.load(Ordering::Relaxed) && reannounce.swap(false, Ordering::Relaxed) {
             self.w.announce_all();
         }
-        if self.shared.sync_all[usize::from(self.wid)].swap(false, Ordering::Relaxed) {
+        let resync = &self.shared.sync_all[usize::from(self.wid)];
+        if resync.load(Ordering::Relaxed) && resync.swap(false, Ordering::Relaxed) {
             self.w.resync_all(&mut self.out);
         }
         for r in self.out.sync.drain(..) {
