@@ -8,6 +8,7 @@ mod replay_cmd;
 mod run_cmd;
 mod show_cmd;
 mod speak_cmd;
+mod version;
 
 use std::process::ExitCode;
 
@@ -15,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 /// anylb: an anycast layer-4 load-balancing router.
 #[derive(Debug, Parser)]
-#[command(name = "anylb", version, about, propagate_version = true)]
+#[command(name = "anylb", version = version::TEXT, about, propagate_version = true)]
 struct Cli {
     /// Print JSON instead of tables.
     #[arg(short = 'j', long, global = true)]

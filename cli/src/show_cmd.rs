@@ -611,6 +611,13 @@ pub fn backends(
                     format!("{}/{}", s(&b["effective_weight"]), s(&b["weight"])),
                     s(&b["checks"]),
                     s(&b["last_result"]),
+                    b["last_check_ms"]
+                        .as_f64()
+                        .map_or_else(|| "-".into(), |ms| format!("{ms:.1}ms")),
+                    match &b["last_failure"] {
+                        Value::Null => "-".into(),
+                        f => format!("{} ago: {}", ago(&f["at"]), s(&f["reason"])),
+                    },
                 ]
             })
             .collect();
@@ -623,6 +630,8 @@ pub fn backends(
                 "Weight",
                 "Checks",
                 "Last check",
+                "Took",
+                "Last failure",
             ],
             &rows,
         );
@@ -633,10 +642,9 @@ pub fn backends(
                     continue;
                 }
                 println!(
-                    "\n{} {}:{} transitions:",
+                    "\n{} {} transitions:",
                     s(&b["key"]["service"]),
-                    s(&b["key"]["address"]),
-                    s(&b["key"]["port"])
+                    host_port(&s(&b["key"]["address"]), &s(&b["key"]["port"]))
                 );
                 for x in t {
                     println!(

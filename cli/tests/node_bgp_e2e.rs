@@ -347,6 +347,27 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         metrics.contains("anylb_service_announced{service=\"echo\"} 1"),
         "{metrics}"
     );
+    // The live page, with BGP, BFD, ports and health, passes Prometheus's own parsers.
+    let mut parse = std::process::Command::new("/usr/bin/python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/parse_metrics.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut parse.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let parsed = parse.wait_with_output().unwrap();
+    assert!(
+        parsed.status.success(),
+        "{}\n{metrics}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    for name in ["anylb_port_packets_total", "anylb_bgp_prefixes", "anylb_health_check_duration_seconds_count"] {
+        assert!(
+            String::from_utf8_lossy(&parsed.stdout).contains(&format!("\"name\": \"{name}\"")),
+            "no {name} in\n{metrics}"
+        );
+    }
     // A held-open connection shows in `anylb conns`.
     let conns: serde_json::Value = serde_json::from_str(&cli(&["-j", "conns", "--service", "echo"])).unwrap();
     assert!(conns.as_array().is_some_and(|c| !c.is_empty()), "{conns}");
@@ -457,7 +478,11 @@ fn mask_text(t: &str) -> String {
                 .map(|tok| {
                     let bare = tok.trim_end_matches([',', ')', ';']);
                     let digits = bare.trim_end_matches(['s', 'm']);
-                    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+                    // Integers and decimals (not addresses: one dot at most).
+                    let number = digits.starts_with(|c: char| c.is_ascii_digit())
+                        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+                        && digits.matches('.').count() <= 1;
+                    if number {
                         tok.replacen(digits, "N", 1)
                     } else if bare.starts_with("/tmp/") {
                         "<temporary path>".to_owned()

@@ -775,6 +775,10 @@ pub enum HealthKind {
     Http,
     /// HTTPS GET.
     Https,
+    /// gRPC health checking protocol (`grpc.health.v1.Health/Check`).
+    Grpc,
+    /// A DNS query.
+    Dns,
     /// UDP request/response.
     Udp,
     /// ICMP / ICMPv6 echo.
@@ -818,7 +822,7 @@ pub struct HealthCheck {
     /// http/https: request path (default "/").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// http/https: Host header.
+    /// http/https: Host header; grpc: :authority; and the TLS server name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// http/https: accepted status codes (default [200]).
@@ -827,13 +831,34 @@ pub struct HealthCheck {
     /// http/https: substring the body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    /// https: verify the server certificate (default false: backends often have self-signed ones).
+    /// https, grpc over TLS: verify the server certificate (default false: backends often have self-signed ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_verify: Option<bool>,
+    /// grpc: over TLS (default false: HTTP/2 in cleartext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// grpc: the service name asked about (default empty: the server as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_service: Option<String>,
+    /// dns: the name queried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// dns: the query type (default A).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_type: Option<DnsType>,
+    /// dns: the rcode the answer must have (default NOERROR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<Rcode>,
+    /// dns: an address the answer must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<IpAddr>,
     /// udp: payload sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
-    /// udp: substring the reply must contain (any reply when unset).
+    /// tcp: bytes sent once connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// udp, tcp: substring the reply must contain (udp: any reply when unset; tcp: the banner or answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
     /// exec: program and arguments; `{address}` and `{port}` are substituted.
@@ -865,6 +890,81 @@ impl HealthCheck {
     /// Jitter fraction, defaulted.
     pub fn jitter(&self) -> f64 {
         self.jitter.unwrap_or(0.1)
+    }
+}
+
+/// A DNS query type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DnsType {
+    /// IPv4 address.
+    #[default]
+    A,
+    /// IPv6 address.
+    Aaaa,
+    /// Canonical name.
+    Cname,
+    /// Mail exchange.
+    Mx,
+    /// Name server.
+    Ns,
+    /// Pointer.
+    Ptr,
+    /// Start of authority.
+    Soa,
+    /// Service locator.
+    Srv,
+    /// Text.
+    Txt,
+}
+
+impl DnsType {
+    /// The type's number (RFC 1035, RFC 3596, RFC 2782).
+    pub fn code(self) -> u16 {
+        match self {
+            DnsType::A => 1,
+            DnsType::Ns => 2,
+            DnsType::Cname => 5,
+            DnsType::Soa => 6,
+            DnsType::Ptr => 12,
+            DnsType::Mx => 15,
+            DnsType::Txt => 16,
+            DnsType::Aaaa => 28,
+            DnsType::Srv => 33,
+        }
+    }
+}
+
+/// A DNS response code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Rcode {
+    /// No error.
+    #[default]
+    NoError,
+    /// Format error.
+    FormErr,
+    /// Server failure.
+    ServFail,
+    /// The name does not exist.
+    NxDomain,
+    /// Not implemented.
+    NotImp,
+    /// Refused.
+    Refused,
+}
+
+impl Rcode {
+    /// The code's number (RFC 1035 §4.1.1).
+    pub fn code(self) -> u8 {
+        match self {
+            Rcode::NoError => 0,
+            Rcode::FormErr => 1,
+            Rcode::ServFail => 2,
+            Rcode::NxDomain => 3,
+            Rcode::NotImp => 4,
+            Rcode::Refused => 5,
+        }
     }
 }
 

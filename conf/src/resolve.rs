@@ -191,6 +191,13 @@ fn resolve_service(s: &Service, base: Timeouts) -> Service {
         if h.kind == HealthKind::Https {
             h.tls_verify.get_or_insert(false);
         }
+        if h.kind == HealthKind::Grpc && *h.tls.get_or_insert(false) {
+            h.tls_verify.get_or_insert(false);
+        }
+        if h.kind == HealthKind::Dns {
+            h.query_type.get_or_insert_default();
+            h.rcode.get_or_insert_default();
+        }
     }
     s
 }

@@ -743,12 +743,51 @@ fn health(p: KeyPath, s: &Service, h: &crate::model::HealthCheck, r: &mut Report
         }
     };
     only("path", h.path.is_some(), http, "http and https", r);
-    only("host", h.host.is_some(), http, "http and https", r);
     only("status", !h.status.is_empty(), http, "http and https", r);
     only("body", h.body.is_some(), http, "http and https", r);
-    only("tls_verify", h.tls_verify.is_some(), h.kind == Https, "https", r);
+    only(
+        "host",
+        h.host.is_some(),
+        http || h.kind == Grpc,
+        "http, https and grpc",
+        r,
+    );
+    let tls = h.kind == Https || (h.kind == Grpc && h.tls == Some(true));
+    only(
+        "tls_verify",
+        h.tls_verify.is_some(),
+        tls,
+        "https and grpc with tls = true",
+        r,
+    );
+    only("tls", h.tls.is_some(), h.kind == Grpc, "grpc", r);
+    only(
+        "grpc_service",
+        h.grpc_service.is_some(),
+        h.kind == Grpc,
+        "grpc",
+        r,
+    );
+    for (key, set) in [
+        ("query", h.query.is_some()),
+        ("query_type", h.query_type.is_some()),
+        ("rcode", h.rcode.is_some()),
+        ("answer", h.answer.is_some()),
+    ] {
+        only(key, set, h.kind == Dns, "dns", r);
+    }
     only("payload", h.payload.is_some(), h.kind == Udp, "udp", r);
-    only("expect", h.expect.is_some(), h.kind == Udp, "udp", r);
+    only("send", h.send.is_some(), h.kind == Tcp, "tcp", r);
+    only(
+        "expect",
+        h.expect.is_some(),
+        matches!(h.kind, Udp | Tcp),
+        "udp and tcp",
+        r,
+    );
+    if h.kind == Dns {
+        dns_check(h, &p, r);
+    }
     only("command", !h.command.is_empty(), h.kind == Exec, "exec", r);
     if let Some(path) = &h.path {
         if !path.starts_with('/') {
@@ -772,7 +811,7 @@ fn health(p: KeyPath, s: &Service, h: &crate::model::HealthCheck, r: &mut Report
     if h.port == Some(0) {
         r.push(p.with("port"), "port must be 1-65535");
     }
-    let needs_port = matches!(h.kind, Tcp | Http | Https | Udp);
+    let needs_port = matches!(h.kind, Tcp | Http | Https | Udp | Grpc | Dns);
     if needs_port
         && h.port.is_none()
         && s.port == PortSpec::All
@@ -781,6 +820,23 @@ fn health(p: KeyPath, s: &Service, h: &crate::model::HealthCheck, r: &mut Report
         r.push(
             p.with("port"),
             "the service serves all ports and a backend has none: set the port to check",
+        );
+    }
+}
+
+/// A dns check needs a name that fits in a query: labels of 1-63 bytes, at most 253 characters.
+fn dns_check(h: &crate::model::HealthCheck, p: &KeyPath, r: &mut Report) {
+    let Some(q) = &h.query else {
+        r.push(p.with("query"), "a dns check needs a name to query");
+        return;
+    };
+    let name = q.strip_suffix('.').unwrap_or(q);
+    if name.len() > 253 {
+        r.push(p.with("query"), format!("{q:?} is longer than 253 characters"));
+    } else if !name.is_empty() && name.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        r.push(
+            p.with("query"),
+            format!("{q:?} has an empty label or one longer than 63 characters"),
         );
     }
 }

@@ -480,6 +480,70 @@ fn health_fields_of_another_kind_are_rejected() {
 }
 
 #[test]
+fn dns_check_needs_a_valid_name() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nhealth = { kind = \"dns\", rcode = \"NXDOMAIN\" }\n",
+        "health",
+        "services[0].health.query",
+        "needs a name to query",
+    );
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nhealth = { kind = \"dns\", query = \"a..example\" }\n",
+        "a..example",
+        "services[0].health.query",
+        "empty label",
+    );
+}
+
+#[test]
+fn check_keys_follow_their_kind() {
+    // tls_verify on a cleartext gRPC check, send on an http check, a dns key on a tcp check.
+    for (health, key, says) in [
+        (
+            "{ kind = \"grpc\", tls_verify = true }",
+            "tls_verify",
+            "https and grpc with tls = true",
+        ),
+        (
+            "{ kind = \"http\", send = \"x\" }",
+            "send",
+            "applies to tcp checks only",
+        ),
+        (
+            "{ kind = \"tcp\", answer = \"192.0.2.1\" }",
+            "answer",
+            "applies to dns checks only",
+        ),
+        (
+            "{ kind = \"https\", grpc_service = \"web\" }",
+            "grpc_service",
+            "applies to grpc checks only",
+        ),
+    ] {
+        expect(
+            "protocol = \"tcp\"\n",
+            &format!("protocol = \"tcp\"\nhealth = {health}\n"),
+            "health",
+            &format!("services[0].health.{key}"),
+            says,
+        );
+    }
+}
+
+#[test]
+fn a_dns_query_type_or_rcode_that_does_not_exist_is_a_type_error() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\nhealth = { kind = \"dns\", query = \"a.test\", query_type = \"AXFR\" }\n",
+        "AXFR",
+        "services[0].health.query_type",
+        "unknown variant",
+    );
+}
+
+#[test]
 fn udp_check_needs_a_payload() {
     expect(
         "protocol = \"tcp\"\n",

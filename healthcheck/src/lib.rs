@@ -7,5 +7,6 @@
 
 pub mod checker;
 pub mod icmp;
+pub mod latency;
 pub mod monitor;
 pub mod state;

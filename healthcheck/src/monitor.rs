@@ -11,10 +11,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use anylb_conf::{HealthKind, NodeConfig};
+use anylb_conf::{HealthCheck, HealthKind, NodeConfig};
 use tokio::sync::{broadcast, watch};
 
-use crate::checker::{self, Check, Probe};
+use crate::checker::{self, Check, DnsProbe, GrpcProbe, HttpProbe, Probe, TcpProbe};
+use crate::latency::Durations;
 use crate::state::{slow_start_weight, Health, RiseFall};
 
 /// Transitions kept per backend.
@@ -61,10 +62,27 @@ pub struct BackendStatus {
     pub effective_weight: u32,
     /// Last check result ("ok" or why it failed).
     pub last_result: Option<String>,
+    /// How long the last check took, in milliseconds.
+    pub last_check_ms: Option<f64>,
+    /// The last failed check, however long ago.
+    pub last_failure: Option<Failure>,
     /// Checks run.
     pub checks: u64,
+    /// Checks failed.
+    pub failures: u64,
+    /// Durations of the checks run.
+    pub durations: Durations,
     /// Last transitions, oldest first.
     pub transitions: Vec<Transition>,
+}
+
+/// A failed check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    /// When it ended.
+    pub at: SystemTime,
+    /// Why it failed.
+    pub reason: String,
 }
 
 /// A service's health against its `min_healthy`.
@@ -93,7 +111,11 @@ struct Backend {
     up_since: Option<Instant>,
     slow_start: Option<Duration>,
     last_result: Option<String>,
+    last_duration: Option<Duration>,
+    last_failure: Option<Failure>,
     checks: u64,
+    failures: u64,
+    durations: Durations,
     transitions: VecDeque<Transition>,
 }
 
@@ -169,34 +191,17 @@ impl Monitor {
                         up_since: None,
                         slow_start: s.health.as_ref().and_then(|h| h.slow_start).map(|d| d.get()),
                         last_result: None,
+                        last_duration: None,
+                        last_failure: None,
                         checks: 0,
+                        failures: 0,
+                        durations: Durations::default(),
                         transitions: VecDeque::new(),
                     },
                 );
                 if let (true, Some(h)) = (checked, &s.health) {
-                    let probe = match h.kind {
-                        HealthKind::Tcp => Probe::Tcp,
-                        HealthKind::Http | HealthKind::Https => Probe::Http {
-                            path: h.path.clone().unwrap_or_else(|| "/".into()),
-                            host: h.host.clone(),
-                            status: if h.status.is_empty() {
-                                vec![200]
-                            } else {
-                                h.status.clone()
-                            },
-                            body: h.body.clone(),
-                            tls: (h.kind == HealthKind::Https).then(|| h.tls_verify.unwrap_or(false)),
-                        },
-                        HealthKind::Udp => Probe::Udp {
-                            payload: h.payload.clone().unwrap_or_default().into_bytes(),
-                            expect: h.expect.clone().map(String::into_bytes),
-                        },
-                        HealthKind::Icmp => Probe::Icmp,
-                        HealthKind::Exec => Probe::Exec(h.command.clone()),
-                        HealthKind::None => Probe::None,
-                    };
                     let check = Check {
-                        probe,
+                        probe: probe(h),
                         target: SocketAddr::new(b.address, h.port.unwrap_or(port)),
                         source: h.source,
                         timeout: h.timeout().get(),
@@ -216,6 +221,11 @@ impl Monitor {
                         new.admin_drained = old.admin_drained;
                         new.transitions = old.transitions.clone();
                         new.checks = old.checks;
+                        new.failures = old.failures;
+                        new.last_result = old.last_result.clone();
+                        new.last_duration = old.last_duration;
+                        new.last_failure = old.last_failure.clone();
+                        new.durations = old.durations.clone();
                     }
                 }
                 keys.push(key);
@@ -266,17 +276,29 @@ impl Monitor {
         let mut n = 1u64;
         loop {
             tokio::time::sleep_until(next).await;
+            let started = tokio::time::Instant::now();
             let result = checker::run(&check).await;
+            let took = started.elapsed();
             let change = rf.record(result.is_ok());
             let mut transition = None;
             if let Ok(mut inner) = self.inner.lock() {
                 if let Some(b) = inner.backends.get_mut(&key) {
                     b.checks += 1;
+                    b.last_duration = Some(took);
+                    b.durations.record(took);
                     // Thousands of checks a second: a passing check allocates nothing.
                     match result {
                         Ok(()) if b.last_result.as_deref() == Some("ok") => {}
                         Ok(()) => b.last_result = Some("ok".to_owned()),
-                        Err(e) => b.last_result = Some(e.to_string()),
+                        Err(e) => {
+                            b.failures += 1;
+                            let reason = e.to_string();
+                            b.last_failure = Some(Failure {
+                                at: SystemTime::now(),
+                                reason: reason.clone(),
+                            });
+                            b.last_result = Some(reason);
+                        }
                     }
                     if let Some(h) = change {
                         let text = b.last_result.clone().unwrap_or_default();
@@ -385,7 +407,11 @@ impl Monitor {
                 weight: b.weight,
                 effective_weight: effective(b),
                 last_result: b.last_result.clone(),
+                last_check_ms: b.last_duration.map(|d| d.as_secs_f64() * 1000.0),
+                last_failure: b.last_failure.clone(),
                 checks: b.checks,
+                failures: b.failures,
+                durations: b.durations.clone(),
                 transitions: b.transitions.iter().cloned().collect(),
             })
             .collect();
@@ -419,6 +445,46 @@ impl Monitor {
     /// A counter that increases whenever weights or announce decisions may have changed.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+}
+
+/// The probe a service's health check runs, its defaults applied.
+fn probe(h: &HealthCheck) -> Probe {
+    let bytes = |s: &Option<String>| s.clone().map(String::into_bytes);
+    match h.kind {
+        HealthKind::Tcp => Probe::Tcp(TcpProbe {
+            send: bytes(&h.send),
+            expect: bytes(&h.expect),
+        }),
+        HealthKind::Http | HealthKind::Https => Probe::Http(HttpProbe {
+            path: h.path.clone().unwrap_or_else(|| "/".into()),
+            host: h.host.clone(),
+            status: if h.status.is_empty() {
+                vec![200]
+            } else {
+                h.status.clone()
+            },
+            body: h.body.clone(),
+            tls: (h.kind == HealthKind::Https).then(|| h.tls_verify.unwrap_or(false)),
+        }),
+        HealthKind::Grpc => Probe::Grpc(GrpcProbe {
+            service: h.grpc_service.clone().unwrap_or_default(),
+            authority: h.host.clone(),
+            tls: h.tls.unwrap_or(false).then(|| h.tls_verify.unwrap_or(false)),
+        }),
+        HealthKind::Dns => Probe::Dns(DnsProbe {
+            name: h.query.clone().unwrap_or_default(),
+            qtype: h.query_type.unwrap_or_default().code(),
+            rcode: h.rcode.unwrap_or_default().code(),
+            address: h.answer,
+        }),
+        HealthKind::Udp => Probe::Udp {
+            payload: h.payload.clone().unwrap_or_default().into_bytes(),
+            expect: bytes(&h.expect),
+        },
+        HealthKind::Icmp => Probe::Icmp,
+        HealthKind::Exec => Probe::Exec(h.command.clone()),
+        HealthKind::None => Probe::None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anylb_healthcheck::checker::{self, Check, Probe};
+use anylb_healthcheck::checker::{self, Check, HttpProbe, Probe};
 use anylb_healthcheck::monitor::{Key, Monitor};
 use anylb_healthcheck::state::Health;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -114,6 +114,15 @@ async fn a_flapping_backend_honours_rise_and_fall_exactly() {
     );
     assert_eq!(b.transitions[1].reason, "status 500");
     assert!(m.services()[0].announce);
+    // Every check's duration is in the histogram; the last failure is kept after later successes.
+    assert_eq!(b.durations.count(), b.checks);
+    assert!(
+        b.last_check_ms.is_some_and(|ms| ms > 0.0 && ms < 40.0),
+        "{:?}",
+        b.last_check_ms
+    );
+    assert_eq!(b.last_result.as_deref(), Some("ok"));
+    assert_eq!(b.last_failure.map(|f| f.reason).as_deref(), Some("status 500"));
 }
 
 #[tokio::test]
@@ -128,13 +137,13 @@ async fn a_server_that_never_answers_is_down_after_the_timeout() {
         }
     });
     let c = Check {
-        probe: Probe::Http {
+        probe: Probe::Http(HttpProbe {
             path: "/".into(),
             host: None,
             status: vec![200],
             body: None,
             tls: None,
-        },
+        }),
         target: format!("127.0.0.1:{port}").parse().unwrap(),
         source: None,
         timeout: Duration::from_millis(200),
@@ -150,13 +159,13 @@ async fn a_wrong_status_or_body_is_a_failure() {
     let (port, _) = scripted_http(vec![503]).await;
     let target = format!("127.0.0.1:{port}").parse().unwrap();
     let c = Check {
-        probe: Probe::Http {
+        probe: Probe::Http(HttpProbe {
             path: "/healthz".into(),
             host: Some("web.example".into()),
             status: vec![200, 204],
             body: None,
             tls: None,
-        },
+        }),
         target,
         source: None,
         timeout: Duration::from_secs(1),
@@ -168,13 +177,13 @@ async fn a_wrong_status_or_body_is_a_failure() {
     let (port, _) = scripted_http(vec![200]).await;
     let target = format!("127.0.0.1:{port}").parse().unwrap();
     let c = Check {
-        probe: Probe::Http {
+        probe: Probe::Http(HttpProbe {
             path: "/".into(),
             host: None,
             status: vec![200],
             body: Some("sick".into()),
             tls: None,
-        },
+        }),
         target,
         source: None,
         timeout: Duration::from_secs(1),
@@ -185,13 +194,13 @@ async fn a_wrong_status_or_body_is_a_failure() {
         .unwrap_err()
         .contains("body lacks"));
     let c2 = Check {
-        probe: Probe::Http {
+        probe: Probe::Http(HttpProbe {
             path: "/".into(),
             host: None,
             status: vec![200],
             body: Some("healthy".into()),
             tls: None,
-        },
+        }),
         ..c
     };
     assert_eq!(checker::run(&c2).await.map_err(|e| e.to_string()), Ok(()));
@@ -376,13 +385,13 @@ async fn https_server(status: u16) -> u16 {
 async fn https_checks_speak_tls_and_verify_certificates_when_asked() {
     let port = https_server(200).await;
     let https = |verify: bool, status: Vec<u16>| Check {
-        probe: Probe::Http {
+        probe: Probe::Http(HttpProbe {
             path: "/healthz".into(),
             host: Some("backend.test".into()),
             status,
             body: Some("ok".into()),
             tls: Some(verify),
-        },
+        }),
         target: format!("127.0.0.1:{port}").parse().unwrap(),
         source: None,
         timeout: Duration::from_secs(2),
@@ -412,13 +421,13 @@ async fn https_checks_speak_tls_and_verify_certificates_when_asked() {
     );
     // Plain HTTP to a TLS port is no success.
     let plain = Check {
-        probe: Probe::Http {
+        probe: Probe::Http(HttpProbe {
             path: "/".into(),
             host: None,
             status: vec![200],
             body: None,
             tls: None,
-        },
+        }),
         ..https(false, vec![200])
     };
     assert!(checker::run(&plain).await.map_err(|e| e.to_string()).is_err());

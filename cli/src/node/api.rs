@@ -425,7 +425,7 @@ pub fn router(n: Shared) -> Router {
         .route("/v1/", get(endpoints))
         .route(
             "/metrics",
-            get(|State(n): State<Shared>| async move { super::metrics::metrics_text(&n) }),
+            get(|State(n): State<Shared>| async move { super::metrics::response(&n) }),
         )
         .route("/v1/status", get(status))
         .route("/v1/bgp/summary", get(bgp_summary))

@@ -1,200 +1,50 @@
-//! The Prometheus page: `/metrics` on the node's `metrics_listen` address.
+//! The Prometheus page, `/metrics` on the control socket and on the node's `metrics_listen` address.
+//!
+//! The page is encoded by the `prometheus-client` crate in the OpenMetrics text format (names, label escaping,
+//! `_total` on counters, units, `# EOF`), from a snapshot taken at each scrape: the node's counters live in its
+//! workers, speaker, monitor and sync, and are read, not mirrored. Every family is listed in `docs/metrics.md`.
 
-use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anylb_dataplane::stats::DropReason;
+use anylb_dataplane::dpdk::PortStatus;
+use anylb_dataplane::stats::{DropReason, Stats};
+use anylb_healthcheck::latency::{Durations, BOUNDS};
+use anylb_healthcheck::monitor::{BackendStatus, ServiceStatus};
 use anylb_routing::bfd;
 use anylb_routing::fsm::State as Fsm;
-use anylb_routing::neighbor::{family_name, family_of, FAMILIES};
+use anylb_routing::neighbor::{family_name, family_of, NeighborStatus, FAMILIES};
 use anylb_routing::speaker::Speaker;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE as CONTENT_TYPE_HEADER;
 use axum::routing::get;
 use axum::Router;
 use ipnet::IpNet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelValue, LabelValueEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 
+use super::sync::SyncView;
 use super::Node;
 
-/// Prometheus metrics in the text exposition format.
-pub fn metrics_text(n: &Node) -> String {
-    use std::fmt::Write;
-    let mut o = String::new();
-    let per = n.runtime.stats();
-    let _ = writeln!(
-        o,
-        "# HELP anylb_packets_total Frames by worker and direction.\n# TYPE anylb_packets_total counter"
-    );
-    for (w, s) in per.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "anylb_packets_total{{worker=\"{w}\",dir=\"rx\"}} {}",
-            s.rx_packets
-        );
-        let _ = writeln!(
-            o,
-            "anylb_packets_total{{worker=\"{w}\",dir=\"tx\"}} {}",
-            s.tx_packets
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP anylb_bytes_total Bytes by worker and direction.\n# TYPE anylb_bytes_total counter"
-    );
-    for (w, s) in per.iter().enumerate() {
-        let _ = writeln!(o, "anylb_bytes_total{{worker=\"{w}\",dir=\"rx\"}} {}", s.rx_bytes);
-        let _ = writeln!(o, "anylb_bytes_total{{worker=\"{w}\",dir=\"tx\"}} {}", s.tx_bytes);
-    }
-    let _ = writeln!(
-        o,
-        "# HELP anylb_drops_total Dropped frames by worker and reason.\n# TYPE anylb_drops_total counter"
-    );
-    for (w, s) in per.iter().enumerate() {
-        for r in DropReason::ALL {
-            let _ = writeln!(
-                o,
-                "anylb_drops_total{{worker=\"{w}\",reason=\"{}\"}} {}",
-                r.name(),
-                s.drops_of(r)
-            );
-        }
-    }
-    let _ = writeln!(
-        o,
-        "# HELP anylb_connections_total Connections created.\n# TYPE anylb_connections_total counter"
-    );
-    for (w, s) in per.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "anylb_connections_total{{worker=\"{w}\"}} {}",
-            s.new_connections
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP anylb_fast_path_total Frames forwarded by the established fast path.\n# TYPE anylb_fast_path_total counter"
-    );
-    for (w, s) in per.iter().enumerate() {
-        let _ = writeln!(o, "anylb_fast_path_total{{worker=\"{w}\"}} {}", s.fast_path);
-    }
-    let _ = writeln!(
-        o,
-        "# HELP anylb_peer_forwarded_total TCP segments of unknown flows handed to another node.\n# TYPE anylb_peer_forwarded_total counter"
-    );
-    for (w, s) in per.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "anylb_peer_forwarded_total{{worker=\"{w}\"}} {}",
-            s.peer_forwarded
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP anylb_connections Connections in the table.\n# TYPE anylb_connections gauge"
-    );
-    for (w, s) in per.iter().enumerate() {
-        let _ = writeln!(o, "anylb_connections{{worker=\"{w}\"}} {}", s.connections);
-    }
-    if let Some(sp) = &n.speaker {
-        bgp(&mut o, sp);
-    }
-    if let Some(m) = n.monitor() {
-        let _ = writeln!(o, "# HELP anylb_backend_up 1 when the backend passes its health check and is not drained.\n# TYPE anylb_backend_up gauge");
-        for b in m.backends(None) {
-            let _ = writeln!(
-                o,
-                "anylb_backend_up{{service=\"{}\",backend=\"{}:{}\"}} {}",
-                b.key.service,
-                b.key.address,
-                b.key.port,
-                u8::from(b.effective_weight > 0)
-            );
-        }
-        let _ = writeln!(o, "# HELP anylb_service_announced 1 when the service's VIP is announced.\n# TYPE anylb_service_announced gauge");
-        let announced = n.announced.lock().map(|a| a.clone()).unwrap_or_default();
-        for s in m.services() {
-            let _ = writeln!(
-                o,
-                "anylb_service_announced{{service=\"{}\"}} {}",
-                s.name,
-                u8::from(announced.contains_key(&IpNet::from(s.vip)))
-            );
-        }
-    }
-    if let Some(v) = n
-        .sync
-        .as_ref()
-        .and_then(|s| s.view.lock().ok().map(|v| v.clone()))
-    {
-        sync(&mut o, &v);
-    }
-    o
+/// The page's media type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The page, as served.
+pub fn response(n: &Node) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    ([(CONTENT_TYPE_HEADER, CONTENT_TYPE)], metrics_text(n))
 }
 
-/// Connection sync: peers alive, records by direction, resends, overflow, refused datagrams, takeovers.
-fn sync(o: &mut String, v: &super::sync::SyncView) {
-    use std::fmt::Write;
-    let _ = writeln!(o, "# HELP anylb_sync_ready 1 when the node has its connections back and its local addresses are its own.\n# TYPE anylb_sync_ready gauge\nanylb_sync_ready {}", u8::from(v.ready));
-    let _ = writeln!(o, "# HELP anylb_sync_takeovers_total Lost nodes whose local addresses this node took over.\n# TYPE anylb_sync_takeovers_total counter\nanylb_sync_takeovers_total {}", v.takeovers);
-    let _ = writeln!(o, "# HELP anylb_sync_datagrams_refused_total Sync datagrams refused, by reason.\n# TYPE anylb_sync_datagrams_refused_total counter");
-    for (reason, n) in [
-        ("bad_tag", v.bad_tag),
-        ("malformed", v.malformed),
-        ("stranger", v.strangers),
-    ] {
-        let _ = writeln!(o, "anylb_sync_datagrams_refused_total{{reason=\"{reason}\"}} {n}");
-    }
-    type Get = fn(&super::sync::PeerView) -> u64;
-    let per_peer: [(&str, &str, &str, Get); 7] = [
-        (
-            "anylb_sync_peer_alive",
-            "gauge",
-            "1 when the peer was heard within dead_after.",
-            |p| u64::from(p.alive),
-        ),
-        (
-            "anylb_sync_records_held",
-            "gauge",
-            "The peer's connection records held here.",
-            |p| p.records_held as u64,
-        ),
-        (
-            "anylb_sync_records_sent_total",
-            "counter",
-            "Records sent to the peer (first transmissions).",
-            |p| p.counters.records_sent,
-        ),
-        (
-            "anylb_sync_records_acked_total",
-            "counter",
-            "Records the peer acknowledged.",
-            |p| p.counters.records_acked,
-        ),
-        (
-            "anylb_sync_resent_total",
-            "counter",
-            "Datagrams sent to the peer again after their timeout.",
-            |p| p.counters.resent,
-        ),
-        (
-            "anylb_sync_overflow_total",
-            "counter",
-            "Records not sent to the peer: window full and rate bound reached.",
-            |p| p.counters.overflow,
-        ),
-        (
-            "anylb_sync_datagrams_received_total",
-            "counter",
-            "Datagrams accepted from the peer.",
-            |p| p.counters.received,
-        ),
-    ];
-    for (name, kind, help, get) in per_peer {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for p in &v.peers {
-            let _ = writeln!(o, "{name}{{peer=\"{}\"}} {}", p.name, get(p));
-        }
-    }
+/// Prometheus metrics in the OpenMetrics text format.
+pub fn metrics_text(n: &Node) -> String {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(Snapshot::take(n)));
+    let mut o = String::new();
+    // Writing to a String does not fail.
+    let _ = prometheus_client::encoding::text::encode(&mut o, &r);
+    o
 }
 
 /// Serves `/metrics` on TCP.
@@ -204,97 +54,767 @@ pub async fn serve(n: Arc<Node>, addr: SocketAddr) -> std::io::Result<()> {
     let app = Router::new()
         .route(
             "/metrics",
-            get(|State(n): State<Arc<Node>>| async move { metrics_text(&n) }),
+            get(|State(n): State<Arc<Node>>| async move { response(&n) }),
         )
         .with_state(n);
     axum::serve(l, app).await
 }
 
-/// BGP sessions and BFD: state, flaps, unused UPDATEs, prefixes by family and direction, BFD state, timers
-/// and transitions.
-fn bgp(o: &mut String, sp: &Speaker) {
-    use std::fmt::Write;
-    let neighbors = sp.neighbors();
-    let _ = writeln!(o, "# HELP anylb_bgp_session_established 1 when the BGP session is Established.\n# TYPE anylb_bgp_session_established gauge");
-    for nb in &neighbors {
-        let up = u8::from(nb.state == Fsm::Established);
-        let _ = writeln!(
-            o,
-            "anylb_bgp_session_established{{neighbor=\"{}\"}} {up}",
-            nb.address
-        );
-    }
-    let _ = writeln!(o, "# HELP anylb_bgp_session_state The session's FSM state (1 for the current one).\n# TYPE anylb_bgp_session_state gauge");
-    for nb in &neighbors {
-        let _ = writeln!(
-            o,
-            "anylb_bgp_session_state{{neighbor=\"{}\",state=\"{}\"}} 1",
-            nb.address,
-            nb.state.name()
-        );
-    }
-    let _ = writeln!(o, "# HELP anylb_bgp_session_flaps_total Times the session left Established.\n# TYPE anylb_bgp_session_flaps_total counter");
-    for nb in &neighbors {
-        let _ = writeln!(
-            o,
-            "anylb_bgp_session_flaps_total{{neighbor=\"{}\"}} {}",
-            nb.address, nb.flaps
-        );
-    }
-    let _ = writeln!(o, "# HELP anylb_bgp_updates_withdrawn_total UPDATEs whose routes were not used (RFC 7606 treat-as-withdraw, AS-path loop).\n# TYPE anylb_bgp_updates_withdrawn_total counter");
-    for nb in &neighbors {
-        let _ = writeln!(
-            o,
-            "anylb_bgp_updates_withdrawn_total{{neighbor=\"{}\"}} {}",
-            nb.address, nb.updates_withdrawn
-        );
-    }
-    let _ = writeln!(o, "# HELP anylb_bgp_prefixes Prefixes received (stale ones too), stale, and sent, by family.\n# TYPE anylb_bgp_prefixes gauge");
-    for nb in &neighbors {
-        let mut received: BTreeMap<&str, (usize, usize)> =
-            FAMILIES.iter().map(|f| (family_name(*f), (0, 0))).collect();
-        for r in sp.received(Some(nb.address)).unwrap_or_default() {
-            let e = received.entry(family_name(family_of(&r.prefix))).or_default();
-            e.0 += 1;
-            e.1 += usize::from(r.stale);
+/// `address:port`, IPv6 in brackets.
+pub fn endpoint(address: std::net::IpAddr, port: u16) -> String {
+    SocketAddr::new(address, port).to_string()
+}
+
+/// What one scrape reads.
+#[derive(Debug)]
+struct Snapshot {
+    workers: Vec<Stats>,
+    ports: Vec<PortStatus>,
+    bgp: Option<Bgp>,
+    backends: Vec<BackendStatus>,
+    services: Vec<(ServiceStatus, bool)>,
+    sync: Option<SyncView>,
+}
+
+/// A family's prefixes received from a neighbour, and how many of them are stale.
+type FamilyCount = (&'static str, usize, usize);
+
+/// The speaker's sessions and BFD.
+#[derive(Debug)]
+struct Bgp {
+    neighbors: Vec<(NeighborStatus, Vec<FamilyCount>)>,
+    bfd: Vec<bfd::Status>,
+}
+
+impl Snapshot {
+    fn take(n: &Node) -> Snapshot {
+        let monitor = n.monitor();
+        let announced = n.announced.lock().map(|a| a.clone()).unwrap_or_default();
+        Snapshot {
+            workers: n.runtime.stats(),
+            ports: n.runtime.ports(),
+            bgp: n.speaker.as_ref().map(Bgp::take),
+            backends: monitor.as_ref().map(|m| m.backends(None)).unwrap_or_default(),
+            services: monitor
+                .map(|m| m.services())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| {
+                    let a = announced.contains_key(&IpNet::from(s.vip));
+                    (s, a)
+                })
+                .collect(),
+            sync: n
+                .sync
+                .as_ref()
+                .and_then(|s| s.view.lock().ok().map(|v| v.clone())),
         }
-        for (family, (all, stale)) in received {
-            let sent = nb.prefixes_sent_by_family.get(family).copied().unwrap_or(0);
-            for (dir, v) in [("received", all), ("stale", stale), ("sent", sent)] {
-                let _ = writeln!(
-                    o,
-                    "anylb_bgp_prefixes{{neighbor=\"{}\",family=\"{family}\",dir=\"{dir}\"}} {v}",
-                    nb.address
-                );
+    }
+}
+
+impl Bgp {
+    fn take(sp: &Speaker) -> Bgp {
+        let neighbors = sp
+            .neighbors()
+            .into_iter()
+            .map(|nb| {
+                let mut by_family: Vec<FamilyCount> =
+                    FAMILIES.iter().map(|f| (family_name(*f), 0, 0)).collect();
+                for r in sp.received(Some(nb.address)).unwrap_or_default() {
+                    let name = family_name(family_of(&r.prefix));
+                    if let Some(e) = by_family.iter_mut().find(|e| e.0 == name) {
+                        e.1 += 1;
+                        e.2 += usize::from(r.stale);
+                    }
+                }
+                (nb, by_family)
+            })
+            .collect();
+        Bgp {
+            neighbors,
+            bfd: sp.bfd(),
+        }
+    }
+}
+
+/// One sample's value.
+enum V {
+    Counter(u64),
+    Gauge(i64),
+    GaugeF(f64),
+    Histogram(f64, u64, Vec<(f64, u64)>),
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Writes one metric family: its descriptor, then a sample per row (an unlabelled sample when the only row
+/// has no labels).
+fn family(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    kind: MetricType,
+    rows: impl IntoIterator<Item = (Labels, V)>,
+) -> fmt::Result {
+    let mut d = e.encode_descriptor(name, help, unit.as_ref(), kind)?;
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            sample(&mut d, v)?;
+        } else {
+            let labels: Vec<(&str, Escaped)> = labels.into_iter().map(|(k, v)| (k, Escaped(v))).collect();
+            sample(&mut d.encode_family(&labels)?, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// A label value escaped as both text formats require (`\\`, `\"`, `\n`): the crate writes values as they
+/// are (prometheus/client_rust issue 151), and a service may be named `we"b`.
+#[derive(Debug)]
+struct Escaped(String);
+
+impl EncodeLabelValue for Escaped {
+    fn encode(&self, e: &mut LabelValueEncoder) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => e.write_str("\\\\")?,
+                '"' => e.write_str("\\\"")?,
+                '\n' => e.write_str("\\n")?,
+                c => e.write_char(c)?,
             }
         }
+        Ok(())
     }
-    let sessions = sp.bfd();
-    let _ = writeln!(
-        o,
-        "# HELP anylb_bfd_session_up 1 when the BFD session is Up.\n# TYPE anylb_bfd_session_up gauge"
-    );
-    for b in &sessions {
-        let up = u8::from(b.info.state == bfd::State::Up);
-        let _ = writeln!(o, "anylb_bfd_session_up{{peer=\"{}\"}} {up}", b.peer);
+}
+
+fn sample(m: &mut prometheus_client::encoding::MetricEncoder, v: V) -> fmt::Result {
+    match v {
+        V::Counter(c) => m.encode_counter::<NoLabelSet, _, u64>(&c, None),
+        V::Gauge(g) => m.encode_gauge(&g),
+        V::GaugeF(g) => m.encode_gauge(&g),
+        V::Histogram(sum, count, buckets) => m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None),
     }
-    let _ = writeln!(o, "# HELP anylb_bfd_session_transitions_total Times the BFD session came up and went down.\n# TYPE anylb_bfd_session_transitions_total counter");
-    for b in &sessions {
-        for (to, v) in [("up", b.up_count), ("down", b.down_count)] {
-            let _ = writeln!(
-                o,
-                "anylb_bfd_session_transitions_total{{peer=\"{}\",to=\"{to}\"}} {v}",
-                b.peer
-            );
+}
+
+/// The histogram's buckets as the crate takes them: per bucket (not cumulative), the last bound f64::MAX (+Inf).
+fn buckets(d: &Durations) -> Vec<(f64, u64)> {
+    BOUNDS.iter().copied().chain([f64::MAX]).zip(d.counts).collect()
+}
+
+fn packets() -> Option<Unit> {
+    Some(Unit::Other("packets".into()))
+}
+
+fn gauge(b: bool) -> V {
+    V::Gauge(i64::from(b))
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        e.encode_descriptor(
+            "anylb_build",
+            "The running build: anylb's version and commit, the DPDK it was built against.",
+            None,
+            MetricType::Info,
+        )?
+        .encode_info(&crate::version::labels())?;
+        self.dataplane(&mut e)?;
+        self.ports(&mut e)?;
+        if let Some(b) = &self.bgp {
+            b.encode(&mut e)?;
+        }
+        self.health(&mut e)?;
+        if let Some(v) = &self.sync {
+            sync(&mut e, v)?;
+        }
+        Ok(())
+    }
+}
+
+impl Snapshot {
+    /// Worker counters: frames and bytes by direction, drops by reason, connections.
+    fn dataplane(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let per = |f: fn(&Stats) -> u64| {
+            self.workers
+                .iter()
+                .enumerate()
+                .map(move |(w, s)| (vec![("worker", w.to_string())], V::Counter(f(s))))
+        };
+        let dir = |rx: fn(&Stats) -> u64, tx: fn(&Stats) -> u64| {
+            self.workers.iter().enumerate().flat_map(move |(w, s)| {
+                [("rx", rx(s)), ("tx", tx(s))].map(|(d, v)| {
+                    (
+                        vec![("worker", w.to_string()), ("dir", d.to_owned())],
+                        V::Counter(v),
+                    )
+                })
+            })
+        };
+        family(
+            e,
+            "anylb_worker",
+            "Frames by worker and direction.",
+            packets(),
+            MetricType::Counter,
+            dir(|s| s.rx_packets, |s| s.tx_packets),
+        )?;
+        family(
+            e,
+            "anylb_worker",
+            "Bytes by worker and direction.",
+            Some(Unit::Bytes),
+            MetricType::Counter,
+            dir(|s| s.rx_bytes, |s| s.tx_bytes),
+        )?;
+        family(
+            e,
+            "anylb_dropped",
+            "Frames dropped, by worker and reason (other_mac: frames for other hosts on a shared segment).",
+            packets(),
+            MetricType::Counter,
+            self.workers.iter().enumerate().flat_map(|(w, s)| {
+                DropReason::ALL.iter().map(move |r| {
+                    (
+                        vec![("worker", w.to_string()), ("reason", r.name().to_owned())],
+                        V::Counter(s.drops_of(*r)),
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
+            "anylb_connections_created",
+            "Connections created.",
+            None,
+            MetricType::Counter,
+            per(|s| s.new_connections),
+        )?;
+        family(
+            e,
+            "anylb_connections_expired",
+            "Connections expired.",
+            None,
+            MetricType::Counter,
+            per(|s| s.expired_connections),
+        )?;
+        family(
+            e,
+            "anylb_connections_active",
+            "Connections in the table.",
+            None,
+            MetricType::Gauge,
+            self.workers
+                .iter()
+                .enumerate()
+                .map(|(w, s)| (vec![("worker", w.to_string())], V::Gauge(s.connections as i64))),
+        )?;
+        family(
+            e,
+            "anylb_fast_path",
+            "Frames forwarded by the established fast path.",
+            packets(),
+            MetricType::Counter,
+            per(|s| s.fast_path),
+        )?;
+        family(
+            e,
+            "anylb_to_kernel",
+            "Frames handed to the kernel.",
+            packets(),
+            MetricType::Counter,
+            per(|s| s.to_kernel),
+        )?;
+        family(
+            e,
+            "anylb_redirected",
+            "Frames handed to another worker.",
+            packets(),
+            MetricType::Counter,
+            per(|s| s.redirected),
+        )?;
+        family(
+            e,
+            "anylb_peer_forwarded",
+            "TCP segments of unknown flows handed to another node.",
+            packets(),
+            MetricType::Counter,
+            per(|s| s.peer_forwarded),
+        )?;
+        family(
+            e,
+            "anylb_icmp_errors",
+            "ICMP errors sent or translated.",
+            packets(),
+            MetricType::Counter,
+            per(|s| s.icmp_errors),
+        )
+    }
+
+    /// NIC counters per port, as `dpip link show -s`.
+    fn ports(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let port = |p: &PortStatus| ("port", p.name.clone());
+        let dir = |rx: fn(&PortStatus) -> u64, tx: fn(&PortStatus) -> u64| {
+            self.ports.iter().flat_map(move |p| {
+                [("rx", rx(p)), ("tx", tx(p))]
+                    .map(|(d, v)| (vec![port(p), ("dir", d.to_owned())], V::Counter(v)))
+            })
+        };
+        family(
+            e,
+            "anylb_port",
+            "Frames the port received and sent.",
+            packets(),
+            MetricType::Counter,
+            dir(|p| p.ipackets, |p| p.opackets),
+        )?;
+        family(
+            e,
+            "anylb_port",
+            "Bytes the port received and sent.",
+            Some(Unit::Bytes),
+            MetricType::Counter,
+            dir(|p| p.ibytes, |p| p.obytes),
+        )?;
+        family(
+            e,
+            "anylb_port_errors",
+            "Frames the port failed to receive or send.",
+            None,
+            MetricType::Counter,
+            dir(|p| p.ierrors, |p| p.oerrors),
+        )?;
+        family(
+            e,
+            "anylb_port_missed",
+            "Frames the port dropped because its receive queues were full.",
+            packets(),
+            MetricType::Counter,
+            self.ports.iter().map(|p| (vec![port(p)], V::Counter(p.imissed))),
+        )?;
+        family(
+            e,
+            "anylb_port_rx_nombuf",
+            "Receive buffer allocation failures.",
+            None,
+            MetricType::Counter,
+            self.ports
+                .iter()
+                .map(|p| (vec![port(p)], V::Counter(p.rx_nombuf))),
+        )?;
+        family(
+            e,
+            "anylb_port_link_up",
+            "1 when the port's link is up.",
+            None,
+            MetricType::Gauge,
+            self.ports.iter().map(|p| (vec![port(p)], gauge(p.link_up))),
+        )
+    }
+
+    /// Backends' health, check durations and failures; services' health and announcement.
+    fn health(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let backend = |b: &BackendStatus| {
+            vec![
+                ("service", b.key.service.clone()),
+                ("backend", endpoint(b.key.address, b.key.port)),
+            ]
+        };
+        family(
+            e,
+            "anylb_backend_up",
+            "1 when the backend passes its health check and is not drained.",
+            None,
+            MetricType::Gauge,
+            self.backends
+                .iter()
+                .map(|b| (backend(b), gauge(b.effective_weight > 0))),
+        )?;
+        family(
+            e,
+            "anylb_backend_weight",
+            "The backend's effective weight (0 when down or drained).",
+            None,
+            MetricType::Gauge,
+            self.backends
+                .iter()
+                .map(|b| (backend(b), V::Gauge(i64::from(b.effective_weight)))),
+        )?;
+        family(
+            e,
+            "anylb_health_checks",
+            "Health checks run.",
+            None,
+            MetricType::Counter,
+            self.backends.iter().map(|b| (backend(b), V::Counter(b.checks))),
+        )?;
+        family(
+            e,
+            "anylb_health_check_failures",
+            "Health checks that failed.",
+            None,
+            MetricType::Counter,
+            self.backends.iter().map(|b| (backend(b), V::Counter(b.failures))),
+        )?;
+        family(
+            e,
+            "anylb_health_check_duration",
+            "How long health checks took.",
+            Some(Unit::Seconds),
+            MetricType::Histogram,
+            self.backends.iter().map(|b| {
+                (
+                    backend(b),
+                    V::Histogram(b.durations.sum_secs, b.durations.count(), buckets(&b.durations)),
+                )
+            }),
+        )?;
+        family(
+            e,
+            "anylb_service_healthy_backends",
+            "Backends up and not drained.",
+            None,
+            MetricType::Gauge,
+            self.services
+                .iter()
+                .map(|(s, _)| (vec![("service", s.name.clone())], V::Gauge(i64::from(s.healthy)))),
+        )?;
+        family(
+            e,
+            "anylb_service_announced",
+            "1 when the service's VIP is announced.",
+            None,
+            MetricType::Gauge,
+            self.services
+                .iter()
+                .map(|(s, a)| (vec![("service", s.name.clone())], gauge(*a))),
+        )
+    }
+}
+
+impl Bgp {
+    /// Sessions: state, flaps, unused UPDATEs, prefixes by family and direction; BFD state, transitions, timers.
+    fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let nb = |a: &std::net::IpAddr| vec![("neighbor", a.to_string())];
+        family(
+            e,
+            "anylb_bgp_session_established",
+            "1 when the BGP session is Established.",
+            None,
+            MetricType::Gauge,
+            self.neighbors
+                .iter()
+                .map(|(n, _)| (nb(&n.address), gauge(n.state == Fsm::Established))),
+        )?;
+        family(
+            e,
+            "anylb_bgp_session_state",
+            "The session's FSM state (1 for the current one).",
+            None,
+            MetricType::Gauge,
+            self.neighbors.iter().map(|(n, _)| {
+                let mut l = nb(&n.address);
+                l.push(("state", n.state.name().to_owned()));
+                (l, V::Gauge(1))
+            }),
+        )?;
+        family(
+            e,
+            "anylb_bgp_session_flaps",
+            "Times the session left Established.",
+            None,
+            MetricType::Counter,
+            self.neighbors
+                .iter()
+                .map(|(n, _)| (nb(&n.address), V::Counter(n.flaps))),
+        )?;
+        family(
+            e,
+            "anylb_bgp_updates_withdrawn",
+            "UPDATEs whose routes were not used (RFC 7606 treat-as-withdraw, AS-path loop).",
+            None,
+            MetricType::Counter,
+            self.neighbors
+                .iter()
+                .map(|(n, _)| (nb(&n.address), V::Counter(n.updates_withdrawn))),
+        )?;
+        family(
+            e,
+            "anylb_bgp_prefixes",
+            "Prefixes received (stale ones too), stale, and sent, by family.",
+            None,
+            MetricType::Gauge,
+            self.neighbors.iter().flat_map(|(n, fams)| {
+                fams.iter().flat_map(move |(family, all, stale)| {
+                    let sent = n.prefixes_sent_by_family.get(*family).copied().unwrap_or(0);
+                    [("received", *all), ("stale", *stale), ("sent", sent)].map(|(dir, v)| {
+                        let mut l = nb(&n.address);
+                        l.push(("family", (*family).to_owned()));
+                        l.push(("dir", dir.to_owned()));
+                        (l, V::Gauge(v as i64))
+                    })
+                })
+            }),
+        )?;
+        let peer = |b: &bfd::Status| vec![("peer", b.peer.to_string())];
+        family(
+            e,
+            "anylb_bfd_session_up",
+            "1 when the BFD session is Up.",
+            None,
+            MetricType::Gauge,
+            self.bfd
+                .iter()
+                .map(|b| (peer(b), gauge(b.info.state == bfd::State::Up))),
+        )?;
+        family(
+            e,
+            "anylb_bfd_session_transitions",
+            "Times the BFD session came up and went down.",
+            None,
+            MetricType::Counter,
+            self.bfd.iter().flat_map(|b| {
+                [("up", b.up_count), ("down", b.down_count)].map(|(to, v)| {
+                    let mut l = peer(b);
+                    l.push(("to", to.to_owned()));
+                    (l, V::Counter(v))
+                })
+            }),
+        )?;
+        family(
+            e,
+            "anylb_bfd_detection_time",
+            "Time without a packet after which the session goes down.",
+            Some(Unit::Seconds),
+            MetricType::Gauge,
+            self.bfd
+                .iter()
+                .map(|b| (peer(b), V::GaugeF(f64::from(b.info.detection_time_us) / 1e6))),
+        )
+    }
+}
+
+/// Connection sync: peers alive, records by direction, resends, overflow, refused datagrams, takeovers.
+fn sync(e: &mut DescriptorEncoder, v: &SyncView) -> fmt::Result {
+    family(
+        e,
+        "anylb_sync_ready",
+        "1 when the node has its connections back and its local addresses are its own.",
+        None,
+        MetricType::Gauge,
+        [(vec![], gauge(v.ready))],
+    )?;
+    family(
+        e,
+        "anylb_sync_takeovers",
+        "Lost nodes whose local addresses this node took over.",
+        None,
+        MetricType::Counter,
+        [(vec![], V::Counter(v.takeovers))],
+    )?;
+    family(
+        e,
+        "anylb_sync_datagrams_refused",
+        "Sync datagrams refused, by reason.",
+        None,
+        MetricType::Counter,
+        [
+            ("bad_tag", v.bad_tag),
+            ("malformed", v.malformed),
+            ("stranger", v.strangers),
+        ]
+        .map(|(r, n)| (vec![("reason", r.to_owned())], V::Counter(n))),
+    )?;
+    type Get = fn(&super::sync::PeerView) -> V;
+    let per_peer: [(&str, MetricType, &str, Get); 7] = [
+        (
+            "anylb_sync_peer_alive",
+            MetricType::Gauge,
+            "1 when the peer was heard within dead_after.",
+            |p| gauge(p.alive),
+        ),
+        (
+            "anylb_sync_records_held",
+            MetricType::Gauge,
+            "The peer's connection records held here.",
+            |p| V::Gauge(p.records_held as i64),
+        ),
+        (
+            "anylb_sync_records_sent",
+            MetricType::Counter,
+            "Records sent to the peer (first transmissions).",
+            |p| V::Counter(p.counters.records_sent),
+        ),
+        (
+            "anylb_sync_records_acked",
+            MetricType::Counter,
+            "Records the peer acknowledged.",
+            |p| V::Counter(p.counters.records_acked),
+        ),
+        (
+            "anylb_sync_resent",
+            MetricType::Counter,
+            "Datagrams sent to the peer again after their timeout.",
+            |p| V::Counter(p.counters.resent),
+        ),
+        (
+            "anylb_sync_overflow",
+            MetricType::Counter,
+            "Records not sent to the peer: window full and rate bound reached.",
+            |p| V::Counter(p.counters.overflow),
+        ),
+        (
+            "anylb_sync_datagrams_received",
+            MetricType::Counter,
+            "Datagrams accepted from the peer.",
+            |p| V::Counter(p.counters.received),
+        ),
+    ];
+    for (name, kind, help, get) in per_peer {
+        family(
+            e,
+            name,
+            help,
+            None,
+            kind,
+            v.peers.iter().map(|p| (vec![("peer", p.name.clone())], get(p))),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    use anylb_healthcheck::monitor::Key;
+    use anylb_healthcheck::state::Health;
+
+    use super::*;
+
+    /// The page of a snapshot, parsed by Prometheus's own Python parsers: (name, labels, value) per sample.
+    fn parsed(page: &str) -> Result<Vec<serde_json::Value>, String> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/parse_metrics.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("python3 (Debian python3-prometheus-client): {e}"))?;
+        child
+            .stdin
+            .take()
+            .ok_or("no stdin")?
+            .write_all(page.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut durations = Durations::default();
+        durations.record(std::time::Duration::from_millis(3));
+        let backend = |service: &str, address: &str| BackendStatus {
+            key: Key {
+                service: service.into(),
+                address: address.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+                port: 80,
+            },
+            health: Health::Up,
+            drained: false,
+            weight: 100,
+            effective_weight: 100,
+            last_result: Some("ok".into()),
+            last_check_ms: Some(3.0),
+            last_failure: None,
+            checks: 1,
+            failures: 0,
+            durations: durations.clone(),
+            transitions: Vec::new(),
+        };
+        Snapshot {
+            workers: vec![Stats::default(), Stats::default()],
+            ports: Vec::new(),
+            bgp: None,
+            backends: vec![
+                backend("we\"b x\\", "2001:db8::1"),
+                backend("web", "198.51.100.1"),
+            ],
+            services: Vec::new(),
+            sync: Some(SyncView {
+                node: "lb1".into(),
+                ready: true,
+                peers: Vec::new(),
+                takeovers: 0,
+                last_change_ago_ms: None,
+                bad_tag: 0,
+                malformed: 0,
+                strangers: 0,
+            }),
         }
     }
-    let _ = writeln!(o, "# HELP anylb_bfd_detection_time_seconds Time without a packet after which the session goes down.\n# TYPE anylb_bfd_detection_time_seconds gauge");
-    for b in &sessions {
-        let _ = writeln!(
-            o,
-            "anylb_bfd_detection_time_seconds{{peer=\"{}\"}} {}",
-            b.peer,
-            f64::from(b.info.detection_time_us) / 1e6
+
+    fn text(s: Snapshot) -> String {
+        let mut r = Registry::default();
+        r.register_collector(Box::new(s));
+        let mut o = String::new();
+        prometheus_client::encoding::text::encode(&mut o, &r).unwrap_or_default();
+        o
+    }
+
+    #[test]
+    fn the_page_passes_prometheus_parsers_with_hostile_labels() {
+        let page = text(snapshot());
+        let samples = parsed(&page).unwrap_or_else(|e| panic!("{e}\n{page}"));
+        let find = |name: &str, label: &str, value: &str| {
+            samples
+                .iter()
+                .find(|s| s["name"] == name && s["labels"][label] == value)
+                .unwrap_or_else(|| panic!("no {name}{{{label}={value:?}}} in\n{page}"))
+                .clone()
+        };
+        // The quote and backslash come back as they were; IPv6 backends are bracketed.
+        let up = find("anylb_backend_up", "service", "we\"b x\\");
+        assert_eq!(up["labels"]["backend"], "[2001:db8::1]:80");
+        assert_eq!(up["value"].as_f64(), Some(1.0));
+        let bucket =
+            |le: &str| find("anylb_health_check_duration_seconds_bucket", "le", le)["value"].as_f64();
+        assert_eq!(
+            (bucket("0.0025"), bucket("0.005"), bucket("+Inf")),
+            (Some(0.0), Some(1.0), Some(1.0))
         );
+        assert_eq!(
+            find("anylb_build_info", "version", env!("CARGO_PKG_VERSION"))["value"],
+            1.0
+        );
+        assert!(samples
+            .iter()
+            .any(|s| s["name"] == "anylb_sync_ready" && s["value"].as_f64() == Some(1.0)));
+        // Counters and gauges of one name would clash: every counter ends in _total, no gauge does.
+        assert!(
+            page.contains("anylb_connections_created_total{worker=\"1\"} 0"),
+            "{page}"
+        );
+        assert!(
+            page.contains("anylb_worker_packets_total{worker=\"0\",dir=\"rx\"} 0"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn the_parsers_refuse_what_the_old_page_had() {
+        // The checker itself: a counter and a gauge sharing a name, and an unescaped quote, are refused.
+        let clash = "# TYPE anylb_connections counter\nanylb_connections_total 1\n# TYPE anylb_connections gauge\nanylb_connections 1\n# EOF\n";
+        assert!(parsed(clash).is_err());
+        let unescaped = "# TYPE anylb_backend_up gauge\nanylb_backend_up{service=\"we\"b\"} 1\n# EOF\n";
+        assert!(parsed(unescaped).is_err());
     }
 }

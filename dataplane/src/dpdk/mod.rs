@@ -391,6 +391,16 @@ pub struct PortStatus {
     pub opackets: u64,
     /// Frames missed (RX queue full).
     pub imissed: u64,
+    /// Bytes received.
+    pub ibytes: u64,
+    /// Bytes sent.
+    pub obytes: u64,
+    /// Receive errors.
+    pub ierrors: u64,
+    /// Transmit errors.
+    pub oerrors: u64,
+    /// Receive buffer allocation failures.
+    pub rx_nombuf: u64,
 }
 
 /// The vdev driver name of a device string ("net_af_packet0,iface=x" → "net_af_packet0"), or none for PCI.
@@ -808,6 +818,11 @@ impl Runtime {
                     ipackets: s.ipackets,
                     opackets: s.opackets,
                     imissed: s.imissed,
+                    ibytes: s.ibytes,
+                    obytes: s.obytes,
+                    ierrors: s.ierrors,
+                    oerrors: s.oerrors,
+                    rx_nombuf: s.rx_nombuf,
                 }
             })
             .collect()

@@ -1,0 +1,53 @@
+//! Build facts for `anylb --version` and `anylb_build_info`: the commit (from git, when built from a clone),
+//! the build date (SOURCE_DATE_EPOCH when set, for reproducible builds) and the DPDK version pkg-config finds.
+
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn output(cmd: &str, args: &[&str]) -> Option<String> {
+    let o = Command::new(cmd).args(args).output().ok()?;
+    let s = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    (o.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// A civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn main() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let commit =
+        output("git", &["-C", root, "rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    if let Some(git_dir) = output("git", &["-C", root, "rev-parse", "--absolute-git-dir"]) {
+        println!("cargo:rerun-if-changed={git_dir}/HEAD");
+        if let Some(r) = output("git", &["-C", root, "symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={git_dir}/{r}");
+        }
+    }
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+    let dpdk = output("pkg-config", &["--modversion", "libdpdk"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=ANYLB_COMMIT={commit}");
+    println!(
+        "cargo:rustc-env=ANYLB_BUILD_DATE={}",
+        date(secs.div_euclid(86_400))
+    );
+    println!("cargo:rustc-env=ANYLB_DPDK={dpdk}");
+}

@@ -1,0 +1,42 @@
+//! The TCP check: the connection opens. With `send`, those bytes are written first; with `expect`, the reply is
+//! read until it contains the expected text (a banner such as SMTP's `220` or SSH's `SSH-2.0-`: servers that
+//! speak first answer whether or not anything was sent), the server closes, or [`READ_LIMIT`] bytes came.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{connect, contains, Check, CheckError, READ_LIMIT};
+
+/// What a TCP check sends and expects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpProbe {
+    /// Bytes written once connected.
+    pub send: Option<Vec<u8>>,
+    /// Bytes the reply must contain.
+    pub expect: Option<Vec<u8>>,
+}
+
+pub(super) async fn check(c: &Check, p: &TcpProbe) -> Result<(), CheckError> {
+    let mut s = connect(c).await?;
+    if let Some(data) = &p.send {
+        s.write_all(data).await.map_err(CheckError::Send)?;
+    }
+    let Some(expect) = &p.expect else {
+        return Ok(());
+    };
+    let lacks = || CheckError::ReplyLacks(String::from_utf8_lossy(expect).into_owned());
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 2048];
+    while reply.len() < READ_LIMIT {
+        let n = s.read(&mut buf).await.map_err(CheckError::Receive)?;
+        if n == 0 {
+            return Err(lacks());
+        }
+        reply.extend_from_slice(&buf[..n]);
+        // Only the tail that could complete a match is searched again.
+        let from = reply.len().saturating_sub(n + expect.len());
+        if contains(&reply[from..], expect) {
+            return Ok(());
+        }
+    }
+    Err(lacks())
+}
