@@ -10,12 +10,16 @@
 //! | GET | /v1/routes | | [`FibRoute`]s of the dataplane |
 //! | GET | /v1/services | | [`ServiceRow`]s |
 //! | GET | /v1/backends | `service=NAME` | backend statuses with transitions |
-//! | GET | /v1/conns | `service=NAME&limit=N` | connections |
+//! | GET | /v1/conns | `service=NAME&backend=ADDR[:PORT]&client=ADDR&state=NAME&limit=N` | [`Conns`] |
 //! | GET | /v1/stats | | [`Stats`] |
+//! | GET | /v1/stats/services | | [`ServiceStats`]s |
+//! | GET | /v1/pools | | [`Pools`] |
+//! | GET | /v1/ports | | [`Port`]s |
 //! | POST | /v1/backends/drain | [`DrainBackend`] | [`Done`] |
 //! | POST | /v1/node/drain | [`DrainNode`] | [`Done`] |
 //! | POST | /v1/reload | | [`Done`] with the applied changes |
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
@@ -113,19 +117,241 @@ pub struct ServiceRow {
     pub announced: bool,
 }
 
-/// Counters.
+/// `GET /v1/stats`: the dataplane's counters, summed and per worker, with rates over the last seconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stats {
     /// Per worker.
-    pub workers: Vec<serde_json::Value>,
+    pub workers: Vec<WorkerStats>,
     /// Sum over workers.
-    pub total: serde_json::Value,
-    /// Drop counts by reason (sum).
-    pub drops: Vec<(String, u64)>,
-    /// Ports.
-    pub ports: Vec<serde_json::Value>,
+    pub total: WorkerStats,
+    /// Frames dropped by reason (sum over workers), every reason listed.
+    pub drops: BTreeMap<String, u64>,
     /// Frames the NICs refused (TX queues full).
-    pub tx_failed: u64,
+    pub tx_refused: u64,
+    /// Rates between the daemon's last two samples (none in its first seconds).
+    pub rates: Option<NodeRates>,
+}
+
+/// One worker's counters (or their sum).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Frames the established fast path forwarded.
+    pub fast_path: u64,
+    /// Frames handed to the kernel.
+    pub to_kernel: u64,
+    /// Frames handed to another worker.
+    pub redirected: u64,
+    /// TCP segments of unknown flows handed to another node.
+    pub peer_forwarded: u64,
+    /// Connections created.
+    pub new_connections: u64,
+    /// Connections in the table.
+    pub connections: u64,
+    /// Connections expired.
+    pub expired_connections: u64,
+    /// ARP/ND answers and echo replies sent.
+    pub stack_replies: u64,
+    /// ICMP errors sent or translated.
+    pub icmp_errors: u64,
+    /// Frames dropped for a reason that means trouble (every reason but `other_mac`).
+    pub dropped: u64,
+    /// Frames for other hosts on a shared segment (`other_mac`): not this node's traffic, not a fault.
+    pub not_for_us: u64,
+}
+
+/// Rates over the last seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRates {
+    /// Seconds between the two samples.
+    pub over_secs: f64,
+    /// Frames received per second.
+    pub rx_packets_per_sec: f64,
+    /// Frames sent per second.
+    pub tx_packets_per_sec: f64,
+    /// Bytes received per second.
+    pub rx_bytes_per_sec: f64,
+    /// Bytes sent per second.
+    pub tx_bytes_per_sec: f64,
+    /// Connections created per second.
+    pub new_connections_per_sec: f64,
+    /// Frames dropped per second (every reason).
+    pub dropped_per_sec: f64,
+}
+
+/// A service's or backend's rates, as `ipvsadm --rate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrafficRates {
+    /// Connections scheduled per second (CPS).
+    pub connections_per_sec: f64,
+    /// Packets client → backend per second.
+    pub in_packets_per_sec: f64,
+    /// Packets backend → client per second.
+    pub out_packets_per_sec: f64,
+    /// Bytes client → backend per second.
+    pub in_bytes_per_sec: f64,
+    /// Bytes backend → client per second.
+    pub out_bytes_per_sec: f64,
+}
+
+/// Connections and traffic of a service or backend, as `ipvsadm -Ln --stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Connections in the table.
+    pub connections: u32,
+    /// Of those, TCP connections established (ipvsadm's ActiveConn).
+    pub active: u32,
+    /// The others (InActConn).
+    pub inactive: u32,
+    /// Connections scheduled since start.
+    pub created: u64,
+    /// Packets client → backend.
+    pub in_packets: u64,
+    /// Bytes client → backend.
+    pub in_bytes: u64,
+    /// Packets backend → client.
+    pub out_packets: u64,
+    /// Bytes backend → client.
+    pub out_bytes: u64,
+}
+
+/// `GET /v1/stats/services`: one service with its backends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStats {
+    /// Name.
+    pub name: String,
+    /// VIP.
+    pub vip: IpAddr,
+    /// Port (0: all).
+    pub port: u16,
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// The sum over its backends.
+    #[serde(flatten)]
+    pub traffic: Traffic,
+    /// Rates (none in the daemon's first seconds).
+    pub rates: Option<TrafficRates>,
+    /// Its backends.
+    pub backends: Vec<BackendStats>,
+}
+
+/// A backend's counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendStats {
+    /// Address.
+    pub address: IpAddr,
+    /// Port (0: the client's destination port).
+    pub port: u16,
+    /// Counters.
+    #[serde(flatten)]
+    pub traffic: Traffic,
+    /// Rates.
+    pub rates: Option<TrafficRates>,
+}
+
+/// `GET /v1/pools`: the local addresses' ports, as DPVS's `ipvsadm -G`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pools {
+    /// One per local address.
+    pub pools: Vec<Pool>,
+    /// Connections refused because every address of a family was out of ports.
+    pub exhausted: BTreeMap<String, u64>,
+}
+
+/// One local address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pool {
+    /// The address.
+    pub address: IpAddr,
+    /// Ports of its range (each usable once per protocol).
+    pub ports: usize,
+    /// TCP ports in use.
+    pub tcp_used: usize,
+    /// UDP ports in use.
+    pub udp_used: usize,
+}
+
+/// `GET /v1/ports`: a port's link and NIC counters, as `dpip link show -s`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Port {
+    /// Topology name.
+    pub name: String,
+    /// DPDK port id.
+    pub id: u16,
+    /// MAC.
+    pub mac: String,
+    /// Link up.
+    pub link_up: bool,
+    /// Link speed.
+    pub speed_mbps: u32,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Frames dropped because the receive queues were full.
+    pub rx_missed: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Transmit errors.
+    pub tx_errors: u64,
+    /// Receive buffer allocation failures.
+    pub rx_nombuf: u64,
+    /// Rates.
+    pub rates: Option<PortRates>,
+}
+
+/// A port's rates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortRates {
+    /// Frames received per second.
+    pub rx_packets_per_sec: f64,
+    /// Frames sent per second.
+    pub tx_packets_per_sec: f64,
+    /// Bytes received per second.
+    pub rx_bytes_per_sec: f64,
+    /// Bytes sent per second.
+    pub tx_bytes_per_sec: f64,
+}
+
+/// `GET /v1/conns`: the first connections that match the query, and how many match in all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Conns {
+    /// Connections that match, over all workers.
+    pub matched: usize,
+    /// The first `limit` of them.
+    pub connections: Vec<Conn>,
+}
+
+/// One connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Conn {
+    /// Worker that owns it.
+    pub worker: u16,
+    /// "tcp" or "udp".
+    pub proto: String,
+    /// Client address and port.
+    pub client: std::net::SocketAddr,
+    /// VIP and port.
+    pub vip: std::net::SocketAddr,
+    /// Local address and port.
+    pub local: std::net::SocketAddr,
+    /// Backend address and port.
+    pub backend: std::net::SocketAddr,
+    /// TCP state (ESTABLISHED, ...), or UDP.
+    pub state: String,
+    /// Milliseconds until it expires.
+    pub expires_in_ms: u64,
 }
 
 /// `POST /v1/backends/drain`.

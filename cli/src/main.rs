@@ -3,6 +3,7 @@
 
 mod api;
 mod config_cmd;
+mod counters_cmd;
 mod node;
 mod replay_cmd;
 mod run_cmd;
@@ -51,8 +52,20 @@ enum Command {
     Route,
     /// The dataplane's neighbour table (ARP / NDP), merged over the workers.
     Neigh,
-    /// Services with health and announcement.
-    Services,
+    /// Services with health and announcement; with --stats or --rate, their and their backends' counters.
+    Services {
+        /// Connections (active, inactive, scheduled), packets and bytes each way, as `ipvsadm -Ln --stats`.
+        #[arg(long)]
+        stats: bool,
+        /// Connections, packets and bytes per second over the daemon's last seconds, as `ipvsadm -Ln --rate`.
+        #[arg(long, conflicts_with = "stats")]
+        rate: bool,
+    },
+    /// Local-address pools: ports of each address in use and free per protocol, connections refused for want
+    /// of a port.
+    Pools,
+    /// Dataplane ports: link, NIC counters (packets, bytes, missed, errors, no-mbuf) and rates.
+    Ports,
     /// Backends with health, drain and weights.
     Backends {
         /// Only this service.
@@ -66,15 +79,8 @@ enum Command {
     /// Drain or undrain a backend.
     #[command(subcommand)]
     Backend(show_cmd::BackendCmd),
-    /// Connections in the dataplane.
-    Conns {
-        /// Only this service.
-        #[arg(long)]
-        service: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
+    /// Connections in the dataplane: the first that match the filters, and how many match in all.
+    Conns(show_cmd::ConnsQuery),
     /// Dataplane counters.
     Stats {
         /// One line per worker.
@@ -125,7 +131,16 @@ fn main() -> ExitCode {
         Command::Cluster => show_cmd::run(cli.socket, cli.json, |s| show_cmd::cluster(s, cli.json)),
         Command::Route => show_cmd::run(cli.socket, cli.json, |s| show_cmd::route(s, cli.json)),
         Command::Neigh => show_cmd::run(cli.socket, cli.json, |s| show_cmd::neigh(s, cli.json)),
-        Command::Services => show_cmd::run(cli.socket, cli.json, |s| show_cmd::services(s, cli.json)),
+        Command::Services { stats, rate } => show_cmd::run(cli.socket, cli.json, |s| {
+            let view = match (stats, rate) {
+                (true, _) => counters_cmd::ServiceView::Stats,
+                (_, true) => counters_cmd::ServiceView::Rate,
+                _ => return show_cmd::services(s, cli.json),
+            };
+            counters_cmd::services(s, cli.json, view)
+        }),
+        Command::Pools => show_cmd::run(cli.socket, cli.json, |s| counters_cmd::pools(s, cli.json)),
+        Command::Ports => show_cmd::run(cli.socket, cli.json, |s| counters_cmd::ports(s, cli.json)),
         Command::Backends { service } => show_cmd::run(cli.socket, cli.json, |s| {
             show_cmd::backends(s, cli.json, service, false)
         }),
@@ -133,11 +148,9 @@ fn main() -> ExitCode {
             show_cmd::backends(s, cli.json, service, true)
         }),
         Command::Backend(cmd) => show_cmd::run(cli.socket, cli.json, |s| show_cmd::backend(s, cli.json, cmd)),
-        Command::Conns { service, limit } => show_cmd::run(cli.socket, cli.json, |s| {
-            show_cmd::conns(s, cli.json, service, limit)
-        }),
+        Command::Conns(q) => show_cmd::run(cli.socket, cli.json, |s| show_cmd::conns(s, cli.json, q)),
         Command::Stats { per_worker, watch } => show_cmd::run(cli.socket, cli.json, |s| {
-            show_cmd::stats(s, cli.json, per_worker, watch)
+            counters_cmd::stats(s, cli.json, per_worker, watch)
         }),
         Command::Reload => show_cmd::run(cli.socket, cli.json, |s| show_cmd::reload(s, cli.json)),
     }

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use clap::Subcommand;
 use serde_json::Value;
@@ -96,12 +96,12 @@ fn live_socket(dir: &Path) -> Result<PathBuf, String> {
     }
 }
 
-fn get(sock: &Path, path: &str) -> Result<Value, ClientError> {
+pub(crate) fn get(sock: &Path, path: &str) -> Result<Value, ClientError> {
     request(sock, "GET", path, None)
 }
 
 /// Prints rows as aligned columns.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -130,7 +130,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::String(x) => x.clone(),
         Value::Null => "-".into(),
@@ -150,7 +150,7 @@ fn ago(v: &Value) -> String {
     format!("{:02}:{:02}:{:02}", d / 3600, (d / 60) % 60, d % 60)
 }
 
-fn out(json: bool, v: &Value, human: impl FnOnce(&Value)) -> ExitCode {
+pub(crate) fn out(json: bool, v: &Value, human: impl FnOnce(&Value)) -> ExitCode {
     if json {
         println!("{v:#}");
     } else {
@@ -592,8 +592,7 @@ pub fn backends(
     service: Option<String>,
     history: bool,
 ) -> Result<ExitCode, ClientError> {
-    let q = service.map(|s| format!("?service={s}")).unwrap_or_default();
-    let v = get(sock, &format!("/v1/backends{q}"))?;
+    let v = get(sock, &format!("/v1/backends{}", query(&[("service", service)])))?;
     Ok(out(json, &v, |v| {
         let list = v.as_array().cloned().unwrap_or_default();
         let rows: Vec<Vec<String>> = list
@@ -660,120 +659,97 @@ pub fn backends(
     }))
 }
 
-/// `anylb conns`.
-pub fn conns(
-    sock: &Path,
-    json: bool,
-    service: Option<String>,
-    limit: usize,
-) -> Result<ExitCode, ClientError> {
-    let mut q = format!("?limit={limit}");
-    if let Some(s) = service {
-        q.push_str(&format!("&service={s}"));
+/// Which connections `anylb conns` lists.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConnsQuery {
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only to this backend: ADDRESS or ADDRESS:PORT.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Only from this client address.
+    #[arg(long)]
+    pub client: Option<IpAddr>,
+    /// Only in this state (ESTABLISHED, SYN_RECV, TIME_WAIT, UDP, ...).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// At most this many (the total that match is always given).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+/// A query string, percent-encoded.
+pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let q: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| format!("{k}={}", enc(v))))
+        .collect();
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
     }
-    let v = get(sock, &format!("/v1/conns{q}"))?;
-    Ok(out(json, &v, |v| {
-        let rows = rows_of(v, |c| {
-            vec![
-                s(&c["proto"]),
-                s(&c["client"]),
-                s(&c["vip"]),
-                s(&c["local"]),
-                s(&c["backend"]),
-                s(&c["state"]),
-                format!("{}s", c["expires_in_ms"].as_u64().unwrap_or(0) / 1000),
-                s(&c["worker"]),
-            ]
-        });
+}
+
+/// `anylb conns`: the first connections that match, then how many match in all.
+pub fn conns(sock: &Path, json: bool, q: ConnsQuery) -> Result<ExitCode, ClientError> {
+    let path = format!(
+        "/v1/conns{}",
+        query(&[
+            ("service", q.service),
+            ("backend", q.backend),
+            ("client", q.client.map(|c| c.to_string())),
+            ("state", q.state),
+            ("limit", Some(q.limit.to_string())),
+        ])
+    );
+    let v = get(sock, &path)?;
+    let list: api::Conns =
+        serde_json::from_value(v.clone()).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    Ok(out(json, &v, |_| {
+        let rows: Vec<Vec<String>> = list
+            .connections
+            .iter()
+            .map(|c| {
+                vec![
+                    c.proto.clone(),
+                    c.client.to_string(),
+                    c.vip.to_string(),
+                    c.local.to_string(),
+                    c.backend.to_string(),
+                    c.state.clone(),
+                    format!("{}s", c.expires_in_ms / 1000),
+                    c.worker.to_string(),
+                ]
+            })
+            .collect();
         table(
             &[
                 "Pro", "Client", "VIP", "Local", "Backend", "State", "Expire", "Worker",
             ],
             &rows,
         );
+        let more = if list.connections.len() < list.matched {
+            " (--limit to see more)"
+        } else {
+            ""
+        };
+        println!("{} of {} connections{more}", list.connections.len(), list.matched);
     }))
 }
 
 /// `anylb stats`.
-pub fn stats(sock: &Path, json: bool, per_worker: bool, watch: Option<u64>) -> Result<ExitCode, ClientError> {
-    let mut prev: Option<(std::time::Instant, Value)> = None;
-    loop {
-        let v = get(sock, "/v1/stats")?;
-        if json {
-            println!("{v:#}");
-        } else {
-            let rate = |k: &str| match &prev {
-                Some((t, p)) => {
-                    let dt = t.elapsed().as_secs_f64().max(1e-3);
-                    format!(
-                        "{:.0}/s",
-                        (v["total"][k]
-                            .as_u64()
-                            .unwrap_or(0)
-                            .saturating_sub(p["total"][k].as_u64().unwrap_or(0)))
-                            as f64
-                            / dt
-                    )
-                }
-                None => "-".into(),
-            };
-            let t = &v["total"];
-            println!(
-                "rx {} ({})  tx {} ({}, fast path {})  kernel {}  redirected {}  to peers {}  connections new {} ({})  expired {}  drops {}  tx refused {}",
-                s(&t["rx_packets"]), rate("rx_packets"), s(&t["tx_packets"]), rate("tx_packets"), s(&t["fast_path"]), s(&t["to_kernel"]), s(&t["redirected"]),
-                s(&t["peer_forwarded"]),
-                s(&t["new_connections"]), rate("new_connections"), s(&t["expired_connections"]), s(&t["drops"]), s(&v["tx_failed"])
-            );
-            let drops: Vec<String> = v["drops"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|d| d[1].as_u64().unwrap_or(0) > 0)
-                .map(|d| format!("{} {}", s(&d[0]), s(&d[1])))
-                .collect();
-            if !drops.is_empty() {
-                println!("drops: {}", drops.join(", "));
-            }
-            if per_worker {
-                let rows: Vec<Vec<String>> = v["workers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                    .map(|(i, w)| {
-                        vec![
-                            i.to_string(),
-                            s(&w["rx_packets"]),
-                            s(&w["tx_packets"]),
-                            s(&w["fast_path"]),
-                            s(&w["new_connections"]),
-                            s(&w["redirected"]),
-                            s(&w["drops"]),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "Worker",
-                        "Rx",
-                        "Tx",
-                        "FastPath",
-                        "NewConns",
-                        "Redirected",
-                        "Drops",
-                    ],
-                    &rows,
-                );
-            }
-        }
-        let Some(every) = watch else {
-            return Ok(ExitCode::SUCCESS);
-        };
-        prev = Some((std::time::Instant::now(), v));
-        std::thread::sleep(Duration::from_secs(every.max(1)));
-    }
-}
-
 /// `anylb status`.
 pub fn status(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
     let v = get(sock, "/v1/status")?;
@@ -855,7 +831,7 @@ fn rows_of(v: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
 }
 
 /// `host:port`, with an IPv6 address in brackets.
-fn host_port(host: &str, port: &str) -> String {
+pub(crate) fn host_port(host: &str, port: &str) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {

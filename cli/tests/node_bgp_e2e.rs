@@ -300,7 +300,24 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
     assert!(per_worker.contains("FastPath"), "{per_worker}");
     // Golden outputs of the show commands, table and JSON, with what changes from run to run masked: numbers
     // (counters, timers, ASNs), times, MACs and ephemeral ports. `ANYLB_BLESS=1` rewrites them.
+    // The daemon's rates need two of its samples (2 s apart): wait for them so that the goldens show rates.
+    assert!(
+        frr.wait(Duration::from_secs(10), |_| {
+            serde_json::from_str::<serde_json::Value>(&cli(&["-j", "stats"]))
+                .is_ok_and(|v| !v["rates"].is_null())
+        }),
+        "no rates in stats"
+    );
+    let st = cli(&["stats"]);
+    assert!(
+        st.contains("not for us") && st.contains("(rates over") && !st.contains("(-)"),
+        "{st}"
+    );
     for (name, args) in [
+        ("services_stats", &["services", "--stats"][..]),
+        ("services_rate", &["services", "--rate"][..]),
+        ("pools", &["pools"][..]),
+        ("ports", &["ports"][..]),
         ("bgp_summary", &["bgp", "summary"][..]),
         ("bgp_neighbor", &["bgp", "neighbor", "192.0.2.1"][..]),
         ("bgp_routes_advertised", &["bgp", "routes", "advertised"][..]),
@@ -349,7 +366,10 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
     );
     // The live page, with BGP, BFD, ports and health, passes Prometheus's own parsers.
     let mut parse = std::process::Command::new("/usr/bin/python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/parse_metrics.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tools/parse_metrics.py"
+        ))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -362,7 +382,11 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         "{}\n{metrics}",
         String::from_utf8_lossy(&parsed.stderr)
     );
-    for name in ["anylb_port_packets_total", "anylb_bgp_prefixes", "anylb_health_check_duration_seconds_count"] {
+    for name in [
+        "anylb_port_packets_total",
+        "anylb_bgp_prefixes",
+        "anylb_health_check_duration_seconds_count",
+    ] {
         assert!(
             String::from_utf8_lossy(&parsed.stdout).contains(&format!("\"name\": \"{name}\"")),
             "no {name} in\n{metrics}"
@@ -370,7 +394,13 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
     }
     // A held-open connection shows in `anylb conns`.
     let conns: serde_json::Value = serde_json::from_str(&cli(&["-j", "conns", "--service", "echo"])).unwrap();
-    assert!(conns.as_array().is_some_and(|c| !c.is_empty()), "{conns}");
+    let listed = conns["connections"].as_array().map_or(0, Vec::len);
+    assert!(listed > 0 && conns["matched"].as_u64() >= Some(listed as u64), "{conns}");
+    // Filters: a state no connection is in matches none; the table says "N of M".
+    let none: serde_json::Value =
+        serde_json::from_str(&cli(&["-j", "conns", "--state", "TIME_WAIT", "--client", "192.0.2.254"])).unwrap();
+    assert_eq!(none["matched"], 0, "{none}");
+    assert!(cli(&["conns", "--limit", "1"]).contains(" of "), "conns table ends with N of M");
 
     // Node drain withdraws the VIP at FRR after the graceful-shutdown wait; undrain announces it again.
     assert!(cli(&["node", "drain"]).contains("drained"));
@@ -476,8 +506,9 @@ fn mask_text(t: &str) -> String {
         .map(|l| {
             l.split_whitespace()
                 .map(|tok| {
-                    let bare = tok.trim_end_matches([',', ')', ';']);
-                    let digits = bare.trim_end_matches(['s', 'm']);
+                    let bare = tok.trim_end_matches([',', ')', ';']).trim_start_matches('(');
+                    // Units and rates: 12ms, 3s, 1.2K, 4M, 5/s.
+                    let digits = bare.trim_end_matches(['s', 'm', 'K', 'M', 'G', '/']);
                     // Integers and decimals (not addresses: one dot at most).
                     let number = digits.starts_with(|c: char| c.is_ascii_digit())
                         && digits.chars().all(|c| c.is_ascii_digit() || c == '.')

@@ -8,6 +8,7 @@ pub mod cluster;
 #[cfg(feature = "dpdk")]
 pub mod config;
 pub mod conn;
+pub mod counters;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 #[cfg(test)]

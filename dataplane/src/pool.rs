@@ -14,7 +14,22 @@ use crate::flow::{is_v4, Addr, FastMap};
 #[derive(Debug, Clone)]
 struct Lip {
     addr: Addr,
+    /// Ports of the range this worker owns.
+    owned: usize,
     free: [VecDeque<u16>; 2],
+}
+
+/// One local address's ports on one worker (summed over workers for `anylb pools`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LipUsage {
+    /// The local address.
+    pub addr: Addr,
+    /// Ports of its range owned by the worker (each usable once for TCP and once for UDP).
+    pub ports: usize,
+    /// TCP ports free.
+    pub tcp_free: usize,
+    /// UDP ports free.
+    pub udp_free: usize,
 }
 
 /// The worker's pools, IPv4 and IPv6 addresses apart.
@@ -26,6 +41,8 @@ pub struct Pools {
     v6: Vec<usize>,
     ranges: FastMap<Addr, (u16, u16)>,
     cursor: [usize; 2],
+    /// Allocations refused because every address of the family was out of ports, by [IPv4, IPv6] × [TCP, UDP].
+    exhausted: [[u64; 2]; 2],
 }
 
 /// The worker that owns local port `port` when `mask` is the port-slice mask.
@@ -58,6 +75,7 @@ impl Pools {
             // A Vec clones with one copy; VecDeque::from(Vec) takes the buffer as it is.
             p.lips.push(Lip {
                 addr,
+                owned: ports.len(),
                 free: [VecDeque::from(ports.clone()), VecDeque::from(ports)],
             });
             p.by_addr.insert(addr, i);
@@ -75,6 +93,7 @@ impl Pools {
     /// ports their connections hold); new ones start full; removed ones are forgotten.
     pub fn update(&mut self, lips: &[(Addr, u16, u16)], worker: u16, mask: u16) {
         let mut next = Pools::new(&[], worker, mask);
+        next.exhausted = self.exhausted;
         for &(addr, lo, hi) in lips {
             if next.by_addr.contains_key(&addr) {
                 continue;
@@ -114,6 +133,7 @@ impl Pools {
                 return Some((self.lips[i].addr, port));
             }
         }
+        self.exhausted[fam][proto_slot(proto)] += 1;
         None
     }
 
@@ -122,6 +142,24 @@ impl Pools {
         if let Some(&i) = self.by_addr.get(addr) {
             self.lips[i].free[proto_slot(proto)].push_back(port);
         }
+    }
+
+    /// Each address's ports owned and free.
+    pub fn usage(&self) -> Vec<LipUsage> {
+        self.lips
+            .iter()
+            .map(|l| LipUsage {
+                addr: l.addr,
+                ports: l.owned,
+                tcp_free: l.free[0].len(),
+                udp_free: l.free[1].len(),
+            })
+            .collect()
+    }
+
+    /// Allocations refused for want of a free port, by [IPv4, IPv6] × [TCP, UDP].
+    pub fn exhausted(&self) -> [[u64; 2]; 2] {
+        self.exhausted
     }
 
     /// Free ports in total (for stats).
@@ -190,5 +228,35 @@ mod tests {
         let all: Vec<_> = std::iter::from_fn(|| p.alloc(false, 6)).collect();
         assert_eq!(all.len(), 8 + 7, "the kept address still has one port out");
         assert!(!all.contains(&(a, port)));
+    }
+
+    #[test]
+    fn usage_and_exhaustion_are_counted_per_address_and_protocol() {
+        // Worker 1 of 2 owns the odd ports: 4 of 1024-1031 per address.
+        let mut p = Pools::new(&lips(), 1, 1);
+        for _ in 0..3 {
+            p.alloc(false, crate::wire::proto::TCP);
+        }
+        let u = p.usage();
+        assert_eq!(u.iter().map(|l| l.ports).collect::<Vec<_>>(), [4, 4]);
+        assert_eq!(
+            u.iter().map(|l| l.tcp_free).sum::<usize>(),
+            5,
+            "three of eight taken"
+        );
+        assert_eq!(u.iter().map(|l| l.udp_free).sum::<usize>(), 8);
+        for _ in 0..6 {
+            p.alloc(false, crate::wire::proto::TCP);
+        }
+        assert_eq!(
+            p.exhausted(),
+            [[1, 0], [0, 0]],
+            "the ninth allocation found no port"
+        );
+        assert!(p.alloc(true, crate::wire::proto::UDP).is_none());
+        assert_eq!(p.exhausted()[1][1], 1);
+        // A reload keeps the counts.
+        p.update(&lips(), 1, 1);
+        assert_eq!(p.exhausted(), [[1, 0], [0, 1]]);
     }
 }

@@ -85,6 +85,39 @@ impl DropReason {
     }
 }
 
+/// One backend's connections and traffic on one worker, as `ipvsadm -Ln --stats` shows them for a real
+/// server. "In" is client → backend, "out" backend → client; bytes are IP bytes as received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BackendCounters {
+    /// Connections in the table now (least-connection scheduling reads this).
+    pub connections: u32,
+    /// Of those, TCP connections in ESTABLISHED (ipvsadm's ActiveConn; the rest are InActConn).
+    pub active: u32,
+    /// Connections scheduled to the backend here.
+    pub created: u64,
+    /// Packets client → backend.
+    pub in_packets: u64,
+    /// Bytes client → backend.
+    pub in_bytes: u64,
+    /// Packets backend → client.
+    pub out_packets: u64,
+    /// Bytes backend → client.
+    pub out_bytes: u64,
+}
+
+impl BackendCounters {
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &BackendCounters) {
+        self.connections += o.connections;
+        self.active += o.active;
+        self.created += o.created;
+        self.in_packets += o.in_packets;
+        self.in_bytes += o.in_bytes;
+        self.out_packets += o.out_packets;
+        self.out_bytes += o.out_bytes;
+    }
+}
+
 /// Counters of one worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {

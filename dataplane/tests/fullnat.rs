@@ -4,6 +4,7 @@
 
 mod common;
 
+use anylb_dataplane::counters::merge;
 use anylb_dataplane::stats::DropReason;
 use anylb_dataplane::worker::Verdict;
 use common::*;
@@ -77,6 +78,46 @@ fn fnat44_tcp_handshake_data_and_reply_restore_the_client_tuple() {
     assert_eq!(d.payload, b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(lab.worker.stats.new_connections, 1);
     assert_eq!(lab.worker.conns().len(), 1);
+
+    // The service's and backend's counters, as `anylb services --stats` shows them: two packets in (SYN 44
+    // bytes of IP with its MSS option, data 58), one out (SYN-ACK, 40), one established connection, one
+    // TCP port of the pool in use.
+    let counters = |lab: &Lab| merge(lab.worker.snapshot(), &[lab.worker.counters()]);
+    let c = counters(&lab);
+    let web = c.services.iter().find(|s| s.name == "web4").unwrap();
+    let b = web.backends.iter().find(|b| b.address == s.dst).unwrap().counters;
+    assert_eq!(
+        (b.created, b.connections, b.active, b.in_packets, b.out_packets),
+        (1, 1, 1, 2, 1)
+    );
+    assert_eq!((b.in_bytes, b.out_bytes), (44 + 58, 40));
+    assert_eq!(
+        web.counters, b,
+        "one backend had traffic: the service's sum is its counters"
+    );
+    assert_eq!(c.pools.iter().map(|p| p.tcp_used).sum::<usize>(), 1);
+    // A reset leaves it in the table, inactive.
+    let rst = tcp(
+        ROUTER_MAC,
+        UP_MAC,
+        ("192.0.2.100", 40000),
+        ("203.0.113.10", 80),
+        "R",
+        20,
+        None,
+        b"",
+    );
+    lab.forward(0, rst);
+    let c = counters(&lab);
+    let web = c.services.iter().find(|s| s.name == "web4").unwrap();
+    assert_eq!(
+        (
+            web.counters.connections,
+            web.counters.active,
+            web.counters.in_packets
+        ),
+        (1, 0, 3)
+    );
 }
 
 #[test]

@@ -517,4 +517,49 @@ mod tests {
         assert!(max <= 30, "busiest slot {max} of 1,000 (mean 10): {slots:?}");
         assert!(slots.iter().filter(|&&c| c == 0).count() < 5, "{slots:?}");
     }
+
+    /// The probe a topology's `health` table becomes, defaults applied.
+    fn probe_of(health: &str) -> Probe {
+        let t: HealthCheck = toml::from_str(health).unwrap_or_else(|e| panic!("{e}"));
+        probe(&t)
+    }
+
+    #[test]
+    fn topology_keys_become_probes() {
+        assert_eq!(
+            probe_of("kind = \"tcp\"\nsend = \"QUIT\\r\\n\"\nexpect = \"221\""),
+            Probe::Tcp(TcpProbe {
+                send: Some(b"QUIT\r\n".to_vec()),
+                expect: Some(b"221".to_vec())
+            })
+        );
+        assert_eq!(
+            probe_of("kind = \"grpc\"\ngrpc_service = \"web\"\ntls = true\nhost = \"backend.test\""),
+            Probe::Grpc(GrpcProbe {
+                service: "web".into(),
+                authority: Some("backend.test".into()),
+                tls: Some(false),
+            })
+        );
+        assert_eq!(probe_of("kind = \"grpc\""), Probe::Grpc(GrpcProbe::default()));
+        assert_eq!(
+            probe_of("kind = \"dns\"\nquery = \"ok.test\"\nquery_type = \"AAAA\"\nrcode = \"NXDOMAIN\"\nanswer = \"2001:db8::1\""),
+            Probe::Dns(DnsProbe {
+                name: "ok.test".into(),
+                qtype: 28,
+                rcode: 3,
+                address: "2001:db8::1".parse().ok(),
+            })
+        );
+        assert_eq!(
+            probe_of("kind = \"https\""),
+            Probe::Http(HttpProbe {
+                path: "/".into(),
+                host: None,
+                status: vec![200],
+                body: None,
+                tls: Some(false),
+            })
+        );
+    }
 }

@@ -289,10 +289,10 @@ fn sample(anylb: &Path, node: &str, pid: u32, at: f64) -> Sample {
     let stats: serde_json::Value =
         serde_json::from_str(&anylb_cli(anylb, node, &["-j", "stats"])).unwrap_or_default();
     let drops = stats["drops"]
-        .as_array()
+        .as_object()
         .into_iter()
         .flatten()
-        .filter_map(|d| Some((d[0].as_str()?.to_owned(), d[1].as_u64()?)))
+        .filter_map(|(r, n)| Some((r.clone(), n.as_u64()?)))
         .filter(|(r, n)| r != "other_mac" && *n > 0)
         .collect();
     Sample {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use anylb_dataplane::dpdk::ConnFilter;
 use anylb_dataplane::stats::DropReason;
 use anylb_healthcheck::monitor::Key;
 use anylb_routing::speaker::Speaker;
@@ -234,7 +235,6 @@ async fn services(State(n): State<Shared>) -> Json<Vec<api::ServiceRow>> {
 #[derive(Debug, Deserialize)]
 struct ServiceQ {
     service: Option<String>,
-    limit: Option<usize>,
 }
 
 async fn backends(State(n): State<Shared>, Query(q): Query<ServiceQ>) -> Response {
@@ -262,45 +262,97 @@ async fn neighbors(State(n): State<Shared>) -> Response {
     }
 }
 
-async fn conns(State(n): State<Shared>, Query(q): Query<ServiceQ>) -> Response {
+/// The query of `GET /v1/conns`.
+#[derive(Debug, Deserialize)]
+struct ConnsQ {
+    service: Option<String>,
+    backend: Option<String>,
+    client: Option<IpAddr>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `ADDR`, `ADDR:PORT` or `[V6]:PORT`.
+fn address_port(s: &str) -> Option<(IpAddr, Option<u16>)> {
+    s.parse::<IpAddr>()
+        .map(|a| (a, None))
+        .or_else(|_| {
+            s.parse::<std::net::SocketAddr>()
+                .map(|a| (a.ip(), Some(a.port())))
+        })
+        .ok()
+}
+
+async fn conns(State(n): State<Shared>, Query(q): Query<ConnsQ>) -> Response {
     let limit = q.limit.unwrap_or(100).min(100_000);
-    let rt = n.runtime.clone();
-    let vips: Option<Vec<(IpAddr, String)>> = match &q.service {
+    let vip = match &q.service {
         Some(s) => {
             let cfg = n.cfg.lock().ok().map(|c| c.clone());
             let Some(svc) = cfg.and_then(|c| c.services.iter().find(|x| &x.name == s).cloned()) else {
                 return err(StatusCode::NOT_FOUND, format!("no service named {s:?}"));
             };
-            Some(vec![(svc.vip, svc.port.to_string())])
+            Some((svc.vip, svc.port.port()))
         }
         None => None,
     };
-    let want = if vips.is_some() { 100_000 } else { limit };
-    let list = tokio::task::spawn_blocking(move || rt.connections(want))
+    let backend = match q.backend.as_deref().map(|b| (b, address_port(b))) {
+        Some((_, Some(b))) => Some(b),
+        Some((b, None)) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("backend {b:?}: expected ADDRESS or ADDRESS:PORT"),
+            )
+        }
+        None => None,
+    };
+    let filter = ConnFilter {
+        vip,
+        backend,
+        client: q.client,
+        state: q.state,
+    };
+    let rt = n.runtime.clone();
+    let (list, matched) = tokio::task::spawn_blocking(move || rt.connections(filter, limit))
         .await
         .unwrap_or_default();
-    let list: Vec<_> = list
-        .into_iter()
-        .filter(|c| {
-            vips.as_ref().is_none_or(|v| {
-                v.iter().any(|(ip, port)| {
-                    c.vip.ip() == *ip && (port == "all" || *port == c.vip.port().to_string())
-                })
+    Json(api::Conns {
+        matched,
+        connections: list
+            .into_iter()
+            .map(|c| api::Conn {
+                worker: c.worker,
+                proto: c.proto.to_owned(),
+                client: c.client,
+                vip: c.vip,
+                local: c.local,
+                backend: c.backend,
+                state: c.state.to_owned(),
+                expires_in_ms: c.expires_in_ms,
             })
-        })
-        .take(limit)
-        .collect();
-    Json(list).into_response()
+            .collect(),
+    })
+    .into_response()
 }
 
-fn stats_value(s: &anylb_dataplane::stats::Stats) -> serde_json::Value {
-    serde_json::json!({
-        "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes, "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes, "fast_path": s.fast_path,
-        "to_kernel": s.to_kernel, "redirected": s.redirected, "peer_forwarded": s.peer_forwarded,
-        "new_connections": s.new_connections, "connections": s.connections,
-        "expired_connections": s.expired_connections, "stack_replies": s.stack_replies, "icmp_errors": s.icmp_errors,
-        "drops": s.total_drops(),
-    })
+fn worker_stats(s: &anylb_dataplane::stats::Stats) -> api::WorkerStats {
+    let not_for_us = s.drops_of(DropReason::OtherMac);
+    api::WorkerStats {
+        rx_packets: s.rx_packets,
+        rx_bytes: s.rx_bytes,
+        tx_packets: s.tx_packets,
+        tx_bytes: s.tx_bytes,
+        fast_path: s.fast_path,
+        to_kernel: s.to_kernel,
+        redirected: s.redirected,
+        peer_forwarded: s.peer_forwarded,
+        new_connections: s.new_connections,
+        connections: s.connections,
+        expired_connections: s.expired_connections,
+        stack_replies: s.stack_replies,
+        icmp_errors: s.icmp_errors,
+        dropped: s.total_drops() - not_for_us,
+        not_for_us,
+    }
 }
 
 async fn stats(State(n): State<Shared>) -> Json<api::Stats> {
@@ -310,20 +362,116 @@ async fn stats(State(n): State<Shared>) -> Json<api::Stats> {
         total.add(s);
     }
     Json(api::Stats {
-        workers: per.iter().map(stats_value).collect(),
-        total: stats_value(&total),
+        workers: per.iter().map(worker_stats).collect(),
+        total: worker_stats(&total),
         drops: DropReason::ALL
             .iter()
             .map(|r| (r.name().to_owned(), total.drops_of(*r)))
             .collect(),
-        ports: n
-            .runtime
-            .ports()
-            .iter()
-            .filter_map(|p| serde_json::to_value(p).ok())
-            .collect(),
-        tx_failed: n.runtime.tx_failed(),
+        tx_refused: n.runtime.tx_refused(),
+        rates: n.rates.lock().ok().and_then(|w| w.node()),
     })
+}
+
+fn traffic(c: &anylb_dataplane::stats::BackendCounters) -> api::Traffic {
+    api::Traffic {
+        connections: c.connections,
+        active: c.active,
+        inactive: c.connections.saturating_sub(c.active),
+        created: c.created,
+        in_packets: c.in_packets,
+        in_bytes: c.in_bytes,
+        out_packets: c.out_packets,
+        out_bytes: c.out_bytes,
+    }
+}
+
+/// Reads the workers' counters off the async thread (they answer between bursts).
+async fn counters(n: &Shared) -> anylb_dataplane::counters::NodeCounters {
+    let rt = n.runtime.clone();
+    tokio::task::spawn_blocking(move || rt.counters())
+        .await
+        .unwrap_or_default()
+}
+
+async fn service_stats(State(n): State<Shared>) -> Json<Vec<api::ServiceStats>> {
+    let c = counters(&n).await;
+    let w = n.rates.lock().map(|w| w.clone()).unwrap_or_default();
+    Json(
+        c.services
+            .iter()
+            .map(|s| api::ServiceStats {
+                name: s.name.clone(),
+                vip: s.vip,
+                port: s.port,
+                protocol: s.protocol.to_owned(),
+                traffic: traffic(&s.counters),
+                rates: w.traffic(&s.name, None),
+                backends: s
+                    .backends
+                    .iter()
+                    .map(|b| api::BackendStats {
+                        address: b.address,
+                        port: b.port,
+                        traffic: traffic(&b.counters),
+                        rates: w.traffic(&s.name, Some((b.address, b.port))),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
+async fn pools(State(n): State<Shared>) -> Json<api::Pools> {
+    let c = counters(&n).await;
+    let e = &c.exhausted;
+    Json(api::Pools {
+        pools: c
+            .pools
+            .iter()
+            .map(|p| api::Pool {
+                address: p.address,
+                ports: p.ports,
+                tcp_used: p.tcp_used,
+                udp_used: p.udp_used,
+            })
+            .collect(),
+        exhausted: [
+            ("ipv4_tcp", e.ipv4_tcp),
+            ("ipv4_udp", e.ipv4_udp),
+            ("ipv6_tcp", e.ipv6_tcp),
+            ("ipv6_udp", e.ipv6_udp),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    })
+}
+
+async fn ports(State(n): State<Shared>) -> Json<Vec<api::Port>> {
+    let w = n.rates.lock().map(|w| w.clone()).unwrap_or_default();
+    Json(
+        n.runtime
+            .ports()
+            .into_iter()
+            .map(|p| api::Port {
+                rates: w.port(&p.name),
+                name: p.name,
+                id: p.id,
+                mac: p.mac,
+                link_up: p.link_up,
+                speed_mbps: p.speed_mbps,
+                rx_packets: p.ipackets,
+                rx_bytes: p.ibytes,
+                tx_packets: p.opackets,
+                tx_bytes: p.obytes,
+                rx_missed: p.imissed,
+                rx_errors: p.ierrors,
+                tx_errors: p.oerrors,
+                rx_nombuf: p.rx_nombuf,
+            })
+            .collect(),
+    )
 }
 
 async fn drain_backend(State(n): State<Shared>, Json(d): Json<api::DrainBackend>) -> Response {
@@ -389,7 +537,7 @@ async fn reload(State(n): State<Shared>) -> Response {
 }
 
 /// The API's endpoints, for `GET /v1/`: method and path.
-const ENDPOINTS: [(&str, &str); 18] = [
+const ENDPOINTS: [(&str, &str); 21] = [
     ("GET", "/v1/"),
     ("GET", "/v1/status"),
     ("GET", "/v1/bgp/summary"),
@@ -404,6 +552,9 @@ const ENDPOINTS: [(&str, &str); 18] = [
     ("GET", "/v1/conns"),
     ("GET", "/v1/neighbors"),
     ("GET", "/v1/stats"),
+    ("GET", "/v1/stats/services"),
+    ("GET", "/v1/pools"),
+    ("GET", "/v1/ports"),
     ("POST", "/v1/backends/drain"),
     ("POST", "/v1/node/drain"),
     ("POST", "/v1/reload"),
@@ -425,7 +576,7 @@ pub fn router(n: Shared) -> Router {
         .route("/v1/", get(endpoints))
         .route(
             "/metrics",
-            get(|State(n): State<Shared>| async move { super::metrics::response(&n) }),
+            get(|State(n): State<Shared>| super::metrics::response(n)),
         )
         .route("/v1/status", get(status))
         .route("/v1/bgp/summary", get(bgp_summary))
@@ -440,6 +591,9 @@ pub fn router(n: Shared) -> Router {
         .route("/v1/conns", get(conns))
         .route("/v1/neighbors", get(neighbors))
         .route("/v1/stats", get(stats))
+        .route("/v1/stats/services", get(service_stats))
+        .route("/v1/pools", get(pools))
+        .route("/v1/ports", get(ports))
         .route("/v1/backends/drain", post(drain_backend))
         .route("/v1/node/drain", post(drain_node))
         .route("/v1/reload", post(reload))

@@ -8,8 +8,9 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anylb_dataplane::counters::NodeCounters;
 use anylb_dataplane::dpdk::PortStatus;
-use anylb_dataplane::stats::{DropReason, Stats};
+use anylb_dataplane::stats::{BackendCounters, DropReason, Stats};
 use anylb_healthcheck::latency::{Durations, BOUNDS};
 use anylb_healthcheck::monitor::{BackendStatus, ServiceStatus};
 use anylb_routing::bfd;
@@ -32,9 +33,12 @@ use super::Node;
 /// The page's media type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The page, as served.
-pub fn response(n: &Node) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    ([(CONTENT_TYPE_HEADER, CONTENT_TYPE)], metrics_text(n))
+/// The page, as served: read off the async thread, since the workers answer between bursts.
+pub async fn response(n: Arc<Node>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let page = tokio::task::spawn_blocking(move || metrics_text(&n))
+        .await
+        .unwrap_or_default();
+    ([(CONTENT_TYPE_HEADER, CONTENT_TYPE)], page)
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
@@ -52,10 +56,7 @@ pub async fn serve(n: Arc<Node>, addr: SocketAddr) -> std::io::Result<()> {
     let l = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics listening");
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(n): State<Arc<Node>>| async move { response(&n) }),
-        )
+        .route("/metrics", get(|State(n): State<Arc<Node>>| response(n)))
         .with_state(n);
     axum::serve(l, app).await
 }
@@ -69,6 +70,8 @@ pub fn endpoint(address: std::net::IpAddr, port: u16) -> String {
 #[derive(Debug)]
 struct Snapshot {
     workers: Vec<Stats>,
+    tx_refused: u64,
+    counters: NodeCounters,
     ports: Vec<PortStatus>,
     bgp: Option<Bgp>,
     backends: Vec<BackendStatus>,
@@ -92,6 +95,8 @@ impl Snapshot {
         let announced = n.announced.lock().map(|a| a.clone()).unwrap_or_default();
         Snapshot {
             workers: n.runtime.stats(),
+            tx_refused: n.runtime.tx_refused(),
+            counters: n.runtime.counters(),
             ports: n.runtime.ports(),
             bgp: n.speaker.as_ref().map(Bgp::take),
             backends: monitor.as_ref().map(|m| m.backends(None)).unwrap_or_default(),
@@ -220,6 +225,8 @@ impl Collector for Snapshot {
         )?
         .encode_info(&crate::version::labels())?;
         self.dataplane(&mut e)?;
+        self.traffic(&mut e)?;
+        self.pools(&mut e)?;
         self.ports(&mut e)?;
         if let Some(b) = &self.bgp {
             b.encode(&mut e)?;
@@ -348,6 +355,140 @@ impl Snapshot {
             packets(),
             MetricType::Counter,
             per(|s| s.icmp_errors),
+        )
+    }
+
+    /// Services' and backends' connections, packets and bytes, as `ipvsadm -Ln --stats`.
+    fn traffic(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        type Row = (Labels, BackendCounters);
+        let services: Vec<Row> = self
+            .counters
+            .services
+            .iter()
+            .map(|s| (vec![("service", s.name.clone())], s.counters))
+            .collect();
+        let backends: Vec<Row> = self
+            .counters
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.backends.iter().map(|b| {
+                    (
+                        vec![
+                            ("service", s.name.clone()),
+                            ("backend", endpoint(b.address, b.port)),
+                        ],
+                        b.counters,
+                    )
+                })
+            })
+            .collect();
+        for (what, rows) in [("service", &services), ("backend", &backends)] {
+            let with = |l: &Labels, k: &'static str, v: &str| {
+                let mut l = l.clone();
+                l.push((k, v.to_owned()));
+                l
+            };
+            family(
+                e,
+                &format!("anylb_{what}_connections"),
+                "Connections in the tables: active (TCP established) and inactive (ipvsadm's ActiveConn, InActConn).",
+                None,
+                MetricType::Gauge,
+                rows.iter().flat_map(|(l, c)| {
+                    [("active", c.active), ("inactive", c.connections.saturating_sub(c.active))]
+                        .map(|(st, v)| (with(l, "state", st), V::Gauge(i64::from(v))))
+                }),
+            )?;
+            family(
+                e,
+                &format!("anylb_{what}_connections_scheduled"),
+                "Connections scheduled since start.",
+                None,
+                MetricType::Counter,
+                rows.iter().map(|(l, c)| (l.clone(), V::Counter(c.created))),
+            )?;
+            family(
+                e,
+                &format!("anylb_{what}"),
+                "Packets in (client to backend) and out (backend to client).",
+                packets(),
+                MetricType::Counter,
+                rows.iter().flat_map(|(l, c)| {
+                    [("in", c.in_packets), ("out", c.out_packets)]
+                        .map(|(d, v)| (with(l, "dir", d), V::Counter(v)))
+                }),
+            )?;
+            family(
+                e,
+                &format!("anylb_{what}"),
+                "IP bytes in (client to backend) and out (backend to client).",
+                Some(Unit::Bytes),
+                MetricType::Counter,
+                rows.iter().flat_map(|(l, c)| {
+                    [("in", c.in_bytes), ("out", c.out_bytes)]
+                        .map(|(d, v)| (with(l, "dir", d), V::Counter(v)))
+                }),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Local-address pools: ports per address, in use per protocol, allocations refused.
+    fn pools(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let c = &self.counters;
+        family(
+            e,
+            "anylb_pool_ports",
+            "Ports of the local address's range (each usable once per protocol).",
+            None,
+            MetricType::Gauge,
+            c.pools
+                .iter()
+                .map(|p| (vec![("address", p.address.to_string())], V::Gauge(p.ports as i64))),
+        )?;
+        family(
+            e,
+            "anylb_pool_ports_used",
+            "Ports of the local address in use, by protocol.",
+            None,
+            MetricType::Gauge,
+            c.pools.iter().flat_map(|p| {
+                [("tcp", p.tcp_used), ("udp", p.udp_used)].map(|(proto, v)| {
+                    (
+                        vec![("address", p.address.to_string()), ("protocol", proto.to_owned())],
+                        V::Gauge(v as i64),
+                    )
+                })
+            }),
+        )?;
+        let x = &c.exhausted;
+        family(
+            e,
+            "anylb_pool_exhausted",
+            "Connections refused because every local address of the family was out of ports.",
+            None,
+            MetricType::Counter,
+            [
+                ("ipv4", "tcp", x.ipv4_tcp),
+                ("ipv4", "udp", x.ipv4_udp),
+                ("ipv6", "tcp", x.ipv6_tcp),
+                ("ipv6", "udp", x.ipv6_udp),
+            ]
+            .map(|(f, p, v)| {
+                (
+                    vec![("family", f.to_owned()), ("protocol", p.to_owned())],
+                    V::Counter(v),
+                )
+            }),
+        )?;
+        family(
+            e,
+            "anylb_tx_refused",
+            "Frames the NICs refused (transmit queues full).",
+            packets(),
+            MetricType::Counter,
+            [(vec![], V::Counter(self.tx_refused))],
         )
     }
 
@@ -720,6 +861,15 @@ mod tests {
     }
 
     fn snapshot() -> Snapshot {
+        let traffic = BackendCounters {
+            connections: 3,
+            active: 2,
+            created: 7,
+            in_packets: 10,
+            in_bytes: 1000,
+            out_packets: 8,
+            out_bytes: 9000,
+        };
         let mut durations = Durations::default();
         durations.record(std::time::Duration::from_millis(3));
         let backend = |service: &str, address: &str| BackendStatus {
@@ -742,6 +892,22 @@ mod tests {
         };
         Snapshot {
             workers: vec![Stats::default(), Stats::default()],
+            tx_refused: 0,
+            counters: NodeCounters {
+                services: vec![anylb_dataplane::counters::ServiceStats {
+                    name: "we\"b x\\".into(),
+                    vip: std::net::IpAddr::from([203, 0, 113, 10]),
+                    port: 80,
+                    protocol: "tcp",
+                    counters: traffic,
+                    backends: vec![anylb_dataplane::counters::BackendStats {
+                        address: "2001:db8::1".parse().unwrap_or(std::net::IpAddr::from([0; 16])),
+                        port: 80,
+                        counters: traffic,
+                    }],
+                }],
+                ..NodeCounters::default()
+            },
             ports: Vec::new(),
             bgp: None,
             backends: vec![

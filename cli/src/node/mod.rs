@@ -7,6 +7,7 @@ pub mod api;
 pub mod assemble;
 pub mod control;
 pub mod metrics;
+pub mod rates;
 pub mod selfcheck;
 pub mod sync;
 
@@ -64,6 +65,8 @@ pub struct Node {
     pub control: mpsc::UnboundedSender<Control>,
     /// The connection sync, when on.
     pub sync: Option<sync::Handle>,
+    /// The last two samples of the counters, for rates.
+    pub rates: Mutex<rates::Window>,
 }
 
 impl Node {
@@ -153,15 +156,18 @@ pub fn run(path: &Path, node: &str, opts: &Options) -> ExitCode {
             forwarding: AtomicBool::new(true),
             control: tx,
             sync,
+            rates: Mutex::new(rates::Window::default()),
         });
         let socket = cfg.node.control_socket();
         let api = tokio::spawn(api::serve(node.clone(), socket.clone()));
+        let sampler = tokio::spawn(rates::run(node.clone()));
         let metrics = cfg
             .node
             .metrics_listen
             .map(|addr| tokio::spawn(metrics::serve(node.clone(), addr)));
         control::run(node.clone(), rx, builder, macs, opts.stats_interval).await;
         api.abort();
+        sampler.abort();
         if let Some(m) = metrics {
             m.abort();
         }

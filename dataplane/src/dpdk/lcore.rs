@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dpdk_sys::{Mbuf, Mempool, Port};
 
-use super::{Answer, ConnInfo, NeighInfo, OpenPort, PoolAlloc, Shared, ASK_NEIGHBORS};
+use super::{Answer, NeighInfo, OpenPort, PoolAlloc, Shared, ASK_COUNTERS, ASK_NEIGHBORS};
 use crate::cluster::record::Record;
 use crate::flow::{to_ip, Addr};
 use crate::snapshot::Snapshot;
@@ -192,7 +192,7 @@ impl Lcore {
                 self.rx.clear();
                 if tap.rx_burst(0, &mut self.rx, 32) > 0 {
                     self.tap_busy = true;
-                    send(&p.port, self.wid, &mut self.rx, &self.shared.tx_failed);
+                    send(&p.port, self.wid, &mut self.rx, &self.shared.tx_refused);
                 }
             }
         }
@@ -248,14 +248,14 @@ impl Lcore {
                 &p.port,
                 self.wid,
                 &mut self.per_port_tx[pi],
-                &self.shared.tx_failed,
+                &self.shared.tx_refused,
             );
             match &p.tap {
                 Some(tap) => send(
                     tap,
                     self.wid,
                     &mut self.per_port_kernel[pi],
-                    &self.shared.tx_failed,
+                    &self.shared.tx_refused,
                 ),
                 None => self.per_port_kernel[pi].clear(),
             }
@@ -278,8 +278,17 @@ impl Lcore {
         if want > 0 {
             let answer = if want == ASK_NEIGHBORS {
                 Answer::Neighbors(sample_neighbors(&self.w, &self.shared.port_names))
+            } else if want == ASK_COUNTERS {
+                Answer::Counters(self.w.counters())
             } else {
-                Answer::Conns(sample_conns(&self.w, self.wid, want as usize, now_ms))
+                let filter = self
+                    .shared
+                    .conn_filter
+                    .lock()
+                    .map(|f| f.clone())
+                    .unwrap_or_default();
+                let (v, matched) = super::conns::sample(&self.w, self.wid, &filter, want as usize, now_ms);
+                Answer::Conns(v, matched)
             };
             if let Ok(mut slot) = self.shared.ask_resp[wid].lock() {
                 *slot = Some(answer);
@@ -328,30 +337,6 @@ fn sample_neighbors(w: &Worker<Mbuf>, port_names: &[String]) -> Vec<NeighInfo> {
             },
             workers: 1,
             held: e.held(),
-        })
-        .collect()
-}
-
-/// Up to `limit` connections of a worker, for the CLI.
-fn sample_conns(w: &Worker<Mbuf>, wid: u16, limit: usize, now_ms: u64) -> Vec<ConnInfo> {
-    let sa = |a: &Addr, p: u16| std::net::SocketAddr::new(to_ip(a), p);
-    let tick_now = w.tick_at(now_ms);
-    w.conns()
-        .iter()
-        .take(limit)
-        .map(|(_, c)| ConnInfo {
-            worker: wid,
-            proto: if c.proto == crate::wire::proto::TCP {
-                "tcp"
-            } else {
-                "udp"
-            },
-            client: sa(&c.client, c.cport),
-            vip: sa(&c.vip, c.vport),
-            local: sa(&c.lip, c.lport),
-            backend: sa(&c.backend, c.bport),
-            state: c.state().name(),
-            expires_in_ms: u64::from(c.expires.saturating_sub(tick_now)) * crate::snapshot::TICK_MS,
         })
         .collect()
 }

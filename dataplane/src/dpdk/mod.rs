@@ -28,13 +28,17 @@ use std::time::{Duration, Instant};
 use dpdk_sys::{Eal, FlowRule, Mbuf, Mempool, Port, PortConfig, Ring};
 
 use crate::cluster::record::Record;
+use crate::counters::{merge, NodeCounters, WorkerCounters};
 use crate::flow::{to_ip, Addr};
 use crate::frame::{Frame, FrameAlloc};
 use crate::snapshot::Snapshot;
 use crate::stats::{Stats, DROP_REASONS};
 use crate::wire::ethernet::Mac;
 
+mod conns;
 mod lcore;
+
+pub use conns::{ConnFilter, ConnInfo};
 
 use lcore::Lcore;
 
@@ -284,7 +288,7 @@ struct Shared {
     /// Frames injected by the control thread, per worker.
     inject: Vec<Ring>,
     started: Instant,
-    tx_failed: AtomicU64,
+    tx_refused: AtomicU64,
     /// Neighbours learnt by one worker, sent to every other one.
     neighbors: Vec<mpsc::Sender<(u16, Addr, Mac)>>,
     /// Other nodes' connection records, to every worker.
@@ -300,16 +304,21 @@ struct Shared {
     /// the worker's answer.
     ask_req: Vec<AtomicU64>,
     ask_resp: Vec<Mutex<Option<Answer>>>,
+    /// The filter of a connection question (set under the runtime's question lock).
+    conn_filter: Mutex<ConnFilter>,
 }
 
 /// The question for every worker's neighbour table (other questions are connection limits).
 const ASK_NEIGHBORS: u64 = 1 << 63;
+/// The question for every worker's backend and local-address counters.
+const ASK_COUNTERS: u64 = 1 << 62;
 
 /// A worker's answer to the control thread.
 #[derive(Debug)]
 enum Answer {
-    Conns(Vec<ConnInfo>),
+    Conns(Vec<ConnInfo>, usize),
     Neighbors(Vec<NeighInfo>),
+    Counters(WorkerCounters),
 }
 
 /// A neighbour as the CLI shows it, merged over the workers' tables.
@@ -327,27 +336,6 @@ pub struct NeighInfo {
     pub workers: usize,
     /// Frames waiting for its resolution, over all workers.
     pub held: usize,
-}
-
-/// A connection as the CLI shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ConnInfo {
-    /// Worker that owns it.
-    pub worker: u16,
-    /// "tcp" or "udp".
-    pub proto: &'static str,
-    /// Client address and port.
-    pub client: std::net::SocketAddr,
-    /// VIP and port.
-    pub vip: std::net::SocketAddr,
-    /// Local address and port.
-    pub local: std::net::SocketAddr,
-    /// Backend address and port.
-    pub backend: std::net::SocketAddr,
-    /// State name.
-    pub state: &'static str,
-    /// Milliseconds until expiry.
-    pub expires_in_ms: u64,
 }
 
 /// A running dataplane.
@@ -571,7 +559,7 @@ impl Runtime {
             rings,
             inject,
             started: Instant::now(),
-            tx_failed: AtomicU64::new(0),
+            tx_refused: AtomicU64::new(0),
             neighbors: senders,
             sync_in,
             sync_out,
@@ -580,6 +568,7 @@ impl Runtime {
             port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
             ask_req: (0..nworkers).map(|_| AtomicU64::new(0)).collect(),
             ask_resp: (0..nworkers).map(|_| Mutex::new(None)).collect(),
+            conn_filter: Mutex::new(ConnFilter::default()),
         });
         let ports = Arc::new(ports);
         let mut lcores = Vec::new();
@@ -793,8 +782,8 @@ impl Runtime {
     }
 
     /// Frames the NIC refused to send (TX queue full), all workers.
-    pub fn tx_failed(&self) -> u64 {
-        self.shared.tx_failed.load(Ordering::Relaxed)
+    pub fn tx_refused(&self) -> u64 {
+        self.shared.tx_refused.load(Ordering::Relaxed)
     }
 
     /// Ports with link state and NIC counters.
@@ -829,8 +818,11 @@ impl Runtime {
     }
 
     /// Asks every worker `req` (each answers between bursts); waits at most 500 ms. One question at a time.
-    fn ask(&self, req: u64) -> Vec<Answer> {
+    fn ask(&self, req: u64, filter: Option<ConnFilter>) -> Vec<Answer> {
         let _one = self.ask_lock.lock();
+        if let (Some(f), Ok(mut slot)) = (filter, self.shared.conn_filter.lock()) {
+            *slot = f;
+        }
         let n = self.shared.ask_req.len();
         for r in &self.shared.ask_req {
             r.store(req, Ordering::Release);
@@ -853,25 +845,41 @@ impl Runtime {
         out
     }
 
-    /// Up to `limit` connections of every worker.
-    pub fn connections(&self, limit: usize) -> Vec<ConnInfo> {
-        let req = (limit.max(1) as u64).min(ASK_NEIGHBORS - 1);
-        let mut out: Vec<ConnInfo> = self
-            .ask(req)
+    /// Up to `limit` connections that match `filter` over every worker, and how many match in all.
+    pub fn connections(&self, filter: ConnFilter, limit: usize) -> (Vec<ConnInfo>, usize) {
+        let req = (limit.max(1) as u64).min(ASK_COUNTERS - 1);
+        let mut out = Vec::new();
+        let mut matched = 0;
+        for a in self.ask(req, Some(filter)) {
+            if let Answer::Conns(v, m) = a {
+                out.extend(v);
+                matched += m;
+            }
+        }
+        out.truncate(limit);
+        (out, matched)
+    }
+
+    /// Services' and backends' connections and traffic, and the local addresses' ports, over all workers.
+    pub fn counters(&self) -> NodeCounters {
+        let workers: Vec<WorkerCounters> = self
+            .ask(ASK_COUNTERS, None)
             .into_iter()
-            .flat_map(|a| match a {
-                Answer::Conns(v) => v,
-                Answer::Neighbors(_) => Vec::new(),
+            .filter_map(|a| match a {
+                Answer::Counters(c) => Some(c),
+                _ => None,
             })
             .collect();
-        out.truncate(limit);
-        out
+        match self.current() {
+            Some(snap) => merge(&snap, &workers),
+            None => NodeCounters::default(),
+        }
     }
 
     /// The neighbour tables of all workers, merged by port and address (resolved if any worker resolved it).
     pub fn neighbors(&self) -> Vec<NeighInfo> {
         let mut merged: Vec<NeighInfo> = Vec::new();
-        for a in self.ask(ASK_NEIGHBORS) {
+        for a in self.ask(ASK_NEIGHBORS, None) {
             let Answer::Neighbors(v) = a else { continue };
             for n in v {
                 match merged

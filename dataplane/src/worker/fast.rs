@@ -169,6 +169,7 @@ impl<F: Frame> Worker<F> {
         }
         // Committed: expiry, translation, Ethernet header, transmission.
         let src_mac = pt.mac;
+        let uid = c.uid;
         let exp = self.tick.saturating_add(svc.timeouts.of(state));
         let eg = Egress {
             e,
@@ -192,6 +193,7 @@ impl<F: Frame> Worker<F> {
             ttl,
             tcp_flags: flags,
         };
+        self.count_packet(uid, dir, total);
         if self.snap.sync.is_some() {
             self.sync_due(idx, out);
         }

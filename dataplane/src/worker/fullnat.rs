@@ -32,6 +32,7 @@ impl<F: Frame> Worker<F> {
             return drop(DropReason::NoConnection);
         }
         let svc = self.advance(p, idx, dir);
+        self.count_packet(c.uid, dir, f.data().len() - p.l3);
         if self.snap.sync.is_some() {
             self.sync_due(idx, out);
         }
@@ -107,6 +108,7 @@ impl<F: Frame> Worker<F> {
         };
         if new != old {
             self.conns.get_mut(idx).state = new as u8;
+            self.count_state(c.uid, old, new);
         }
         let exp = self.tick.saturating_add(timeout);
         if exp != c.expires {

@@ -19,11 +19,12 @@ use crate::neigh::Neighbors;
 use crate::pool::Pools;
 use crate::sched::{self};
 use crate::snapshot::{Local, Snapshot, TICK_MS};
-use crate::stats::{DropReason, Stats};
+use crate::stats::{BackendCounters, DropReason, Stats};
 use crate::tcp_state::Dir;
 use crate::wire::ethernet::{self, ethertype, Mac};
 
 mod cla;
+mod counters;
 mod direct;
 mod fast;
 mod fullnat;
@@ -55,7 +56,7 @@ pub struct Worker<F: Frame> {
     snat_pools: Vec<Pools>,
     neigh: Neighbors<F>,
     sched: Vec<sched::State>,
-    backend_conns: Vec<u32>,
+    backends: Vec<BackendCounters>,
     persist: FastMap<(u16, Addr), (u16, u32)>,
     /// Counters.
     pub stats: Stats,
@@ -90,7 +91,7 @@ impl<F: Frame> Worker<F> {
             conns,
             neigh: Neighbors::default(),
             sched: Vec::new(),
-            backend_conns: Vec::new(),
+            backends: Vec::new(),
             persist: FastMap::default(),
             stats: Stats::default(),
             epoch_ms: None,
@@ -287,7 +288,7 @@ impl<F: Frame> Worker<F> {
         let (pools, snat_pools, counts, stats) = (
             &mut self.pools,
             &mut self.snat_pools,
-            &mut self.backend_conns,
+            &mut self.backends,
             &mut self.stats,
         );
         let synced_out = &mut out.sync;
@@ -447,7 +448,7 @@ impl<F: Frame> Worker<F> {
 }
 
 /// Gives back what a removed connection held: its pool port and its count on the backend.
-pub(super) fn release(c: &Conn, pools: &mut Pools, snat_pools: &mut [Pools], counts: &mut [u32]) {
+pub(super) fn release(c: &Conn, pools: &mut Pools, snat_pools: &mut [Pools], counts: &mut [BackendCounters]) {
     if c.flags & FLAG_POOLED != 0 {
         pools.release(&c.lip, c.proto, c.lport);
     }
@@ -457,7 +458,5 @@ pub(super) fn release(c: &Conn, pools: &mut Pools, snat_pools: &mut [Pools], cou
             p.release(&c.lip, c.proto, c.lport);
         }
     }
-    if let Some(x) = counts.get_mut(c.uid as usize) {
-        *x = x.saturating_sub(1);
-    }
+    counters::count_close(c, counts);
 }

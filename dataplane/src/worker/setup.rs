@@ -69,7 +69,7 @@ impl<F: Frame> Worker<F> {
                 let conns: Vec<u32> = svc
                     .backends
                     .iter()
-                    .map(|b| self.backend_conns.get(b.uid as usize).copied().unwrap_or(0))
+                    .map(|b| self.backends.get(b.uid as usize).map_or(0, |c| c.connections))
                     .collect();
                 let c = Candidates {
                     weights: &svc.weights,
@@ -164,11 +164,7 @@ impl<F: Frame> Worker<F> {
             }
             insert_error(e)
         })?;
-        let uid = b.uid as usize;
-        if self.backend_conns.len() <= uid {
-            self.backend_conns.resize(uid + 1, 0);
-        }
-        self.backend_conns[uid] += 1;
+        self.count_open(&c, true);
         self.stats.new_connections += 1;
         Ok(idx)
     }
@@ -180,6 +176,6 @@ impl<F: Frame> Worker<F> {
         if self.snap.sync.is_some() {
             super::sync::gone(&c, self.tick, &mut out.sync);
         }
-        release(&c, &mut self.pools, &mut self.snat_pools, &mut self.backend_conns);
+        release(&c, &mut self.pools, &mut self.snat_pools, &mut self.backends);
     }
 }

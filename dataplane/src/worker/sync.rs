@@ -84,12 +84,8 @@ impl<F: Frame> Worker<F> {
                             .find(|b| b.addr == c.backend && (b.port == c.bport || b.port == 0))
                     })
                     .map_or(u32::MAX, |b| b.uid);
-                let uid = c.uid as usize;
-                if self.conns.insert(c).is_ok() && uid != u32::MAX as usize {
-                    if self.backend_conns.len() <= uid {
-                        self.backend_conns.resize(uid + 1, 0);
-                    }
-                    self.backend_conns[uid] += 1;
+                if self.conns.insert(c).is_ok() {
+                    self.count_open(&c, false);
                 }
             }
             (Op::Delete, Some((idx, _))) if self.conns.get(idx).flags & FLAG_SYNCED != 0 => {
