@@ -99,8 +99,8 @@ pub struct ServiceRow {
     pub name: String,
     /// VIP.
     pub vip: String,
-    /// Port or "all".
-    pub port: String,
+    /// Port (0: every port).
+    pub port: u16,
     /// Protocol.
     pub protocol: String,
     /// Scheduler.
@@ -115,6 +115,9 @@ pub struct ServiceRow {
     pub min_healthy: u32,
     /// Announced by BGP now.
     pub announced: bool,
+    /// Why it is not announced (node drained, too few healthy backends, no BGP session, waiting for the
+    /// connection sync), or why an announcement reaches no router.
+    pub reason: Option<String>,
 }
 
 /// `GET /v1/stats`: the dataplane's counters, summed and per worker, with rates over the last seconds.

@@ -13,7 +13,7 @@ mod version;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// anylb: an anycast layer-4 load-balancing router.
 #[derive(Debug, Parser)]
@@ -25,8 +25,20 @@ struct Cli {
     /// The node's control socket (default: $ANYLB_SOCKET, or the only socket in /run/anylb).
     #[arg(short = 's', long, global = true)]
     socket: Option<std::path::PathBuf>,
+    /// Log lines (on stderr) as text, or as one JSON object per line for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,7 +88,8 @@ enum Command {
         /// Only this service.
         service: Option<String>,
     },
-    /// Drain or undrain a backend.
+    /// Drain or undrain a backend on this node only (its existing connections continue); for every node,
+    /// set `drained = true` on the backend in the topology and reload each node.
     #[command(subcommand)]
     Backend(show_cmd::BackendCmd),
     /// Connections in the dataplane: the first that match the filters, and how many match in all.
@@ -96,29 +109,50 @@ enum Command {
     Speak(speak_cmd::SpeakArgs),
     /// Run one worker's pipeline over a capture: a verdict per frame, transmitted frames to a pcap.
     Replay(replay_cmd::ReplayArgs),
+    /// Print a shell completion script (`anylb completions bash > /etc/bash_completion.d/anylb`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, in roff (`anylb man | man -l -`).
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Run(_)) {
-                    "info"
-                } else {
-                    "warn"
-                })
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Run(_)) {
+            "info"
+        } else {
+            "warn"
+        })
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     if !matches!(cli.command, Command::Run(_) | Command::Speak(_)) {
         // A one-shot command whose output goes to a pipe that closes (`anylb conns | head`) ends quietly.
         os_sys::default_sigpipe();
     }
     match cli.command {
         Command::Config(cmd) => config_cmd::run(cmd, cli.json),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "anylb", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Replay(args) => replay_cmd::run(args, cli.json),
         Command::Run(args) => run_cmd::run(args),
         Command::Speak(args) => speak_cmd::run(args, cli.json),

@@ -139,14 +139,10 @@ pub(crate) fn s(v: &Value) -> String {
 }
 
 fn ago(v: &Value) -> String {
-    let Some(secs) = v.get("secs_since_epoch").and_then(Value::as_u64) else {
+    let Some(t) = v.as_str().and_then(anylb_conf::json::parse_rfc3339) else {
         return "never".into();
     };
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(secs);
-    let d = now.saturating_sub(secs);
+    let d = SystemTime::now().duration_since(t).map_or(0, |d| d.as_secs());
     format!("{:02}:{:02}:{:02}", d / 3600, (d / 60) % 60, d % 60)
 }
 
@@ -254,7 +250,7 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                     };
                     println!("  BGP state = {}, {up} {}", s(&n["state"]), ago(&n["since"]));
                     if let Some(neg) = n["negotiated"].as_object() {
-                        println!("  Peer router id {}, hold time {}s, keepalive {}s, 4-octet AS {}, route refresh {}", s(&neg["peer_router_id"]), neg["hold_time"]["secs"], neg["keepalive"]["secs"], neg["four_octet_as"], neg["route_refresh"]);
+                        println!("  Peer router id {}, hold time {}s, keepalive {}s, 4-octet AS {}, route refresh {}", s(&neg["peer_router_id"]), neg["hold_time_secs"], neg["keepalive_secs"], neg["four_octet_as"], neg["route_refresh"]);
                         println!("  Address families: {}", families(&neg["families"]));
                         match neg["peer_graceful_restart"].as_object() {
                             Some(gr) => println!(
@@ -266,7 +262,7 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
                                         .as_array()
                                         .into_iter()
                                         .flatten()
-                                        .map(|f| format!("{}: {}", family(&f[0], &f[1]), if f[2] == true { "yes" } else { "no" }))
+                                        .map(|f| format!("{}: {}", s(&f["family"]), if f["forwarding"] == true { "yes" } else { "no" }))
                                         .collect::<Vec<_>>()
                                         .join(", ")
                                 )
@@ -361,21 +357,12 @@ pub fn bgp(sock: &Path, json: bool, cmd: BgpCmd) -> Result<ExitCode, ClientError
     })
 }
 
-/// An address family from its AFI and SAFI.
-fn family(afi: &Value, safi: &Value) -> String {
-    match (afi.as_u64(), safi.as_u64()) {
-        (Some(1), Some(1)) => "ipv4_unicast".into(),
-        (Some(2), Some(1)) => "ipv6_unicast".into(),
-        _ => format!("afi {afi} safi {safi}"),
-    }
-}
-
-/// A list of (AFI, SAFI) pairs by name.
+/// A list of family names.
 fn families(v: &Value) -> String {
     v.as_array()
         .into_iter()
         .flatten()
-        .map(|f| family(&f[0], &f[1]))
+        .map(s)
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -391,9 +378,9 @@ pub fn bfd(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
     let v = get(sock, "/v1/bfd")?;
     Ok(out(json, &v, |v| {
         let rows = rows_of(v, |b| {
-            let last = match b["last_down"].as_array() {
-                Some(d) => format!("{} ({} ago)", s(&d[0]), ago(&d[1])),
-                None => "-".into(),
+            let last = match &b["last_down"] {
+                Value::Null => "-".into(),
+                d => format!("{} ({} ago)", s(&d["reason"]), ago(&d["at"])),
             };
             vec![
                 s(&b["peer"]),
@@ -556,16 +543,22 @@ pub fn services(sock: &Path, json: bool) -> Result<ExitCode, ClientError> {
         let rows = rows_of(v, |x| {
             vec![
                 s(&x["name"]),
-                host_port(&s(&x["vip"]), &s(&x["port"])),
+                host_port(
+                    &s(&x["vip"]),
+                    &match x["port"].as_u64() {
+                        Some(0) => "all".to_owned(),
+                        _ => s(&x["port"]),
+                    },
+                ),
                 s(&x["protocol"]),
                 s(&x["forwarding"]),
                 s(&x["scheduler"]),
                 format!("{}/{}", s(&x["healthy"]), s(&x["backends"])),
                 s(&x["min_healthy"]),
-                if x["announced"] == Value::Bool(true) {
-                    "yes".into()
-                } else {
-                    "no".into()
+                match (x["announced"] == Value::Bool(true), x["reason"].as_str()) {
+                    (true, None) => "yes".into(),
+                    (true, Some(r)) => format!("yes ({r})"),
+                    (false, r) => format!("no ({})", r.unwrap_or("-")),
                 },
             ]
         });

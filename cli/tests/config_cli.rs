@@ -168,3 +168,44 @@ fn with_json_an_error_is_json_too_and_the_exit_is_not_zero() {
         "{v}"
     );
 }
+
+#[test]
+fn version_completions_and_man_page_come_from_the_binary() {
+    let v = anylb(&["--version"]);
+    assert!(v.status.success());
+    let text = String::from_utf8_lossy(&v.stdout);
+    // "anylb 0.1.0 (commit 0123456789ab, built 2026-11-30, DPDK 22.11.x)"
+    assert!(
+        text.starts_with("anylb ")
+            && text.contains("(commit ")
+            && text.contains(", built 20")
+            && text.contains(", DPDK 22."),
+        "{text}"
+    );
+    for (shell, marker) in [
+        ("bash", "_anylb()"),
+        ("zsh", "#compdef anylb"),
+        ("fish", "complete -c anylb"),
+    ] {
+        let o = anylb(&["completions", shell]);
+        let script = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && script.contains(marker),
+            "{shell}: {script:.200}"
+        );
+        assert!(
+            script.contains("conns") && script.contains("state"),
+            "{shell} completes subcommands and flags"
+        );
+    }
+    let man = anylb(&["man"]);
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.status.success() && page.contains(".TH anylb 1") && page.contains("services"),
+        "{page:.300}"
+    );
+    assert!(
+        !anylb(&["completions", "tcsh"]).status.success(),
+        "an unknown shell is a usage error"
+    );
+}

@@ -395,12 +395,25 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
     // A held-open connection shows in `anylb conns`.
     let conns: serde_json::Value = serde_json::from_str(&cli(&["-j", "conns", "--service", "echo"])).unwrap();
     let listed = conns["connections"].as_array().map_or(0, Vec::len);
-    assert!(listed > 0 && conns["matched"].as_u64() >= Some(listed as u64), "{conns}");
+    assert!(
+        listed > 0 && conns["matched"].as_u64() >= Some(listed as u64),
+        "{conns}"
+    );
     // Filters: a state no connection is in matches none; the table says "N of M".
-    let none: serde_json::Value =
-        serde_json::from_str(&cli(&["-j", "conns", "--state", "TIME_WAIT", "--client", "192.0.2.254"])).unwrap();
+    let none: serde_json::Value = serde_json::from_str(&cli(&[
+        "-j",
+        "conns",
+        "--state",
+        "TIME_WAIT",
+        "--client",
+        "192.0.2.254",
+    ]))
+    .unwrap();
     assert_eq!(none["matched"], 0, "{none}");
-    assert!(cli(&["conns", "--limit", "1"]).contains(" of "), "conns table ends with N of M");
+    assert!(
+        cli(&["conns", "--limit", "1"]).contains(" of "),
+        "conns table ends with N of M"
+    );
 
     // Node drain withdraws the VIP at FRR after the graceful-shutdown wait; undrain announces it again.
     assert!(cli(&["node", "drain"]).contains("drained"));

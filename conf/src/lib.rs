@@ -13,6 +13,7 @@ pub mod tree;
 pub mod types;
 pub mod validate;
 
+pub mod json;
 pub use diff::{diff, Change};
 pub use load::{load_file, load_str, Diagnostic, Diagnostics};
 pub use model::*;

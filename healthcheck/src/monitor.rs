@@ -36,6 +36,7 @@ pub struct Key {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Transition {
     /// When.
+    #[serde(serialize_with = "anylb_conf::json::time")]
     pub at: SystemTime,
     /// Which backend.
     pub key: Key,
@@ -80,6 +81,7 @@ pub struct BackendStatus {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Failure {
     /// When it ended.
+    #[serde(serialize_with = "anylb_conf::json::time")]
     pub at: SystemTime,
     /// Why it failed.
     pub reason: String,

@@ -404,6 +404,16 @@ pub struct Info {
     pub remote_control_plane_independent: bool,
 }
 
+/// Why and when a session last went down from up.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LastDown {
+    /// The diagnostic.
+    pub reason: String,
+    /// When.
+    #[serde(serialize_with = "anylb_conf::json::time")]
+    pub at: SystemTime,
+}
+
 /// What `anylb bfd` shows of one session (as FRR's `show bfd peers`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Status {
@@ -415,13 +425,14 @@ pub struct Status {
     #[serde(flatten)]
     pub info: Info,
     /// When the state last changed.
+    #[serde(serialize_with = "anylb_conf::json::opt_time")]
     pub since: Option<SystemTime>,
     /// Times the session came up.
     pub up_count: u64,
     /// Times it went down from up.
     pub down_count: u64,
     /// Why it last went down from up, and when.
-    pub last_down: Option<(String, SystemTime)>,
+    pub last_down: Option<LastDown>,
 }
 
 impl Status {
@@ -448,7 +459,10 @@ impl Status {
                 State::Up => self.up_count += 1,
                 _ if was_up => {
                     self.down_count += 1;
-                    self.last_down = Some((self.info.diag.to_owned(), now));
+                    self.last_down = Some(LastDown {
+                        reason: self.info.diag.to_owned(),
+                        at: now,
+                    });
                 }
                 _ => {}
             }
@@ -837,7 +851,7 @@ mod tests {
         st.record(&a, out.changed, SystemTime::now());
         assert_eq!((st.info.state, st.down_count), (State::Down, 1));
         assert_eq!(
-            st.last_down.map(|(why, _)| why).as_deref(),
+            st.last_down.map(|d| d.reason).as_deref(),
             Some("control detection time expired")
         );
     }

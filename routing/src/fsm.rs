@@ -210,8 +210,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Negotiated {
     /// Hold time.
+    #[serde(rename = "hold_time_secs", serialize_with = "anylb_conf::json::secs")]
     pub hold_time: Duration,
     /// Keepalive interval.
+    #[serde(rename = "keepalive_secs", serialize_with = "anylb_conf::json::secs")]
     pub keepalive: Duration,
     /// Peer's AS.
     pub peer_asn: u32,
@@ -220,6 +222,7 @@ pub struct Negotiated {
     /// 4-octet ASNs on the wire.
     pub four_octet_as: bool,
     /// Families both offered.
+    #[serde(serialize_with = "family_names")]
     pub families: Vec<(u16, u8)>,
     /// Peer supports route refresh.
     pub route_refresh: bool,
@@ -247,7 +250,26 @@ pub struct PeerRestart {
     /// N bit: routes are kept over NOTIFICATIONs too (RFC 8538).
     pub notification: bool,
     /// (AFI, SAFI, forwarding state kept) per family the peer preserves.
+    #[serde(serialize_with = "restart_families")]
     pub families: Vec<(u16, u8, bool)>,
+}
+
+/// Families by name (`ipv4_unicast`), as the API writes them.
+fn family_names<S: serde::Serializer>(f: &[(u16, u8)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(f.iter().map(|&f| crate::neighbor::family_name(f)))
+}
+
+/// `{"family": name, "forwarding": kept}` per family of a graceful-restart capability.
+fn restart_families<S: serde::Serializer>(f: &[(u16, u8, bool)], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(serde::Serialize)]
+    struct Kept {
+        family: &'static str,
+        forwarding: bool,
+    }
+    s.collect_seq(f.iter().map(|&(afi, safi, forwarding)| Kept {
+        family: crate::neighbor::family_name((afi, safi)),
+        forwarding,
+    }))
 }
 
 /// The state machine of one session.

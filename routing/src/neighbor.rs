@@ -26,6 +26,7 @@ pub struct LastReset {
     /// The reason as a sentence.
     pub message: String,
     /// When.
+    #[serde(serialize_with = "anylb_conf::json::time")]
     pub at: SystemTime,
 }
 
@@ -41,6 +42,7 @@ pub struct NeighborStatus {
     /// FSM state.
     pub state: State,
     /// When the session reached Established or last went down.
+    #[serde(serialize_with = "anylb_conf::json::opt_time")]
     pub since: Option<SystemTime>,
     /// Messages received.
     pub msgs_rcvd: u64,

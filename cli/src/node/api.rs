@@ -210,22 +210,47 @@ async fn services(State(n): State<Shared>) -> Json<Vec<api::ServiceRow>> {
     };
     let health = n.monitor().map(|m| m.services()).unwrap_or_default();
     let announced = n.announced.lock().map(|a| a.clone()).unwrap_or_default();
+    let drained = n.drained.load(Ordering::Relaxed);
+    let sessions_up = n.speaker.as_ref().map(|sp| {
+        sp.neighbors()
+            .iter()
+            .filter(|nb| nb.state == anylb_routing::fsm::State::Established)
+            .count()
+    });
+    let sync_waiting = n
+        .sync
+        .as_ref()
+        .is_some_and(|s| s.view.lock().is_ok_and(|v| !v.ready));
     Json(
         cfg.services
             .iter()
             .map(|s| {
                 let h = health.iter().find(|x| x.name == s.name);
+                let healthy = h.map_or(0, |x| x.healthy);
+                let is_announced = announced.contains_key(&IpNet::from(s.vip));
+                let reason = match (is_announced, sessions_up) {
+                    (_, None) => Some("no BGP neighbours configured".to_owned()),
+                    (true, Some(0)) => Some("announced, but no BGP session is up".to_owned()),
+                    (true, _) => None,
+                    (false, _) if drained => Some("node drained".to_owned()),
+                    (false, _) if healthy < s.min_healthy() => {
+                        Some(format!("{healthy} healthy, min_healthy {}", s.min_healthy()))
+                    }
+                    (false, _) if sync_waiting => Some("waiting for the connection sync".to_owned()),
+                    (false, _) => Some("not announced yet".to_owned()),
+                };
                 api::ServiceRow {
+                    reason,
                     name: s.name.clone(),
                     vip: s.vip.to_string(),
-                    port: s.port.to_string(),
+                    port: s.port.port().unwrap_or(0),
                     protocol: format!("{:?}", s.protocol).to_lowercase(),
                     scheduler: format!("{:?}", s.scheduler).to_lowercase(),
                     forwarding: format!("{:?}", s.forwarding).to_lowercase(),
                     healthy: h.map_or(0, |x| x.healthy),
                     backends: s.backends.len() as u32,
                     min_healthy: s.min_healthy(),
-                    announced: announced.contains_key(&IpNet::from(s.vip)),
+                    announced: is_announced,
                 }
             })
             .collect(),
