@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(build-essential pkg-config libclang-dev clang libdpdk-dev dpdk dpdk-dev libpcap-dev ethtool
       frr bird2 gobgpd iproute2 tcpdump iperf3 curl python3 procps iputils-ping
-      python3-grpcio python3-prometheus-client dnsmasq-base)
+      python3-grpcio python3-prometheus-client python3-jsonschema python3-yaml dnsmasq-base)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -42,6 +42,9 @@ pub struct NodeDef {
     /// `linux`, `bridge`, …
     #[serde(default)]
     pub kind: String,
+    /// The container image (the runner ignores it; containerlab runs it).
+    #[serde(default)]
+    pub image: Option<String>,
     /// Files bound into the container, `host:container`.
     #[serde(default)]
     pub binds: Vec<String>,
@@ -67,7 +70,7 @@ impl Clab {
     /// Reads a file.
     pub fn load(path: &Path) -> io::Result<Clab> {
         let text = std::fs::read_to_string(path)?;
-        serde_yaml::from_str(&text).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
+        serde_yaml_ng::from_str(&text).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
     }
 
     /// The namespace prefix of this lab ("al" and 4 characters of the lab name).
@@ -279,14 +282,21 @@ impl Lab {
         }
     }
 
-    /// Removes the namespaces and FRR files of the lab in `path` (whatever state it is in).
+    /// Removes the namespaces and FRR files of the lab in `path` (whatever state it is in): its processes get
+    /// SIGTERM and 5 s to stop (anylb withdraws its routes gracefully), then SIGKILL.
     pub fn down(path: &Path) -> io::Result<()> {
         let clab = Clab::load(path)?;
         let prefix = clab.prefix();
-        for name in clab.topology.nodes.keys() {
-            let ns = format!("{prefix}{name}");
-            Netns::remove(&ns);
-            Frr::remove(&ns);
+        let names: Vec<String> = clab
+            .topology
+            .nodes
+            .keys()
+            .map(|n| format!("{prefix}{n}"))
+            .collect();
+        Netns::stop_all(&names, std::time::Duration::from_secs(5));
+        for ns in &names {
+            Netns::remove(ns);
+            Frr::remove(ns);
         }
         Ok(())
     }

@@ -130,12 +130,41 @@ impl Netns {
         self.keep = true;
     }
 
-    /// Kills every process in namespace `name` and deletes it (`anylb-lab down`).
-    pub fn remove(name: &str) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).status();
+    /// The processes in namespace `name`.
+    pub fn pids(name: &str) -> Vec<String> {
+        Command::new("ip")
+            .args(["netns", "pids", name])
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Asks every process in the namespaces `names` to stop (SIGTERM: anylb withdraws its routes, FRR and the
+    /// backends exit) and waits up to `grace` for them to be gone.
+    pub fn stop_all(names: &[String], grace: Duration) {
+        for n in names {
+            for pid in Self::pids(n) {
+                let _ = Command::new("kill").args(["-TERM", &pid]).status();
             }
+        }
+        let end = Instant::now() + grace;
+        while Instant::now() < end && names.iter().any(|n| !Self::pids(n).is_empty()) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills every process left in namespace `name` and deletes it (`anylb-lab down`, after [`stop_all`]).
+    ///
+    /// [`stop_all`]: Self::stop_all
+    pub fn remove(name: &str) {
+        for pid in Self::pids(name) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
         }
         let _ = Command::new("ip")
             .args(["netns", "del", name])

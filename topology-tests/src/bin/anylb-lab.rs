@@ -1,40 +1,97 @@
-//! `anylb-lab`: containerlab topologies on network namespaces.
+//! `anylb-lab`: containerlab topologies on network namespaces, without Docker.
 //!
 //! ```text
-//! anylb-lab up FILE [--anylb PATH]      bring the lab up and leave it running
-//! anylb-lab down FILE                   remove it (also after a crash)
-//! anylb-lab exec FILE NODE -- CMD...    run a command in a node
-//! anylb-lab demo FILE [--anylb PATH]    up, the README demo, down
+//! anylb-lab up FILE [--anylb PATH]                      bring the lab up and leave it running
+//! anylb-lab down FILE                                   stop it (SIGTERM, then SIGKILL) and remove it
+//! anylb-lab exec FILE NODE -- CMD...                    run a command in a node
+//! anylb-lab demo FILE [--anylb PATH]                    up, the README demo, down
+//! anylb-lab soak FILE [--seconds N] [--threads N]       the soak with faults, its table, down
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::{Args, Parser, Subcommand};
 use topology_tests::clab::Lab;
 
-fn anylb_path(args: &[String]) -> PathBuf {
-    args.windows(2)
-        .find(|w| w[0] == "--anylb")
-        .map(|w| PathBuf::from(&w[1]))
-        .unwrap_or_else(|| {
+/// Containerlab topologies on network namespaces: each node a namespace, each link a veth pair.
+#[derive(Debug, Parser)]
+#[command(name = "anylb-lab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// The `anylb` binary the lab runs.
+#[derive(Debug, Args)]
+struct Binary {
+    /// The anylb binary (default: `anylb` next to this program).
+    #[arg(long, value_name = "PATH")]
+    anylb: Option<PathBuf>,
+}
+
+impl Binary {
+    fn path(&self) -> PathBuf {
+        self.anylb.clone().unwrap_or_else(|| {
             std::env::current_exe()
                 .ok()
                 .and_then(|p| p.parent().map(|d| d.join("anylb")))
                 .unwrap_or_else(|| "anylb".into())
         })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Bring the lab up and leave it running.
+    Up {
+        /// The containerlab file.
+        file: PathBuf,
+        #[command(flatten)]
+        bin: Binary,
+    },
+    /// Stop the lab's processes (SIGTERM, SIGKILL after 5 s) and remove its namespaces, also after a crash.
+    Down {
+        /// The containerlab file.
+        file: PathBuf,
+    },
+    /// Run a command in a node's namespace.
+    Exec {
+        /// The containerlab file.
+        file: PathBuf,
+        /// The node.
+        node: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Bring the lab up, run the README demo, take it down.
+    Demo {
+        /// The containerlab file.
+        file: PathBuf,
+        #[command(flatten)]
+        bin: Binary,
+    },
+    /// Bring a scratch copy of the lab up, run the soak with faults on a schedule, print its table, take it down.
+    Soak {
+        /// The containerlab file.
+        file: PathBuf,
+        /// How long.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Client threads.
+        #[arg(long, default_value_t = 16)]
+        threads: u32,
+        #[command(flatten)]
+        bin: Binary,
+    },
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: anylb-lab up|down|demo FILE [--anylb PATH] | anylb-lab soak FILE [--seconds N] [--threads N] [--anylb PATH] | anylb-lab exec FILE NODE -- CMD...";
-    let (Some(verb), Some(file)) = (args.first(), args.get(1)) else {
-        eprintln!("{usage}");
-        return ExitCode::from(2);
-    };
-    let file = PathBuf::from(file);
+    let cli = Cli::parse();
     let logs = std::env::temp_dir().join("anylb-lab-logs");
-    let result = match verb.as_str() {
-        "up" => Lab::up(&file, &anylb_path(&args), &logs).map(|lab| {
+    let result = match cli.cmd {
+        Cmd::Up { file, bin } => Lab::up(&file, &bin.path(), &logs).map(|lab| {
             println!(
                 "lab {} is up (namespaces {}*); logs in {}",
                 lab.clab.name,
@@ -43,39 +100,33 @@ fn main() -> ExitCode {
             );
             lab.keep();
         }),
-        "down" => Lab::down(&file),
-        "exec" => {
-            let (Some(node), Some(sep)) = (args.get(2), args.iter().position(|a| a == "--")) else {
-                eprintln!("{usage}");
-                return ExitCode::from(2);
-            };
-            let cmd = &args[sep + 1..];
-            Lab::ns_name(&file, node).and_then(|ns| {
-                let st = std::process::Command::new("ip")
-                    .args(["netns", "exec", &ns])
-                    .args(cmd)
-                    .status()?;
-                if st.success() {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::other(format!("exit {st}")))
-                }
-            })
-        }
-        "soak" => soak(&file, &anylb_path(&args), &args, &logs),
-        "demo" => {
+        Cmd::Down { file } => Lab::down(&file),
+        Cmd::Exec { file, node, cmd } => Lab::ns_name(&file, &node).and_then(|ns| {
+            let st = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(&cmd)
+                .status()?;
+            if st.success() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!("exit {st}")))
+            }
+        }),
+        Cmd::Soak {
+            file,
+            seconds,
+            threads,
+            bin,
+        } => soak(&file, &bin.path(), seconds, threads, &logs),
+        Cmd::Demo { file, bin } => {
             let _ = Lab::down(&file);
-            Lab::up(&file, &anylb_path(&args), &logs).and_then(|mut lab| {
-                let r = topology_tests::demo::run(&mut lab, &anylb_path(&args));
+            Lab::up(&file, &bin.path(), &logs).and_then(|mut lab| {
+                let r = topology_tests::demo::run(&mut lab, &bin.path());
                 println!("\n=== tearing down");
                 drop(lab);
                 let _ = Lab::down(&file);
                 r
             })
-        }
-        _ => {
-            eprintln!("{usage}");
-            return ExitCode::from(2);
         }
     };
     match result {
@@ -87,17 +138,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `anylb-lab soak FILE`: the lab from a scratch copy of FILE's directory, the soak on it (default 300 s, 16
-/// threads), its table, and an error when it found problems.
-fn soak(file: &Path, anylb: &Path, args: &[String], logs: &Path) -> std::io::Result<()> {
-    let opt = |name: &str, default: u64| -> u64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (seconds, threads) = (opt("--seconds", 300), opt("--threads", 16));
+/// `anylb-lab soak FILE`: the lab from a scratch copy of FILE's directory, the soak on it, its table, and an
+/// error when it found problems.
+fn soak(file: &Path, anylb: &Path, seconds: u64, threads: u32, logs: &Path) -> std::io::Result<()> {
     let scratch = std::env::temp_dir().join(format!("anylb-soak-{}", std::process::id()));
     let dir = file.parent().unwrap_or(Path::new("."));
     topology_tests::clab::copy_dir(dir, &scratch)?;
@@ -111,7 +154,7 @@ fn soak(file: &Path, anylb: &Path, args: &[String], logs: &Path) -> std::io::Res
             anylb,
             &scratch.join("demo/cluster.toml"),
             seconds,
-            threads as u32,
+            threads,
         )?;
         print!("{}", r.table());
         drop(lab);

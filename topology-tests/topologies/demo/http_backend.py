@@ -34,7 +34,16 @@ def udp(family, bind):
         d, peer = s.recvfrom(4096)
         s.sendto(name.encode(), peer)
 
-srv = http.server.ThreadingHTTPServer((addr, port), H)
+def bound(make):
+    # In a container, the address arrives with containerlab's `exec` lines after this starts: wait for it.
+    for _ in range(300):
+        try:
+            return make()
+        except OSError:
+            time.sleep(0.1)
+    return make()
+
+srv = bound(lambda: http.server.ThreadingHTTPServer((addr, port), H))
 srv6 = H6(("::", port), H)
 threading.Thread(target=srv6.serve_forever, daemon=True).start()
 for fam, bind in ((socket.AF_INET, addr), (socket.AF_INET6, "::")):
