@@ -11,15 +11,16 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 echo "== cargo test"
+log=$(mktemp /tmp/anylb-test.XXXXXX.log)
 set +e
-cargo test --workspace --locked > /tmp/anylb-test.log 2>&1
+cargo test --workspace --locked > "$log" 2>&1
 status=$?
 set -e
-grep -E '^(test result|running|error|failures)|FAILED|panicked' /tmp/anylb-test.log || true
-passed=$(grep -Eo '[0-9]+ passed' /tmp/anylb-test.log | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' /tmp/anylb-test.log | awk '{s+=$1} END {print s+0}')
+grep -E '^(test result|running|error|failures)|FAILED|panicked' "$log" || true
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 if [ "$status" -ne 0 ]; then
-  sed -n '/^failures:/,/^test result/p' /tmp/anylb-test.log | head -n 300
+  sed -n '/^failures:/,/^test result/p' "$log" | head -n 300
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed (full log: $log)"
 exit "$status"

@@ -414,6 +414,23 @@ fn node_announces_its_vip_to_frr_serves_traffic_through_it_and_shuts_down_gracef
         cli(&["conns", "--limit", "1"]).contains(" of "),
         "conns table ends with N of M"
     );
+    // Piped into a reader that stops early, the commands end quietly like Unix tools (no broken-pipe panic).
+    for cmd in ["conns --limit 1000", "-j bgp summary", "services --stats"] {
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{} -s {} {cmd} | head -c 1 >/dev/null",
+                env!("CARGO_BIN_EXE_anylb"),
+                sock.display()
+            ))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{cmd}: {err}"
+        );
+    }
 
     // Node drain withdraws the VIP at FRR after the graceful-shutdown wait; undrain announces it again.
     assert!(cli(&["node", "drain"]).contains("drained"));

@@ -186,11 +186,12 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
         route(lab).trim_end()
     );
 
+    // Both sessions of each node are up once the client's IPv4 and IPv6 prefixes came over BGP.
+    ready(lab, anylb)?;
     say("anylb bgp summary (lb1)");
     print!("{}", anylb_cli(anylb, "lb1", &["bgp", "summary"]));
     say("anylb services (lb1)");
     print!("{}", anylb_cli(anylb, "lb1", &["services"]));
-    ready(lab, anylb)?;
 
     say("1000 HTTP requests from the client to http://203.0.113.10/");
     let (c1, c2) = (conns(anylb, "lb1"), conns(anylb, "lb2"));
@@ -201,6 +202,8 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
         v["ok"], v["failed"], v["by_backend"]
     );
     println!("by node: lb1 {d1} connections, lb2 {d2} connections");
+    say("anylb services --stats (lb1): connections, packets and bytes per service and backend, as ipvsadm");
+    print!("{}", anylb_cli(anylb, "lb1", &["services", "--stats"]));
 
     say("IPv6: Full-NAT to http://[2001:db8:f::10]/ and udp/53, NAT64 to http://[2001:db8:f::64]/ (IPv4 backends)");
     for (what, v) in [

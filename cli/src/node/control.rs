@@ -259,8 +259,15 @@ pub enum ReloadError {
     Poisoned,
 }
 
-/// Re-reads the topology and applies what changed for this node; changes that need a restart are refused.
+/// Re-reads the topology and applies what changed for this node (see [`apply_topology`]), counting the result.
 fn reload_topology(n: &Node) -> Result<Vec<String>, ReloadError> {
+    let r = apply_topology(n);
+    n.reloads[usize::from(r.is_err())].fetch_add(1, Ordering::Relaxed);
+    r
+}
+
+/// Re-reads the topology and applies what changed for this node; changes that need a restart are refused.
+fn apply_topology(n: &Node) -> Result<Vec<String>, ReloadError> {
     let topo = anylb_conf::load_file(&n.config_path)?;
     let old = n.cfg.lock().map_err(|_| ReloadError::Poisoned)?.clone();
     let new = topo

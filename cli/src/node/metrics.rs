@@ -71,6 +71,7 @@ pub fn endpoint(address: std::net::IpAddr, port: u16) -> String {
 struct Snapshot {
     workers: Vec<Stats>,
     tx_refused: u64,
+    reloads: [u64; 2],
     counters: NodeCounters,
     ports: Vec<PortStatus>,
     bgp: Option<Bgp>,
@@ -96,6 +97,10 @@ impl Snapshot {
         Snapshot {
             workers: n.runtime.stats(),
             tx_refused: n.runtime.tx_refused(),
+            reloads: n
+                .reloads
+                .each_ref()
+                .map(|r| r.load(std::sync::atomic::Ordering::Relaxed)),
             counters: n.runtime.counters(),
             ports: n.runtime.ports(),
             bgp: n.speaker.as_ref().map(Bgp::take),
@@ -481,6 +486,15 @@ impl Snapshot {
                     V::Counter(v),
                 )
             }),
+        )?;
+        family(
+            e,
+            "anylb_reloads",
+            "Topology reloads (anylb reload, SIGHUP): applied, or refused with the running configuration kept.",
+            None,
+            MetricType::Counter,
+            [("applied", self.reloads[0]), ("refused", self.reloads[1])]
+                .map(|(r, n)| (vec![("result", r.to_owned())], V::Counter(n))),
         )?;
         family(
             e,
@@ -893,6 +907,7 @@ mod tests {
         Snapshot {
             workers: vec![Stats::default(), Stats::default()],
             tx_refused: 0,
+            reloads: [2, 1],
             counters: NodeCounters {
                 services: vec![anylb_dataplane::counters::ServiceStats {
                     name: "we\"b x\\".into(),
@@ -973,6 +988,23 @@ mod tests {
             page.contains("anylb_worker_packets_total{worker=\"0\",dir=\"rx\"} 0"),
             "{page}"
         );
+        let sample = |name: &str, labels: &[(&str, &str)]| {
+            samples
+                .iter()
+                .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+                .and_then(|s| s["value"].as_f64())
+        };
+        let b = [("backend", "[2001:db8::1]:80"), ("dir", "out")];
+        assert_eq!(sample("anylb_backend_bytes_total", &b), Some(9000.0));
+        assert_eq!(
+            sample("anylb_service_connections", &[("state", "inactive")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample("anylb_service_connections_scheduled_total", &[]),
+            Some(7.0)
+        );
+        assert_eq!(sample("anylb_reloads_total", &[("result", "refused")]), Some(1.0));
     }
 
     #[test]

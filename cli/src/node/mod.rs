@@ -14,7 +14,7 @@ pub mod sync;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -67,6 +67,8 @@ pub struct Node {
     pub sync: Option<sync::Handle>,
     /// The last two samples of the counters, for rates.
     pub rates: Mutex<rates::Window>,
+    /// Reloads applied and refused.
+    pub reloads: [AtomicU64; 2],
 }
 
 impl Node {
@@ -157,6 +159,7 @@ pub fn run(path: &Path, node: &str, opts: &Options) -> ExitCode {
             control: tx,
             sync,
             rates: Mutex::new(rates::Window::default()),
+            reloads: [AtomicU64::new(0), AtomicU64::new(0)],
         });
         let socket = cfg.node.control_socket();
         let api = tokio::spawn(api::serve(node.clone(), socket.clone()));
