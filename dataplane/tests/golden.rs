@@ -472,6 +472,23 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             numbered_conversation("client.toml", ("2001:db8:c::5", 50000), ("2001:db8::41", 80)),
             "client.toml",
         ),
+        "bad_rst" => {
+            // An established connection; an RST whose checksum is wrong is dropped and changes nothing (the
+            // next data segment still reaches the backend); a genuine RST then closes the connection.
+            let (client, vip) = (("192.0.2.100", 40000), ("203.0.113.10", 80));
+            let mut g = Gen::new("lab.toml");
+            let syn = g.client_tcp(client, vip, "S", b"").unwrap();
+            g.backend_tcp(&syn, "SA", b"");
+            g.client_tcp(client, vip, "A", b"");
+            let mut rst = tcp(ROUTER_MAC, UP_MAC, client, vip, "R", 100, None, b"");
+            rst[34 + 16] ^= 0x5a;
+            assert!(g.send(0, rst).is_empty(), "the corrupted RST went out");
+            assert!(g.client_tcp(client, vip, "AP", b"still here").is_some());
+            assert!(g.client_tcp(client, vip, "R", b"").is_some());
+            let states: Vec<_> = g.lab.worker.conns().iter().map(|(_, c)| c.state()).collect();
+            assert_eq!(states, [anylb_dataplane::tcp_state::State::Close]);
+            (g, "lab.toml")
+        }
         other => panic!("no scenario {other}"),
     }
 }
@@ -534,6 +551,11 @@ fn check(name: &str) {
 #[test]
 fn golden_tcp44_handshake_data_teardown() {
     check("tcp44");
+}
+
+#[test]
+fn golden_bad_checksum_rst_leaves_the_connection_as_it_was() {
+    check("bad_rst");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use crate::nat::{self};
 use crate::snapshot::{Encap, TICK_MS};
 use crate::stats::DropReason;
 use crate::tcp_state::{self, Dir, State};
-use crate::wire::{ipv4, ipv6, proto};
+use crate::wire::{ipv4, ipv6, proto, tcp};
 
 impl<F: Frame> Worker<F> {
     /// Forwards a packet of connection `idx` travelling `dir`.
@@ -30,6 +30,14 @@ impl<F: Frame> Worker<F> {
         if matches!(mode, MODE_DR | MODE_TUNNEL) && dir == Dir::Reply {
             // Direct-return modes never see replies: this is a stray packet that happens to match.
             return drop(DropReason::NoConnection);
+        }
+        // A segment that would change the connection's state (SYN, FIN, RST) must be genuine: a corrupted or
+        // forged one is dropped with the connection as it was. Other segments are the endpoints' to check.
+        if p.proto == proto::TCP
+            && p.tcp_flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0
+            && !self.verify_l4(p, &f)
+        {
+            return drop(DropReason::BadChecksum);
         }
         let svc = self.advance(p, idx, dir);
         self.count_packet(c.uid, dir, f.data().len() - p.l3);
