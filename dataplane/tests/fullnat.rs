@@ -205,7 +205,11 @@ fn nat64_tcp_translates_headers_and_clamps_mss_both_ways() {
     assert_eq!(s.dst, ip("198.51.100.101"));
     assert!(s.src.is_ipv4());
     assert_eq!(s.ttl, 63);
-    assert_eq!(s.mss, Some(1460), "1500 - 40 on the IPv4 side");
+    assert_eq!(
+        s.mss,
+        Some(1440),
+        "the backend's 1480-byte IPv4 segments become 1500-byte IPv6 packets towards the client (MTU 1500 - 60)"
+    );
     let back = tcp(
         backend_mac(1),
         IN_MAC,

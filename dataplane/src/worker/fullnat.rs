@@ -172,7 +172,12 @@ impl<F: Frame> Worker<F> {
             (true, false) => {
                 self.ident = self.ident.wrapping_add(1);
                 if p.syn() {
-                    clamp_mss(&mut f.data_mut()[l4..], eg.mtu.saturating_sub(40) as u16);
+                    // The backend's segments must fit the backend side (IPv4, 40 bytes of headers) and, once
+                    // translated, the client side (IPv6, 60 bytes): an MSS of 1460 from an IPv6 client would let
+                    // 1500-byte IPv4 segments become 1520-byte IPv6 packets.
+                    let client_mtu = self.mtu(u16::from(eg.client_port));
+                    let max = eg.mtu.saturating_sub(40).min(client_mtu.saturating_sub(60));
+                    clamp_mss(&mut f.data_mut()[l4..], max as u16);
                 }
                 let l3 = nat::v6_to_v4(f.data_mut(), l3, l4, p.proto, e, self.ident)
                     .ok_or(DropReason::Malformed)?;
