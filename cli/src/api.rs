@@ -156,6 +156,8 @@ pub struct WorkerStats {
     pub peer_forwarded: u64,
     /// Connections created.
     pub new_connections: u64,
+    /// Of those, QUIC connections routed by the server ID of their connection ID.
+    pub quic_routed: u64,
     /// Connections in the table.
     pub connections: u64,
     /// Connections expired.

@@ -682,9 +682,44 @@ pub struct Service {
     /// UDP destination port of GUE encapsulation (default 6080, Linux's fou convention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gue_port: Option<u16>,
+    /// UDP services carrying QUIC: short-header packets go to the backend whose server ID their connection ID
+    /// carries (QUIC-LB plaintext layout), so a connection that migrates to a new client address or port
+    /// stays on its backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic: Option<QuicLb>,
     /// Backends (real servers).
     #[serde(default)]
     pub backends: Vec<Backend>,
+}
+
+/// Where a QUIC connection ID carries the server ID (the QUIC-LB draft's plaintext configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuicLb {
+    /// Bytes of the connection ID before the server ID (default 1: the first octet is the config rotation
+    /// and length octet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id_offset: Option<u8>,
+    /// Length of the server ID in bytes (1-8); every backend has a `server_id` of that length.
+    pub server_id_length: u8,
+}
+
+impl QuicLb {
+    /// Offset, defaulted.
+    pub fn offset(&self) -> u8 {
+        self.server_id_offset.unwrap_or(1)
+    }
+}
+
+/// A server ID written as hex (`"0a01"`, `"0x0a01"`): its value and length in bytes (1-8).
+pub fn parse_server_id(hex: &str) -> Option<(u64, usize)> {
+    let digits = hex.strip_prefix("0x").unwrap_or(hex);
+    if digits.is_empty() || digits.len() % 2 != 0 || digits.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(digits, 16)
+        .ok()
+        .map(|v| (v, digits.len() / 2))
 }
 
 /// How tunnel forwarding wraps the client's packet.
@@ -756,6 +791,9 @@ pub struct Backend {
     /// Administratively drained: existing connections stay, no new ones.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drained: bool,
+    /// QUIC services: the server ID this backend writes into its connection IDs, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
 }
 
 impl Backend {

@@ -586,6 +586,7 @@ fn service(t: &Topology, i: usize, s: &Service, refs: &dyn Fn(&str) -> bool, r: 
             );
         }
     }
+    quic(&sp, s, r);
     if s.persistence.is_some_and(|d| d.get().is_zero()) {
         r.push(
             sp.with("persistence"),
@@ -838,6 +839,56 @@ fn dns_check(h: &crate::model::HealthCheck, p: &KeyPath, r: &mut Report) {
             p.with("query"),
             format!("{q:?} has an empty label or one longer than 63 characters"),
         );
+    }
+}
+
+/// QUIC routing: UDP services only, a server ID of 1-8 bytes inside a 20-byte connection ID, and every backend
+/// with its own server ID of that length.
+fn quic(sp: &KeyPath, s: &Service, r: &mut Report) {
+    let Some(q) = &s.quic else {
+        for (j, b) in s.backends.iter().enumerate() {
+            if b.server_id.is_some() {
+                r.push(
+                    sp.with("backends").with(j).with("server_id"),
+                    "server_id is for services with a quic table",
+                );
+            }
+        }
+        return;
+    };
+    let qp = sp.with("quic");
+    if s.protocol != Protocol::Udp {
+        r.push(qp.clone(), "quic routing needs protocol udp");
+    }
+    if !(1..=8).contains(&q.server_id_length) {
+        r.push(qp.with("server_id_length"), "server_id_length must be 1-8 bytes");
+        return;
+    }
+    if usize::from(q.offset()) + usize::from(q.server_id_length) > 20 {
+        r.push(
+            qp.with("server_id_offset"),
+            "the server ID must fit in a 20-byte connection ID",
+        );
+    }
+    let mut seen: Vec<(u64, usize)> = Vec::new();
+    for (j, b) in s.backends.iter().enumerate() {
+        let bp = sp.with("backends").with(j).with("server_id");
+        match b
+            .server_id
+            .as_deref()
+            .map(|h| (h, crate::model::parse_server_id(h)))
+        {
+            None => r.push(bp, "every backend of a quic service needs a server_id"),
+            Some((h, None)) => r.push(bp, format!("{h:?} is not a server ID in hex (1-8 bytes)")),
+            Some((h, Some((_, len)))) if len != usize::from(q.server_id_length) => r.push(
+                bp,
+                format!("{h:?} is {len} bytes; server_id_length is {}", q.server_id_length),
+            ),
+            Some((h, Some((v, _)))) => match seen.iter().position(|(x, _)| *x == v) {
+                Some(k) => r.push(bp, format!("{h:?} is backends[{}]'s server_id too", seen[k].1)),
+                None => seen.push((v, j)),
+            },
+        }
     }
 }
 

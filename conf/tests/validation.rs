@@ -544,6 +544,43 @@ fn a_dns_query_type_or_rcode_that_does_not_exist_is_a_type_error() {
 }
 
 #[test]
+fn quic_routing_needs_udp_and_a_server_id_per_backend() {
+    let base = "protocol = \"tcp\"\nbackends = [{ address = \"198.51.100.101\", port = 8080 }]\n";
+    expect(
+        base,
+        "protocol = \"tcp\"\nquic = { server_id_length = 2 }\nbackends = [{ address = \"198.51.100.101\", port = 8080, server_id = \"0a01\" }]\n",
+        "quic",
+        "services[0].quic",
+        "needs protocol udp",
+    );
+    for (backends, path, says) in [
+        ("{ address = \"198.51.100.101\", port = 8080 }", "services[0].backends[0].server_id", "needs a server_id"),
+        ("{ address = \"198.51.100.101\", port = 8080, server_id = \"0a\" }", "services[0].backends[0].server_id", "server_id_length is 2"),
+        ("{ address = \"198.51.100.101\", port = 8080, server_id = \"zz01\" }", "services[0].backends[0].server_id", "not a server ID in hex"),
+        (
+            "{ address = \"198.51.100.101\", port = 8080, server_id = \"0a01\" }, { address = \"198.51.100.102\", port = 8080, server_id = \"0x0A01\" }",
+            "services[0].backends[1].server_id",
+            "backends[0]'s server_id too",
+        ),
+    ] {
+        expect(
+            base,
+            &format!("protocol = \"udp\"\nquic = {{ server_id_length = 2 }}\nbackends = [{backends}]\n"),
+            if path.ends_with("[1].server_id") { "0x0A01" } else { "backends" },
+            path,
+            says,
+        );
+    }
+    expect(
+        base,
+        "protocol = \"tcp\"\nbackends = [{ address = \"198.51.100.101\", port = 8080, server_id = \"0a01\" }]\n",
+        "backends",
+        "services[0].backends[0].server_id",
+        "for services with a quic table",
+    );
+}
+
+#[test]
 fn udp_check_needs_a_payload() {
     expect(
         "protocol = \"tcp\"\n",

@@ -78,6 +78,19 @@ pub struct Service {
     pub persistence: Option<u32>,
     /// Timeouts in ticks.
     pub timeouts: TickTimeouts,
+    /// QUIC routing by server ID, when the service carries QUIC.
+    pub quic: Option<QuicRoute>,
+}
+
+/// Where a QUIC connection ID carries the server ID, and which backend each ID names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicRoute {
+    /// Bytes of the connection ID before the server ID.
+    pub offset: usize,
+    /// Length of the server ID.
+    pub len: usize,
+    /// Server ID → backend index.
+    pub ids: FastMap<u64, u16>,
 }
 
 /// Tunnel encapsulation.
@@ -441,6 +454,19 @@ impl Builder {
                 maglev,
                 persistence,
                 timeouts,
+                quic: s.quic.map(|q| QuicRoute {
+                    offset: usize::from(q.offset()),
+                    len: usize::from(q.server_id_length),
+                    ids: s
+                        .backends
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(bi, b)| {
+                            let (id, _) = anylb_conf::parse_server_id(b.server_id.as_deref()?)?;
+                            Some((id, bi as u16))
+                        })
+                        .collect(),
+                }),
             });
         }
         Ok(Services {

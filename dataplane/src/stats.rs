@@ -139,6 +139,8 @@ pub struct Stats {
     pub peer_forwarded: u64,
     /// Connections created.
     pub new_connections: u64,
+    /// Of those, QUIC connections sent to the backend their connection ID names (a migrated connection).
+    pub quic_routed: u64,
     /// Connections expired.
     pub expired_connections: u64,
     /// Connections in the table now (a gauge: what the table holds, not created minus expired).
@@ -166,6 +168,7 @@ impl Stats {
         self.fast_path += o.fast_path;
         self.tx_bytes += o.tx_bytes;
         self.to_kernel += o.to_kernel;
+        self.quic_routed += o.quic_routed;
         self.redirected += o.redirected;
         self.peer_forwarded += o.peer_forwarded;
         self.new_connections += o.new_connections;

@@ -489,6 +489,59 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             assert_eq!(states, [anylb_dataplane::tcp_state::State::Close]);
             (g, "lab.toml")
         }
+        "quic" => {
+            // A QUIC client's Initial (long header) is scheduled; the backend's answer comes back. The client
+            // then migrates to new ports (short headers whose connection ID carries the backend's server ID):
+            // each new flow goes to the same backend, although new handshakes from such ports are spread over
+            // both. An unknown server ID is scheduled like a handshake.
+            let vip = ("203.0.113.10", 443);
+            let mut g = Gen::new("quic.toml");
+            let mut initial = vec![0xc3, 0, 0, 0, 1, 8];
+            initial.extend_from_slice(&[0x5a; 8]);
+            initial.extend_from_slice(&[0, 0, 0x41, 0x00]);
+            let to_backend =
+                |out: Vec<(u16, Vec<u8>)>| seen(&out.into_iter().find(|(p, _)| *p == 1).unwrap().1);
+            let first = to_backend(g.send(0, udp(ROUTER_MAC, UP_MAC, ("192.0.2.100", 40000), vip, &initial)));
+            let reply = udp(
+                first.dmac,
+                IN_MAC,
+                (&first.dst.to_string(), first.dport),
+                (&first.src.to_string(), first.sport),
+                b"server handshake",
+            );
+            assert_eq!(g.send(1, reply).len(), 1);
+            let id: u8 = if first.dst == ip("198.51.100.101") { 1 } else { 2 };
+            let short = |sid: [u8; 2]| {
+                let mut p = vec![0x41, 0x01, sid[0], sid[1]];
+                p.extend_from_slice(&[0x77; 14]);
+                p
+            };
+            for port in 40001..40009 {
+                let got = to_backend(g.send(
+                    0,
+                    udp(ROUTER_MAC, UP_MAC, ("192.0.2.100", port), vip, &short([0x0a, id])),
+                ));
+                assert_eq!(got.dst, first.dst, "migrated to port {port}");
+            }
+            let spread: std::collections::BTreeSet<_> = (41001..41009)
+                .map(|port| {
+                    to_backend(g.send(0, udp(ROUTER_MAC, UP_MAC, ("192.0.2.100", port), vip, &initial))).dst
+                })
+                .collect();
+            assert_eq!(spread.len(), 2, "handshakes from new ports go to both backends");
+            to_backend(g.send(
+                0,
+                udp(
+                    ROUTER_MAC,
+                    UP_MAC,
+                    ("192.0.2.100", 42000),
+                    vip,
+                    &short([0x0b, 0xad]),
+                ),
+            ));
+            assert_eq!(g.lab.worker.stats.quic_routed, 8);
+            (g, "quic.toml")
+        }
         other => panic!("no scenario {other}"),
     }
 }
@@ -556,6 +609,11 @@ fn golden_tcp44_handshake_data_teardown() {
 #[test]
 fn golden_bad_checksum_rst_leaves_the_connection_as_it_was() {
     check("bad_rst");
+}
+
+#[test]
+fn golden_quic_connection_migrating_to_new_ports_stays_on_its_backend() {
+    check("quic");
 }
 
 #[test]

@@ -304,6 +304,14 @@ impl Snapshot {
         )?;
         family(
             e,
+            "anylb_connections_quic_routed",
+            "QUIC connections sent to the backend their connection ID names (migrated connections).",
+            None,
+            MetricType::Counter,
+            per(|s| s.quic_routed),
+        )?;
+        family(
+            e,
             "anylb_connections_expired",
             "Connections expired.",
             None,

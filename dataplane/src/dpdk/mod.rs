@@ -219,7 +219,7 @@ struct Published {
     heartbeat: AtomicU64,
 }
 
-const FIXED: usize = 13;
+const FIXED: usize = 14;
 
 impl Published {
     fn new() -> Self {
@@ -244,6 +244,7 @@ impl Published {
             s.icmp_errors,
             s.fast_path,
             s.connections,
+            s.quic_routed,
         ];
         for (a, v) in self.vals.iter().zip(fixed.iter().chain(s.drops.iter())) {
             a.store(*v, Ordering::Relaxed);
@@ -269,6 +270,7 @@ impl Published {
             icmp_errors: v[10],
             fast_path: v[11],
             connections: v[12],
+            quic_routed: v[13],
             drops,
         }
     }

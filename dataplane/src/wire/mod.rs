@@ -9,6 +9,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod ndp;
+pub mod quic;
 pub mod tcp;
 pub mod udp;
 

@@ -15,7 +15,7 @@ use crate::frame::{Frame, FrameAlloc};
 use crate::sched::{self, Candidates};
 use crate::stats::DropReason;
 use crate::tcp_state::{Dir, State};
-use crate::wire::proto;
+use crate::wire::{proto, quic, udp};
 
 impl<F: Frame> Worker<F> {
     /// The first packet of a flow to a VIP: opens a connection and forwards the packet through it.
@@ -46,11 +46,36 @@ impl<F: Frame> Worker<F> {
         if p.ttl <= 1 {
             return self.icmp_error(p, f, IcmpKind::TimeExceeded, DropReason::Ttl, alloc, out);
         }
-        let opened = self.schedule(p, si).and_then(|bi| self.open(p, si, bi));
+        let opened = match self.quic_backend(p, si, &f) {
+            Some(bi) => Ok(bi),
+            None => self.schedule(p, si),
+        }
+        .and_then(|bi| self.open(p, si, bi));
         match opened {
             Ok(idx) => self.forward(p, idx, Dir::Inbound, f, alloc, out),
             Err(r) => drop(r),
         }
+    }
+
+    /// For a QUIC service, the backend a short-header packet's connection ID names, if that backend takes
+    /// connections: a connection that migrated to a new client address or port stays where it is. Handshake
+    /// packets (long headers) and unknown or unavailable server IDs are for the scheduler.
+    fn quic_backend(&mut self, p: &Pkt, si: u16, f: &F) -> Option<u16> {
+        let svc = self.snap.services.get(usize::from(si))?;
+        let q = svc.quic.as_ref()?;
+        if p.proto != proto::UDP {
+            return None;
+        }
+        let payload = f.data().get(p.l4 + udp::HEADER_LEN..)?;
+        let id = quic::Packet::new_checked(payload)
+            .ok()?
+            .server_id(q.offset, q.len)?;
+        let bi = *q.ids.get(&id)?;
+        if svc.weights.get(usize::from(bi)).copied().unwrap_or(0) == 0 {
+            return None;
+        }
+        self.stats.quic_routed += 1;
+        Some(bi)
     }
 
     /// The backend of service `si` for a new flow: the client's persisted one while it lasts and still has
