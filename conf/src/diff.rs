@@ -279,6 +279,12 @@ fn services(a: &NodeConfig, b: &NodeConfig, out: &mut Vec<Change>) {
                             new: y.weight(),
                         });
                     }
+                    if x.server_id != y.server_id {
+                        out.push(Change::ServiceChanged {
+                            service: service.clone(),
+                            fields: vec![format!("backends.{backend}.server_id")],
+                        });
+                    }
                     if x.drained != y.drained {
                         out.push(Change::BackendDrained {
                             service: service.clone(),

@@ -96,6 +96,7 @@ fn diff_reports_backend_weight_service_and_neighbor_changes() {
         port: Some(8080),
         weight: None,
         drained: false,
+        server_id: None,
     });
     new.services[1].scheduler = anylb_conf::Scheduler::Rr;
     new.nodes[0].bgp.as_mut().unwrap().neighbors[1].med = Some(10);
