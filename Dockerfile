@@ -22,9 +22,12 @@ RUN ANYLB_COMMIT="${ANYLB_COMMIT}" cargo build --release --locked -p anylb \
  && strip -o /anylb target/release/anylb
 
 FROM ${RUNTIME}
+# `dpdk` with its recommended packages: the EAL, ethdev and mempool libraries and the poll-mode drivers
+# (af_packet for the containerlab topologies, the usual NICs for real ones).
 RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y dpdk librte-ethdev23 \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      dpdk iproute2 python3 curl ca-certificates procps \
+      iproute2 python3 curl ca-certificates procps \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /anylb /usr/bin/anylb
 COPY packaging/entrypoint.sh /usr/local/bin/anylb-entrypoint

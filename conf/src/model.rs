@@ -673,9 +673,13 @@ pub struct Service {
     /// Health check of every backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
-    /// How Full-NAT backends learn the client's address (TCP only).
+    /// How Full-NAT backends learn the client's address.
     #[serde(default, skip_serializing_if = "ClientAddress::is_none")]
     pub client_address: ClientAddress,
+    /// UDP with a client address: how many first datagrams of a flow carry it (default 3, as DPVS's UOA;
+    /// 0: every datagram).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_address_datagrams: Option<u32>,
     /// Encapsulation of tunnel forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encapsulation: Option<Encapsulation>,
@@ -743,8 +747,12 @@ pub enum ClientAddress {
     None,
     /// TCP option 254 ("TOA") in the handshake's last ACK, read by the backend's toa kernel module.
     Toa,
-    /// A PROXY protocol version 2 header before the client's first byte (nginx `proxy_protocol`, HAProxy).
+    /// A PROXY protocol version 2 header before the client's first byte (nginx `proxy_protocol`, HAProxy);
+    /// for UDP, before the payload of the first datagrams (or every one) of a flow.
     ProxyV2,
+    /// UDP to IPv4 backends: DPVS's UOA IP option (type 31, the client's port and address) in the first
+    /// datagrams of a flow, read by the backend's `uoa` kernel module.
+    Uoa,
 }
 
 impl ClientAddress {

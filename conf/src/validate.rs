@@ -579,12 +579,33 @@ fn service(t: &Topology, i: usize, s: &Service, refs: &dyn Fn(&str) -> bool, r: 
                 "client_address is for fullnat services (the other modes keep the client's address)",
             );
         }
-        if s.protocol != Protocol::Tcp {
-            r.push(
+        match (s.client_address, s.protocol) {
+            (ClientAddress::Toa, Protocol::Udp) => r.push(
                 sp.with("client_address"),
-                "client_address needs protocol tcp (TOA and PROXY v2 ride on TCP)",
-            );
+                "toa is a TCP option: use uoa or proxy_v2 for udp",
+            ),
+            (ClientAddress::Uoa, Protocol::Tcp) => r.push(
+                sp.with("client_address"),
+                "uoa is for udp: use toa or proxy_v2 for tcp",
+            ),
+            (ClientAddress::Uoa, Protocol::Udp) => {
+                if let Some(j) = s.backends.iter().position(|b| b.address.is_ipv6()) {
+                    r.push(
+                        sp.with("backends").with(j).with("address"),
+                        "uoa is an IPv4 option: every backend of a uoa service must be IPv4 (use proxy_v2)",
+                    );
+                }
+            }
+            _ => {}
         }
+    }
+    if s.client_address_datagrams.is_some()
+        && (s.protocol != Protocol::Udp || s.client_address == ClientAddress::None)
+    {
+        r.push(
+            sp.with("client_address_datagrams"),
+            "client_address_datagrams is for udp services with a client_address",
+        );
     }
     quic(&sp, s, r);
     if s.persistence.is_some_and(|d| d.get().is_zero()) {

@@ -701,13 +701,27 @@ fn client_address_needs_fullnat() {
 }
 
 #[test]
-fn client_address_needs_tcp() {
+fn client_address_fits_the_protocol() {
     expect(
         "protocol = \"tcp\"\nbackends",
         "protocol = \"udp\"\nclient_address = \"toa\"\nbackends",
         "client_address",
         "services[0].client_address",
-        "needs protocol tcp",
+        "toa is a TCP option",
+    );
+    expect(
+        "protocol = \"tcp\"\nbackends",
+        "protocol = \"tcp\"\nclient_address = \"uoa\"\nbackends",
+        "client_address",
+        "services[0].client_address",
+        "uoa is for udp",
+    );
+    expect(
+        "protocol = \"tcp\"\nbackends",
+        "protocol = \"tcp\"\nclient_address_datagrams = 1\nbackends",
+        "client_address_datagrams",
+        "services[0].client_address_datagrams",
+        "for udp services with a client_address",
     );
 }
 

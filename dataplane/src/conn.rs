@@ -120,6 +120,11 @@ pub const CLA_PP_PENDING: u8 = 3;
 pub const CLA_PP_SENT: u8 = 4;
 /// The backend acknowledged the PROXY v2 header.
 pub const CLA_PP_ACKED: u8 = 5;
+/// UDP: the UOA option goes into the next `cla_seq` client datagrams (`u32::MAX`: every one).
+pub const CLA_UOA: u8 = 6;
+/// UDP: the PROXY v2 header goes before the payload of the next `cla_seq` client datagrams (`u32::MAX`: every
+/// one).
+pub const CLA_PP_UDP: u8 = 7;
 /// Forwarding-mode bits of `flags`.
 pub const MODE_MASK: u8 = 0x30;
 /// Full-NAT: both addresses rewritten, `lip:lport` from the pool.

@@ -64,6 +64,8 @@ pub struct Service {
     pub forwarding: Forwarding,
     /// How a Full-NAT backend learns the client's address.
     pub client_address: ClientAddress,
+    /// UDP: how many first datagrams of a flow carry the client's address (`u32::MAX`: every one).
+    pub client_address_datagrams: u32,
     /// Encapsulation of tunnel forwarding.
     pub encap: Encap,
     /// Scheduler.
@@ -444,6 +446,10 @@ impl Builder {
                 proto: p,
                 forwarding: s.forwarding,
                 client_address: s.client_address,
+                client_address_datagrams: match s.client_address_datagrams.unwrap_or(3) {
+                    0 => u32::MAX,
+                    n => n,
+                },
                 encap: match s.encapsulation {
                     Some(Encapsulation::Gue) => Encap::Gue(s.gue_port()),
                     _ => Encap::Ip,

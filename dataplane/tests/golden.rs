@@ -542,6 +542,62 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             assert_eq!(g.lab.worker.stats.quic_routed, 8);
             (g, "quic.toml")
         }
+        "udp_client_address" => {
+            // UOA (DPVS's IPv4 option 31) in the first datagrams of a flow: three by default from an IPv4
+            // client (8-byte option), two as configured from an IPv6 client through NAT64 (20 bytes); PROXY v2
+            // (DGRAM) before the payload of every datagram to an IPv6 backend. Replies come back unmarked.
+            let mut g = Gen::new("udp_client.toml");
+            let to_backend = |out: Vec<(u16, Vec<u8>)>| out.into_iter().find(|(p, _)| *p == 1).unwrap().1;
+            let mut answer = |g: &mut Gen, f: &[u8]| {
+                let s = seen(f);
+                let back = udp(
+                    s.dmac,
+                    IN_MAC,
+                    (&s.dst.to_string(), s.dport),
+                    (&s.src.to_string(), s.sport),
+                    b"answer",
+                );
+                assert_eq!(g.send(1, back).len(), 1);
+            };
+            for (client, vip, marked, len) in [
+                (("192.0.2.100", 5353), ("203.0.113.42", 53), 3, 8),
+                (("2001:db8:c::5", 5353), ("2001:db8::43", 53), 2, 20),
+            ] {
+                for i in 0..4 {
+                    let f = to_backend(g.send(0, udp(ROUTER_MAC, UP_MAC, client, vip, b"query")));
+                    let ihl = usize::from(f[14] & 0x0f) * 4;
+                    if i < marked {
+                        assert_eq!(
+                            (ihl, f[34], usize::from(f[35])),
+                            (20 + len, 31, len),
+                            "datagram {i} carries UOA"
+                        );
+                    } else {
+                        assert_eq!(ihl, 20, "datagram {i} is plain");
+                    }
+                    assert_eq!(seen(&f).payload, b"query");
+                    answer(&mut g, &f);
+                }
+            }
+            for _ in 0..2 {
+                let f = to_backend(g.send(
+                    0,
+                    udp(
+                        ROUTER_MAC,
+                        UP_MAC,
+                        ("2001:db8:c::5", 5353),
+                        ("2001:db8::42", 53),
+                        b"query",
+                    ),
+                ));
+                let p = seen(&f).payload;
+                assert_eq!(&p[..4], &[0x0d, 0x0a, 0x0d, 0x0a]);
+                assert_eq!(&p[12..14], &[0x21, 0x22], "PROXY, DGRAM over IPv6");
+                assert_eq!(&p[16 + 36..], b"query");
+                answer(&mut g, &f);
+            }
+            (g, "udp_client.toml")
+        }
         other => panic!("no scenario {other}"),
     }
 }
@@ -614,6 +670,11 @@ fn golden_bad_checksum_rst_leaves_the_connection_as_it_was() {
 #[test]
 fn golden_quic_connection_migrating_to_new_ports_stays_on_its_backend() {
     check("quic");
+}
+
+#[test]
+fn golden_uoa_and_proxy_v2_on_udp() {
+    check("udp_client_address");
 }
 
 #[test]

@@ -111,7 +111,7 @@ fn the_dockerfile_builds_the_image_the_files_name() {
     for needed in [
         "libdpdk-dev",
         "cargo build --release --locked -p anylb",
-        " dpdk ",
+        "install -y dpdk",
         "iproute2",
         "python3",
         "ENTRYPOINT [\"/usr/local/bin/anylb-entrypoint\"]",

@@ -1,10 +1,14 @@
-//! The client-address options of Full-NAT TCP: TOA in the first data segment and the PROXY v2 header in
-//! front of the first byte, with the sequence-number shift the header brings.
+//! The client-address options of Full-NAT: for TCP, TOA in the first data segment and the PROXY v2 header in
+//! front of the first byte, with the sequence-number shift the header brings; for UDP, the UOA IP option or a
+//! PROXY v2 header in the first datagrams of a flow (or every one).
 
 use super::pkt::{clamp_mss, Egress, Layout};
 use super::Worker;
 use crate::client_addr;
-use crate::conn::{CLA_PP_ACKED, CLA_PP_PENDING, CLA_PP_SENT, CLA_TOA, CLA_TOA_DONE, FLAG_CLIENT_V6};
+use crate::conn::{
+    CLA_NONE, CLA_PP_ACKED, CLA_PP_PENDING, CLA_PP_SENT, CLA_PP_UDP, CLA_TOA, CLA_TOA_DONE, CLA_UOA,
+    FLAG_CLIENT_V6,
+};
 use crate::frame::Frame;
 use crate::stats::DropReason;
 use crate::tcp_state::Dir;
@@ -24,6 +28,9 @@ impl<F: Frame> Worker<F> {
         eg: &Egress,
     ) -> Result<(), DropReason> {
         let c = *self.conns.get(idx);
+        if matches!(c.cla, CLA_UOA | CLA_PP_UDP) {
+            return self.udp_client_address(idx, dir, f, at, eg);
+        }
         let Layout { l3, l4 } = at;
         let (out_v6, mtu) = (eg.v6, eg.mtu);
         let client_v6 = c.flags & FLAG_CLIENT_V6 != 0;
@@ -60,7 +67,7 @@ impl<F: Frame> Worker<F> {
                         );
                     }
                     CLA_PP_PENDING | CLA_PP_SENT if seq == start => {
-                        let h = client_addr::proxy_v2(&c.client, c.cport, &c.vip, c.vport);
+                        let h = client_addr::proxy_v2(&c.client, c.cport, &c.vip, c.vport, false);
                         if !fits {
                             return Err(DropReason::TooBig);
                         }
@@ -105,6 +112,53 @@ impl<F: Frame> Worker<F> {
                 _ => {}
             },
             Dir::Reply => {}
+        }
+        Ok(())
+    }
+}
+
+impl<F: Frame> Worker<F> {
+    /// UOA or PROXY v2 on a translated client datagram of connection `idx`, while the connection has
+    /// datagrams left to mark (`cla_seq`, counted down unless every datagram is marked). A UOA option that
+    /// would not fit the egress MTU is left out of that datagram (the next one carries it); a PROXY header that
+    /// would not fit drops the datagram (`too_big`), since the backend reads it as part of the payload.
+    fn udp_client_address(
+        &mut self,
+        idx: u32,
+        dir: Dir,
+        f: &mut F,
+        at: Layout,
+        eg: &Egress,
+    ) -> Result<(), DropReason> {
+        let c = *self.conns.get(idx);
+        if dir != Dir::Inbound || c.cla_seq == 0 {
+            return Ok(());
+        }
+        let Layout { l3, l4 } = at;
+        let len = f.data().len() - l3;
+        let done = match c.cla {
+            CLA_UOA if !eg.v6 => {
+                let o = client_addr::uoa(&c.client, c.cport);
+                len + o.len() <= eg.mtu && client_addr::insert_ipv4_option(f, l3, &o)
+            }
+            CLA_PP_UDP => {
+                let h = client_addr::proxy_v2(&c.client, c.cport, &c.vip, c.vport, true);
+                if len + h.len() > eg.mtu {
+                    return Err(DropReason::TooBig);
+                }
+                if !client_addr::insert_udp_payload(f, l3, l4, eg.v6, &h) {
+                    return Err(DropReason::NoBuffer);
+                }
+                true
+            }
+            _ => false,
+        };
+        if done && c.cla_seq != u32::MAX {
+            let cm = self.conns.get_mut(idx);
+            cm.cla_seq -= 1;
+            if cm.cla_seq == 0 {
+                cm.cla = CLA_NONE;
+            }
         }
         Ok(())
     }

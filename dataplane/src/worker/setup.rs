@@ -7,8 +7,8 @@ use anylb_conf::{ClientAddress, Forwarding};
 use super::pkt::{drop, insert_error, IcmpKind, Pkt, NO_HOP};
 use super::{release, Output, Verdict, Worker};
 use crate::conn::{
-    Conn, CLA_NONE, CLA_PP_PENDING, CLA_TOA, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED, MODE_DR,
-    MODE_FULLNAT, MODE_NAT, MODE_TUNNEL,
+    Conn, CLA_NONE, CLA_PP_PENDING, CLA_PP_UDP, CLA_TOA, CLA_UOA, FLAG_BACKEND_V6, FLAG_CLIENT_V6,
+    FLAG_POOLED, MODE_DR, MODE_FULLNAT, MODE_NAT, MODE_TUNNEL,
 };
 use crate::flow::is_v4;
 use crate::frame::{Frame, FrameAlloc};
@@ -157,7 +157,15 @@ impl<F: Frame> Worker<F> {
         let cla = match (svc.forwarding, svc.client_address, p.proto) {
             (Forwarding::Fullnat, ClientAddress::Toa, proto::TCP) => CLA_TOA,
             (Forwarding::Fullnat, ClientAddress::ProxyV2, proto::TCP) => CLA_PP_PENDING,
+            (Forwarding::Fullnat, ClientAddress::Uoa, proto::UDP) => CLA_UOA,
+            (Forwarding::Fullnat, ClientAddress::ProxyV2, proto::UDP) => CLA_PP_UDP,
             _ => CLA_NONE,
+        };
+        // UDP: the datagrams still to carry the client's address (TCP sets its first sequence number here).
+        let cla_seq = if matches!(cla, CLA_UOA | CLA_PP_UDP) {
+            svc.client_address_datagrams
+        } else {
+            0
         };
         let c = Conn {
             client: p.src,
@@ -165,6 +173,7 @@ impl<F: Frame> Worker<F> {
             lip,
             backend: b.addr,
             cla,
+            cla_seq,
             cport: p.sport,
             vport: p.dport,
             lport,
