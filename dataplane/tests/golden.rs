@@ -548,7 +548,7 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             // (DGRAM) before the payload of every datagram to an IPv6 backend. Replies come back unmarked.
             let mut g = Gen::new("udp_client.toml");
             let to_backend = |out: Vec<(u16, Vec<u8>)>| out.into_iter().find(|(p, _)| *p == 1).unwrap().1;
-            let mut answer = |g: &mut Gen, f: &[u8]| {
+            let answer = |g: &mut Gen, f: &[u8]| {
                 let s = seen(f);
                 let back = udp(
                     s.dmac,
