@@ -545,6 +545,8 @@ fn mask_text(t: &str) -> String {
                         && digits.matches('.').count() <= 1;
                     if number {
                         tok.replacen(digits, "N", 1)
+                    } else if anylb_conf::json::parse_rfc3339(bare).is_some() {
+                        "T".to_owned()
                     } else if bare.starts_with("/tmp/") {
                         "<temporary path>".to_owned()
                     } else if bare.len() == 8

@@ -14,6 +14,7 @@ pub mod dpdk;
 #[cfg(test)]
 mod fixtures;
 pub mod flow;
+pub mod frag;
 pub mod frame;
 pub mod nat;
 pub mod neigh;
