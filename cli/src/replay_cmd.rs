@@ -40,6 +40,7 @@ fn verdict_text(v: &Verdict, ports: &[String]) -> String {
         Verdict::Kernel => "kernel".to_owned(),
         Verdict::Redirect { worker } => format!("redirect worker {worker}"),
         Verdict::Held => "held".to_owned(),
+        Verdict::Parked => "parked (fragment before its first)".to_owned(),
         Verdict::Drop { reason } => format!("drop {}", reason.name()),
     }
 }

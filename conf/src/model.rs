@@ -287,8 +287,27 @@ pub struct Dataplane {
     /// worker rings, at least 16,383).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mbufs: Option<u32>,
+    /// Limits of the fragment table each worker keeps (datagrams in flight, fragments parked, time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fragments: Option<FragmentLimits>,
     /// The ports.
     pub ports: Vec<Port>,
+}
+
+/// Limits of a worker's fragment table: fragments are forwarded, not reassembled; these bound what is kept
+/// while a datagram's fragments pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FragmentLimits {
+    /// Datagrams in flight at once (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datagrams: Option<u32>,
+    /// Fragments parked until their first fragment comes, in all (default 512; 64 per datagram at most).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<u32>,
+    /// How long a datagram is remembered after its last fragment (default 2s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 impl Dataplane {

@@ -279,6 +279,18 @@ fn node(t: &Topology, i: usize, n: &Node, refs: &dyn Fn(&str) -> bool, r: &mut R
             );
         }
     }
+    if let Some(fl) = &n.dataplane.fragments {
+        let fp = dp.with("fragments");
+        if fl.datagrams == Some(0) {
+            r.push(fp.with("datagrams"), "datagrams must be at least 1");
+        }
+        if fl
+            .timeout
+            .is_some_and(|t| t.get().is_zero() || t.get() > std::time::Duration::from_secs(60))
+        {
+            r.push(fp.with("timeout"), "timeout must be more than 0s and at most 60s");
+        }
+    }
     if n.dataplane.ports.is_empty() {
         r.push(dp.with("ports"), "at least one port is needed");
     }

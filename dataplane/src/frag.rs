@@ -187,18 +187,6 @@ impl<F> FragTable<F> {
         });
         gone
     }
-
-    /// Forgets the datagrams routed through connection `idx` (it was removed and its slot may be reused).
-    pub fn forget_conn(&mut self, idx: u32) {
-        let parked = &mut self.parked;
-        self.map.retain(|_, e| {
-            let keep = !matches!(e.route, Some(Route::Conn(i, _)) if i == idx);
-            if !keep {
-                *parked -= e.parked.len();
-            }
-            keep
-        });
-    }
 }
 
 #[cfg(test)]
@@ -268,15 +256,5 @@ mod tests {
         assert_eq!((t.len(), t.parked()), (1, 0));
         assert!(t.expire(200).is_empty());
         assert!(t.is_empty());
-    }
-
-    #[test]
-    fn a_removed_connection_takes_its_datagrams_along() {
-        let mut t: FragTable<u32> = FragTable::new(Limits::default());
-        t.bind(key(1), Route::Conn(4, Dir::Inbound), 0).unwrap();
-        t.bind(key(2), Route::Conn(5, Dir::Inbound), 0).unwrap();
-        t.forget_conn(4);
-        assert_eq!(t.route(&key(1), 0), None);
-        assert!(t.route(&key(2), 0).is_some());
     }
 }

@@ -9,6 +9,29 @@
 use crate::flow::{to_v4, Addr};
 use crate::wire::{checksum, icmp, ipv4, ipv6, proto, tcp, udp};
 
+/// The fragment fields a NAT64 translation carries across (RFC 7915 §4.1 and §5.1.1): IPv4's 16-bit
+/// identification becomes IPv6's 32-bit one and back (low 16 bits), the offset and the more-fragments flag are
+/// kept. A fragment leaves IPv4 with DF clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragFields {
+    /// Identification.
+    pub ident: u32,
+    /// Offset in bytes.
+    pub offset: u16,
+    /// More fragments follow.
+    pub more: bool,
+}
+
+impl FragFields {
+    /// Whether this fragment carries the transport header (the first one).
+    pub fn is_first(&self) -> bool {
+        self.offset == 0
+    }
+}
+
+/// The IPv6 fragment header's protocol number.
+pub const IPV6_FRAGMENT: u8 = 44;
+
 /// The new endpoints of a translated packet.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoints {
@@ -154,8 +177,8 @@ pub fn rewrite_echo_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints, id: u16) -> bo
 }
 
 /// Rewrites the IPv4 addresses from `e` and decrements the TTL, keeping the header checksum; returns the sums
-/// of the old and new addresses (for the transport checksum).
-fn rewrite_v4_header(pkt: &mut [u8], e: &Endpoints) -> (u32, u32) {
+/// of the old and new addresses (for the transport checksum). A later fragment needs nothing more.
+pub fn rewrite_v4_header(pkt: &mut [u8], e: &Endpoints) -> (u32, u32) {
     use ipv4::field::{CHECKSUM, DST, SRC, TTL};
     let addrs = SRC.start..DST.end;
     let old_addrs = addr_sum(&pkt[addrs.clone()]);
@@ -173,19 +196,35 @@ fn rewrite_v4_header(pkt: &mut [u8], e: &Endpoints) -> (u32, u32) {
 /// Rewrites an IPv6 packet (`pkt` starts at the IPv6 header, the transport header at `l4`) to new endpoints
 /// and decrements the hop limit.
 pub fn rewrite_v6(pkt: &mut [u8], l4: usize, p: u8, e: &Endpoints) -> bool {
+    let (old_addrs, new_addrs) = rewrite_v6_header(pkt, e);
+    rewrite_l4(&mut pkt[l4..], p, e, old_addrs, new_addrs, true)
+}
+
+/// Rewrites the IPv6 addresses from `e` and decrements the hop limit; returns the sums of the old and new
+/// addresses. A later fragment needs nothing more.
+pub fn rewrite_v6_header(pkt: &mut [u8], e: &Endpoints) -> (u32, u32) {
     use ipv6::field::{DST, HOP_LIMIT, SRC};
     let old_addrs = addr_sum(&pkt[SRC.start..DST.end]);
     pkt[HOP_LIMIT] = pkt[HOP_LIMIT].wrapping_sub(1);
     pkt[SRC].copy_from_slice(&e.src);
     pkt[DST].copy_from_slice(&e.dst);
-    let new_addrs = addr_sum(&pkt[SRC.start..DST.end]);
-    rewrite_l4(&mut pkt[l4..], p, e, old_addrs, new_addrs, true)
+    (old_addrs, addr_sum(&pkt[SRC.start..DST.end]))
 }
 
 /// Translates an IPv6 packet to IPv4 in place. `buf` holds the frame; the IPv6 header starts at `l3` and the
-/// transport header at `l4`, which must be at least 20 bytes after `l3`. Writes a 20-byte IPv4 header just
-/// before `l4` and returns its offset. TTL is the hop limit minus one; `ident` fills the identification.
-pub fn v6_to_v4(buf: &mut [u8], l3: usize, l4: usize, p: u8, e: &Endpoints, ident: u16) -> Option<usize> {
+/// transport header (or, for a later fragment, the fragment's data) at `l4`, which must be at least 20 bytes
+/// after `l3`. Writes a 20-byte IPv4 header just before `l4` and returns its offset. TTL is the hop limit minus
+/// one; `ident` fills the identification of a whole packet (DF set); a fragment keeps its own fields, and only
+/// the first one has its transport header rewritten.
+pub fn v6_to_v4(
+    buf: &mut [u8],
+    l3: usize,
+    l4: usize,
+    p: u8,
+    e: &Endpoints,
+    ident: u16,
+    frag: Option<FragFields>,
+) -> Option<usize> {
     if l4 < l3 + ipv6::HEADER_LEN {
         return None;
     }
@@ -208,22 +247,39 @@ pub fn v6_to_v4(buf: &mut [u8], l3: usize, l4: usize, p: u8, e: &Endpoints, iden
         payload_len: l4_len,
         ttl: hop.wrapping_sub(1),
         tos: tc,
-        ident,
+        ident: frag.map_or(ident, |f| f.ident as u16),
         // DF set: the path MTU is discovered end to end (RFC 7915 §5.1 leaves DF to the translator when the
         // IPv6 packet has no fragment header).
-        dont_frag: true,
+        dont_frag: frag.is_none(),
     }
     .emit(&mut buf[n..l4]);
+    if let Some(f) = frag {
+        let mut ip = ipv4::Packet::new_unchecked(&mut buf[n..l4]);
+        ip.set_frag(false, f.more, f.offset);
+        ip.fill_checksum();
+        if !f.is_first() {
+            return Some(n);
+        }
+    }
     let addrs = ipv4::field::SRC.start..ipv4::field::DST.end;
     let new_addrs = addr_sum(&buf[n + addrs.start..n + addrs.end]);
     rewrite_l4(&mut buf[l4..], p, e, old_addrs, new_addrs, false).then_some(n)
 }
 
-/// Translates an IPv4 packet to IPv6 in place. The IPv4 header starts at `l3` and the transport header at
-/// `l4`; the caller guarantees `l4 >= 40`. Writes a 40-byte IPv6 header just before `l4` and returns its
-/// offset.
-pub fn v4_to_v6(buf: &mut [u8], l3: usize, l4: usize, p: u8, e: &Endpoints) -> Option<usize> {
-    if l4 < ipv6::HEADER_LEN {
+/// Translates an IPv4 packet to IPv6 in place. The IPv4 header starts at `l3` and the transport header (or,
+/// for a later fragment, the fragment's data) at `l4`; the caller guarantees `l4 >= 40` (48 for a fragment).
+/// Writes a 40-byte IPv6 header — and for a fragment an 8-byte fragment header — just before `l4` and returns
+/// its offset. Only a whole packet or a first fragment has its transport header rewritten.
+pub fn v4_to_v6(
+    buf: &mut [u8],
+    l3: usize,
+    l4: usize,
+    p: u8,
+    e: &Endpoints,
+    frag: Option<FragFields>,
+) -> Option<usize> {
+    let fh = if frag.is_some() { 8 } else { 0 };
+    if l4 < ipv6::HEADER_LEN + fh {
         return None;
     }
     let (tos, ttl, old_addrs) = {
@@ -235,18 +291,28 @@ pub fn v4_to_v6(buf: &mut [u8], l3: usize, l4: usize, p: u8, e: &Endpoints) -> O
             addr_sum(&buf[l3 + addrs.start..l3 + addrs.end]),
         )
     };
-    let l4_len = u16::try_from(buf.len() - l4).ok()?;
-    let n = l4 - ipv6::HEADER_LEN;
+    let l4_len = u16::try_from(buf.len() - l4 + fh).ok()?;
+    let n = l4 - ipv6::HEADER_LEN - fh;
     ipv6::Repr {
         src: e.src.into(),
         dst: e.dst.into(),
-        next_header: p,
+        next_header: if frag.is_some() { IPV6_FRAGMENT } else { p },
         payload_len: usize::from(l4_len),
         hop_limit: ttl.wrapping_sub(1),
         traffic_class: tos,
         flow_label: 0,
     }
-    .emit(&mut buf[n..l4]);
+    .emit(&mut buf[n..n + ipv6::HEADER_LEN]);
+    if let Some(f) = frag {
+        let h = &mut buf[l4 - 8..l4];
+        h[0] = p;
+        h[1] = 0;
+        h[2..4].copy_from_slice(&((f.offset & 0xfff8) | u16::from(f.more)).to_be_bytes());
+        h[4..8].copy_from_slice(&f.ident.to_be_bytes());
+        if !f.is_first() {
+            return Some(n);
+        }
+    }
     let addrs = ipv6::field::SRC.start..ipv6::field::DST.end;
     let new_addrs = addr_sum(&buf[n + addrs.start..n + addrs.end]);
     rewrite_l4(&mut buf[l4..], p, e, old_addrs, new_addrs, true).then_some(n)
@@ -308,7 +374,7 @@ mod tests {
             dst: addr("2001:db8:1::5".parse().unwrap()),
             dport: 40000,
         };
-        let n = v4_to_v6(&mut b, 20, 40, 6, &e).unwrap();
+        let n = v4_to_v6(&mut b, 20, 40, 6, &e, None).unwrap();
         assert_eq!(n, 0);
         let ip6 = ipv6::Packet::new_checked(&b[..]).unwrap();
         assert_eq!(ip6.payload_len(), 24);
@@ -324,7 +390,7 @@ mod tests {
             dst: v4(Ipv4Addr::new(198, 51, 100, 101)),
             dport: 8080,
         };
-        let n = v6_to_v4(&mut b, 0, 40, 6, &back, 7).unwrap();
+        let n = v6_to_v4(&mut b, 0, 40, 6, &back, 7, None).unwrap();
         assert_eq!(n, 20);
         let ip = ipv4::Packet::new_checked(&b[20..]).unwrap();
         assert!(ip.verify_checksum());
@@ -352,7 +418,7 @@ mod tests {
             dst: addr("2001:db8::5".parse().unwrap()),
             dport: 4000,
         };
-        v4_to_v6(&mut b, 20, 40, 17, &e).unwrap();
+        v4_to_v6(&mut b, 20, 40, 17, &e, None).unwrap();
         let ip6 = ipv6::Packet::new_checked(&b[..]).unwrap();
         let u = udp::Packet::new_checked(&b[40..]).unwrap();
         assert_ne!(u.checksum(), 0);

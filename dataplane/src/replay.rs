@@ -173,6 +173,13 @@ pub fn describe(frame: &[u8]) -> String {
             Err(e) => format!("arp ({e})"),
         },
         ethertype::IPV4 => match ipv4::Packet::new_checked(l3) {
+            Ok(ip) if ip.is_fragment() => fragment(
+                ip.protocol(),
+                v4(ip.src()),
+                v4(ip.dst()),
+                (u32::from(ip.ident()), ip.frag_offset(), ip.more_frags()),
+                ip.payload(),
+            ),
             Ok(ip) => l4(ip.protocol(), v4(ip.src()), v4(ip.dst()), ip.payload(), false),
             Err(e) => format!("ipv4 ({e})"),
         },
@@ -181,7 +188,16 @@ pub fn describe(frame: &[u8]) -> String {
                 Ok((ip, ul)) => {
                     let end = ipv6::HEADER_LEN + usize::from(ip.payload_len());
                     let payload = l3.get(ul.offset..end).unwrap_or(&[]);
-                    l4(ul.protocol, ip.src().octets(), ip.dst().octets(), payload, true)
+                    match ul.fragment.filter(|h| !h.is_atomic()) {
+                        Some(h) => fragment(
+                            ul.protocol,
+                            ip.src().octets(),
+                            ip.dst().octets(),
+                            (h.ident, h.offset, h.more),
+                            payload,
+                        ),
+                        None => l4(ul.protocol, ip.src().octets(), ip.dst().octets(), payload, true),
+                    }
                 }
                 Err(e) => format!("ipv6 ({e})"),
             }
@@ -195,6 +211,37 @@ fn mac_str(m: &Mac) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// A fragment: its ports when it is the first (the transport header is there), its identification, offset and
+/// M flag, and the bytes it carries.
+fn fragment(
+    p: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    (ident, offset, more): (u32, u16, bool),
+    data: &[u8],
+) -> String {
+    let name = match p {
+        proto::TCP => "tcp",
+        proto::UDP => "udp",
+        _ => "ip",
+    };
+    let ends = if offset == 0 && data.len() >= 4 {
+        let ports = udp::Packet::new_unchecked(data);
+        format!(
+            "{} > {}",
+            endpoint(&src, ports.src_port()),
+            endpoint(&dst, ports.dst_port())
+        )
+    } else {
+        format!("{} > {}", to_ip(&src), to_ip(&dst))
+    };
+    format!(
+        "{name} {ends} frag id {ident:#x} offset {offset}{} len {}",
+        if more { " more" } else { "" },
+        data.len()
     )
 }
 

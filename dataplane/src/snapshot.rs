@@ -179,6 +179,8 @@ pub struct Snapshot {
     pub mask: u16,
     /// Connection-table capacity per worker.
     pub conn_capacity: u32,
+    /// Limits of each worker's fragment table.
+    pub fragments: crate::frag::Limits,
     /// Connection sync, when on: which connections are synced and how often.
     pub sync: Option<SyncPolicy>,
     /// Ports.
@@ -364,6 +366,7 @@ impl Builder {
             workers: workers.max(1),
             mask: crate::pool::slice_mask(workers),
             conn_capacity: node.dataplane.connections_per_worker(),
+            fragments: fragment_limits(node.dataplane.fragments),
             sync: cfg.sync.as_ref().map(|s| SyncPolicy {
                 threshold: ticks(s.settings.threshold.get()),
                 refresh: ticks(s.settings.refresh.get()),
@@ -480,6 +483,22 @@ impl Builder {
             svc_index,
             uid_index,
         })
+    }
+}
+
+/// A worker's fragment-table limits from the topology, defaults filled in.
+fn fragment_limits(t: Option<anylb_conf::FragmentLimits>) -> crate::frag::Limits {
+    let d = crate::frag::Limits::default();
+    let t = t.unwrap_or(anylb_conf::FragmentLimits {
+        datagrams: None,
+        parked: None,
+        timeout: None,
+    });
+    crate::frag::Limits {
+        datagrams: t.datagrams.map_or(d.datagrams, |n| n as usize),
+        parked: t.parked.map_or(d.parked, |n| n as usize),
+        parked_per_datagram: d.parked_per_datagram,
+        timeout_ms: t.timeout.map_or(d.timeout_ms, |x| x.as_millis()),
     }
 }
 

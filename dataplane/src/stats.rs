@@ -28,7 +28,8 @@ pub enum DropReason {
     Ttl,
     /// A TCP segment other than a SYN, or a reply, for a connection the table does not have.
     NoConnection,
-    /// An IP fragment addressed to a VIP (reassembly is not done).
+    /// A fragment anylb does not forward: a first fragment that splits the transport header, a TCP fragment at
+    /// offset 8 (RFC 1858), a fragment of another protocol, or of a NAT-mode or source-NAT flow.
     Fragment,
     /// Larger than the egress MTU (an ICMP error was sent when possible).
     TooBig,
@@ -38,10 +39,14 @@ pub enum DropReason {
     NoBuffer,
     /// A unicast frame addressed to another station's MAC (a switch flooding an unknown destination).
     OtherMac,
+    /// A fragment that came before its first one found the fragment table full.
+    FragmentLimit,
+    /// A fragment parked for its first one, which did not come in time.
+    FragmentTimeout,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 15;
+pub const DROP_REASONS: usize = 17;
 
 impl DropReason {
     /// Every reason, in counter order.
@@ -61,6 +66,8 @@ impl DropReason {
         DropReason::Unsupported,
         DropReason::NoBuffer,
         DropReason::OtherMac,
+        DropReason::FragmentLimit,
+        DropReason::FragmentTimeout,
     ];
 
     /// Counter name.
@@ -81,6 +88,8 @@ impl DropReason {
             DropReason::Unsupported => "unsupported",
             DropReason::NoBuffer => "no_buffer",
             DropReason::OtherMac => "other_mac",
+            DropReason::FragmentLimit => "fragment_limit",
+            DropReason::FragmentTimeout => "fragment_timeout",
         }
     }
 }
@@ -141,6 +150,8 @@ pub struct Stats {
     pub new_connections: u64,
     /// Of those, QUIC connections sent to the backend their connection ID names (a migrated connection).
     pub quic_routed: u64,
+    /// IP fragments of TCP and UDP handled (forwarded, parked or sent to their worker).
+    pub fragments: u64,
     /// Connections expired.
     pub expired_connections: u64,
     /// Connections in the table now (a gauge: what the table holds, not created minus expired).
@@ -169,6 +180,7 @@ impl Stats {
         self.tx_bytes += o.tx_bytes;
         self.to_kernel += o.to_kernel;
         self.quic_routed += o.quic_routed;
+        self.fragments += o.fragments;
         self.redirected += o.redirected;
         self.peer_forwarded += o.peer_forwarded;
         self.new_connections += o.new_connections;

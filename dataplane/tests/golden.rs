@@ -598,6 +598,58 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             }
             (g, "udp_client.toml")
         }
+        "fragments" => {
+            // 3000-byte UDP datagrams in fragments through Full-NAT 44, 66 and NAT64: the client's in order,
+            // the backend's answer last fragment first (parked until the first comes); a 2500-byte TCP segment
+            // in two fragments, the second first; an IPv6 atomic fragment, forwarded as a whole packet.
+            let mut g = Gen::new("lab.toml");
+            let data: Vec<u8> = (0..3000).map(|i| (i % 251) as u8).collect();
+            for (client, vip, chunk, id) in [
+                ("192.0.2.100", "203.0.113.10", 1480, 0x11),
+                ("2001:db8:c::5", "2001:db8::1", 1448, 0x22),
+                ("2001:db8:c::5", "2001:db8::64", 1448, 0x33),
+            ] {
+                let whole = udp(ROUTER_MAC, UP_MAC, (client, 5353), (vip, 53), &data);
+                let mut at_backend = Vec::new();
+                for f in fragments(&whole, chunk, id) {
+                    at_backend.extend(g.send(0, f).into_iter().map(|(_, f)| f));
+                }
+                let s = seen(&reassemble(&at_backend));
+                assert_eq!(s.payload, data);
+                let back = udp(
+                    s.dmac,
+                    IN_MAC,
+                    (&s.dst.to_string(), s.dport),
+                    (&s.src.to_string(), s.sport),
+                    &data,
+                );
+                let mut at_client = Vec::new();
+                let back_chunk = if s.src.is_ipv6() { 1448 } else { 1480 };
+                for f in fragments(&back, back_chunk, id + 1).into_iter().rev() {
+                    at_client.extend(g.send(1, f).into_iter().map(|(_, f)| f));
+                }
+                assert_eq!(seen(&reassemble(&at_client)).payload, data);
+            }
+            let (client, vip) = (("192.0.2.100", 40000), ("203.0.113.10", 80));
+            let syn = g.client_tcp(client, vip, "S", b"").unwrap();
+            g.backend_tcp(&syn, "SA", b"");
+            let seg = tcp(ROUTER_MAC, UP_MAC, client, vip, "AP", 101, None, &data[..2500]);
+            let mut out = Vec::new();
+            for f in fragments(&seg, 1480, 0x44).into_iter().rev() {
+                out.extend(g.send(0, f).into_iter().map(|(_, f)| f));
+            }
+            assert_eq!(seen(&reassemble(&out)).payload, &data[..2500]);
+            let whole = udp(
+                ROUTER_MAC,
+                UP_MAC,
+                ("2001:db8:c::5", 5354),
+                ("2001:db8::1", 53),
+                b"atomic",
+            );
+            let atomic = fragments(&whole, 1448, 0x55).remove(0);
+            assert_eq!(g.send(0, atomic).len(), 1);
+            (g, "lab.toml")
+        }
         other => panic!("no scenario {other}"),
     }
 }
@@ -675,6 +727,11 @@ fn golden_quic_connection_migrating_to_new_ports_stays_on_its_backend() {
 #[test]
 fn golden_uoa_and_proxy_v2_on_udp() {
     check("udp_client_address");
+}
+
+#[test]
+fn golden_fragments_44_66_64_in_and_out_of_order() {
+    check("fragments");
 }
 
 #[test]

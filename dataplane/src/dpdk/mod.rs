@@ -219,7 +219,7 @@ struct Published {
     heartbeat: AtomicU64,
 }
 
-const FIXED: usize = 14;
+const FIXED: usize = 15;
 
 impl Published {
     fn new() -> Self {
@@ -245,6 +245,7 @@ impl Published {
             s.fast_path,
             s.connections,
             s.quic_routed,
+            s.fragments,
         ];
         for (a, v) in self.vals.iter().zip(fixed.iter().chain(s.drops.iter())) {
             a.store(*v, Ordering::Relaxed);
@@ -271,6 +272,7 @@ impl Published {
             fast_path: v[11],
             connections: v[12],
             quic_routed: v[13],
+            fragments: v[14],
             drops,
         }
     }

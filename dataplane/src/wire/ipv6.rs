@@ -51,8 +51,29 @@ pub struct UpperLayer {
     pub protocol: u8,
     /// Offset of its header from the start of the IPv6 header.
     pub offset: usize,
-    /// The fragment header's offset in bytes and M flag, when the packet is a fragment.
-    pub fragment: Option<(u16, bool)>,
+    /// The fragment header, when the packet has one.
+    pub fragment: Option<FragmentHeader>,
+}
+
+/// What a fragment header (RFC 8200 §4.5) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentHeader {
+    /// Offset of the header from the start of the IPv6 header.
+    pub at: usize,
+    /// Fragment offset in bytes.
+    pub offset: u16,
+    /// M: more fragments follow.
+    pub more: bool,
+    /// Identification.
+    pub ident: u32,
+}
+
+impl FragmentHeader {
+    /// An atomic fragment (offset 0, M clear): a whole packet that happens to carry the header, processed as
+    /// one (RFC 6946).
+    pub fn is_atomic(&self) -> bool {
+        self.offset == 0 && !self.more
+    }
 }
 
 /// A view of an IPv6 packet.
@@ -162,7 +183,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
                         return Err(Error::Malformed);
                     }
                     let fo = u16::from_be_bytes([b[off + 2], b[off + 3]]);
-                    fragment = Some((fo & 0xfff8, fo & 1 != 0));
+                    fragment = Some(FragmentHeader {
+                        at: off,
+                        offset: fo & 0xfff8,
+                        more: fo & 1 != 0,
+                        ident: u32::from_be_bytes([b[off + 4], b[off + 5], b[off + 6], b[off + 7]]),
+                    });
                     next = b[off];
                     off += 8;
                 }
@@ -361,15 +387,29 @@ mod tests {
         buf[40] = ext::FRAGMENT; // routing: next fragment, len 0
         buf[48] = 6; // fragment: next TCP
         buf[50..52].copy_from_slice(&0x0009u16.to_be_bytes()); // offset 8 bytes, M set
+        buf[52..56].copy_from_slice(&0xdead_beefu32.to_be_bytes());
         let ul = Packet::new_unchecked(&buf[..]).upper_layer().unwrap();
+        let frag = FragmentHeader {
+            at: 48,
+            offset: 8,
+            more: true,
+            ident: 0xdead_beef,
+        };
         assert_eq!(
             ul,
             UpperLayer {
                 protocol: 6,
                 offset: 56,
-                fragment: Some((8, true))
+                fragment: Some(frag)
             }
         );
+        assert!(!frag.is_atomic());
+        assert!(FragmentHeader {
+            offset: 0,
+            more: false,
+            ..frag
+        }
+        .is_atomic());
     }
 
     #[test]

@@ -192,6 +192,7 @@ impl<F: Frame> Worker<F> {
             dport: t.dport,
             ttl,
             tcp_flags: flags,
+            frag: None,
         };
         self.count_packet(uid, dir, total);
         if self.snap.sync.is_some() {

@@ -4,7 +4,9 @@
 use super::pkt::{clamp_mss, drop, outbound, translated_len, Egress, IcmpKind, Layout, Pkt};
 use super::{Output, Verdict, Worker};
 use crate::conn::{CLA_NONE, FLAG_SNAT, MODE_DR, MODE_MASK, MODE_TUNNEL};
+use crate::frag::Route;
 use crate::frame::{Frame, FrameAlloc};
+use crate::nat::FragFields;
 use crate::nat::{self};
 use crate::snapshot::{Encap, TICK_MS};
 use crate::stats::DropReason;
@@ -12,8 +14,25 @@ use crate::tcp_state::{self, Dir, State};
 use crate::wire::{ipv4, ipv6, proto, tcp};
 
 impl<F: Frame> Worker<F> {
-    /// Forwards a packet of connection `idx` travelling `dir`.
+    /// Forwards a packet of connection `idx` travelling `dir`; a first fragment that went out binds its
+    /// datagram to the connection, so that its later fragments follow.
     pub(super) fn forward<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: &Pkt,
+        idx: u32,
+        dir: Dir,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let v = self.forward_packet(p, idx, dir, f, alloc, out);
+        if let (Some(fr), Verdict::Forward { .. } | Verdict::Held) = (p.frag, v) {
+            self.fragments_follow(p.frag_key(fr), Route::Conn(idx, dir), alloc, out);
+        }
+        v
+    }
+
+    fn forward_packet<A: FrameAlloc<F = F>>(
         &mut self,
         p: &Pkt,
         idx: u32,
@@ -35,6 +54,7 @@ impl<F: Frame> Worker<F> {
         // forged one is dropped with the connection as it was. Other segments are the endpoints' to check.
         if p.proto == proto::TCP
             && p.tcp_flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0
+            && p.frag.is_none()
             && !self.verify_l4(p, &f)
         {
             return drop(DropReason::BadChecksum);
@@ -64,12 +84,34 @@ impl<F: Frame> Worker<F> {
             mtu: self.mtu(hop.port),
             client_port: c.in_port,
         };
-        // Too big for the egress port after translation? The sender learns its own MTU (RFC 1191, RFC 8201).
+        // Too big for the egress port after translation? An IPv4 packet without DF, or a fragment, is fragmented
+        // (further) on the way out; otherwise the sender learns its own MTU (RFC 1191, RFC 8201).
         let in_len = f.data().len() - p.l3;
-        let out_len = translated_len(in_len, p.l4 - p.l3, p.v6, out_v6);
-        if out_len > eg.mtu {
-            return self.too_big(p, f, (eg.mtu + in_len).saturating_sub(out_len), alloc, out);
+        let grows = usize::from(p.frag.is_some() && !p.v6 && out_v6) * 8;
+        let out_len = translated_len(in_len, p.l4 - p.l3, p.v6, out_v6) + grows;
+        let mut q = *p;
+        let split = out_len > eg.mtu;
+        if split {
+            let v4_df = !p.v6 && ipv4::Packet::new_unchecked(&f.data()[p.l3..]).dont_frag();
+            let may = match (p.v6, out_v6) {
+                (false, _) => p.frag.is_some() || !v4_df,
+                (true, false) => p.frag.is_some(),
+                (true, true) => false,
+            };
+            if !may {
+                return self.too_big(p, f, (eg.mtu + in_len).saturating_sub(out_len), alloc, out);
+            }
+            if !p.v6 && out_v6 && p.frag.is_none() {
+                // IPv6 fragments need a fragment header: the whole packet becomes a first and only fragment,
+                // with IPv4's identification (RFC 7915 §4.1).
+                q.frag = Some(FragFields {
+                    ident: u32::from(ipv4::Packet::new_unchecked(&f.data()[p.l3..]).ident()),
+                    offset: 0,
+                    more: false,
+                });
+            }
         }
+        let p = &q;
         let at = match self.translate(&mut f, p, &eg) {
             Ok(at) => at,
             Err(r) => return drop(r),
@@ -78,6 +120,9 @@ impl<F: Frame> Worker<F> {
             if let Err(r) = self.client_address(idx, dir, &mut f, at, &eg) {
                 return drop(r);
             }
+        }
+        if split {
+            return self.emit_fragmented(hop, at.l3, out_v6, f, alloc, out);
         }
         self.emit(hop, at.l3, out_v6, f, alloc, out)
     }
@@ -179,14 +224,16 @@ impl<F: Frame> Worker<F> {
                     let max = eg.mtu.saturating_sub(40).min(client_mtu.saturating_sub(60));
                     clamp_mss(&mut f.data_mut()[l4..], max as u16);
                 }
-                let l3 = nat::v6_to_v4(f.data_mut(), l3, l4, p.proto, e, self.ident)
+                let l3 = nat::v6_to_v4(f.data_mut(), l3, l4, p.proto, e, self.ident, p.frag)
                     .ok_or(DropReason::Malformed)?;
                 Ok(Layout { l3, l4 })
             }
             (false, true) => {
                 let (mut l3, mut l4) = (l3, l4);
-                if l4 < ipv6::HEADER_LEN {
-                    let grow = ipv6::HEADER_LEN - l4;
+                // Room for the IPv6 header, and the fragment header of a fragment.
+                let need = ipv6::HEADER_LEN + if p.frag.is_some() { 8 } else { 0 };
+                if l4 < need {
+                    let grow = need - l4;
                     if !f.prepend(grow) {
                         return Err(DropReason::NoBuffer);
                     }
@@ -197,7 +244,8 @@ impl<F: Frame> Worker<F> {
                     let client_mtu = self.mtu(u16::from(eg.client_port));
                     clamp_mss(&mut f.data_mut()[l4..], client_mtu.saturating_sub(60) as u16);
                 }
-                let l3 = nat::v4_to_v6(f.data_mut(), l3, l4, p.proto, e).ok_or(DropReason::Malformed)?;
+                let l3 =
+                    nat::v4_to_v6(f.data_mut(), l3, l4, p.proto, e, p.frag).ok_or(DropReason::Malformed)?;
                 Ok(Layout { l3, l4 })
             }
         }

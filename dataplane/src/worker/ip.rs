@@ -6,7 +6,9 @@ use super::pkt::{drop, pseudo6, Pkt};
 use super::{Output, Verdict, Worker};
 use crate::conn::Conn;
 use crate::flow::{to_v4, v4};
+use crate::frag::Route;
 use crate::frame::{Frame, FrameAlloc};
+use crate::nat::FragFields;
 use crate::pool::owner;
 use crate::snapshot::Local;
 use crate::stats::DropReason;
@@ -45,9 +47,11 @@ impl<F: Frame> Worker<F> {
         if !f.rx_checksums_verified() && !ip.verify_checksum() {
             return drop(DropReason::BadChecksum);
         }
-        if ip.is_fragment() {
-            return drop(DropReason::Fragment);
-        }
+        let frag = ip.is_fragment().then(|| FragFields {
+            ident: u32::from(ip.ident()),
+            offset: ip.frag_offset(),
+            more: ip.more_frags(),
+        });
         let (ihl, total, p, ttl, src) = (
             ip.header_len(),
             usize::from(ip.total_len()),
@@ -68,10 +72,13 @@ impl<F: Frame> Worker<F> {
             dport: 0,
             ttl,
             tcp_flags: 0,
+            frag,
         };
-        match p {
-            proto::TCP | proto::UDP => self.transport(pkt, local, f, alloc, out),
-            proto::ICMP => self.icmp4(&pkt, local, f, alloc, out),
+        match (p, frag) {
+            (proto::TCP | proto::UDP, Some(fr)) => self.fragment(pkt, fr, local, f, alloc, out),
+            (proto::TCP | proto::UDP, None) => self.transport(pkt, local, f, alloc, out),
+            (_, Some(_)) => drop(DropReason::Fragment),
+            (proto::ICMP, None) => self.icmp4(&pkt, local, f, alloc, out),
             _ => drop(DropReason::Unsupported),
         }
     }
@@ -98,6 +105,13 @@ impl<F: Frame> Worker<F> {
         let dst = ip.dst().octets();
         let src = ip.src().octets();
         let (plen, hop) = (usize::from(ip.payload_len()), ip.hop_limit());
+        // An atomic fragment (offset 0, M clear) is a whole packet (RFC 6946): processed as one, its fragment
+        // header carried along (or dropped by NAT64's header translation).
+        let frag = ul.fragment.filter(|h| !h.is_atomic()).map(|h| FragFields {
+            ident: h.ident,
+            offset: h.offset,
+            more: h.more,
+        });
         let pkt = Pkt {
             in_port,
             l3,
@@ -110,6 +124,7 @@ impl<F: Frame> Worker<F> {
             dport: 0,
             ttl: hop,
             tcp_flags: 0,
+            frag,
         };
         let icmp_type = d.get(l3 + ul.offset).copied();
         f.truncate(l3 + ipv6::HEADER_LEN + plen);
@@ -131,12 +146,11 @@ impl<F: Frame> Worker<F> {
             Some(Local::Own(_)) | None => return self.kernel(in_port, f, out),
             Some(l) => l,
         };
-        if ul.fragment.is_some() {
-            return drop(DropReason::Fragment);
-        }
-        match ul.protocol {
-            proto::TCP | proto::UDP => self.transport(pkt, local, f, alloc, out),
-            proto::ICMPV6 => self.icmp6(&pkt, f, alloc, out),
+        match (ul.protocol, frag) {
+            (proto::TCP | proto::UDP, Some(fr)) => self.fragment(pkt, fr, local, f, alloc, out),
+            (proto::TCP | proto::UDP, None) => self.transport(pkt, local, f, alloc, out),
+            (_, Some(_)) => drop(DropReason::Fragment),
+            (proto::ICMPV6, None) => self.icmp6(&pkt, f, alloc, out),
             _ => drop(DropReason::Unsupported),
         }
     }
@@ -157,6 +171,13 @@ impl<F: Frame> Worker<F> {
                 return drop(DropReason::Malformed);
             };
             (p.sport, p.dport, p.tcp_flags) = (t.src_port(), t.dst_port(), t.flags());
+        } else if p.frag.is_some() {
+            // A first fragment: its UDP length covers the whole datagram, not this fragment.
+            if l4.len() < udp::HEADER_LEN {
+                return drop(DropReason::Fragment);
+            }
+            let u = udp::Packet::new_unchecked(l4);
+            (p.sport, p.dport) = (u.src_port(), u.dst_port());
         } else {
             let Ok(u) = udp::Packet::new_checked(l4) else {
                 return drop(DropReason::Malformed);
@@ -226,6 +247,10 @@ impl<F: Frame> Worker<F> {
             _ => {
                 let o = owner(p.dport, self.snap.mask);
                 if o != self.id && usize::from(o) < self.snap.workers {
+                    // The later fragments of this datagram carry no port: they follow the first one there.
+                    if let Some(fr) = p.frag {
+                        self.fragments_follow(p.frag_key(fr), Route::Worker(o), alloc, out);
+                    }
                     self.redirect(o, f, out)
                 } else {
                     drop(DropReason::NoConnection)

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::conn::{Conn, ConnTable, FLAG_POOLED, FLAG_SNAT};
 use crate::flow::{Addr, FastMap, Tuple};
+use crate::frag::{FragTable, Limits};
 use crate::frame::{Frame, FrameAlloc};
 use crate::neigh::Neighbors;
 use crate::pool::Pools;
@@ -27,6 +28,7 @@ mod cla;
 mod counters;
 mod direct;
 mod fast;
+mod frag;
 mod fullnat;
 mod icmp_in;
 mod icmp_msg;
@@ -57,6 +59,9 @@ pub struct Worker<F: Frame> {
     neigh: Neighbors<F>,
     sched: Vec<sched::State>,
     backends: Vec<BackendCounters>,
+    /// Which connection the fragments of each datagram in flight belong to.
+    frags: FragTable<F>,
+    frags_swept: u64,
     persist: FastMap<(u16, Addr), (u16, u32)>,
     /// Counters.
     pub stats: Stats,
@@ -92,6 +97,8 @@ impl<F: Frame> Worker<F> {
             neigh: Neighbors::default(),
             sched: Vec::new(),
             backends: Vec::new(),
+            frags: FragTable::new(Limits::default()),
+            frags_swept: 0,
             persist: FastMap::default(),
             stats: Stats::default(),
             epoch_ms: None,
@@ -136,6 +143,7 @@ impl<F: Frame> Worker<F> {
     }
 
     fn apply(&mut self, old: Option<&Snapshot>, snap: &Snapshot) {
+        self.frags.set_limits(snap.fragments);
         if old.is_none_or(|o| o.lips != snap.lips) {
             self.pools.update(&snap.lips, self.id, snap.mask);
         }
@@ -304,6 +312,13 @@ impl<F: Frame> Worker<F> {
         let tick = self.tick;
         if self.persist.len() > 4096 {
             self.persist.retain(|_, (_, exp)| *exp > tick);
+        }
+        // Fragment entries are swept every 100 ms (their timeouts are seconds).
+        if !self.frags.is_empty() && self.now_ms >= self.frags_swept + 100 {
+            self.frags_swept = self.now_ms;
+            for _ in self.frags.expire(self.now_ms) {
+                self.stats.drop(DropReason::FragmentTimeout);
+            }
         }
         for (port, a) in std::mem::take(&mut self.announce) {
             if let Some(f) = self.announcement(alloc, port, &a) {

@@ -22,6 +22,8 @@ pub enum Verdict {
     Redirect { worker: u16 },
     /// Waiting for its next hop to resolve.
     Held,
+    /// A fragment waiting for its datagram's first fragment.
+    Parked,
     /// Dropped.
     Drop { reason: DropReason },
 }

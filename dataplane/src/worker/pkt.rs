@@ -5,7 +5,9 @@
 use super::output::Verdict;
 use crate::conn::{Conn, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6};
 use crate::flow::{Addr, Tuple};
+use crate::frag::FragKey;
 use crate::nat::Endpoints;
+use crate::nat::FragFields;
 use crate::stats::DropReason;
 use crate::tcp_state::Dir;
 use crate::wire::{checksum, ipv4, ipv6, proto, tcp};
@@ -38,9 +40,21 @@ pub(super) struct Pkt {
     pub(super) ttl: u8,
     /// TCP flags (0 for other protocols).
     pub(super) tcp_flags: u8,
+    /// When the packet is a fragment (not an atomic one): its identification, offset and M flag.
+    pub(super) frag: Option<FragFields>,
 }
 
 impl Pkt {
+    /// The datagram this fragment belongs to.
+    pub(super) fn frag_key(&self, f: FragFields) -> FragKey {
+        FragKey {
+            src: self.src,
+            dst: self.dst,
+            ident: f.ident,
+            proto: self.proto,
+        }
+    }
+
     /// The transport tuple as received.
     pub(super) fn tuple(&self) -> Tuple {
         Tuple {

@@ -40,7 +40,8 @@ impl<F: Frame> Worker<F> {
         if p.proto == proto::TCP && !p.opens() {
             return drop(DropReason::NoConnection);
         }
-        if !self.verify_l4(p, &f) {
+        // A first fragment's checksum covers fragments not seen yet: the backend checks it.
+        if p.frag.is_none() && !self.verify_l4(p, &f) {
             return drop(DropReason::BadChecksum);
         }
         if p.ttl <= 1 {

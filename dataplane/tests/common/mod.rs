@@ -367,3 +367,127 @@ pub fn seen(frame: &[u8]) -> Seen {
         other => panic!("unexpected transport {other:?}"),
     }
 }
+
+/// Splits the IP packet of `frame` (built whole, its checksums right) into fragments carrying at most `chunk`
+/// bytes (a multiple of 8) of the IP payload each, with identification `ident`: IPv4 fragments, or IPv6 ones with
+/// a fragment header. In order.
+pub fn fragments(frame: &[u8], chunk: usize, ident: u32) -> Vec<Vec<u8>> {
+    assert_eq!(chunk % 8, 0);
+    let (eth, ip) = frame.split_at(14);
+    let v6 = ip[0] >> 4 == 6;
+    let (hdr, payload) = ip.split_at(if v6 { 40 } else { usize::from(ip[0] & 0x0f) * 4 });
+    let pieces: Vec<&[u8]> = payload.chunks(chunk).collect();
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let (offset, more) = ((i * chunk) as u16, i + 1 < pieces.len());
+            let mut f = eth.to_vec();
+            if v6 {
+                let mut h = hdr.to_vec();
+                let next = h[6];
+                h[6] = 44;
+                h[4..6].copy_from_slice(&((8 + piece.len()) as u16).to_be_bytes());
+                f.extend_from_slice(&h);
+                f.extend_from_slice(&[next, 0]);
+                f.extend_from_slice(&(offset | u16::from(more)).to_be_bytes());
+                f.extend_from_slice(&ident.to_be_bytes());
+            } else {
+                let mut h = hdr.to_vec();
+                let total = (h.len() + piece.len()) as u16;
+                h[2..4].copy_from_slice(&total.to_be_bytes());
+                h[4..6].copy_from_slice(&(ident as u16).to_be_bytes());
+                h[6..8].copy_from_slice(&((u16::from(more) << 13) | (offset >> 3)).to_be_bytes());
+                h[10..12].copy_from_slice(&[0, 0]);
+                let c = !ones_sum(&h);
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&h);
+            }
+            f.extend_from_slice(piece);
+            f
+        })
+        .collect()
+}
+
+/// The one's complement sum of 16-bit words.
+fn ones_sum(b: &[u8]) -> u16 {
+    let mut s: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0)))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// Fragment fields of a frame: (identification, offset in bytes, more) — IPv4's or the IPv6 fragment header's;
+/// none for a whole packet.
+pub fn frag_fields(frame: &[u8]) -> Option<(u32, u16, bool)> {
+    let ip = &frame[14..];
+    if ip[0] >> 4 == 6 {
+        (ip[6] == 44).then(|| {
+            let fo = u16::from_be_bytes([ip[42], ip[43]]);
+            (
+                u32::from_be_bytes([ip[44], ip[45], ip[46], ip[47]]),
+                fo & 0xfff8,
+                fo & 1 != 0,
+            )
+        })
+    } else {
+        let fo = u16::from_be_bytes([ip[6], ip[7]]);
+        (fo & 0x3fff != 0).then(|| {
+            (
+                u32::from(u16::from_be_bytes([ip[4], ip[5]])),
+                (fo & 0x1fff) << 3,
+                fo & 0x2000 != 0,
+            )
+        })
+    }
+}
+
+/// Puts fragments (any order) back together as one frame, as the receiving kernel would, and checks they are
+/// one datagram: same identification, no gap, one last fragment. The result passes to [`seen`], which verifies
+/// the transport checksum over the whole datagram.
+pub fn reassemble(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut parts: Vec<(u32, u16, bool, &Vec<u8>)> = frames
+        .iter()
+        .map(|f| {
+            let (id, off, more) = frag_fields(f).expect("a fragment");
+            (id, off, more, f)
+        })
+        .collect();
+    parts.sort_by_key(|p| p.1);
+    assert!(parts.iter().all(|p| p.0 == parts[0].0), "one identification");
+    assert_eq!(parts.iter().filter(|p| !p.2).count(), 1, "one last fragment");
+    assert!(!parts.last().unwrap().2, "the last fragment is last");
+    let first = parts[0].3;
+    let v6 = first[14] >> 4 == 6;
+    let (hlen, data_at) = if v6 {
+        (40, 48)
+    } else {
+        (
+            usize::from(first[14] & 0x0f) * 4,
+            usize::from(first[14] & 0x0f) * 4,
+        )
+    };
+    let mut payload = Vec::new();
+    for (_, off, _, f) in &parts {
+        assert_eq!(usize::from(*off), payload.len(), "no gap, no overlap");
+        payload.extend_from_slice(&f[14 + data_at..]);
+    }
+    let mut out = first[..14 + hlen].to_vec();
+    if v6 {
+        out[14 + 6] = first[14 + 40];
+        out[14 + 4..14 + 6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+    } else {
+        let h = &mut out[14..14 + hlen];
+        h[2..4].copy_from_slice(&((hlen + payload.len()) as u16).to_be_bytes());
+        h[6..8].copy_from_slice(&[0, 0]);
+        h[10..12].copy_from_slice(&[0, 0]);
+        let c = !ones_sum(h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    out.extend_from_slice(&payload);
+    out
+}
