@@ -158,6 +158,8 @@ pub struct WorkerStats {
     pub new_connections: u64,
     /// Of those, QUIC connections routed by the server ID of their connection ID.
     pub quic_routed: u64,
+    /// IP fragments of TCP and UDP handled.
+    pub fragments: u64,
     /// Connections in the table.
     pub connections: u64,
     /// Connections expired.

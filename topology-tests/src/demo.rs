@@ -69,6 +69,53 @@ for i in range(n):
 print(json.dumps({"ok": sum(counts.values()), "failed": failed, "by_backend": counts}))
 "#;
 
+/// A UDP client of large datagrams: `n` exchanges of `size` bytes ("echo " and a pattern) with `vip:port`, each
+/// answered with the backend's name and the same bytes; the kernels fragment and reassemble them. Prints
+/// {"ok", "failed", "by_backend"}.
+pub const BIG_UDP_CLIENT: &str = r#"
+import json, socket, sys
+vip, port, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+fam = socket.AF_INET6 if ":" in vip else socket.AF_INET
+counts, failed = {}, 0
+for i in range(n):
+    data = bytes((i + j) % 251 for j in range(size))
+    s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(2)
+    try:
+        s.sendto(b"echo " + data, (vip, port))
+        answer = s.recv(65535)
+        name, _, back = answer.partition(b" ")
+        if back == data:
+            counts[name.decode()] = counts.get(name.decode(), 0) + 1
+        else:
+            failed += 1
+    except OSError:
+        failed += 1
+    s.close()
+print(json.dumps({"ok": sum(counts.values()), "failed": failed, "by_backend": counts}))
+"#;
+
+/// `n` exchanges of `size`-byte UDP datagrams with `vip:port` from the client (fragmented both ways).
+pub fn big_udp_traffic(
+    lab: &Lab,
+    vip: &str,
+    port: u16,
+    n: u32,
+    size: usize,
+) -> io::Result<serde_json::Value> {
+    client_json(
+        lab,
+        &[
+            "python3",
+            "-c",
+            BIG_UDP_CLIENT,
+            vip,
+            &port.to_string(),
+            &n.to_string(),
+            &size.to_string(),
+        ],
+    )
+}
+
 /// r1's kernel route to the VIP.
 pub fn route(lab: &Lab) -> String {
     route_to(lab, "203.0.113.10")

@@ -372,6 +372,7 @@ fn worker_stats(s: &anylb_dataplane::stats::Stats) -> api::WorkerStats {
         peer_forwarded: s.peer_forwarded,
         new_connections: s.new_connections,
         quic_routed: s.quic_routed,
+        fragments: s.fragments,
         connections: s.connections,
         expired_connections: s.expired_connections,
         stack_replies: s.stack_replies,

@@ -304,6 +304,14 @@ impl Snapshot {
         )?;
         family(
             e,
+            "anylb_fragments",
+            "IP fragments of TCP and UDP handled (forwarded, parked or handed to their worker).",
+            packets(),
+            MetricType::Counter,
+            per(|s| s.fragments),
+        )?;
+        family(
+            e,
             "anylb_connections_quic_routed",
             "QUIC connections sent to the backend their connection ID names (migrated connections).",
             None,

@@ -1,5 +1,5 @@
 # A demo backend: answers every GET with its name, and /healthz with "ok", on IPv4 `addr` and every IPv6
-# address; UDP datagrams to port 5353 get its name back. Stops by itself after an hour.
+# address; UDP datagrams to port 5353 get its name back ("echo DATA": the name and DATA). Stops by itself after an hour.
 import http.server, socket, sys, threading, time
 
 addr, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -31,8 +31,9 @@ def udp(family, bind):
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.bind((bind, 5353))
     while True:
-        d, peer = s.recvfrom(4096)
-        s.sendto(name.encode(), peer)
+        d, peer = s.recvfrom(65535)
+        # "echo ..." comes back whole after the name (large datagrams: fragmented both ways); else the name.
+        s.sendto(name.encode() + b" " + d[5:] if d.startswith(b"echo ") else name.encode(), peer)
 
 def bound(make):
     # In a container, the address arrives with containerlab's `exec` lines after this starts: wait for it.
