@@ -10,20 +10,6 @@ fn output(cmd: &str, args: &[&str]) -> Option<String> {
     (o.status.success() && !s.is_empty()).then_some(s)
 }
 
-/// A civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 fn main() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     // A build without the clone's .git (a container build) is told the commit.
@@ -50,9 +36,8 @@ fn main() {
         });
     let dpdk = output("pkg-config", &["--modversion", "libdpdk"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=ANYLB_COMMIT={commit}");
-    println!(
-        "cargo:rustc-env=ANYLB_BUILD_DATE={}",
-        date(secs.div_euclid(86_400))
-    );
+    let date =
+        output("date", &["-u", "-d", &format!("@{secs}"), "+%Y-%m-%d"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=ANYLB_BUILD_DATE={date}");
     println!("cargo:rustc-env=ANYLB_DPDK={dpdk}");
 }

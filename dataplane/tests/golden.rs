@@ -601,7 +601,8 @@ fn scenario(name: &str) -> (Gen, &'static str) {
         "fragments" => {
             // 3000-byte UDP datagrams in fragments through Full-NAT 44, 66 and NAT64: the client's in order,
             // the backend's answer last fragment first (parked until the first comes); a 2500-byte TCP segment
-            // in two fragments, the second first; an IPv6 atomic fragment, forwarded as a whole packet.
+            // in two fragments through 44, 66 and 64, the second first; an IPv6 atomic fragment, forwarded as a
+            // whole packet.
             let mut g = Gen::new("lab.toml");
             let data: Vec<u8> = (0..3000).map(|i| (i % 251) as u8).collect();
             for (client, vip, chunk, id) in [
@@ -630,15 +631,20 @@ fn scenario(name: &str) -> (Gen, &'static str) {
                 }
                 assert_eq!(seen(&reassemble(&at_client)).payload, data);
             }
-            let (client, vip) = (("192.0.2.100", 40000), ("203.0.113.10", 80));
-            let syn = g.client_tcp(client, vip, "S", b"").unwrap();
-            g.backend_tcp(&syn, "SA", b"");
-            let seg = tcp(ROUTER_MAC, UP_MAC, client, vip, "AP", 101, None, &data[..2500]);
-            let mut out = Vec::new();
-            for f in fragments(&seg, 1480, 0x44).into_iter().rev() {
-                out.extend(g.send(0, f).into_iter().map(|(_, f)| f));
+            for (client, vip, chunk, id) in [
+                (("192.0.2.100", 40000), ("203.0.113.10", 80), 1480, 0x44),
+                (("2001:db8:c::5", 40000), ("2001:db8::1", 80), 1448, 0x45),
+                (("2001:db8:c::5", 40001), ("2001:db8::64", 80), 1448, 0x46),
+            ] {
+                let syn = g.client_tcp(client, vip, "S", b"").unwrap();
+                g.backend_tcp(&syn, "SA", b"");
+                let seg = tcp(ROUTER_MAC, UP_MAC, client, vip, "AP", 101, None, &data[..2500]);
+                let mut out = Vec::new();
+                for f in fragments(&seg, chunk, id).into_iter().rev() {
+                    out.extend(g.send(0, f).into_iter().map(|(_, f)| f));
+                }
+                assert_eq!(seen(&reassemble(&out)).payload, &data[..2500]);
             }
-            assert_eq!(seen(&reassemble(&out)).payload, &data[..2500]);
             let whole = udp(
                 ROUTER_MAC,
                 UP_MAC,
