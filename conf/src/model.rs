@@ -253,6 +253,9 @@ pub struct Node {
     /// The embedded BGP speaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<NodeBgp>,
+    /// Client prefixes whose new connections to any VIP of the node are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<IpNet>,
 }
 
 impl Node {
@@ -705,6 +708,15 @@ pub struct Service {
     /// UDP destination port of GUE encapsulation (default 6080, Linux's fou convention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gue_port: Option<u16>,
+    /// Client prefixes allowed to open connections (none listed: every client).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<IpNet>,
+    /// Client prefixes whose new connections are dropped (checked before `allow`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<IpNet>,
+    /// New connections per second the service accepts (token bucket), overall or per client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// UDP services carrying QUIC: short-header packets go to the backend whose server ID their connection ID
     /// carries (QUIC-LB plaintext layout), so a connection that migrates to a new client address or port
     /// stays on its backend.
@@ -713,6 +725,34 @@ pub struct Service {
     /// Backends (real servers).
     #[serde(default)]
     pub backends: Vec<Backend>,
+}
+
+/// A new-connection rate limit: a token bucket of `burst` tokens refilled at `cps` per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// New connections per second.
+    pub cps: u32,
+    /// Connections that may open at once (default: one second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// One bucket per client address instead of one for the service (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_client: Option<bool>,
+    /// What an excess new connection gets: `drop` (default), or `reset` (a TCP RST from the VIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<LimitAction>,
+}
+
+/// What an excess new connection gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitAction {
+    /// Dropped and counted.
+    #[default]
+    Drop,
+    /// Answered with a TCP RST from the VIP (TCP services), and counted.
+    Reset,
 }
 
 /// Where a QUIC connection ID carries the server ID (the QUIC-LB draft's plaintext configuration).
@@ -818,6 +858,13 @@ pub struct Backend {
     /// Administratively drained: existing connections stay, no new ones.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drained: bool,
+    /// Connections above which the backend takes no new ones (IPVS `-x`); none: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_threshold: Option<u32>,
+    /// Once over the upper threshold, connections below which it takes new ones again (IPVS `-y`; default
+    /// three quarters of the upper threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_threshold: Option<u32>,
     /// QUIC services: the server ID this backend writes into its connection IDs, in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_id: Option<String>,

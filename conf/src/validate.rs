@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::model::{
-    BgpNeighbor, ClientAddress, Encapsulation, Family, Forwarding, HealthKind, Node, Protocol, Service,
-    SnatRule, Topology,
+    BgpNeighbor, ClientAddress, Encapsulation, Family, Forwarding, HealthKind, LimitAction, Node, Protocol,
+    Service, SnatRule, Topology,
 };
 use crate::path;
 use crate::tree::KeyPath;
@@ -620,6 +620,7 @@ fn service(t: &Topology, i: usize, s: &Service, refs: &dyn Fn(&str) -> bool, r: 
         );
     }
     quic(&sp, s, r);
+    limits(&sp, s, r);
     if s.persistence.is_some_and(|d| d.get().is_zero()) {
         r.push(
             sp.with("persistence"),
@@ -872,6 +873,40 @@ fn dns_check(h: &crate::model::HealthCheck, p: &KeyPath, r: &mut Report) {
             p.with("query"),
             format!("{q:?} has an empty label or one longer than 63 characters"),
         );
+    }
+}
+
+/// Rate limits and backend connection thresholds.
+fn limits(sp: &KeyPath, s: &Service, r: &mut Report) {
+    if let Some(rl) = &s.rate_limit {
+        let rp = sp.with("rate_limit");
+        if rl.cps == 0 {
+            r.push(rp.with("cps"), "cps must be at least 1");
+        }
+        if rl.burst == Some(0) {
+            r.push(rp.with("burst"), "burst must be at least 1");
+        }
+        if rl.action == Some(LimitAction::Reset) && s.protocol != Protocol::Tcp {
+            r.push(
+                rp.with("action"),
+                "reset answers with a TCP RST: for tcp services only",
+            );
+        }
+    }
+    for (j, b) in s.backends.iter().enumerate() {
+        let bp = sp.with("backends").with(j);
+        match (b.upper_threshold, b.lower_threshold) {
+            (Some(0), _) => r.push(bp.with("upper_threshold"), "upper_threshold must be at least 1"),
+            (None, Some(_)) => r.push(
+                bp.with("lower_threshold"),
+                "lower_threshold needs an upper_threshold",
+            ),
+            (Some(u), Some(l)) if l >= u => r.push(
+                bp.with("lower_threshold"),
+                format!("lower_threshold {l} must be below upper_threshold {u}"),
+            ),
+            _ => {}
+        }
     }
 }
 

@@ -96,6 +96,8 @@ fn diff_reports_backend_weight_service_and_neighbor_changes() {
         port: Some(8080),
         weight: None,
         drained: false,
+        upper_threshold: None,
+        lower_threshold: None,
         server_id: None,
     });
     new.services[1].scheduler = anylb_conf::Scheduler::Rr;

@@ -581,6 +581,51 @@ fn quic_routing_needs_udp_and_a_server_id_per_backend() {
 }
 
 #[test]
+fn limits_and_thresholds_are_checked() {
+    let base = "protocol = \"tcp\"\nbackends = [{ address = \"198.51.100.101\", port = 8080 }]\n";
+    for (service, path, says) in [
+        (
+            "protocol = \"tcp\"\nrate_limit = { cps = 0 }\nbackends = [{ address = \"198.51.100.101\", port = 8080 }]\n",
+            "services[0].rate_limit.cps",
+            "at least 1",
+        ),
+        (
+            "protocol = \"udp\"\nrate_limit = { cps = 5, action = \"reset\" }\nbackends = [{ address = \"198.51.100.101\", port = 8080 }]\n",
+            "services[0].rate_limit.action",
+            "for tcp services only",
+        ),
+        (
+            "protocol = \"tcp\"\nbackends = [{ address = \"198.51.100.101\", port = 8080, upper_threshold = 10, lower_threshold = 10 }]\n",
+            "services[0].backends[0].lower_threshold",
+            "must be below upper_threshold 10",
+        ),
+        (
+            "protocol = \"tcp\"\nbackends = [{ address = \"198.51.100.101\", port = 8080, lower_threshold = 3 }]\n",
+            "services[0].backends[0].lower_threshold",
+            "needs an upper_threshold",
+        ),
+    ] {
+        let needle = path.rsplit('.').next().unwrap_or(path).split('[').next().unwrap_or(path);
+        let needle = match needle {
+            "cps" | "action" => "rate_limit",
+            _ => "backends",
+        };
+        expect(base, service, needle, path, says);
+    }
+}
+
+#[test]
+fn deny_and_allow_take_prefixes() {
+    expect(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\ndeny = [\"192.0.2.0/33\"]\n",
+        "deny",
+        "services[0].deny[0]",
+        "",
+    );
+}
+
+#[test]
 fn udp_check_needs_a_payload() {
     expect(
         "protocol = \"tcp\"\n",

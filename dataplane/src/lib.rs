@@ -3,6 +3,7 @@
 //! [`wire`] holds the header views, [`flow`] the tuples and hashes, [`conn`] the per-worker connection table
 //! and [`tcp_state`] the state tracking that sets its timeouts.
 
+pub mod acl;
 pub mod client_addr;
 pub mod cluster;
 #[cfg(feature = "dpdk")]

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::acl::PrefixList;
 use anylb_conf::{ClientAddress, Encapsulation, Forwarding, NodeConfig, Protocol};
 
 use crate::flow::{addr, is_v4, Addr, AddrTable, FastMap};
@@ -47,6 +48,11 @@ pub struct Backend {
     pub weight: u32,
     /// Stable id across snapshots.
     pub uid: u32,
+    /// Connections on one worker above which it takes no new ones (0: no limit): the topology's upper
+    /// threshold shared out over the workers.
+    pub upper: u32,
+    /// Once over, connections on one worker below which it takes new ones again.
+    pub lower: u32,
 }
 
 /// A service.
@@ -82,6 +88,25 @@ pub struct Service {
     pub timeouts: TickTimeouts,
     /// QUIC routing by server ID, when the service carries QUIC.
     pub quic: Option<QuicRoute>,
+    /// Clients allowed to open connections (empty: every client).
+    pub allow: PrefixList,
+    /// Clients whose new connections are dropped.
+    pub deny: PrefixList,
+    /// The new-connection rate limit, per worker.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A new-connection rate limit as one worker applies it: its share of the rate, the burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Tokens added per second on this worker.
+    pub per_sec: u32,
+    /// Most tokens held.
+    pub burst: u32,
+    /// A bucket per client address.
+    pub per_client: bool,
+    /// Answer excess TCP SYNs with a RST.
+    pub reset: bool,
 }
 
 /// Where a QUIC connection ID carries the server ID, and which backend each ID names.
@@ -181,6 +206,8 @@ pub struct Snapshot {
     pub conn_capacity: u32,
     /// Limits of each worker's fragment table.
     pub fragments: crate::frag::Limits,
+    /// Clients whose new connections to any VIP of the node are dropped.
+    pub deny: PrefixList,
     /// Connection sync, when on: which connections are synced and how often.
     pub sync: Option<SyncPolicy>,
     /// Ports.
@@ -349,7 +376,7 @@ impl Builder {
             services,
             svc_index,
             uid_index,
-        } = self.services(cfg, ov, &mut local)?;
+        } = self.services(cfg, ov, &mut local, workers)?;
         let transit = services.iter().any(|s| s.forwarding == Forwarding::Nat);
         Ok(Snapshot {
             transit,
@@ -367,6 +394,7 @@ impl Builder {
             mask: crate::pool::slice_mask(workers),
             conn_capacity: node.dataplane.connections_per_worker(),
             fragments: fragment_limits(node.dataplane.fragments),
+            deny: prefix_list(&node.deny),
             sync: cfg.sync.as_ref().map(|s| SyncPolicy {
                 threshold: ticks(s.settings.threshold.get()),
                 refresh: ticks(s.settings.refresh.get()),
@@ -389,6 +417,7 @@ impl Builder {
         cfg: &NodeConfig,
         ov: &Overrides,
         local: &mut FastMap<Addr, Local>,
+        workers: usize,
     ) -> Result<Services, BuildError> {
         let mut services = Vec::new();
         let mut svc_index = FastMap::default();
@@ -423,11 +452,16 @@ impl Builder {
                     .get(&(s.name.clone(), b.address, port))
                     .map_or(base, |&w| w.min(base));
                 uid_index.insert(uid, (services.len() as u16, bi as u16));
+                // A worker's share of the thresholds (rounded up: a backend is never refused below its limit).
+                let share = |t: u32| t.div_ceil(workers.max(1) as u32);
+                let upper = b.upper_threshold.map_or(0, share);
                 backends.push(Backend {
                     addr: addr(b.address),
                     port,
                     weight,
                     uid,
+                    upper,
+                    lower: b.lower_threshold.map_or(upper * 3 / 4, share),
                 });
             }
             let keys: Vec<([u8; 18], u32)> = backends
@@ -463,6 +497,17 @@ impl Builder {
                 maglev,
                 persistence,
                 timeouts,
+                allow: prefix_list(&s.allow),
+                deny: prefix_list(&s.deny),
+                rate_limit: s.rate_limit.map(|rl| {
+                    let n = workers.max(1) as u32;
+                    RateLimit {
+                        per_sec: rl.cps.div_ceil(n),
+                        burst: rl.burst.unwrap_or(rl.cps).div_ceil(n).max(1),
+                        per_client: rl.per_client.unwrap_or(false),
+                        reset: rl.action == Some(anylb_conf::LimitAction::Reset),
+                    }
+                }),
                 quic: s.quic.map(|q| QuicRoute {
                     offset: usize::from(q.offset()),
                     len: usize::from(q.server_id_length),
@@ -484,6 +529,12 @@ impl Builder {
             uid_index,
         })
     }
+}
+
+/// A prefix list from the topology's prefixes.
+fn prefix_list(nets: &[ipnet::IpNet]) -> PrefixList {
+    let v: Vec<(Addr, u8)> = nets.iter().map(|n| (addr(n.network()), n.prefix_len())).collect();
+    PrefixList::new(v.iter().map(|(a, l)| (a, *l)))
 }
 
 /// A worker's fragment-table limits from the topology, defaults filled in.

@@ -43,10 +43,20 @@ pub enum DropReason {
     FragmentLimit,
     /// A fragment parked for its first one, which did not come in time.
     FragmentTimeout,
+    /// A new flow from a client on the node's deny list.
+    DeniedNode,
+    /// A new flow from a client on the service's deny list.
+    Denied,
+    /// A new flow from a client not on the service's allow list.
+    NotAllowed,
+    /// A new flow over the service's rate limit.
+    RateLimited,
+    /// A new flow to a service whose every backend is at its upper connection threshold.
+    Overloaded,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 17;
+pub const DROP_REASONS: usize = 22;
 
 impl DropReason {
     /// Every reason, in counter order.
@@ -68,6 +78,11 @@ impl DropReason {
         DropReason::OtherMac,
         DropReason::FragmentLimit,
         DropReason::FragmentTimeout,
+        DropReason::DeniedNode,
+        DropReason::Denied,
+        DropReason::NotAllowed,
+        DropReason::RateLimited,
+        DropReason::Overloaded,
     ];
 
     /// Counter name.
@@ -90,6 +105,11 @@ impl DropReason {
             DropReason::OtherMac => "other_mac",
             DropReason::FragmentLimit => "fragment_limit",
             DropReason::FragmentTimeout => "fragment_timeout",
+            DropReason::DeniedNode => "denied_node",
+            DropReason::Denied => "denied",
+            DropReason::NotAllowed => "not_allowed",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::Overloaded => "overloaded",
         }
     }
 }

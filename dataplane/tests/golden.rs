@@ -656,6 +656,28 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             assert_eq!(g.send(0, atomic).len(), 1);
             (g, "lab.toml")
         }
+        "admission" => {
+            // New flows judged: a client on the service's deny list, one outside its allow list, one on the
+            // node's deny list — dropped, nothing to a backend; then three SYNs of an allowed client with both
+            // backends' upper threshold at one connection: one each, the third dropped as overloaded.
+            let vip = ("203.0.113.20", 80);
+            let mut g = Gen::new("admission.toml");
+            for client in [
+                ("192.0.2.5", 40000),
+                ("198.18.0.1", 40000),
+                ("192.0.2.250", 40000),
+            ] {
+                assert!(
+                    g.client_tcp(client, vip, "S", b"").is_none(),
+                    "{client:?} refused"
+                );
+            }
+            let a = g.client_tcp(("192.0.2.100", 40001), vip, "S", b"").unwrap();
+            let b = g.client_tcp(("192.0.2.100", 40002), vip, "S", b"").unwrap();
+            assert_ne!(a.dst, b.dst, "the second backend takes the second connection");
+            assert!(g.client_tcp(("192.0.2.100", 40003), vip, "S", b"").is_none());
+            (g, "admission.toml")
+        }
         other => panic!("no scenario {other}"),
     }
 }
@@ -738,6 +760,11 @@ fn golden_uoa_and_proxy_v2_on_udp() {
 #[test]
 fn golden_fragments_44_66_64_in_and_out_of_order() {
     check("fragments");
+}
+
+#[test]
+fn golden_deny_allow_and_upper_threshold() {
+    check("admission");
 }
 
 #[test]

@@ -24,6 +24,7 @@ use crate::stats::{BackendCounters, DropReason, Stats};
 use crate::tcp_state::Dir;
 use crate::wire::ethernet::{self, ethertype, Mac};
 
+mod admit;
 mod cla;
 mod counters;
 mod direct;
@@ -62,6 +63,11 @@ pub struct Worker<F: Frame> {
     /// Which connection the fragments of each datagram in flight belong to.
     frags: FragTable<F>,
     frags_swept: u64,
+    /// New-connection buckets by service index, and by (service, client) for per-client limits.
+    buckets: Vec<Option<admit::Bucket>>,
+    client_buckets: FastMap<(u16, Addr), admit::Bucket>,
+    /// Backends (by uid) over their upper threshold and not yet back under their lower one.
+    overload: Vec<bool>,
     persist: FastMap<(u16, Addr), (u16, u32)>,
     /// Counters.
     pub stats: Stats,
@@ -99,6 +105,9 @@ impl<F: Frame> Worker<F> {
             backends: Vec::new(),
             frags: FragTable::new(Limits::default()),
             frags_swept: 0,
+            buckets: Vec::new(),
+            client_buckets: FastMap::default(),
+            overload: Vec::new(),
             persist: FastMap::default(),
             stats: Stats::default(),
             epoch_ms: None,

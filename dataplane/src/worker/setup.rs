@@ -47,6 +47,9 @@ impl<F: Frame> Worker<F> {
         if p.ttl <= 1 {
             return self.icmp_error(p, f, IcmpKind::TimeExceeded, DropReason::Ttl, alloc, out);
         }
+        if let Err(r) = self.admission(p, si) {
+            return self.refuse(p, si, r, f, out);
+        }
         let opened = match self.quic_backend(p, si, &f) {
             Some(bi) => Ok(bi),
             None => self.schedule(p, si),
@@ -114,11 +117,47 @@ impl<F: Frame> Worker<F> {
                 .ok_or(DropReason::NoBackend)?
             }
         };
+        let bi = self.below_threshold(svc, bi, p.tuple().hash(snap.seed))?;
         if let Some(ticks) = svc.persistence {
             self.persist
                 .insert(persist_key, (bi, self.tick.saturating_add(ticks)));
         }
         Ok(bi)
+    }
+
+    /// `bi`, or when it is at its upper connection threshold the next backend that is not: along the Maglev
+    /// table from the flow's slot (Maglev and sh keep their spread), else in backend order.
+    fn below_threshold(
+        &mut self,
+        svc: &crate::snapshot::Service,
+        bi: u16,
+        h: u64,
+    ) -> Result<u16, DropReason> {
+        if svc.backends.iter().all(|b| b.upper == 0) {
+            return Ok(bi);
+        }
+        let usable = |w: &mut Self, i: u16| {
+            let i = usize::from(i);
+            svc.weights.get(i).is_some_and(|&wt| wt > 0) && !w.overloaded(&svc.backends[i])
+        };
+        if usable(self, bi) {
+            return Ok(bi);
+        }
+        let table = svc.maglev.entries();
+        let n = svc.backends.len();
+        let order: Box<dyn Iterator<Item = u16>> = match svc.sched {
+            sched::Kind::Maglev | sched::Kind::Sh if !table.is_empty() => {
+                let start = (h % table.len() as u64) as usize;
+                Box::new((1..=table.len()).map(move |k| table[(start + k) % table.len()]))
+            }
+            _ => Box::new((1..=n).map(move |k| ((usize::from(bi) + k) % n) as u16)),
+        };
+        for i in order {
+            if usize::from(i) < n && usable(self, i) {
+                return Ok(i);
+            }
+        }
+        Err(DropReason::Overloaded)
     }
 
     /// Inserts the connection of a new flow to backend `bi` of service `si`; returns its index.
