@@ -967,6 +967,10 @@ pub struct HealthCheck {
     /// udp: payload sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
+    /// tcp: probe with a SYN alone on a raw socket, a SYN-ACK meaning up (default true; false: a full connect
+    /// per check). Checks with `send` or `expect` always connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn: Option<bool>,
     /// tcp: bytes sent once connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send: Option<String>,

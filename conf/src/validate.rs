@@ -813,6 +813,7 @@ fn health(p: KeyPath, s: &Service, h: &crate::model::HealthCheck, r: &mut Report
     }
     only("payload", h.payload.is_some(), h.kind == Udp, "udp", r);
     only("send", h.send.is_some(), h.kind == Tcp, "tcp", r);
+    only("syn", h.syn.is_some(), h.kind == Tcp, "tcp", r);
     only(
         "expect",
         h.expect.is_some(),

@@ -10,3 +10,4 @@ pub mod icmp;
 pub mod latency;
 pub mod monitor;
 pub mod state;
+pub mod syn;

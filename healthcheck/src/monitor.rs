@@ -455,6 +455,7 @@ fn probe(h: &HealthCheck) -> Probe {
     let bytes = |s: &Option<String>| s.clone().map(String::into_bytes);
     match h.kind {
         HealthKind::Tcp => Probe::Tcp(TcpProbe {
+            syn: h.syn.unwrap_or(true),
             send: bytes(&h.send),
             expect: bytes(&h.expect),
         }),
@@ -531,6 +532,7 @@ mod tests {
         assert_eq!(
             probe_of("kind = \"tcp\"\nsend = \"QUIT\\r\\n\"\nexpect = \"221\""),
             Probe::Tcp(TcpProbe {
+                syn: true,
                 send: Some(b"QUIT\r\n".to_vec()),
                 expect: Some(b"221".to_vec())
             })

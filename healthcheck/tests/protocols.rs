@@ -420,6 +420,7 @@ async fn tcp_checks_read_the_banner_and_the_answer() {
     let tcp = |send: Option<&str>, expect: Option<&str>| {
         check(
             Probe::Tcp(TcpProbe {
+                syn: false,
                 send: send.map(|s| s.as_bytes().to_vec()),
                 expect: expect.map(|s| s.as_bytes().to_vec()),
             }),
@@ -441,4 +442,36 @@ async fn tcp_checks_read_the_banner_and_the_answer() {
         Err("reply lacks \"SSH-2.0\"".into())
     );
     assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn syn_probes_find_open_and_closed_ports_without_connecting() {
+    let syn = |target: SocketAddr| {
+        check(
+            Probe::Tcp(TcpProbe {
+                syn: true,
+                send: None,
+                expect: None,
+            }),
+            target,
+            Duration::from_secs(1),
+        )
+    };
+    for any in ["127.0.0.1:0", "[::1]:0"] {
+        let l = TcpListener::bind(any).await.unwrap();
+        let open = l.local_addr().unwrap();
+        assert!(
+            anylb_healthcheck::syn::Prober::get().usable(&open),
+            "raw sockets (the tests run as root)"
+        );
+        for _ in 0..3 {
+            assert_eq!(run(&syn(open)).await, Ok(()), "{open}");
+        }
+        // Half-open only: the kernel's RST ends each probe before the listener sees a connection.
+        let accepted = tokio::time::timeout(Duration::from_millis(200), l.accept()).await;
+        assert!(accepted.is_err(), "a SYN probe completed a connection");
+        drop(l);
+        let e = run(&syn(open)).await.unwrap_err();
+        assert!(e.contains("refused"), "{e}");
+    }
 }

@@ -1,4 +1,5 @@
-//! The TCP check: the connection opens. With `send`, those bytes are written first; with `expect`, the reply is
+//! The TCP check: by default a half-open SYN probe ([`crate::syn`]) when raw sockets are available; otherwise,
+//! or with `syn = false`, the connection opens. With `send`, those bytes are written first; with `expect`, the reply is
 //! read until it contains the expected text (a banner such as SMTP's `220` or SSH's `SSH-2.0-`: servers that
 //! speak first answer whether or not anything was sent), the server closes, or [`READ_LIMIT`] bytes came.
 
@@ -9,6 +10,8 @@ use super::{connect, contains, Check, CheckError, READ_LIMIT};
 /// What a TCP check sends and expects.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TcpProbe {
+    /// Probe with a SYN alone (no bytes to send or expect, raw sockets available).
+    pub syn: bool,
     /// Bytes written once connected.
     pub send: Option<Vec<u8>>,
     /// Bytes the reply must contain.
@@ -16,6 +19,12 @@ pub struct TcpProbe {
 }
 
 pub(super) async fn check(c: &Check, p: &TcpProbe) -> Result<(), CheckError> {
+    if p.syn && p.send.is_none() && p.expect.is_none() {
+        let prober = crate::syn::Prober::get();
+        if prober.usable(&c.target) {
+            return prober.probe(c).await;
+        }
+    }
     let mut s = connect(c).await?;
     if let Some(data) = &p.send {
         s.write_all(data).await.map_err(CheckError::Send)?;

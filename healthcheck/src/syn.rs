@@ -1,0 +1,295 @@
+//! TCP checks by half-open probes, as Katran's health checker does: one SYN on a raw socket, and a SYN-ACK
+//! that acknowledges it means the port is open (a RST means it is closed). The kernel, which has no socket
+//! for the probe, answers the SYN-ACK with a RST itself, so the server's half-open entry goes at once. A
+//! check costs one packet out and one in, instead of a socket, a handshake, a close and their wake-ups.
+//!
+//! One raw socket per family serves every check of the node: a task reads it and hands each answer to the
+//! probe waiting for it, matched by (server address, server port, probe port). Probe ports come from
+//! 61000-65535, above Linux's default ephemeral range, so no socket of the host is on them. Raw sockets need
+//! CAP_NET_RAW; without it (or for checks that send or expect bytes) the connect checker is used.
+//!
+//! ```text
+//! probe:  SYN     probe port → server port, seq = ISN, MSS 1460
+//! answer: SYN|ACK server port → probe port, ack = ISN + 1   → up
+//!         RST     server port → probe port                   → refused
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+use crate::checker::{Check, CheckError};
+
+/// The lowest probe port.
+const FIRST_PORT: u16 = 61_000;
+
+/// What came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A SYN-ACK acknowledging the probe.
+    Open,
+    /// A RST.
+    Refused,
+}
+
+type Key = (IpAddr, u16, u16);
+type Waiting = Arc<Mutex<HashMap<Key, (u32, oneshot::Sender<Answer>)>>>;
+
+/// One family's socket and the probes waiting on it.
+#[derive(Debug)]
+struct Family {
+    sock: Arc<UdpSocket>,
+    waiting: Waiting,
+}
+
+/// The node's prober; none when raw sockets cannot be had.
+#[derive(Debug)]
+pub struct Prober {
+    v4: Option<Family>,
+    v6: Option<Family>,
+    next: AtomicU32,
+    locals: Mutex<HashMap<IpAddr, IpAddr>>,
+}
+
+/// A TCP SYN from `src:sport` to `dst:dport` with sequence `isn` and an MSS option, its checksum filled in.
+pub fn syn_segment(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, isn: u32) -> [u8; 24] {
+    let mut s = [0u8; 24];
+    s[0..2].copy_from_slice(&sport.to_be_bytes());
+    s[2..4].copy_from_slice(&dport.to_be_bytes());
+    s[4..8].copy_from_slice(&isn.to_be_bytes());
+    s[12] = 6 << 4;
+    s[13] = 0x02;
+    s[14..16].copy_from_slice(&65_535u16.to_be_bytes());
+    s[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    match (src, dst) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            add(&a.octets());
+            add(&b.octets());
+        }
+        _ => {
+            add(&v6(src));
+            add(&v6(dst));
+        }
+    }
+    add(&[0, 6, 0, 24]);
+    add(&s);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    s[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    s
+}
+
+fn v6(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+/// Reads an answer: the TCP segment `seg` from `from` → (key, acknowledgement, what it says), for SYN-ACKs and
+/// RSTs to a probe port.
+pub fn read_answer(from: IpAddr, seg: &[u8]) -> Option<(Key, u32, Answer)> {
+    if seg.len() < 20 {
+        return None;
+    }
+    let (sport, dport) = (
+        u16::from_be_bytes([seg[0], seg[1]]),
+        u16::from_be_bytes([seg[2], seg[3]]),
+    );
+    if dport < FIRST_PORT {
+        return None;
+    }
+    let ack = u32::from_be_bytes([seg[8], seg[9], seg[10], seg[11]]);
+    let answer = match seg[13] & 0x17 {
+        0x12 => Answer::Open,
+        f if f & 0x04 != 0 => Answer::Refused,
+        _ => return None,
+    };
+    Some(((from, sport, dport), ack, answer))
+}
+
+impl Prober {
+    /// The node's prober, opened on first use (inside the tokio runtime).
+    pub fn get() -> &'static Prober {
+        static P: OnceLock<Prober> = OnceLock::new();
+        P.get_or_init(|| Prober {
+            v4: Family::open(false),
+            v6: Family::open(true),
+            next: AtomicU32::new(std::process::id().wrapping_mul(2_654_435_761)),
+            locals: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether probes of `target`'s family can be sent.
+    pub fn usable(&self, target: &SocketAddr) -> bool {
+        if target.is_ipv4() {
+            self.v4.is_some()
+        } else {
+            self.v6.is_some()
+        }
+    }
+
+    /// The source address towards `dst`: the check's, or the one the kernel's route picks (cached).
+    fn local(&self, dst: IpAddr, src: Option<IpAddr>) -> Result<IpAddr, CheckError> {
+        if let Some(s) = src {
+            return Ok(s);
+        }
+        if let Some(a) = self.locals.lock().ok().and_then(|m| m.get(&dst).copied()) {
+            return Ok(a);
+        }
+        let unspecified: IpAddr = if dst.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let u = std::net::UdpSocket::bind(SocketAddr::new(unspecified, 0)).map_err(CheckError::Socket)?;
+        u.connect(SocketAddr::new(dst, 9)).map_err(CheckError::Connect)?;
+        let a = u.local_addr().map_err(CheckError::Socket)?.ip();
+        if let Ok(mut m) = self.locals.lock() {
+            m.insert(dst, a);
+        }
+        Ok(a)
+    }
+
+    /// One half-open probe of `c.target`; the caller bounds it in time.
+    pub async fn probe(&self, c: &Check) -> Result<(), CheckError> {
+        let fam = match c.target {
+            SocketAddr::V4(_) => self.v4.as_ref(),
+            SocketAddr::V6(_) => self.v6.as_ref(),
+        }
+        .ok_or_else(|| CheckError::Socket(std::io::Error::other("no raw socket for SYN probes")))?;
+        let local = self.local(c.target.ip(), c.source)?;
+        let n = self.next.fetch_add(0x9e37_79b9, Ordering::Relaxed);
+        let port = FIRST_PORT + (n % u32::from(65_535 - FIRST_PORT)) as u16;
+        let isn = n.rotate_left(13);
+        let key = (c.target.ip(), c.target.port(), port);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = fam.waiting.lock() {
+            w.insert(key, (isn, tx));
+        }
+        let _unregister = Unregister(&fam.waiting, key);
+        let seg = syn_segment(local, port, c.target.ip(), c.target.port(), isn);
+        fam.sock
+            .send_to(&seg, SocketAddr::new(c.target.ip(), 0))
+            .await
+            .map_err(CheckError::Send)?;
+        match rx.await {
+            Ok(Answer::Open) => Ok(()),
+            Ok(Answer::Refused) => Err(CheckError::Connect(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            ))),
+            Err(_) => Err(CheckError::Receive(std::io::Error::other("prober stopped"))),
+        }
+    }
+}
+
+/// Removes a probe from the waiting ones when it ends, answered or not (timed out).
+struct Unregister<'a>(&'a Waiting, Key);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.0.lock() {
+            w.remove(&self.1);
+        }
+    }
+}
+
+impl Family {
+    /// The raw TCP socket of a family and its reading task; none without CAP_NET_RAW or a runtime.
+    fn open(v6: bool) -> Option<Family> {
+        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+        let sock = Socket::new(domain, Type::RAW, Some(Protocol::TCP)).ok()?;
+        sock.set_nonblocking(true).ok()?;
+        // A datagram socket's sendto and recvfrom are what a raw socket needs, in safe code.
+        let sock = Arc::new(UdpSocket::from_std(std::net::UdpSocket::from(sock)).ok()?);
+        let waiting: Waiting = Arc::new(Mutex::new(HashMap::new()));
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        handle.spawn(read_loop(sock.clone(), waiting.clone(), v6));
+        Some(Family { sock, waiting })
+    }
+}
+
+/// Reads every TCP segment the host receives and hands SYN-ACKs and RSTs to the probes waiting for them.
+async fn read_loop(sock: Arc<UdpSocket>, waiting: Waiting, v6: bool) {
+    let mut buf = [0u8; 2048];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        // IPv4 raw sockets deliver the IP header too; IPv6 ones the segment alone.
+        let at = if v6 { 0 } else { usize::from(buf[0] & 0x0f) * 4 };
+        let Some((key, ack, answer)) = buf.get(at..n).and_then(|seg| read_answer(from.ip(), seg)) else {
+            continue;
+        };
+        if let Ok(mut w) = waiting.lock() {
+            let ours = w
+                .get(&key)
+                .is_some_and(|(isn, _)| answer == Answer::Refused || ack == isn.wrapping_add(1));
+            if ours {
+                if let Some((_, tx)) = w.remove(&key) {
+                    let _ = tx.send(answer);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_is_a_syn_with_a_valid_checksum() {
+        let (a, b): (IpAddr, IpAddr) = (
+            "192.0.2.1".parse().unwrap_or(IpAddr::from([0; 4])),
+            IpAddr::from([198, 51, 100, 7]),
+        );
+        let s = syn_segment(a, 61_234, b, 80, 0x0102_0304);
+        assert_eq!((s[13], s[12] >> 4), (0x02, 6), "SYN, 24-byte header");
+        assert_eq!(&s[20..24], &[2, 4, 0x05, 0xb4], "MSS 1460");
+        // The one's complement sum over pseudo-header and segment is all ones.
+        let mut sum: u32 = [0xc000u32, 0x0201, 0xc633, 0x6407, 6, 24].iter().sum();
+        for c in s.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+    }
+
+    #[test]
+    fn answers_are_read_by_their_flags() {
+        let from = IpAddr::from([198, 51, 100, 7]);
+        let mut seg = [0u8; 20];
+        seg[0..2].copy_from_slice(&80u16.to_be_bytes());
+        seg[2..4].copy_from_slice(&61_234u16.to_be_bytes());
+        seg[8..12].copy_from_slice(&0x0102_0305u32.to_be_bytes());
+        seg[13] = 0x12;
+        assert_eq!(
+            read_answer(from, &seg),
+            Some(((from, 80, 61_234), 0x0102_0305, Answer::Open))
+        );
+        seg[13] = 0x14;
+        assert_eq!(read_answer(from, &seg).map(|a| a.2), Some(Answer::Refused));
+        seg[13] = 0x10;
+        assert_eq!(read_answer(from, &seg), None, "a bare ACK is nobody's answer");
+        seg[2..4].copy_from_slice(&443u16.to_be_bytes());
+        seg[13] = 0x12;
+        assert_eq!(read_answer(from, &seg), None, "not to a probe port");
+        assert_eq!(read_answer(from, &seg[..12]), None);
+    }
+}
