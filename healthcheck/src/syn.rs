@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
@@ -212,6 +212,9 @@ impl Family {
         let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
         let sock = Socket::new(domain, Type::RAW, Some(Protocol::TCP)).ok()?;
         sock.set_nonblocking(true).ok()?;
+        // Only answers to probes reach the socket, not every TCP segment of the host. Without the filter
+        // the socket still works, at more cost.
+        let _ = sock.attach_filter(&answers_only(v6));
         // A datagram socket's sendto and recvfrom are what a raw socket needs, in safe code.
         let sock = Arc::new(UdpSocket::from_std(std::net::UdpSocket::from(sock)).ok()?);
         let waiting: Waiting = Arc::new(Mutex::new(HashMap::new()));
@@ -219,6 +222,41 @@ impl Family {
         handle.spawn(read_loop(sock.clone(), waiting.clone(), v6));
         Some(Family { sock, waiting })
     }
+}
+
+/// A classic BPF program passing SYN-ACKs and RSTs to a probe port (61000 and up) and nothing else. An IPv4
+/// raw socket's packets start at the IP header (the TCP header is found past its length), an IPv6 one's at
+/// the TCP header.
+fn answers_only(v6: bool) -> Vec<SockFilter> {
+    // Opcodes of <linux/filter.h>.
+    const LDX_MSH: u16 = 0xb1; // X = 4 * (pkt[k] & 0xf)
+    const LDH_IND: u16 = 0x48; // A = u16 at pkt[X + k]
+    const LDB_IND: u16 = 0x50; // A = u8 at pkt[X + k]
+    const LDX_IMM: u16 = 0x01; // X = k
+    const JGE: u16 = 0x35;
+    const JSET: u16 = 0x45;
+    const JEQ: u16 = 0x15;
+    const AND: u16 = 0x54;
+    const RET: u16 = 0x06;
+    vec![
+        // 0: X = the TCP header's offset.
+        if v6 {
+            SockFilter::new(LDX_IMM, 0, 0, 0)
+        } else {
+            SockFilter::new(LDX_MSH, 0, 0, 0)
+        },
+        // 1, 2: the destination port must be a probe port, else reject (8).
+        SockFilter::new(LDH_IND, 0, 0, 2),
+        SockFilter::new(JGE, 0, 5, u32::from(FIRST_PORT)),
+        // 3, 4: RST → accept (7).
+        SockFilter::new(LDB_IND, 0, 0, 13),
+        SockFilter::new(JSET, 2, 0, 0x04),
+        // 5, 6: SYN and ACK → accept, else reject.
+        SockFilter::new(AND, 0, 0, 0x12),
+        SockFilter::new(JEQ, 0, 1, 0x12),
+        SockFilter::new(RET, 0, 0, 0xffff),
+        SockFilter::new(RET, 0, 0, 0),
+    ]
 }
 
 /// Reads every TCP segment the host receives and hands SYN-ACKs and RSTs to the probes waiting for them.
@@ -269,6 +307,16 @@ mod tests {
             sum = (sum & 0xffff) + (sum >> 16);
         }
         assert_eq!(sum, 0xffff);
+    }
+
+    #[test]
+    fn the_kernel_takes_the_answer_filter() {
+        // Raw sockets need root, as the tests run.
+        for (domain, v6) in [(Domain::IPV4, false), (Domain::IPV6, true)] {
+            let sock = Socket::new(domain, Type::RAW, Some(Protocol::TCP)).map_err(|e| e.to_string());
+            let attached = sock.and_then(|s| s.attach_filter(&answers_only(v6)).map_err(|e| e.to_string()));
+            assert_eq!(attached, Ok(()), "v6 {v6}");
+        }
     }
 
     #[test]
