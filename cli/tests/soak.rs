@@ -27,5 +27,27 @@ fn two_minutes_of_load_and_faults_fail_no_request_outside_the_expected_windows()
     Lab::down(&file).unwrap();
     assert!(report.ok > 10_000, "{}", report.table());
     let problems = report.problems(32 * 1024);
-    assert!(problems.is_empty(), "{problems:?}\n{}", report.table());
+    // On a failure the nodes' last log lines (BGP, BFD, sync and health events with their times) say what
+    // happened around it.
+    let logs = || {
+        ["lb1", "lb2"]
+            .iter()
+            .map(|n| {
+                let text =
+                    std::fs::read_to_string(dir.path().join(format!("logs/{n}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                format!(
+                    "--- {n}.log (last 40 lines)\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        problems.is_empty(),
+        "{problems:?}\n{}\n{}",
+        report.table(),
+        logs()
+    );
 }
