@@ -245,8 +245,25 @@ pub struct ServiceStats {
     pub traffic: Traffic,
     /// Rates (none in the daemon's first seconds).
     pub rates: Option<TrafficRates>,
+    /// New flows it refused, by reason.
+    pub refused: Refused,
     /// Its backends.
     pub backends: Vec<BackendStats>,
+}
+
+/// New flows a service refused, by reason.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Refused {
+    /// On the node's deny list.
+    pub denied_node: u64,
+    /// On the service's deny list.
+    pub denied: u64,
+    /// Not on its allow list.
+    pub not_allowed: u64,
+    /// Over its rate limit.
+    pub rate_limited: u64,
+    /// Every backend at its upper threshold.
+    pub overloaded: u64,
 }
 
 /// A backend's counters.

@@ -142,7 +142,9 @@ pub fn stats(sock: &Path, json: bool, per_worker: bool, watch: Option<u64>) -> R
     }
 }
 
-/// `anylb services --stats` and `--rate`: each service, then its backends indented, as ipvsadm lists them.
+/// `anylb services --stats` and `--rate`: each service, then its backends indented, as ipvsadm lists them;
+/// `--stats` adds the new flows each service refused (deny and allow lists, rate limit, thresholds; `-j` has
+/// them by reason).
 pub fn services(sock: &Path, json: bool, view: ServiceView) -> Result<ExitCode, ClientError> {
     let v = get(sock, "/v1/stats/services")?;
     let list: Vec<api::ServiceStats> = typed(&v)?;
@@ -160,7 +162,14 @@ pub fn services(sock: &Path, json: bool, view: ServiceView) -> Result<ExitCode, 
                 host_port(&s.vip.to_string(), &port),
                 s.name
             );
-            rows.push(cells(name, &s.traffic, s.rates.as_ref(), view));
+            let mut row = cells(name, &s.traffic, s.rates.as_ref(), view);
+            if view == ServiceView::Stats {
+                let r = &s.refused;
+                row.push(count(
+                    (r.denied_node + r.denied + r.not_allowed + r.rate_limited + r.overloaded) as f64,
+                ));
+            }
+            rows.push(row);
             for b in &s.backends {
                 let port = if b.port == 0 {
                     "*".to_owned()
@@ -182,6 +191,7 @@ pub fn services(sock: &Path, json: bool, view: ServiceView) -> Result<ExitCode, 
                 "OutPkts",
                 "InBytes",
                 "OutBytes",
+                "Refused",
             ],
         };
         table(header, &rows);

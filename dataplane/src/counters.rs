@@ -8,8 +8,56 @@ use std::net::IpAddr;
 use crate::flow::{to_ip, Addr};
 use crate::pool::LipUsage;
 use crate::snapshot::Snapshot;
-use crate::stats::BackendCounters;
+use crate::stats::{BackendCounters, DropReason};
 use crate::wire::proto;
+
+/// New flows a service refused, by reason (the lists it was on, its rate, its backends' thresholds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Refused {
+    /// On the node's deny list.
+    pub denied_node: u64,
+    /// On the service's deny list.
+    pub denied: u64,
+    /// Not on the service's allow list.
+    pub not_allowed: u64,
+    /// Over the service's rate limit.
+    pub rate_limited: u64,
+    /// Every backend at its upper threshold.
+    pub overloaded: u64,
+}
+
+impl Refused {
+    /// Counts one refusal for `reason`; false when the reason is not a refusal of these.
+    pub fn count(&mut self, reason: DropReason) -> bool {
+        let slot = match reason {
+            DropReason::DeniedNode => &mut self.denied_node,
+            DropReason::Denied => &mut self.denied,
+            DropReason::NotAllowed => &mut self.not_allowed,
+            DropReason::RateLimited => &mut self.rate_limited,
+            DropReason::Overloaded => &mut self.overloaded,
+            _ => return false,
+        };
+        *slot += 1;
+        true
+    }
+
+    /// Adds `o`'s counts to these.
+    pub fn add(&mut self, o: &Refused) {
+        self.denied_node += o.denied_node;
+        self.denied += o.denied;
+        self.not_allowed += o.not_allowed;
+        self.rate_limited += o.rate_limited;
+        self.overloaded += o.overloaded;
+    }
+
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        self.denied_node + self.denied + self.not_allowed + self.rate_limited + self.overloaded
+    }
+}
+
+/// A service as the workers key their refusal counters: VIP, protocol, port (stable across reloads).
+pub type ServiceKey = (Addr, u8, u16);
 
 /// One worker's counters, as it answers the control thread.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,6 +68,8 @@ pub struct WorkerCounters {
     pub pools: Vec<LipUsage>,
     /// Allocations refused for want of a port, [IPv4, IPv6] × [TCP, UDP].
     pub exhausted: [[u64; 2]; 2],
+    /// New flows refused, by service.
+    pub refused: Vec<(ServiceKey, Refused)>,
 }
 
 /// A backend's counters, summed over the workers.
@@ -48,6 +98,8 @@ pub struct ServiceStats {
     /// The sum over its backends.
     #[serde(flatten)]
     pub counters: BackendCounters,
+    /// New flows it refused.
+    pub refused: Refused,
     /// Its backends.
     pub backends: Vec<BackendStats>,
 }
@@ -122,6 +174,15 @@ pub fn merge(snap: &Snapshot, workers: &[WorkerCounters]) -> NodeCounters {
             }
         }
     }
+    let mut refused: Vec<(ServiceKey, Refused)> = Vec::new();
+    for w in workers {
+        for (k, r) in &w.refused {
+            match refused.iter_mut().find(|(x, _)| x == k) {
+                Some((_, sum)) => sum.add(r),
+                None => refused.push((*k, *r)),
+            }
+        }
+    }
     let services = snap
         .services
         .iter()
@@ -139,12 +200,18 @@ pub fn merge(snap: &Snapshot, workers: &[WorkerCounters]) -> NodeCounters {
             for b in &backends {
                 counters.add(&b.counters);
             }
+            let key = (s.vip, s.proto, s.port);
             ServiceStats {
                 name: s.name.clone(),
                 vip: to_ip(&s.vip),
                 port: s.port,
                 protocol: if s.proto == proto::UDP { "udp" } else { "tcp" },
                 counters,
+                refused: refused
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, r)| *r)
+                    .unwrap_or_default(),
                 backends,
             }
         })

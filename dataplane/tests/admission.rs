@@ -8,6 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
+use anylb_dataplane::counters::merge;
 use anylb_dataplane::snapshot::Overrides;
 use anylb_dataplane::stats::DropReason;
 use anylb_dataplane::worker::Verdict;
@@ -58,6 +59,10 @@ fn deny_and_allow_lists_judge_new_flows() {
         }
     );
     assert_eq!(l.worker.stats.drops_of(DropReason::NotAllowed), 1);
+    // Counted on the service too, as `anylb services --stats` shows it.
+    let c = merge(l.worker.snapshot(), &[l.worker.counters()]);
+    let web4 = c.services.iter().find(|s| s.name == "web4").unwrap();
+    assert_eq!((web4.refused.not_allowed, web4.refused.total()), (1, 1));
 }
 
 #[test]

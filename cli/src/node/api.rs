@@ -434,6 +434,13 @@ async fn service_stats(State(n): State<Shared>) -> Json<Vec<api::ServiceStats>> 
                 protocol: s.protocol.to_owned(),
                 traffic: traffic(&s.counters),
                 rates: w.traffic(&s.name, None),
+                refused: api::Refused {
+                    denied_node: s.refused.denied_node,
+                    denied: s.refused.denied,
+                    not_allowed: s.refused.not_allowed,
+                    rate_limited: s.refused.rate_limited,
+                    overloaded: s.refused.overloaded,
+                },
                 backends: s
                     .backends
                     .iter()

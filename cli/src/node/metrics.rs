@@ -404,6 +404,29 @@ impl Snapshot {
                 })
             })
             .collect();
+        family(
+            e,
+            "anylb_service_refused",
+            "New flows the service refused, by reason (deny and allow lists, rate limit, backend thresholds).",
+            None,
+            MetricType::Counter,
+            self.counters.services.iter().flat_map(|s| {
+                let r = &s.refused;
+                [
+                    ("denied_node", r.denied_node),
+                    ("denied", r.denied),
+                    ("not_allowed", r.not_allowed),
+                    ("rate_limited", r.rate_limited),
+                    ("overloaded", r.overloaded),
+                ]
+                .map(|(why, n)| {
+                    (
+                        vec![("service", s.name.clone()), ("reason", why.to_owned())],
+                        V::Counter(n),
+                    )
+                })
+            }),
+        )?;
         for (what, rows) in [("service", &services), ("backend", &backends)] {
             let with = |l: &Labels, k: &'static str, v: &str| {
                 let mut l = l.clone();
@@ -931,6 +954,10 @@ mod tests {
                     port: 80,
                     protocol: "tcp",
                     counters: traffic,
+                    refused: anylb_dataplane::counters::Refused {
+                        rate_limited: 4,
+                        ..Default::default()
+                    },
                     backends: vec![anylb_dataplane::counters::BackendStats {
                         address: "2001:db8::1".parse().unwrap_or(std::net::IpAddr::from([0; 16])),
                         port: 80,
@@ -1021,6 +1048,10 @@ mod tests {
             Some(7.0)
         );
         assert_eq!(sample("anylb_reloads_total", &[("result", "refused")]), Some(1.0));
+        assert_eq!(
+            sample("anylb_service_refused_total", &[("reason", "rate_limited")]),
+            Some(4.0)
+        );
     }
 
     #[test]

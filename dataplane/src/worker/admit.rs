@@ -110,6 +110,7 @@ impl<F: Frame> Worker<F> {
         f: F,
         out: &mut Output<F>,
     ) -> Verdict {
+        self.count_refusal(si, reason);
         let reset = reason == DropReason::RateLimited
             && p.proto == proto::TCP
             && self.snap.services[usize::from(si)]
@@ -120,6 +121,17 @@ impl<F: Frame> Worker<F> {
         }
         self.stats.drop(reason);
         self.reset(p, f, out)
+    }
+
+    /// Counts a refused new flow on its service (by VIP, protocol and port, which reloads keep).
+    pub(super) fn count_refusal(&mut self, si: u16, reason: DropReason) {
+        let mut one = crate::counters::Refused::default();
+        if let (true, Some(s)) = (one.count(reason), self.snap.services.get(usize::from(si))) {
+            self.refused
+                .entry((s.vip, s.proto, s.port))
+                .or_default()
+                .add(&one);
+        }
     }
 
     /// Answers the TCP segment of `p` with a RST from where it was sent to (RFC 9293 §3.10.7.1: ACK of the

@@ -75,6 +75,7 @@ impl<F: Frame> Worker<F> {
             backends: self.backends.clone(),
             pools: self.pools.usage(),
             exhausted: self.pools.exhausted(),
+            refused: self.refused.iter().map(|(k, r)| (*k, *r)).collect(),
         }
     }
 }

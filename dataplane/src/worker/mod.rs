@@ -68,6 +68,8 @@ pub struct Worker<F: Frame> {
     client_buckets: FastMap<(u16, Addr), admit::Bucket>,
     /// Backends (by uid) over their upper threshold and not yet back under their lower one.
     overload: Vec<bool>,
+    /// New flows refused, by service.
+    refused: FastMap<crate::counters::ServiceKey, crate::counters::Refused>,
     persist: FastMap<(u16, Addr), (u16, u32)>,
     /// Counters.
     pub stats: Stats,
@@ -108,6 +110,7 @@ impl<F: Frame> Worker<F> {
             buckets: Vec::new(),
             client_buckets: FastMap::default(),
             overload: Vec::new(),
+            refused: FastMap::default(),
             persist: FastMap::default(),
             stats: Stats::default(),
             epoch_ms: None,

@@ -57,7 +57,10 @@ impl<F: Frame> Worker<F> {
         .and_then(|bi| self.open(p, si, bi));
         match opened {
             Ok(idx) => self.forward(p, idx, Dir::Inbound, f, alloc, out),
-            Err(r) => drop(r),
+            Err(r) => {
+                self.count_refusal(si, r);
+                drop(r)
+            }
         }
     }
 
