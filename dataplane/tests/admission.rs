@@ -89,20 +89,7 @@ fn the_node_deny_list_covers_every_service() {
 fn a_reload_that_denies_a_client_keeps_its_open_connections() {
     let mut l = lab("", "");
     let client = ("192.0.2.100", 40000);
-    let (_, out) = l.forward(0, syn(client, WEB4));
-    let s = seen(&out);
-    let mac = if s.dst == ip("198.51.100.101") { 1 } else { 2 };
-    let synack = tcp(
-        backend_mac(mac),
-        IN_MAC,
-        (&s.dst.to_string(), 8080),
-        (&s.src.to_string(), s.sport),
-        "SA",
-        9,
-        None,
-        b"",
-    );
-    l.forward(1, synack);
+    open_tcp(&mut l, client, WEB4);
     // The same topology with the client denied, as a reload builds it.
     let mut cfg = l.cfg.clone();
     cfg.services[0].deny = vec!["192.0.2.100/32".parse().unwrap()];

@@ -106,20 +106,7 @@ fn a_tcp_segment_in_fragments_reaches_the_backend_whole() {
     let mut lab = Lab::new();
     let client = ("192.0.2.100", 40000);
     let vip = ("203.0.113.10", 80);
-    let syn = tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 1, Some(1460), b"");
-    let (_, out) = lab.forward(0, syn);
-    let s = seen(&out);
-    let synack = tcp(
-        backend_mac(if s.dst == ip("198.51.100.101") { 1 } else { 2 }),
-        IN_MAC,
-        (&s.dst.to_string(), 8080),
-        (&s.src.to_string(), s.sport),
-        "SA",
-        7,
-        None,
-        b"",
-    );
-    lab.forward(1, synack);
+    let s = open_tcp(&mut lab, client, vip);
     let data = payload(2500);
     let seg = tcp(ROUTER_MAC, UP_MAC, client, vip, "AP", 2, None, &data);
     let frags = fragments(&seg, 1480, 77);

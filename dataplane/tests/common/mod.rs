@@ -491,3 +491,22 @@ pub fn reassemble(frames: &[Vec<u8>]) -> Vec<u8> {
     out.extend_from_slice(&payload);
     out
 }
+
+/// Opens a TCP connection from `client` to the IPv4 service `vip` of the lab (backends .101 and .102 on port
+/// 8080): the client's SYN (sequence 1) and the backend's SYN-ACK. Returns what the backend received.
+pub fn open_tcp(lab: &mut Lab, client: (&str, u16), vip: (&str, u16)) -> Seen {
+    let (_, out) = lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 1, Some(1460), b""));
+    let s = seen(&out);
+    let synack = tcp(
+        backend_mac(if s.dst == ip("198.51.100.101") { 1 } else { 2 }),
+        IN_MAC,
+        (&s.dst.to_string(), 8080),
+        (&s.src.to_string(), s.sport),
+        "SA",
+        7,
+        None,
+        b"",
+    );
+    lab.forward(1, synack);
+    s
+}
