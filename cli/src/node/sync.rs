@@ -485,11 +485,18 @@ fn receive(
     };
     let before = c.peer_epoch();
     let epoch = d.epoch;
+    let asks = d.kind == Kind::Resync;
     let received = c.receive(d);
-    if before.is_some_and(|e| e != epoch) {
+    let restarted = before.is_some_and(|e| e != epoch);
+    if restarted {
         // The peer restarted with empty tables: the workers send it all our synced connections again.
         tracing::info!(node = %node.names[i], "sync: peer restarted; sending it our connections again");
         runtime.resync_all();
+    }
+    if restarted || asks {
+        // Its own records, which it lost: on its request, and on any first datagram of its new run (its
+        // request may come after it has heard us, when it no longer asks).
+        bulk_resync(node, i, now, out);
     }
     let Some(d) = received else {
         if !was_alive {
@@ -512,19 +519,7 @@ fn receive(
             }
             runtime.apply_synced(&d.records);
         }
-        Kind::Resync => {
-            // The peer is back and asks for its records: everything held for it.
-            tracing::info!(node = %node.names[i], records = node.held[i].len(), "sync: bulk resync");
-            let mut produced = Vec::new();
-            let held: Vec<Record> = node.held[i].values().copied().collect();
-            if let Some(c) = node.channels[i].as_mut() {
-                for r in &held {
-                    c.push(r, now, &mut produced);
-                }
-                c.flush(now, &mut produced);
-            }
-            out.extend(produced.into_iter().map(|p| (i, p)));
-        }
+        Kind::Resync => {}
         Kind::Leave => tracing::info!(node = %node.names[i], "sync: node stopping; serving its connections"),
         Kind::Ack => {}
     }
@@ -534,6 +529,20 @@ fn receive(
     if !was_alive && node.alive(i, now) {
         back(runtime);
     }
+}
+
+/// Sends peer `i` everything held for it.
+fn bulk_resync(node: &mut Node, i: usize, now: Instant, out: &mut Vec<(usize, Vec<u8>)>) {
+    tracing::info!(node = %node.names[i], records = node.held[i].len(), "sync: bulk resync");
+    let mut produced = Vec::new();
+    let held: Vec<Record> = node.held[i].values().copied().collect();
+    if let Some(c) = node.channels[i].as_mut() {
+        for r in &held {
+            c.push(r, now, &mut produced);
+        }
+        c.flush(now, &mut produced);
+    }
+    out.extend(produced.into_iter().map(|p| (i, p)));
 }
 
 /// A lost node is heard again: it may have served our addresses while we did not hear it (or we were the ones
