@@ -160,6 +160,12 @@ pub struct WorkerStats {
     pub quic_routed: u64,
     /// IP fragments of TCP and UDP handled.
     pub fragments: u64,
+    /// SYNs to SYN-proxy services answered with a cookie.
+    #[serde(default)]
+    pub syn_cookies: u64,
+    /// Connections opened by an ACK with a valid cookie.
+    #[serde(default)]
+    pub syn_proxied: u64,
     /// Connections in the table.
     pub connections: u64,
     /// Connections expired.

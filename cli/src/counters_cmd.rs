@@ -99,6 +99,12 @@ pub fn stats(sock: &Path, json: bool, per_worker: bool, watch: Option<u64>) -> R
             if !drops.is_empty() {
                 println!("dropped: {}", drops.join(", "));
             }
+            if t.syn_cookies > 0 {
+                println!(
+                    "syn-proxy: {} SYNs answered with cookies, {} connections opened by a valid cookie",
+                    t.syn_cookies, t.syn_proxied
+                );
+            }
             if per_worker {
                 let rows: Vec<Vec<String>> = st
                     .workers

@@ -40,6 +40,7 @@ fn verdict_text(v: &Verdict, ports: &[String]) -> String {
         Verdict::Kernel => "kernel".to_owned(),
         Verdict::Redirect { worker } => format!("redirect worker {worker}"),
         Verdict::Held => "held".to_owned(),
+        Verdict::Spliced => "spliced (SYN-proxy handshakes joined)".to_owned(),
         Verdict::Parked => "parked (fragment before its first)".to_owned(),
         Verdict::Drop { reason } => format!("drop {}", reason.name()),
     }
@@ -68,7 +69,21 @@ pub fn run(a: ReplayArgs, json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = match replay::run(&cfg, &records) {
+    // The node's own cookie key, so that a capture of its SYN-proxy replays as it ran.
+    let secret = match &cfg.syn_proxy {
+        Some(sp) => {
+            let base = a.config.parent().unwrap_or(std::path::Path::new("."));
+            match crate::node::assemble::read_key("cluster.syn_proxy.key_file", &base.join(&sp.key_file)) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        None => None,
+    };
+    let result = match replay::run(&cfg, &records, secret.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot build the dataplane of {}: {e}", a.node);

@@ -109,7 +109,7 @@ fn dpdk_net_pcap_output_equals_replay_output() {
         .unwrap()
         .resolve("lb1")
         .unwrap();
-    let replayed = anylb_dataplane::replay::run(&cfg, &frames).unwrap();
+    let replayed = anylb_dataplane::replay::run(&cfg, &frames, None).unwrap();
     let want_up = by_port(&replayed.output, UP_MAC);
     let want_in = by_port(&replayed.output, IN_MAC);
     assert!(!want_up.is_empty() && !want_in.is_empty());

@@ -51,6 +51,34 @@ pub struct Cluster {
     /// Connection sync between the nodes (stateless-equivalent nodes, `docs/cluster.md`); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<Sync>,
+    /// SYN-proxy settings of the services with `syn_proxy = true` (`docs/topology.md`); needed by them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_proxy: Option<SynProxy>,
+}
+
+/// What every node's SYN-proxy shares: the key its SYN cookies are minted and checked with (so that a
+/// handshake ECMP moves between nodes still completes), and what its SYN-ACK offers the client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynProxy {
+    /// File holding the secret of the SYN cookies, the same on every node (relative to the topology file).
+    pub key_file: PathBuf,
+    /// Window scale the SYN-ACK offers a client that offers one (default 7, at most 14); a backend that
+    /// scales otherwise has its windows rescaled towards the client.
+    #[serde(default = "SynProxy::default_wscale")]
+    pub wscale: u8,
+    /// Window of the SYN-ACK (default 65535).
+    #[serde(default = "SynProxy::default_window")]
+    pub window: u16,
+}
+
+impl SynProxy {
+    fn default_wscale() -> u8 {
+        7
+    }
+    fn default_window() -> u16 {
+        65535
+    }
 }
 
 /// Connection sync: every node streams its long-lived connections to its holders, and takes a lost node's
@@ -717,6 +745,10 @@ pub struct Service {
     /// New connections per second the service accepts (token bucket), overall or per client address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// TCP Full-NAT: the node answers SYNs itself with SYN cookies and opens the backend's side only for a
+    /// client that completes the handshake (default false; needs `cluster.syn_proxy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_proxy: Option<bool>,
     /// UDP services carrying QUIC: short-header packets go to the backend whose server ID their connection ID
     /// carries (QUIC-LB plaintext layout), so a connection that migrates to a new client address or port
     /// stays on its backend.

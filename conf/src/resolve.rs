@@ -32,6 +32,9 @@ pub struct NodeConfig {
     /// Connection sync, with every node of the cluster (this one included), when on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<ClusterSync>,
+    /// The cluster's SYN-proxy settings, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_proxy: Option<crate::model::SynProxy>,
 }
 
 /// Connection sync as one node sees it.
@@ -146,6 +149,7 @@ impl Topology {
         Some(NodeConfig {
             cluster: c.name.clone(),
             sync,
+            syn_proxy: c.syn_proxy.clone(),
             maglev: c.maglev,
             timeouts: c.timeouts,
             node,

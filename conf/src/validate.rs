@@ -151,8 +151,16 @@ fn cluster(t: &Topology, r: &mut Report) {
 }
 
 /// Connection sync: every node has a sync address of its own, the replicas fit the cluster, and the timers make
-/// sense (a node is declared lost only after several heartbeats).
+/// sense (a node is declared lost only after several heartbeats); the SYN-proxy's window scale is one TCP allows.
 fn sync(t: &Topology, r: &mut Report) {
+    if let Some(c) = &t.cluster.syn_proxy {
+        if c.wscale > 14 {
+            r.push(
+                path!["cluster", "syn_proxy", "wscale"],
+                format!("window scale {} is above 14 (RFC 7323)", c.wscale),
+            );
+        }
+    }
     let Some(s) = &t.cluster.sync else { return };
     let n = t.nodes.len();
     if n < 2 {
@@ -621,6 +629,7 @@ fn service(t: &Topology, i: usize, s: &Service, refs: &dyn Fn(&str) -> bool, r: 
     }
     quic(&sp, s, r);
     limits(&sp, s, r);
+    syn_proxy(t, &sp, s, r);
     if s.persistence.is_some_and(|d| d.get().is_zero()) {
         r.push(
             sp.with("persistence"),
@@ -908,6 +917,32 @@ fn limits(sp: &KeyPath, s: &Service, r: &mut Report) {
             ),
             _ => {}
         }
+    }
+}
+
+/// SYN-proxy: TCP Full-NAT services only, with the cluster's cookie key.
+fn syn_proxy(t: &Topology, sp: &KeyPath, s: &Service, r: &mut Report) {
+    if s.syn_proxy != Some(true) {
+        return;
+    }
+    let p = sp.with("syn_proxy");
+    if s.protocol != Protocol::Tcp {
+        r.push(
+            p.clone(),
+            "a SYN-proxy answers TCP handshakes: for tcp services only",
+        );
+    }
+    if s.forwarding != Forwarding::Fullnat {
+        r.push(
+            p.clone(),
+            "a SYN-proxy splices two handshakes with a sequence shift: for fullnat forwarding only",
+        );
+    }
+    if t.cluster.syn_proxy.is_none() {
+        r.push(
+            p,
+            "needs [cluster.syn_proxy] with the cookie key_file every node shares",
+        );
     }
 }
 

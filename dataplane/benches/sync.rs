@@ -32,6 +32,10 @@ fn record(i: u32) -> Record {
         bport: 8080,
         cla_seq: 0,
         ttl_ms: 900_000,
+        sp: 0,
+        sp_win_reply: 0,
+        sp_win_in: 0,
+        sp_delta: 0,
     }
 }
 

@@ -34,7 +34,7 @@ const NIL: u32 = u32::MAX;
 const WHEEL: u32 = 1 << 14;
 
 /// A connection: the four endpoints of a Full-NAT translation and its bookkeeping. Aligned to a cache line
-/// (116 bytes padded to 128) so a record always spans exactly two lines, both of which the burst warming
+/// (exactly 128 bytes) so a record always spans exactly two lines, both of which the burst warming
 /// touches; unaligned, a third of the records straddled three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(64))]
@@ -72,9 +72,9 @@ pub struct Conn {
     /// `CLA_*`: where telling the backend the client's address stands.
     pub cla: u8,
     /// Cached next hop towards the backend (neighbour slot), valid for `route_gen`.
-    pub nh_fwd: u32,
+    pub nh_fwd: u16,
     /// Cached next hop towards the client.
-    pub nh_rev: u32,
+    pub nh_rev: u16,
     /// Route generation of the cached next hops.
     pub route_gen: u16,
     /// Low bits of the snapshot generation `service` indexes.
@@ -87,6 +87,16 @@ pub struct Conn {
     pub synced: u32,
     /// The state it was last synced in.
     pub synced_state: u8,
+    /// `SP_*`: where a SYN-proxied connection's two handshakes stand.
+    pub sp: u8,
+    /// Backend windows towards the client: backend's scale (high nibble), the scale the client was offered
+    /// (low nibble).
+    pub sp_win_reply: u8,
+    /// Client windows towards a backend that declined window scaling: the client's scale (0: as they are).
+    pub sp_win_in: u8,
+    /// Pending: the cookie (the node's initial sequence number towards the client). Spliced: how far the
+    /// backend's sequence numbers are ahead of the cookie's.
+    pub sp_delta: u32,
     /// Wheel tick the entry is filed under.
     pub(crate) slot_tick: u32,
     /// Wheel links (or the free-list link when unused).
@@ -108,6 +118,13 @@ pub const FLAG_SYNCED: u8 = 0x80;
 /// A source-NAT gateway flow: `lip:lport` came from the rule's pool; `vip:vport` and `backend:bport` are the
 /// server the client talks to.
 pub const FLAG_SNAT: u8 = 0x40;
+/// Not SYN-proxied.
+pub const SP_NONE: u8 = 0;
+/// The client completed its handshake with the node; the backend's SYN-ACK is awaited, the client's segments
+/// are held meanwhile.
+pub const SP_PENDING: u8 = 1;
+/// The two handshakes are spliced: sequence numbers are shifted by `sp_delta` for the life of the connection.
+pub const SP_SPLICED: u8 = 2;
 /// No client address is passed on.
 pub const CLA_NONE: u8 = 0;
 /// TOA goes into client segments at the first sequence number until the backend acknowledges beyond it.
@@ -163,6 +180,10 @@ impl Conn {
         born: 0,
         synced: 0,
         synced_state: 0,
+        sp: SP_NONE,
+        sp_win_reply: 0,
+        sp_win_in: 0,
+        sp_delta: 0,
         slot_tick: 0,
         next: 0,
         prev: 0,

@@ -26,6 +26,7 @@ pub mod route;
 pub mod sched;
 pub mod snapshot;
 pub mod stats;
+pub mod syncookie;
 pub mod tcp_state;
 pub mod wire;
 pub mod worker;

@@ -11,8 +11,8 @@ use crate::wire::ethernet::Mac;
 
 /// Frames held per unresolved neighbour.
 pub const HOLD_MAX: usize = 16;
-/// Most entries per worker.
-pub const MAX_ENTRIES: usize = 1 << 16;
+/// Most entries per worker (a connection caches its slot in 16 bits, the last value meaning none).
+pub const MAX_ENTRIES: usize = (1 << 16) - 1;
 /// Least time between two solicitations for one neighbour.
 pub const SOLICIT_INTERVAL_MS: u64 = 1000;
 

@@ -83,12 +83,17 @@ fn in_port(snap: &Snapshot, frame: &[u8]) -> u16 {
         .map_or(0, |h| h.port)
 }
 
-/// Runs the pipeline over `records`.
-pub fn run(cfg: &NodeConfig, records: &[Record]) -> Result<Replay, BuildError> {
+/// Runs the pipeline over `records`; `cookie_secret` is the SYN cookies' (the content of
+/// `cluster.syn_proxy.key_file`), without which the cluster's name keys them.
+pub fn run(cfg: &NodeConfig, records: &[Record], cookie_secret: Option<&[u8]>) -> Result<Replay, BuildError> {
     let macs: Vec<Mac> = (0..cfg.node.dataplane.ports.len())
         .map(|i| port_mac(cfg, i))
         .collect();
-    let snap = Arc::new(Builder::default().build(cfg, &macs, 1, &Overrides::default())?);
+    let mut builder = Builder::default();
+    if let Some(k) = cookie_secret {
+        builder.set_cookie_secret(k.to_vec());
+    }
+    let snap = Arc::new(builder.build(cfg, &macs, 1, &Overrides::default())?);
     let mut w: Worker<VecFrame> = Worker::new(0, snap.clone());
     // A capture carries the real NIC's MAC: frames for other MACs are only dropped when the topology names
     // every port's MAC (otherwise the ports have made-up ones).

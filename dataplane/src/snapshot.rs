@@ -94,6 +94,8 @@ pub struct Service {
     pub deny: PrefixList,
     /// The new-connection rate limit, per worker.
     pub rate_limit: Option<RateLimit>,
+    /// SYNs are answered with cookies by the node (see [`SynProxyPolicy`]).
+    pub syn_proxy: bool,
 }
 
 /// A new-connection rate limit as one worker applies it: its share of the rate, the burst.
@@ -210,6 +212,8 @@ pub struct Snapshot {
     pub deny: PrefixList,
     /// Connection sync, when on: which connections are synced and how often.
     pub sync: Option<SyncPolicy>,
+    /// The SYN-proxy's key and SYN-ACK, when the cluster sets them.
+    pub syn_proxy: Option<SynProxyPolicy>,
     /// Ports.
     pub ports: Vec<Port>,
     /// Services.
@@ -280,6 +284,17 @@ pub enum BuildError {
     TooMany(&'static str),
 }
 
+/// What a SYN-proxy mints its cookies with and offers clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynProxyPolicy {
+    /// The cookie key, the same on every node.
+    pub key: crate::syncookie::CookieKey,
+    /// Window scale offered to a client that offers one.
+    pub wscale: u8,
+    /// Window of the SYN-ACK.
+    pub window: u16,
+}
+
 /// Which connections a node syncs to its holders, in table ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncPolicy {
@@ -316,9 +331,16 @@ pub struct Overrides {
 pub struct Builder {
     uids: HashMap<(String, Addr, u16), u32>,
     generation: u64,
+    cookie_secret: Option<Vec<u8>>,
 }
 
 impl Builder {
+    /// Sets the secret of the SYN cookies (the content of `cluster.syn_proxy.key_file`, which a node reads).
+    /// Without one (replay, tests) the cluster's name keys them.
+    pub fn set_cookie_secret(&mut self, secret: Vec<u8>) {
+        self.cookie_secret = Some(secret);
+    }
+
     /// Builds a snapshot of `cfg` for `workers` workers; `macs` are the ports' MAC addresses in topology order.
     pub fn build(
         &mut self,
@@ -395,6 +417,13 @@ impl Builder {
             conn_capacity: node.dataplane.connections_per_worker(),
             fragments: fragment_limits(node.dataplane.fragments),
             deny: prefix_list(&node.deny),
+            syn_proxy: cfg.syn_proxy.as_ref().map(|sp| SynProxyPolicy {
+                key: crate::syncookie::CookieKey::new(
+                    self.cookie_secret.as_deref().unwrap_or(cfg.cluster.as_bytes()),
+                ),
+                wscale: sp.wscale.min(14),
+                window: sp.window,
+            }),
             sync: cfg.sync.as_ref().map(|s| SyncPolicy {
                 threshold: ticks(s.settings.threshold.get()),
                 refresh: ticks(s.settings.refresh.get()),
@@ -508,6 +537,7 @@ impl Builder {
                         reset: rl.action == Some(anylb_conf::LimitAction::Reset),
                     }
                 }),
+                syn_proxy: s.syn_proxy == Some(true),
                 quic: s.quic.map(|q| QuicRoute {
                     offset: usize::from(q.offset()),
                     len: usize::from(q.server_id_length),

@@ -53,10 +53,15 @@ pub enum DropReason {
     RateLimited,
     /// A new flow to a service whose every backend is at its upper connection threshold.
     Overloaded,
+    /// A segment to a SYN-proxy service with no connection whose acknowledgement is not a valid SYN cookie.
+    BadCookie,
+    /// A client segment of a SYN-proxied connection whose backend has not answered yet, with no room to hold
+    /// it (the client sends it again).
+    SynProxyHeld,
 }
 
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 22;
+pub const DROP_REASONS: usize = 24;
 
 impl DropReason {
     /// Every reason, in counter order.
@@ -83,6 +88,8 @@ impl DropReason {
         DropReason::NotAllowed,
         DropReason::RateLimited,
         DropReason::Overloaded,
+        DropReason::BadCookie,
+        DropReason::SynProxyHeld,
     ];
 
     /// Counter name.
@@ -110,6 +117,8 @@ impl DropReason {
             DropReason::NotAllowed => "not_allowed",
             DropReason::RateLimited => "rate_limited",
             DropReason::Overloaded => "overloaded",
+            DropReason::BadCookie => "bad_cookie",
+            DropReason::SynProxyHeld => "syn_proxy_held",
         }
     }
 }
@@ -172,6 +181,10 @@ pub struct Stats {
     pub quic_routed: u64,
     /// IP fragments of TCP and UDP handled (forwarded, parked or sent to their worker).
     pub fragments: u64,
+    /// SYNs to SYN-proxy services answered with a cookie.
+    pub syn_cookies: u64,
+    /// Connections opened by an ACK with a valid cookie (their backend's side then opened).
+    pub syn_proxied: u64,
     /// Connections expired.
     pub expired_connections: u64,
     /// Connections in the table now (a gauge: what the table holds, not created minus expired).
@@ -201,6 +214,8 @@ impl Stats {
         self.to_kernel += o.to_kernel;
         self.quic_routed += o.quic_routed;
         self.fragments += o.fragments;
+        self.syn_cookies += o.syn_cookies;
+        self.syn_proxied += o.syn_proxied;
         self.redirected += o.redirected;
         self.peer_forwarded += o.peer_forwarded;
         self.new_connections += o.new_connections;

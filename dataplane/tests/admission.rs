@@ -14,17 +14,8 @@ use anylb_dataplane::stats::DropReason;
 use anylb_dataplane::worker::Verdict;
 use common::*;
 
-/// The lab topology with `keys` added to service web4 (203.0.113.10:80, backends .101 and .102) and `node`
-/// to the node.
 fn lab(web4: &str, node: &str) -> Lab {
-    let mut t = TOPOLOGY.replacen(
-        "protocol = \"tcp\"\nbackends = [{ address = \"198.51.100.101\", port = 8080 }, { address = \"198.51.100.102\", port = 8080 }]",
-        &format!("protocol = \"tcp\"\n{web4}\nbackends = [{{ address = \"198.51.100.101\", port = 8080 }}, {{ address = \"198.51.100.102\", port = 8080 }}]"),
-        1,
-    );
-    assert!(t.contains(web4), "the lab topology changed: web4 not found");
-    t = t.replacen("[[nodes]]\n", &format!("[[nodes]]\n{node}\n"), 1);
-    Lab::with(&t, &Overrides::default())
+    web4_lab(web4, node, "")
 }
 
 fn syn(client: (&str, u16), vip: (&str, u16)) -> Vec<u8> {

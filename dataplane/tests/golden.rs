@@ -690,7 +690,7 @@ fn check(name: &str) {
         .unwrap()
         .resolve("lb1")
         .unwrap();
-    let result = replay::run(&cfg, &input).unwrap();
+    let result = replay::run(&cfg, &input, None).unwrap();
     let verdicts: Vec<String> = result
         .packets
         .iter()
@@ -720,7 +720,7 @@ fn check(name: &str) {
         stored_in, input,
         "{name}: the generator no longer produces the stored input"
     );
-    let replayed = replay::run(&cfg, &stored_in).unwrap();
+    let replayed = replay::run(&cfg, &stored_in, None).unwrap();
     let stored_out = pcap::read(std::fs::File::open(&pout).unwrap()).unwrap();
     assert_eq!(
         replayed.output.len(),

@@ -373,6 +373,8 @@ fn worker_stats(s: &anylb_dataplane::stats::Stats) -> api::WorkerStats {
         new_connections: s.new_connections,
         quic_routed: s.quic_routed,
         fragments: s.fragments,
+        syn_cookies: s.syn_cookies,
+        syn_proxied: s.syn_proxied,
         connections: s.connections,
         expired_connections: s.expired_connections,
         stack_replies: s.stack_replies,

@@ -35,29 +35,31 @@ pub enum AssembleError {
         /// What is wrong with its file.
         source: PasswordError,
     },
-    /// The connection sync's key file cannot be used.
-    #[error("cluster.sync.key_file {}: {reason}", path.display())]
-    SyncKey {
+    /// A key file (the connection sync's, the SYN cookies') cannot be used.
+    #[error("{key} {}: {reason}", path.display())]
+    Key {
+        /// The topology key naming the file.
+        key: &'static str,
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
-        reason: SyncKeyError,
+        reason: KeyError,
     },
 }
 
-/// Why the connection sync's key file cannot be used.
+/// Why a key file cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum SyncKeyError {
+pub enum KeyError {
     /// It cannot be read.
     #[error("{0}")]
     Read(#[from] std::io::Error),
     /// Too short to authenticate anything.
-    #[error("the key is {0} bytes; at least {MIN_SYNC_KEY} are needed")]
+    #[error("the key is {0} bytes; at least {MIN_KEY} are needed")]
     TooShort(usize),
 }
 
-/// The shortest sync key accepted (128 bits).
-pub const MIN_SYNC_KEY: usize = 16;
+/// The shortest key accepted (128 bits).
+pub const MIN_KEY: usize = 16;
 
 /// Why a TCP-MD5 password file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,8 @@ pub struct Assembly {
     pub bfd: Vec<bfd::Peer>,
     /// The connection sync: its key and this node's index among the members, when sync is on.
     pub sync: Option<(Vec<u8>, usize)>,
+    /// The secret of the SYN cookies, when the cluster sets one.
+    pub cookie_secret: Option<Vec<u8>>,
 }
 
 /// Loads topology file `path` and assembles node `node`; `taps` false disables TAP exception interfaces.
@@ -111,10 +115,14 @@ pub fn assemble(path: &Path, node: &str, taps: bool) -> Result<Assembly, Assembl
     }
     let sync = match &cfg.sync {
         Some(s) => {
-            let key = read_sync_key(&base.join(&s.settings.key_file))?;
+            let key = read_key("cluster.sync.key_file", &base.join(&s.settings.key_file))?;
             let me = s.members.iter().position(|m| m.name == cfg.node.name);
             me.map(|me| (key, me))
         }
+        None => None,
+    };
+    let cookie_secret = match &cfg.syn_proxy {
+        Some(sp) => Some(read_key("cluster.syn_proxy.key_file", &base.join(&sp.key_file))?),
         None => None,
     };
     Ok(Assembly {
@@ -123,12 +131,15 @@ pub fn assemble(path: &Path, node: &str, taps: bool) -> Result<Assembly, Assembl
         speaker,
         bfd,
         sync,
+        cookie_secret,
     })
 }
 
-/// Reads the sync key file: its content without one trailing newline, at least [`MIN_SYNC_KEY`] bytes.
-fn read_sync_key(path: &Path) -> Result<Vec<u8>, AssembleError> {
-    let fail = |reason| AssembleError::SyncKey {
+/// Reads the key file topology key `key` names: its content without one trailing newline, at least
+/// [`MIN_KEY`] bytes.
+pub fn read_key(key: &'static str, path: &Path) -> Result<Vec<u8>, AssembleError> {
+    let fail = |reason| AssembleError::Key {
+        key,
         path: path.to_owned(),
         reason,
     };
@@ -136,8 +147,8 @@ fn read_sync_key(path: &Path) -> Result<Vec<u8>, AssembleError> {
     if raw.last() == Some(&b'\n') {
         raw.pop();
     }
-    if raw.len() < MIN_SYNC_KEY {
-        return Err(fail(SyncKeyError::TooShort(raw.len())));
+    if raw.len() < MIN_KEY {
+        return Err(fail(KeyError::TooShort(raw.len())));
     }
     Ok(raw)
 }
@@ -225,15 +236,21 @@ password_file = "{file}"
     }
 
     #[test]
-    fn the_sync_key_is_read_and_must_be_long_enough() {
+    fn key_files_are_read_and_must_be_long_enough() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("sync.key");
         std::fs::write(&f, "0123456789abcdef\n").expect("write");
-        assert_eq!(read_sync_key(&f).expect("key"), b"0123456789abcdef");
+        assert_eq!(
+            read_key("cluster.sync.key_file", &f).expect("key"),
+            b"0123456789abcdef"
+        );
         std::fs::write(&f, "short\n").expect("write");
-        let e = read_sync_key(&f).expect_err("short").to_string();
+        let e = read_key("cluster.syn_proxy.key_file", &f)
+            .expect_err("short")
+            .to_string();
         assert!(e.contains("sync.key") && e.contains("5 bytes"), "{e}");
-        let e = read_sync_key(&dir.path().join("none"))
+        assert!(e.starts_with("cluster.syn_proxy.key_file"), "{e}");
+        let e = read_key("cluster.sync.key_file", &dir.path().join("none"))
             .expect_err("missing")
             .to_string();
         assert!(e.starts_with("cluster.sync.key_file"), "{e}");

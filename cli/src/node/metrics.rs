@@ -312,6 +312,22 @@ impl Snapshot {
         )?;
         family(
             e,
+            "anylb_syn_cookies",
+            "SYNs to SYN-proxy services answered with a SYN cookie (no state kept).",
+            None,
+            MetricType::Counter,
+            per(|s| s.syn_cookies),
+        )?;
+        family(
+            e,
+            "anylb_connections_syn_proxied",
+            "Connections opened by an ACK with a valid SYN cookie.",
+            None,
+            MetricType::Counter,
+            per(|s| s.syn_proxied),
+        )?;
+        family(
+            e,
             "anylb_connections_quic_routed",
             "QUIC connections sent to the backend their connection ID names (migrated connections).",
             None,

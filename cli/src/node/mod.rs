@@ -99,6 +99,9 @@ pub fn run(path: &Path, node: &str, opts: &Options) -> ExitCode {
     let cfg = a.cfg;
     let workers = cfg.node.dataplane.workers.len();
     let mut builder = Builder::default();
+    if let Some(k) = a.cookie_secret {
+        builder.set_cookie_secret(k);
+    }
     let mut macs = Vec::new();
     let runtime = match Runtime::start(&a.dataplane, |m| {
         macs = m.to_vec();

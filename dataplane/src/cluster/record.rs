@@ -11,8 +11,11 @@
 //! | lip    | backend (4 bytes each, 16 when the backend side is IPv6)                              |
 //! +----------------------------------------------------------------------------------------------+
 //! ```
+//!
+//! A SYN-proxied connection (bit 0x01 of the flags byte, which connections do not carry) has 7 more bytes
+//! after the addresses: `sp`, `sp_win_reply`, `sp_win_in` and `sp_delta` (4), its sequence shift.
 
-use crate::conn::{Conn, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED, FLAG_SNAT, FLAG_USED};
+use crate::conn::{Conn, FLAG_BACKEND_V6, FLAG_CLIENT_V6, FLAG_POOLED, FLAG_SNAT, FLAG_USED, SP_NONE};
 use crate::flow::Addr;
 
 /// What a record says about its connection.
@@ -57,6 +60,14 @@ pub struct Record {
     pub cla_seq: u32,
     /// Milliseconds the connection has left before it expires on the sender.
     pub ttl_ms: u32,
+    /// SYN-proxy: where its handshakes stand, window rescaling and sequence shift (see [`Conn`]).
+    pub sp: u8,
+    /// Backend window scaling towards the client.
+    pub sp_win_reply: u8,
+    /// Client window scaling towards the backend.
+    pub sp_win_in: u8,
+    /// Sequence shift.
+    pub sp_delta: u32,
 }
 
 /// Why a record did not decode.
@@ -72,6 +83,10 @@ pub enum RecordError {
 
 /// Bytes of the fixed part.
 const FIXED: usize = 21;
+/// Bytes of the SYN-proxy trailer.
+const SP_LEN: usize = 7;
+/// Flags-byte bit of a record with the SYN-proxy trailer.
+const WITH_SP: u8 = 0x01;
 /// The flag bits a record carries.
 const CARRIED: u8 = FLAG_CLIENT_V6 | FLAG_BACKEND_V6 | FLAG_POOLED | FLAG_SNAT | crate::conn::MODE_MASK;
 
@@ -94,6 +109,10 @@ impl Record {
             bport: c.bport,
             cla_seq: c.cla_seq,
             ttl_ms,
+            sp: c.sp,
+            sp_win_reply: c.sp_win_reply,
+            sp_win_in: c.sp_win_in,
+            sp_delta: c.sp_delta,
         }
     }
 
@@ -114,6 +133,10 @@ impl Record {
             flags: (self.flags & CARRIED) | FLAG_USED,
             cla: self.cla,
             cla_seq: self.cla_seq,
+            sp: self.sp,
+            sp_win_reply: self.sp_win_reply,
+            sp_win_in: self.sp_win_in,
+            sp_delta: self.sp_delta,
             ..Conn::EMPTY
         }
     }
@@ -131,6 +154,7 @@ impl Record {
         FIXED
             + 2 * Self::addr_len(self.flags & FLAG_CLIENT_V6 != 0)
             + 2 * Self::addr_len(self.flags & FLAG_BACKEND_V6 != 0)
+            + if self.sp != SP_NONE { SP_LEN } else { 0 }
     }
 
     /// Never empty (for the `len` convention).
@@ -140,7 +164,14 @@ impl Record {
 
     /// Appends the record to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&[self.op as u8, self.proto, self.state, self.flags, self.cla]);
+        let sp_bit = if self.sp != SP_NONE { WITH_SP } else { 0 };
+        out.extend_from_slice(&[
+            self.op as u8,
+            self.proto,
+            self.state,
+            self.flags | sp_bit,
+            self.cla,
+        ]);
         for p in [self.cport, self.vport, self.lport, self.bport] {
             out.extend_from_slice(&p.to_be_bytes());
         }
@@ -156,6 +187,10 @@ impl Record {
         put(out, &self.vip, c6);
         put(out, &self.lip, b6);
         put(out, &self.backend, b6);
+        if sp_bit != 0 {
+            out.extend_from_slice(&[self.sp, self.sp_win_reply, self.sp_win_in]);
+            out.extend_from_slice(&self.sp_delta.to_be_bytes());
+        }
     }
 
     /// Decodes one record from the start of `b`; returns it and its length.
@@ -171,7 +206,11 @@ impl Record {
         let flags = fixed[3] & CARRIED;
         let (c6, b6) = (flags & FLAG_CLIENT_V6 != 0, flags & FLAG_BACKEND_V6 != 0);
         let (cl, bl) = (Self::addr_len(c6), Self::addr_len(b6));
-        let rest = b.get(FIXED..FIXED + 2 * cl + 2 * bl).ok_or(RecordError::Short)?;
+        let sp_len = if fixed[3] & WITH_SP != 0 { SP_LEN } else { 0 };
+        let rest = b
+            .get(FIXED..FIXED + 2 * cl + 2 * bl + sp_len)
+            .ok_or(RecordError::Short)?;
+        let sp = &rest[2 * cl + 2 * bl..];
         let addr = |s: &[u8]| -> Addr {
             let mut a = crate::flow::v4(std::net::Ipv4Addr::UNSPECIFIED);
             if s.len() == 16 {
@@ -196,9 +235,15 @@ impl Record {
             client: addr(&rest[..cl]),
             vip: addr(&rest[cl..2 * cl]),
             lip: addr(&rest[2 * cl..2 * cl + bl]),
-            backend: addr(&rest[2 * cl + bl..]),
+            backend: addr(&rest[2 * cl + bl..2 * cl + 2 * bl]),
+            sp: sp.first().copied().unwrap_or(SP_NONE),
+            sp_win_reply: sp.get(1).copied().unwrap_or(0),
+            sp_win_in: sp.get(2).copied().unwrap_or(0),
+            sp_delta: sp
+                .get(3..7)
+                .map_or(0, |d| u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
         };
-        Ok((r, FIXED + 2 * cl + 2 * bl))
+        Ok((r, FIXED + 2 * cl + 2 * bl + sp_len))
     }
 }
 
@@ -243,6 +288,32 @@ mod tests {
             cla_seq: 7,
             ..Conn::EMPTY
         }
+    }
+
+    #[test]
+    fn a_syn_proxied_record_carries_its_sequence_shift() {
+        let c = Conn {
+            sp: crate::conn::SP_SPLICED,
+            sp_win_reply: 0x97,
+            sp_win_in: 0,
+            sp_delta: 0xdead_beef,
+            ..conn("192.0.2.130".parse().unwrap(), "2001:db8:20::5".parse().unwrap())
+        };
+        let r = Record::of(Op::Upsert, &c, 1000);
+        let mut b = Vec::new();
+        r.encode(&mut b);
+        assert_eq!((b.len(), r.len()), (37 + 24 + 7, 37 + 24 + 7));
+        let (d, n) = Record::decode(&b).unwrap();
+        assert_eq!((d, n), (r, b.len()));
+        let back = d.conn();
+        assert_eq!(
+            (back.sp, back.sp_win_reply, back.sp_delta),
+            (c.sp, 0x97, 0xdead_beef)
+        );
+        assert!(
+            Record::decode(&b[..b.len() - 1]).is_err(),
+            "a cut trailer is short"
+        );
     }
 
     #[test]

@@ -76,10 +76,13 @@ impl Lcore {
             by_id[usize::from(p.port.id())] = i as u16;
         }
         let nworkers = shared.published.len();
+        let generation = first.generation;
+        let mut w = Worker::new(wid, first);
+        w.set_wall_clock(shared.started_wall_ms);
         Lcore {
             wid,
-            generation: first.generation,
-            w: Worker::new(wid, first),
+            generation,
+            w,
             alloc: PoolAlloc(pool),
             out: Output::new(false),
             rx: Vec::with_capacity(64),

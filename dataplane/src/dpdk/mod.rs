@@ -219,7 +219,7 @@ struct Published {
     heartbeat: AtomicU64,
 }
 
-const FIXED: usize = 15;
+const FIXED: usize = 17;
 
 impl Published {
     fn new() -> Self {
@@ -246,6 +246,8 @@ impl Published {
             s.connections,
             s.quic_routed,
             s.fragments,
+            s.syn_cookies,
+            s.syn_proxied,
         ];
         for (a, v) in self.vals.iter().zip(fixed.iter().chain(s.drops.iter())) {
             a.store(*v, Ordering::Relaxed);
@@ -273,6 +275,8 @@ impl Published {
             connections: v[12],
             quic_routed: v[13],
             fragments: v[14],
+            syn_cookies: v[15],
+            syn_proxied: v[16],
             drops,
         }
     }
@@ -292,6 +296,8 @@ struct Shared {
     /// Frames injected by the control thread, per worker.
     inject: Vec<Ring>,
     started: Instant,
+    /// Wall-clock milliseconds since the Unix epoch at `started` (SYN cookies' time slots).
+    started_wall_ms: u64,
     tx_refused: AtomicU64,
     /// Neighbours learnt by one worker, sent to every other one.
     neighbors: Vec<mpsc::Sender<(u16, Addr, Mac)>>,
@@ -563,6 +569,9 @@ impl Runtime {
             rings,
             inject,
             started: Instant::now(),
+            started_wall_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             tx_refused: AtomicU64::new(0),
             neighbors: senders,
             sync_in,

@@ -1,4 +1,6 @@
-//! TCP headers (RFC 9293) with the MSS option, which NAT64 clamps.
+//! TCP headers (RFC 9293) with the MSS option, which NAT64 clamps, and the handshake options a SYN-proxy reads
+//! from a SYN and writes into its SYN-ACK and its SYN to the backend (MSS, window scale and SACK-permitted,
+//! RFC 7323 and RFC 2018; timestamps are read to be declined).
 //!
 //! ```text
 //! | src port (2) | dst port (2) | seq (4) | ack (4) | off/flags (2) | window (2) | checksum (2) | urg (2) | options
@@ -149,6 +151,75 @@ impl<T: AsRef<[u8]>> Packet<T> {
         &self.b()[self.header_len()..]
     }
 }
+
+/// The options of a handshake segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HandshakeOptions {
+    /// Maximum segment size.
+    pub mss: Option<u16>,
+    /// Window scale shift (as sent; RFC 7323 caps its use at 14).
+    pub wscale: Option<u8>,
+    /// SACK-permitted.
+    pub sack_permitted: bool,
+    /// Timestamps (TSval, TSecr).
+    pub timestamps: Option<(u32, u32)>,
+}
+
+impl HandshakeOptions {
+    /// Reads the options bytes of a segment; a malformed option list ends the walk (what came before counts).
+    pub fn parse(opts: &[u8]) -> HandshakeOptions {
+        let mut o = HandshakeOptions::default();
+        let mut i = 0;
+        while i < opts.len() {
+            match opts[i] {
+                0 => break,
+                1 => i += 1,
+                k => {
+                    let Some(&l) = opts.get(i + 1) else { break };
+                    let l = usize::from(l);
+                    if l < 2 || i + l > opts.len() {
+                        break;
+                    }
+                    let v = &opts[i + 2..i + l];
+                    match (k, l) {
+                        (2, 4) => o.mss = Some(u16::from_be_bytes([v[0], v[1]])),
+                        (3, 3) => o.wscale = Some(v[0]),
+                        (4, 2) => o.sack_permitted = true,
+                        (8, 10) => {
+                            let w = |j: usize| u32::from_be_bytes([v[j], v[j + 1], v[j + 2], v[j + 3]]);
+                            o.timestamps = Some((w(0), w(4)));
+                        }
+                        _ => {}
+                    }
+                    i += l;
+                }
+            }
+        }
+        o
+    }
+
+    /// Writes MSS, window scale and SACK-permitted (timestamps are not written) into `buf`, padded with NOPs
+    /// to a multiple of four bytes; returns the length (at most [`HANDSHAKE_OPTIONS_MAX`]).
+    pub fn emit(&self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        if let Some(m) = self.mss {
+            buf[n..n + 4].copy_from_slice(&[2, 4, (m >> 8) as u8, m as u8]);
+            n += 4;
+        }
+        if let Some(w) = self.wscale {
+            buf[n..n + 4].copy_from_slice(&[1, 3, 3, w]);
+            n += 4;
+        }
+        if self.sack_permitted {
+            buf[n..n + 4].copy_from_slice(&[1, 1, 4, 2]);
+            n += 4;
+        }
+        n
+    }
+}
+
+/// The most bytes [`HandshakeOptions::emit`] writes.
+pub const HANDSHAKE_OPTIONS_MAX: usize = 12;
 
 /// Offset of option `kind` with total length `len` in `opts`, walking the option list safely.
 fn find_option(opts: &[u8], kind: u8, len: usize) -> Option<usize> {
@@ -405,6 +476,35 @@ mod tests {
         assert_eq!(p.mss(), Some(1440));
         assert!(p.verify_checksum(pseudo(24)));
         assert!(!p.clamp_mss(1500));
+    }
+
+    #[test]
+    fn handshake_options_are_read_and_written() {
+        // MSS 1460, SACK-permitted, timestamps, NOP, window scale 7 (Linux's SYN).
+        let opts = [2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0, 1, 3, 3, 7];
+        let o = HandshakeOptions::parse(&opts);
+        assert_eq!(
+            o,
+            HandshakeOptions {
+                mss: Some(1460),
+                wscale: Some(7),
+                sack_permitted: true,
+                timestamps: Some((9, 0)),
+            }
+        );
+        let mut buf = [0u8; HANDSHAKE_OPTIONS_MAX];
+        let n = o.emit(&mut buf);
+        assert_eq!(&buf[..n], &[2, 4, 5, 0xb4, 1, 3, 3, 7, 1, 1, 4, 2]);
+        assert_eq!(
+            HandshakeOptions::parse(&buf[..n]),
+            HandshakeOptions {
+                timestamps: None,
+                ..o
+            }
+        );
+        // A cut option ends the walk; what came before stays.
+        assert_eq!(HandshakeOptions::parse(&[2, 4, 5, 0xb4, 3, 3]).mss, Some(1460));
+        assert_eq!(HandshakeOptions::parse(&[3, 9, 1]), HandshakeOptions::default());
     }
 
     #[test]

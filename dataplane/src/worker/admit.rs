@@ -3,13 +3,12 @@
 //! of the rate), and the backends' connection thresholds (IPVS `-x/-y`). Only new flows are judged: the
 //! connections already in the table keep going whatever a reload changes.
 
-use super::pkt::{drop, write_v6_header, Pkt};
+use super::pkt::{drop, Pkt, Segment};
 use super::{Output, Verdict, Worker};
-use crate::flow::{to_v4, Addr};
 use crate::frame::Frame;
 use crate::snapshot::{Backend, RateLimit};
 use crate::stats::DropReason;
-use crate::wire::{ipv4, proto, tcp};
+use crate::wire::{proto, tcp};
 
 /// Client buckets kept per worker; when full, buckets idle long enough to be full again are forgotten.
 const CLIENT_BUCKETS: usize = 65_536;
@@ -146,38 +145,22 @@ impl<F: Frame> Worker<F> {
         let ack = seq
             .wrapping_add(len)
             .wrapping_add(u32::from(flags & tcp::flags::SYN != 0) + u32::from(flags & tcp::flags::FIN != 0));
-        let hdr = if p.v6 { 40 } else { ipv4::HEADER_LEN };
-        f.truncate(p.l3 + hdr + tcp::HEADER_LEN);
+        let seg = Segment {
+            v6: p.v6,
+            src: p.dst,
+            dst: p.src,
+            sport: p.dport,
+            dport: p.sport,
+            seq: 0,
+            ack,
+            flags: tcp::flags::RST | tcp::flags::ACK,
+            window: 0,
+            options: &[],
+        };
         // The IP header is written again where it was: after an IPv4 header with options, the TCP header
         // moves up.
-        let l4 = p.l3 + hdr;
-        let d = f.data_mut();
-        let seg = &mut d[l4..l4 + tcp::HEADER_LEN];
-        seg.fill(0);
-        seg[0..2].copy_from_slice(&p.dport.to_be_bytes());
-        seg[2..4].copy_from_slice(&p.sport.to_be_bytes());
-        seg[8..12].copy_from_slice(&ack.to_be_bytes());
-        seg[12] = 5 << 4;
-        seg[13] = tcp::flags::RST | tcp::flags::ACK;
-        let (src, dst): (Addr, Addr) = (p.dst, p.src);
-        let pseudo = if p.v6 {
-            write_v6_header(&mut d[p.l3..], &src, &dst, proto::TCP, tcp::HEADER_LEN, 64);
-            super::pkt::pseudo6(&d[p.l3..], proto::TCP, tcp::HEADER_LEN)
-        } else {
-            ipv4::Repr {
-                src: to_v4(&src),
-                dst: to_v4(&dst),
-                protocol: proto::TCP,
-                payload_len: tcp::HEADER_LEN,
-                ttl: 64,
-                tos: 0,
-                ident: 0,
-                dont_frag: true,
-            }
-            .emit(&mut d[p.l3..]);
-            crate::wire::checksum::pseudo_v4(to_v4(&src), to_v4(&dst), proto::TCP, tcp::HEADER_LEN as u16)
-        };
-        tcp::Packet::new_unchecked(&mut d[l4..l4 + tcp::HEADER_LEN]).fill_checksum(pseudo);
+        f.truncate(p.l3 + seg.len());
+        seg.write(&mut f.data_mut()[p.l3..]);
         self.reply_to_sender(p.in_port, f, out)
     }
 

@@ -2,7 +2,7 @@
 
 use super::pkt::{drop, outbound, translated_len, Egress, Hop, Pkt, NO_HOP};
 use super::{Output, Verdict, Worker};
-use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK};
+use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_NONE};
 use crate::flow::{v4, Tuple};
 use crate::frame::{Frame, FrameAlloc};
 use crate::snapshot::Local;
@@ -141,6 +141,7 @@ impl<F: Frame> Worker<F> {
         let (e, out_v6) = outbound(c, dir);
         if c.flags & (MODE_MASK | FLAG_SNAT) != MODE_FULLNAT
             || !matches!(c.cla, CLA_NONE | CLA_TOA_DONE)
+            || c.sp != SP_NONE
             || c.svc_gen != self.snap.generation as u16
             || c.route_gen != self.route_gen
             || slot == NO_HOP
@@ -153,7 +154,7 @@ impl<F: Frame> Worker<F> {
         }
         let (Some(svc), Some(entry)) = (
             self.snap.services.get(usize::from(c.service)),
-            self.neigh.get(slot),
+            self.neigh.get(u32::from(slot)),
         ) else {
             return Err(f);
         };
@@ -205,7 +206,17 @@ impl<F: Frame> Worker<F> {
         };
         self.stats.fast_path += 1;
         if at.l3 != L3 {
-            return Ok(self.emit(Hop { port, slot }, at.l3, out_v6, f, alloc, out));
+            return Ok(self.emit(
+                Hop {
+                    port,
+                    slot: u32::from(slot),
+                },
+                at.l3,
+                out_v6,
+                f,
+                alloc,
+                out,
+            ));
         }
         let mut eth = ethernet::Frame::new_unchecked(f.data_mut());
         eth.set_dst(mac);

@@ -2,8 +2,9 @@
 //! NAT64 both ways) and forwarding; direct-mode connections are handed to [`direct`](super::direct).
 
 use super::pkt::{clamp_mss, drop, outbound, translated_len, Egress, IcmpKind, Layout, Pkt};
+use super::synproxy::Pending;
 use super::{Output, Verdict, Worker};
-use crate::conn::{CLA_NONE, FLAG_SNAT, MODE_DR, MODE_MASK, MODE_TUNNEL};
+use crate::conn::{CLA_NONE, FLAG_SNAT, MODE_DR, MODE_MASK, MODE_TUNNEL, SP_PENDING, SP_SPLICED};
 use crate::frag::Route;
 use crate::frame::{Frame, FrameAlloc};
 use crate::nat::FragFields;
@@ -58,6 +59,12 @@ impl<F: Frame> Worker<F> {
             && !self.verify_l4(p, &f)
         {
             return drop(DropReason::BadChecksum);
+        }
+        if c.sp == SP_PENDING {
+            match self.pending(p, idx, dir, f, alloc, out) {
+                Pending::Done(v) => return v,
+                Pending::Forward(g) => f = g,
+            }
         }
         let svc = self.advance(p, idx, dir);
         self.count_packet(c.uid, dir, f.data().len() - p.l3);
@@ -121,6 +128,9 @@ impl<F: Frame> Worker<F> {
                 return drop(r);
             }
         }
+        if self.conns.get(idx).sp == SP_SPLICED {
+            self.splice_shift(idx, dir, &mut f.data_mut()[at.l4..]);
+        }
         if split {
             return self.emit_fragmented(hop, at.l3, out_v6, f, alloc, out);
         }
@@ -129,7 +139,7 @@ impl<F: Frame> Worker<F> {
 
     /// Moves connection `idx` to the TCP state packet `p` leads to and renews its expiry; returns the index of
     /// its service in the current snapshot (found again by VIP, protocol and port after a reload), if any.
-    fn advance(&mut self, p: &Pkt, idx: u32, dir: Dir) -> Option<u16> {
+    pub(super) fn advance(&mut self, p: &Pkt, idx: u32, dir: Dir) -> Option<u16> {
         let c = *self.conns.get(idx);
         let snap_gen = self.snap.generation as u16;
         let old = c.state();

@@ -211,6 +211,37 @@ impl<F: Frame> Worker<F> {
         }
     }
 
+    /// A TCP segment to a VIP that is not a SYN, with no connection here: for a SYN-proxy service, an ACK
+    /// returning a valid cookie opens one; else a segment from a router goes to a peer node (second chance),
+    /// where its connection may live; anything else is dropped.
+    fn stray_segment<A: FrameAlloc<F = F>>(
+        &mut self,
+        p: &Pkt,
+        h: u64,
+        f: F,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Verdict {
+        let proxied = self
+            .snap
+            .service(&p.dst, p.proto, p.dport)
+            .filter(|&si| self.snap.services[usize::from(si)].syn_proxy);
+        let f = match proxied {
+            Some(si) => match self.cookie_ack(p, si, f, alloc, out) {
+                Ok(v) => return v,
+                Err(f) => f,
+            },
+            None => f,
+        };
+        if !self.snap.peers.is_empty() && self.sent_by_router(p.in_port, &f) {
+            return self.hand_to_peer(p, h, f, alloc, out);
+        }
+        if proxied.is_some() && p.tcp_flags & tcp::flags::ACK != 0 {
+            return drop(DropReason::BadCookie);
+        }
+        self.new_conn(p, f, alloc, out)
+    }
+
     /// A packet of a flow with no connection here (`h` its tuple's hash): a segment from a router that does
     /// not open a connection goes to a peer node (second chance); the first packet of a flow to a VIP opens
     /// one; a reply to a local address goes to the worker that owns its port; a transit flow goes to the
@@ -225,14 +256,7 @@ impl<F: Frame> Worker<F> {
         out: &mut Output<F>,
     ) -> Verdict {
         match local {
-            Local::Vip
-                if p.proto == proto::TCP
-                    && !p.opens()
-                    && !self.snap.peers.is_empty()
-                    && self.sent_by_router(p.in_port, &f) =>
-            {
-                self.hand_to_peer(p, h, f, alloc, out)
-            }
+            Local::Vip if p.proto == proto::TCP && !p.opens() => self.stray_segment(p, h, f, alloc, out),
             Local::Vip => self.new_conn(p, f, alloc, out),
             Local::Transit => {
                 let o = self.nat_owner(p.dport);

@@ -41,6 +41,7 @@ mod setup;
 mod snat;
 mod stack;
 mod sync;
+mod synproxy;
 
 pub use output::{Output, Verdict};
 use pkt::{drop, Hop, ICMP_BURST, NO_HOP};
@@ -71,6 +72,10 @@ pub struct Worker<F: Frame> {
     /// New flows refused, by service.
     refused: FastMap<crate::counters::ServiceKey, crate::counters::Refused>,
     persist: FastMap<(u16, Addr), (u16, u32)>,
+    /// Client segments of SYN-proxied connections waiting for their backend's SYN-ACK.
+    held: FastMap<synproxy::HeldKey, synproxy::Held<F>>,
+    /// Wall-clock milliseconds since the Unix epoch at clock 0 (SYN cookies' time slots).
+    wall_ms_at_zero: u64,
     /// Counters.
     pub stats: Stats,
     epoch_ms: Option<u64>,
@@ -112,6 +117,8 @@ impl<F: Frame> Worker<F> {
             overload: Vec::new(),
             refused: FastMap::default(),
             persist: FastMap::default(),
+            held: FastMap::default(),
+            wall_ms_at_zero: 0,
             stats: Stats::default(),
             epoch_ms: None,
             now_ms: 0,
@@ -132,6 +139,12 @@ impl<F: Frame> Worker<F> {
         w.apply(None, &snap);
         w.snap = snap;
         w
+    }
+
+    /// Sets the wall-clock time (ms since the Unix epoch) at which the clock given to
+    /// [`process`](Self::process) reads 0; 0 (the default) takes that clock as wall-clock time itself (replay).
+    pub fn set_wall_clock(&mut self, wall_ms_at_zero: u64) {
+        self.wall_ms_at_zero = wall_ms_at_zero;
     }
 
     /// Lets established packets take the fast path (the default) or sends every packet through the general
@@ -325,12 +338,13 @@ impl<F: Frame> Worker<F> {
         if self.persist.len() > 4096 {
             self.persist.retain(|_, (_, exp)| *exp > tick);
         }
-        // Fragment entries are swept every 100 ms (their timeouts are seconds).
-        if !self.frags.is_empty() && self.now_ms >= self.frags_swept + 100 {
+        // Fragment entries and held SYN-proxy segments are swept every 100 ms (their timeouts are seconds).
+        if (!self.frags.is_empty() || !self.held.is_empty()) && self.now_ms >= self.frags_swept + 100 {
             self.frags_swept = self.now_ms;
             for _ in self.frags.expire(self.now_ms) {
                 self.stats.drop(DropReason::FragmentTimeout);
             }
+            self.sweep_held();
         }
         for (port, a) in std::mem::take(&mut self.announce) {
             if let Some(f) = self.announcement(alloc, port, &a) {
@@ -386,10 +400,10 @@ impl<F: Frame> Worker<F> {
             Dir::Reply => c.nh_rev,
         };
         if cached != NO_HOP && c.route_gen == self.route_gen {
-            return self.hop(cached);
+            return self.hop(u32::from(cached));
         }
         let hop = self.resolve(dst, c.inbound_tuple().hash(self.snap.seed))?;
-        let s = hop.slot;
+        let s = u16::try_from(hop.slot).unwrap_or(NO_HOP);
         let cm = self.conns.get_mut(idx);
         if cm.route_gen != self.route_gen {
             cm.nh_fwd = NO_HOP;

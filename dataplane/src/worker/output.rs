@@ -20,8 +20,10 @@ pub enum Verdict {
     Kernel,
     /// Sent to the worker that owns its connection.
     Redirect { worker: u16 },
-    /// Waiting for its next hop to resolve.
+    /// Held: waiting for its next hop to resolve, or for the backend's answer to a SYN-proxy's SYN.
     Held,
+    /// A backend's SYN-ACK to a SYN-proxy's SYN: the two handshakes are spliced, and it goes no further.
+    Spliced,
     /// A fragment waiting for its datagram's first fragment.
     Parked,
     /// Dropped.

@@ -14,8 +14,8 @@ use crate::wire::{checksum, ipv4, ipv6, proto, tcp};
 
 /// ICMP errors a worker may send in a burst, and per millisecond after it (RFC 1812 §4.3.2.8 rate limit).
 pub(super) const ICMP_BURST: u32 = 100;
-/// Marks an unresolved cached next hop.
-pub(super) const NO_HOP: u32 = u32::MAX;
+/// Marks an unresolved cached next hop (neighbour slots are below it).
+pub(super) const NO_HOP: u16 = u16::MAX;
 
 /// A frame parsed once ([`ip`](super::ip) builds it, or the fast path from its checks) and passed by reference from then
 /// on: where its network and transport headers start, its family, protocol, endpoints, TTL and TCP flags.
@@ -131,6 +131,74 @@ pub(super) fn write_v6_header(buf: &mut [u8], src: &Addr, dst: &Addr, next: u8, 
         flow_label: 0,
     }
     .emit(buf);
+}
+
+/// A TCP segment without payload that the node writes itself: a RST or a SYN-ACK from a VIP, the SYN a
+/// SYN-proxy opens a backend's side with.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Segment<'a> {
+    pub(super) v6: bool,
+    pub(super) src: Addr,
+    pub(super) dst: Addr,
+    pub(super) sport: u16,
+    pub(super) dport: u16,
+    pub(super) seq: u32,
+    pub(super) ack: u32,
+    pub(super) flags: u8,
+    pub(super) window: u16,
+    pub(super) options: &'a [u8],
+}
+
+impl Segment<'_> {
+    /// Bytes of its IP and TCP headers.
+    pub(super) fn len(&self) -> usize {
+        (if self.v6 {
+            ipv6::HEADER_LEN
+        } else {
+            ipv4::HEADER_LEN
+        }) + tcp::HEADER_LEN
+            + self.options.len()
+    }
+
+    /// Writes it (IP header without options, TCP header with its options and checksum) at the start of `buf`,
+    /// which holds at least [`len`](Self::len) bytes; returns where the TCP header starts.
+    pub(super) fn write(&self, buf: &mut [u8]) -> usize {
+        let tl = tcp::HEADER_LEN + self.options.len();
+        let (l4, pseudo) = if self.v6 {
+            write_v6_header(buf, &self.src, &self.dst, proto::TCP, tl, 64);
+            (ipv6::HEADER_LEN, pseudo6(buf, proto::TCP, tl))
+        } else {
+            let (src, dst) = (crate::flow::to_v4(&self.src), crate::flow::to_v4(&self.dst));
+            ipv4::Repr {
+                src,
+                dst,
+                protocol: proto::TCP,
+                payload_len: tl,
+                ttl: 64,
+                tos: 0,
+                ident: 0,
+                dont_frag: true,
+            }
+            .emit(buf);
+            (
+                ipv4::HEADER_LEN,
+                checksum::pseudo_v4(src, dst, proto::TCP, tl as u16),
+            )
+        };
+        let seg = &mut buf[l4..l4 + tl];
+        let mut t = tcp::Packet::new_unchecked(&mut *seg);
+        t.set_src_port(self.sport);
+        t.set_dst_port(self.dport);
+        t.set_seq(self.seq);
+        t.set_ack(self.ack);
+        t.set_header_len_flags(tl, self.flags);
+        t.set_window(self.window);
+        t.set_checksum(0);
+        t.set_urgent(0);
+        seg[tcp::HEADER_LEN..].copy_from_slice(self.options);
+        tcp::Packet::new_unchecked(seg).fill_checksum(pseudo);
+        l4
+    }
 }
 
 /// Lowers a SYN's MSS option (checksum kept valid).

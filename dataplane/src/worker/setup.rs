@@ -50,6 +50,9 @@ impl<F: Frame> Worker<F> {
         if let Err(r) = self.admission(p, si) {
             return self.refuse(p, si, r, f, out);
         }
+        if p.proto == proto::TCP && self.snap.services[usize::from(si)].syn_proxy {
+            return self.syn_cookie(p, si, f, out);
+        }
         let opened = match self.quic_backend(p, si, &f) {
             Some(bi) => Ok(bi),
             None => self.schedule(p, si),
@@ -87,7 +90,7 @@ impl<F: Frame> Worker<F> {
 
     /// The backend of service `si` for a new flow: the client's persisted one while it lasts and still has
     /// weight, else the scheduler's choice (remembered when the service persists).
-    fn schedule(&mut self, p: &Pkt, si: u16) -> Result<u16, DropReason> {
+    pub(super) fn schedule(&mut self, p: &Pkt, si: u16) -> Result<u16, DropReason> {
         let snap = self.snap.clone();
         let svc = &snap.services[usize::from(si)];
         let persist_key = (si, p.src);
@@ -164,7 +167,7 @@ impl<F: Frame> Worker<F> {
     }
 
     /// Inserts the connection of a new flow to backend `bi` of service `si`; returns its index.
-    fn open(&mut self, p: &Pkt, si: u16, bi: u16) -> Result<u32, DropReason> {
+    pub(super) fn open(&mut self, p: &Pkt, si: u16, bi: u16) -> Result<u32, DropReason> {
         let snap = self.snap.clone();
         let svc = &snap.services[usize::from(si)];
         let b = &svc.backends[usize::from(bi)];

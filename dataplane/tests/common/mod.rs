@@ -492,6 +492,19 @@ pub fn reassemble(frames: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// The lab topology with `web4` added to service web4 (203.0.113.10:80, backends .101 and .102), `node` to
+/// the node and `cluster` (tables under `[cluster]`) before it.
+pub fn web4_lab(web4: &str, node: &str, cluster: &str) -> Lab {
+    let mut t = TOPOLOGY.replacen(
+        "protocol = \"tcp\"\nbackends = [{ address = \"198.51.100.101\", port = 8080 }, { address = \"198.51.100.102\", port = 8080 }]",
+        &format!("protocol = \"tcp\"\n{web4}\nbackends = [{{ address = \"198.51.100.101\", port = 8080 }}, {{ address = \"198.51.100.102\", port = 8080 }}]"),
+        1,
+    );
+    assert!(t.contains(web4), "the lab topology changed: web4 not found");
+    t = t.replacen("[[nodes]]\n", &format!("{cluster}\n[[nodes]]\n{node}\n"), 1);
+    Lab::with(&t, &Overrides::default())
+}
+
 /// Opens a TCP connection from `client` to the IPv4 service `vip` of the lab (backends .101 and .102 on port
 /// 8080): the client's SYN (sequence 1) and the backend's SYN-ACK. Returns what the backend received.
 pub fn open_tcp(lab: &mut Lab, client: (&str, u16), vip: (&str, u16)) -> Seen {

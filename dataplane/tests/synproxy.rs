@@ -1,0 +1,365 @@
+//! The SYN-proxy through one worker: a SYN answered with a cookie and no state, a valid ACK opening the
+//! backend's side with the client's options, the two handshakes spliced with shifted sequence numbers (and
+//! SACK blocks and windows) both ways, bad cookies and ACK floods dropped without state, a cookie minted by
+//! another node with the same key accepted, one from another key or too old refused, and a backend's RST
+//! reaching the client in the cookie's sequence space.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use anylb_dataplane::snapshot::Overrides;
+use anylb_dataplane::stats::DropReason;
+use anylb_dataplane::worker::Verdict;
+use common::*;
+use etherparse::{PacketBuilder, SlicedPacket, TcpHeader, TcpOptionElement, TransportSlice};
+
+const WEB4: (&str, u16) = ("203.0.113.10", 80);
+const CLIENT: (&str, u16) = ("192.0.2.200", 40000);
+const PROXY: &str = "[cluster.syn_proxy]\nkey_file = \"cookie.key\"\nwscale = 7";
+
+fn lab() -> Lab {
+    web4_lab("syn_proxy = true", "", PROXY)
+}
+
+/// A client segment with TCP options.
+#[allow(clippy::too_many_arguments)]
+fn seg(
+    src: (&str, u16),
+    flags: &str,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    opts: &[TcpOptionElement],
+    payload: &[u8],
+) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (ip(src.0), ip(WEB4.0)) else {
+        panic!("IPv4 only here")
+    };
+    let mut b = PacketBuilder::ethernet2(ROUTER_MAC, UP_MAC)
+        .ipv4(s.octets(), d.octets(), 64)
+        .tcp(src.1, WEB4.1, seq, window);
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(ack);
+    }
+    if flags.contains('R') {
+        b = b.rst();
+    }
+    if !opts.is_empty() {
+        b = b.options(opts).unwrap();
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+/// A backend segment to the connection's local address and port, as `to` (a frame the backend got) shows them.
+#[allow(clippy::too_many_arguments)]
+fn from_backend(
+    to: &[u8],
+    flags: &str,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    opts: &[TcpOptionElement],
+    payload: &[u8],
+) -> Vec<u8> {
+    let s = seen(to);
+    let (IpAddr::V4(b), IpAddr::V4(l)) = (s.dst, s.src) else {
+        panic!("IPv4 backends here")
+    };
+    let mut p = PacketBuilder::ethernet2(backend_mac(1), IN_MAC)
+        .ipv4(b.octets(), l.octets(), 64)
+        .tcp(s.dport, s.sport, seq, window);
+    if flags.contains('S') {
+        p = p.syn();
+    }
+    if flags.contains('A') {
+        p = p.ack(ack);
+    }
+    if flags.contains('R') {
+        p = p.rst();
+    }
+    if !opts.is_empty() {
+        p = p.options(opts).unwrap();
+    }
+    let mut v = Vec::new();
+    p.write(&mut v, payload).unwrap();
+    v
+}
+
+/// The TCP header of a frame (its checksums checked by `seen`).
+fn tcp_of(frame: &[u8]) -> TcpHeader {
+    let _ = seen(frame);
+    match SlicedPacket::from_ethernet(frame).unwrap().transport {
+        Some(TransportSlice::Tcp(t)) => t.to_header(),
+        other => panic!("not TCP: {other:?}"),
+    }
+}
+
+fn options(h: &TcpHeader) -> Vec<TcpOptionElement> {
+    h.options_iterator().map(|o| o.unwrap()).collect()
+}
+
+const CLIENT_OPTS: [TcpOptionElement; 4] = [
+    TcpOptionElement::MaximumSegmentSize(1400),
+    TcpOptionElement::SelectiveAcknowledgementPermitted,
+    TcpOptionElement::Noop,
+    TcpOptionElement::WindowScale(6),
+];
+
+/// The client's SYN (sequence 1000) and the node's SYN-ACK; returns the cookie.
+fn handshake(l: &mut Lab, client: (&str, u16)) -> u32 {
+    let (v, tx) = l.send(0, seg(client, "S", 1000, 0, 64240, &CLIENT_OPTS, b""));
+    assert_eq!(v, Verdict::Reply { port: 0 });
+    assert_eq!(tx.len(), 1);
+    let h = tcp_of(&tx[0].1);
+    assert!(h.syn && h.ack && !h.rst);
+    assert_eq!(h.acknowledgment_number, 1001);
+    h.sequence_number
+}
+
+#[test]
+fn a_syn_is_answered_with_a_cookie_and_nothing_is_kept() {
+    let mut l = lab();
+    let (v, tx) = l.send(0, seg(CLIENT, "S", 1000, 0, 64240, &CLIENT_OPTS, b""));
+    assert_eq!(v, Verdict::Reply { port: 0 });
+    let s = seen(&tx[0].1);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (ip(WEB4.0), 80, ip(CLIENT.0), 40000)
+    );
+    let h = tcp_of(&tx[0].1);
+    // The node's MSS (1500 less 40, no IPv6 backends), its window scale for a client that scales, SACK as
+    // offered; no timestamps.
+    assert_eq!(
+        options(&h),
+        vec![
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::Noop,
+            TcpOptionElement::WindowScale(7),
+            TcpOptionElement::Noop,
+            TcpOptionElement::Noop,
+            TcpOptionElement::SelectiveAcknowledgementPermitted,
+        ]
+    );
+    assert_eq!(h.window_size, 65535);
+    // A flood of spoofed SYNs: every one answered, none kept.
+    for i in 0..10_000u32 {
+        let src = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+        let (v, _) = l.send(
+            0,
+            seg((&src, 1024 + (i % 60000) as u16), "S", i, 0, 1024, &[], b""),
+        );
+        assert_eq!(v, Verdict::Reply { port: 0 });
+    }
+    assert_eq!(l.worker.conns().len(), 0);
+    assert_eq!(l.worker.stats.syn_cookies, 10_001);
+    assert_eq!(l.worker.stats.new_connections, 0);
+}
+
+#[test]
+fn a_valid_ack_opens_the_backend_side_and_the_connection_runs_shifted() {
+    let mut l = lab();
+    let cookie = handshake(&mut l, CLIENT);
+    // The client's ACK: the connection opens and the client's SYN, as it was, goes to the backend.
+    let (v, tx) = l.send(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b""));
+    assert_eq!(v, Verdict::Held);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].0, 1);
+    let backend_syn = tx[0].1.clone();
+    let syn = tcp_of(&backend_syn);
+    assert!(syn.syn && !syn.ack);
+    assert_eq!(syn.sequence_number, 1000);
+    assert_eq!(syn.window_size, 64192, "the ACK's window, unscaled (1003 << 6)");
+    assert_eq!(
+        options(&syn),
+        vec![
+            TcpOptionElement::MaximumSegmentSize(1400),
+            TcpOptionElement::Noop,
+            TcpOptionElement::WindowScale(6),
+            TcpOptionElement::Noop,
+            TcpOptionElement::Noop,
+            TcpOptionElement::SelectiveAcknowledgementPermitted,
+        ]
+    );
+    assert_eq!(l.worker.conns().len(), 1);
+    assert_eq!(l.worker.stats.syn_proxied, 1);
+    // Data from the client before the backend answered is held too.
+    let (v, tx) = l.send(
+        0,
+        seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b"GET /"),
+    );
+    assert_eq!((v, tx.len()), (Verdict::Held, 0));
+    // The backend's SYN-ACK (its own sequence, window scale 9) splices the handshakes: the held ACK and
+    // data go on, acknowledging the backend's sequence numbers.
+    let (v, tx) = l.send(
+        1,
+        from_backend(
+            &backend_syn,
+            "SA",
+            500_000,
+            1001,
+            65535,
+            &[
+                TcpOptionElement::MaximumSegmentSize(1460),
+                TcpOptionElement::WindowScale(9),
+            ],
+            b"",
+        ),
+    );
+    assert_eq!(v, Verdict::Spliced);
+    assert_eq!(
+        tx.len(),
+        2,
+        "the held ACK and the held data, nothing to the client"
+    );
+    for (port, f) in &tx {
+        assert_eq!(*port, 1);
+        let h = tcp_of(f);
+        assert_eq!((h.sequence_number, h.acknowledgment_number), (1001, 500_001));
+    }
+    assert_eq!(seen(&tx[1].1).payload, b"GET /");
+    // The backend's data reaches the client in the cookie's sequence space, its window rescaled from the
+    // backend's scale (9) to the one the client was told (7).
+    let (_, out) = l.forward(
+        1,
+        from_backend(&backend_syn, "A", 500_001, 1006, 100, &[], b"HTTP/1.1 200"),
+    );
+    let h = tcp_of(&out);
+    assert_eq!(
+        (h.sequence_number, h.acknowledgment_number, h.window_size),
+        (cookie.wrapping_add(1), 1006, 400)
+    );
+    // The client's SACK blocks (of data it got, in the cookie's space) reach the backend in its own.
+    let sack = TcpOptionElement::SelectiveAcknowledgement(
+        (cookie.wrapping_add(13), cookie.wrapping_add(20)),
+        [None, None, None],
+    );
+    let (_, out) = l.forward(
+        0,
+        seg(
+            CLIENT,
+            "A",
+            1006,
+            cookie.wrapping_add(13),
+            1003,
+            &[TcpOptionElement::Noop, TcpOptionElement::Noop, sack],
+            b"",
+        ),
+    );
+    let h = tcp_of(&out);
+    assert_eq!(h.acknowledgment_number, 500_013);
+    assert_eq!(
+        options(&h)[2],
+        TcpOptionElement::SelectiveAcknowledgement((500_013, 500_020), [None, None, None])
+    );
+    assert_eq!(l.worker.stats.drops.iter().sum::<u64>(), 0);
+}
+
+#[test]
+fn a_bad_cookie_or_an_ack_flood_is_dropped_without_state() {
+    let mut l = lab();
+    let cookie = handshake(&mut l, CLIENT);
+    for bad in [cookie, cookie.wrapping_add(2), cookie ^ 0x0010_0000] {
+        let (v, tx) = l.send(0, seg(CLIENT, "A", 1001, bad, 1003, &[], b""));
+        assert_eq!(
+            v,
+            Verdict::Drop {
+                reason: DropReason::BadCookie
+            }
+        );
+        assert!(tx.is_empty());
+    }
+    // Another client sequence number is another cookie.
+    assert_eq!(
+        l.send(0, seg(CLIENT, "A", 1002, cookie.wrapping_add(1), 1003, &[], b""))
+            .0,
+        Verdict::Drop {
+            reason: DropReason::BadCookie
+        }
+    );
+    for i in 0..10_000u32 {
+        let src = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+        let (v, tx) = l.send(
+            0,
+            seg(
+                (&src, 5000),
+                "A",
+                i,
+                i.wrapping_mul(2_654_435_761),
+                1024,
+                &[],
+                b"",
+            ),
+        );
+        assert!(matches!(v, Verdict::Drop { .. }) && tx.is_empty());
+    }
+    assert_eq!(l.worker.conns().len(), 0);
+    assert!(l.worker.stats.drops_of(DropReason::BadCookie) >= 10_000);
+}
+
+#[test]
+fn a_cookie_is_good_on_every_node_with_the_key_and_only_for_a_while() {
+    let mut a = lab();
+    let mut b = lab();
+    let cookie = handshake(&mut a, CLIENT);
+    // ECMP moved the flow: the other node opens the connection from the cookie alone.
+    let (v, tx) = b.send(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b""));
+    assert_eq!((v, tx.len()), (Verdict::Held, 1));
+    // A node with another key refuses it.
+    let mut c = lab();
+    c.builder
+        .set_cookie_secret(b"another secret, another cluster".to_vec());
+    let snap = c
+        .builder
+        .build(&c.cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
+        .unwrap();
+    c.worker.set_snapshot(Arc::new(snap));
+    assert_eq!(
+        c.send(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b""))
+            .0,
+        Verdict::Drop {
+            reason: DropReason::BadCookie
+        }
+    );
+    // Two to three time slots later (over 128 s), the cookie is stale.
+    a.advance(130_000);
+    assert_eq!(
+        a.send(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b""))
+            .0,
+        Verdict::Drop {
+            reason: DropReason::BadCookie
+        }
+    );
+}
+
+#[test]
+fn a_backend_refusal_reaches_the_client_as_a_reset_of_the_nodes_handshake() {
+    let mut l = lab();
+    let cookie = handshake(&mut l, CLIENT);
+    let (_, tx) = l.send(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b""));
+    let (v, tx) = l.send(1, from_backend(&tx[0].1, "RA", 0, 1001, 0, &[], b""));
+    assert!(matches!(v, Verdict::Forward { port: 0 }), "{v:?}");
+    let h = tcp_of(&tx[0].1);
+    assert!(h.rst);
+    assert_eq!(
+        h.sequence_number,
+        cookie.wrapping_add(1),
+        "in the client's window"
+    );
+}
+
+#[test]
+fn a_plain_service_is_not_proxied() {
+    let mut l = web4_lab("", "", PROXY);
+    let (v, _) = l.send(0, seg(CLIENT, "S", 1000, 0, 64240, &CLIENT_OPTS, b""));
+    assert!(matches!(v, Verdict::Forward { port: 1 }), "{v:?}");
+    assert_eq!(l.worker.stats.syn_cookies, 0);
+}
