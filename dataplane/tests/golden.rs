@@ -30,8 +30,12 @@ struct Gen {
 impl Gen {
     fn new(topology: &str) -> Gen {
         let text = std::fs::read_to_string(dir().join(topology)).unwrap();
+        let mut lab = Lab::with(&text, &Overrides::default());
+        // The lab's clock reads the replay's wall-clock time (its records' timestamps), so that SYN cookies
+        // minted here are the ones the replay mints.
+        lab.worker.set_wall_clock(REPLAY_START_MS - lab.now);
         Gen {
-            lab: Lab::with(&text, &Overrides::default()),
+            lab,
             frames: Vec::new(),
         }
     }
@@ -86,11 +90,114 @@ impl Gen {
             .iter()
             .enumerate()
             .map(|(i, f)| Record {
-                ts_ns: 1_700_000_000_000_000_000 + i as u64 * 1_000_000,
+                ts_ns: (REPLAY_START_MS + i as u64) * 1_000_000,
                 data: f.clone(),
             })
             .collect()
     }
+}
+
+/// Wall-clock time of the first input record (ms since the Unix epoch); each next one is 1 ms later.
+const REPLAY_START_MS: u64 = 1_700_000_000_000;
+
+/// A TCP segment with options, from the router (client side, port 0) or a backend (port 1).
+#[allow(clippy::too_many_arguments)]
+fn segment(
+    (smac, dmac): ([u8; 6], [u8; 6]),
+    src: (&str, u16),
+    dst: (&str, u16),
+    flags: &str,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    opts: &[etherparse::TcpOptionElement],
+    payload: &[u8],
+) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(smac, dmac);
+    let mut b = match (ip(src.0), ip(dst.0)) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(d)) => eth
+            .ipv4(a.octets(), d.octets(), 64)
+            .tcp(src.1, dst.1, seq, window),
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(d)) => eth
+            .ipv6(a.octets(), d.octets(), 64)
+            .tcp(src.1, dst.1, seq, window),
+        _ => panic!("mixed families"),
+    };
+    for (c, set) in [('S', 0), ('A', 1), ('F', 2), ('P', 3)] {
+        if flags.contains(c) {
+            b = match set {
+                0 => b.syn(),
+                1 => b.ack(ack),
+                2 => b.fin(),
+                _ => b.psh(),
+            };
+        }
+    }
+    if !opts.is_empty() {
+        b = b.options(opts).unwrap();
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+/// A SYN-proxied conversation of `client` with `vip`: SYN answered with a cookie, an ACK with a bad cookie
+/// dropped, the valid ACK and the request held while the backend's SYN goes out, the backend's SYN-ACK
+/// splicing the handshakes, the answer shifted and rescaled, then the close.
+fn proxied_conversation(g: &mut Gen, client: (&str, u16), vip: (&str, u16)) {
+    use etherparse::TcpOptionElement as O;
+    let up = (ROUTER_MAC, UP_MAC);
+    let opts = [
+        O::MaximumSegmentSize(1400),
+        O::SelectiveAcknowledgementPermitted,
+        O::Noop,
+        O::WindowScale(6),
+    ];
+    let out = g.send(0, segment(up, client, vip, "S", 1000, 0, 64240, &opts, b""));
+    let (seq, _) = seq_len(&out[0].1);
+    let cookie = seq.wrapping_add(1);
+    assert!(g
+        .send(
+            0,
+            segment(up, client, vip, "A", 1001, cookie.wrapping_add(5), 1003, &[], b"")
+        )
+        .is_empty());
+    let out = g.send(0, segment(up, client, vip, "A", 1001, cookie, 1003, &[], b""));
+    let syn = seen(&out[0].1);
+    let req = b"GET / HTTP/1.0\r\n\r\n";
+    assert!(g
+        .send(0, segment(up, client, vip, "AP", 1001, cookie, 1003, &[], req))
+        .is_empty());
+    let down = (syn.dmac, IN_MAC);
+    let (b, l) = ((syn.dst.to_string(), syn.dport), (syn.src.to_string(), syn.sport));
+    let (b, l) = ((b.0.as_str(), b.1), (l.0.as_str(), l.1));
+    let sa_opts = [O::MaximumSegmentSize(1460), O::WindowScale(9)];
+    assert_eq!(
+        g.send(1, segment(down, b, l, "SA", 70_000, 1001, 65535, &sa_opts, b""))
+            .len(),
+        2
+    );
+    let resp = b"HTTP/1.0 200 OK\r\n\r\nhello";
+    let end = 1001 + req.len() as u32;
+    g.send(1, segment(down, b, l, "AP", 70_001, end, 100, &[], resp));
+    let back = cookie.wrapping_add(resp.len() as u32);
+    g.send(0, segment(up, client, vip, "AF", end, back, 1003, &[], b""));
+    let bend = 70_001 + resp.len() as u32;
+    g.send(1, segment(down, b, l, "AF", bend, end + 1, 100, &[], b""));
+    g.send(
+        0,
+        segment(
+            up,
+            client,
+            vip,
+            "A",
+            end + 1,
+            back.wrapping_add(1),
+            1003,
+            &[],
+            b"",
+        ),
+    );
 }
 
 /// A full TCP conversation: handshake, data both ways, client close, backend close, last ACK.
@@ -678,6 +785,12 @@ fn scenario(name: &str) -> (Gen, &'static str) {
             assert!(g.client_tcp(("192.0.2.100", 40003), vip, "S", b"").is_none());
             (g, "admission.toml")
         }
+        "syn_proxy" => {
+            let mut g = Gen::new("syn_proxy.toml");
+            proxied_conversation(&mut g, ("192.0.2.100", 40000), ("203.0.113.10", 80));
+            proxied_conversation(&mut g, ("2001:db8:c::5", 40000), ("2001:db8::1", 80));
+            (g, "syn_proxy.toml")
+        }
         other => panic!("no scenario {other}"),
     }
 }
@@ -765,6 +878,11 @@ fn golden_fragments_44_66_64_in_and_out_of_order() {
 #[test]
 fn golden_deny_allow_and_upper_threshold() {
     check("admission");
+}
+
+#[test]
+fn golden_syn_proxy_cookie_splice_and_shift_v4_and_v6() {
+    check("syn_proxy");
 }
 
 #[test]
