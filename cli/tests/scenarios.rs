@@ -10,21 +10,27 @@ use std::time::Duration;
 
 use topology_tests::clab::{copy_dir, Lab};
 use topology_tests::demo::{
-    anylb_cli, big_udp_traffic, conns, ready, route, route_to, traffic, traffic_to, udp_traffic, wait,
+    anylb_cli, big_udp_traffic, conns, ready, route, route_to, traffic, traffic_to, traffic_to_port,
+    udp_traffic, wait, SYN_FLOOD,
 };
 use topology_tests::frr::Frr;
 
 /// IP fragments both nodes handled so far.
-fn fragments(anylb: &Path) -> u64 {
+/// Counter `key` of `anylb stats`, summed over both nodes.
+fn total(anylb: &Path, key: &str) -> u64 {
     ["lb1", "lb2"]
         .iter()
         .map(|n| {
             serde_json::from_str::<serde_json::Value>(&anylb_cli(anylb, n, &["-j", "stats"]))
                 .ok()
-                .and_then(|v| v["total"]["fragments"].as_u64())
+                .and_then(|v| v["total"][key].as_u64())
                 .unwrap_or(0)
         })
         .sum()
+}
+
+fn fragments(anylb: &Path) -> u64 {
+    total(anylb, "fragments")
 }
 
 const HOLD_OPEN: &str = r#"
@@ -192,8 +198,67 @@ fn demo_cluster_scenarios() {
         }
     }
 
-    // 9. A reload adding a backend and changing a weight leaves a held-open connection working.
+    // 7b. A flood of 20,000 spoofed SYNs at the SYN-proxy service (web-sp, 203.0.113.10:8080) while 300 real
+    //     requests run: every request succeeds, the nodes answer the flood with cookies and keep nothing of it,
+    //     and the connections made are the real clients' alone.
     let client = lab.ns("client").unwrap();
+    let at = |k: &str| total(anylb, k);
+    let (cookies0, proxied0, made0, table0) = (
+        at("syn_cookies"),
+        at("syn_proxied"),
+        at("new_connections"),
+        at("connections"),
+    );
+    let (flood, real) = std::thread::scope(|s| {
+        let f = s.spawn(|| {
+            client.exec(&[
+                "timeout",
+                "30",
+                "python3",
+                "-c",
+                SYN_FLOOD,
+                "203.0.113.10",
+                "8080",
+                "20000",
+                "4000",
+                "10",
+            ])
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let r = traffic_to_port(&lab, "203.0.113.10", 8080, 300);
+        (f.join().unwrap(), r)
+    });
+    let sent: u64 = String::from_utf8_lossy(&flood.unwrap().stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let real = real.unwrap();
+    let (cookies, proxied, made, table) = (
+        at("syn_cookies") - cookies0,
+        at("syn_proxied") - proxied0,
+        at("new_connections") - made0,
+        at("connections"),
+    );
+    println!(
+        "SYN flood: {sent} spoofed SYNs, {cookies} cookies sent, {proxied} connections by cookie, {made} made; table {table0} -> {table}; real {real}"
+    );
+    assert_eq!(
+        (real["ok"].as_u64(), real["failed"].as_u64()),
+        (Some(300), Some(0)),
+        "{real}\n{}",
+        counters()
+    );
+    assert!(sent >= 15_000, "the flood sent only {sent}");
+    assert!(
+        cookies >= sent * 9 / 10,
+        "{cookies} cookies for {sent} SYNs\n{}",
+        counters()
+    );
+    assert!((300..=310).contains(&proxied), "{proxied} connections by cookie");
+    assert!(made <= proxied, "{made} connections made, {proxied} by cookie");
+    assert!(table <= table0 + 310, "the table grew from {table0} to {table}");
+
+    // 9. A reload adding a backend and changing a weight leaves a held-open connection working.
     let held = std::thread::scope(|s| {
         let h = s.spawn(|| client.exec(&["timeout", "30", "python3", "-c", HOLD_OPEN, "4"]));
         std::thread::sleep(Duration::from_secs(1));

@@ -166,7 +166,17 @@ fn a_syn_is_answered_with_a_cookie_and_nothing_is_kept() {
 
 #[test]
 fn a_valid_ack_opens_the_backend_side_and_the_connection_runs_shifted() {
+    // Spliced segments take the established fast path; the general path must give the same.
+    for fast in [true, false] {
+        let fast_packets = spliced_conversation(fast);
+        assert_eq!(fast_packets > 0, fast, "fast path used: {fast_packets}");
+    }
+}
+
+/// The conversation of the test above, with the fast path on or off; returns the packets it took.
+fn spliced_conversation(fast: bool) -> u64 {
     let mut l = lab();
+    l.worker.set_fast_path(fast);
     let cookie = handshake(&mut l, CLIENT);
     // The client's ACK: the connection opens and the client's SYN, as it was, goes to the backend.
     let (v, tx) = l.send(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b""));
@@ -261,6 +271,7 @@ fn a_valid_ack_opens_the_backend_side_and_the_connection_runs_shifted() {
         TcpOptionElement::SelectiveAcknowledgement((500_013, 500_020), [None, None, None])
     );
     assert_eq!(l.worker.stats.drops.iter().sum::<u64>(), 0);
+    l.worker.stats.fast_path
 }
 
 #[test]
@@ -353,6 +364,36 @@ fn a_backend_refusal_reaches_the_client_as_a_reset_of_the_nodes_handshake() {
         h.sequence_number,
         cookie.wrapping_add(1),
         "in the client's window"
+    );
+}
+
+#[test]
+fn proxy_v2_goes_in_front_of_the_held_request() {
+    let mut l = web4_lab("syn_proxy = true\nclient_address = \"proxy_v2\"", "", PROXY);
+    let cookie = handshake(&mut l, CLIENT);
+    let (_, tx) = l.send(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b""));
+    let backend_syn = tx[0].1.clone();
+    let (v, _) = l.send(
+        0,
+        seg(CLIENT, "AP", 1001, cookie.wrapping_add(1), 1003, &[], b"GET /"),
+    );
+    assert_eq!(v, Verdict::Held);
+    // A backend that declines window scaling: the client was told 7, so its windows are divided by 128.
+    let (v, tx) = l.send(1, from_backend(&backend_syn, "SA", 9000, 1001, 65535, &[], b""));
+    assert_eq!((v, tx.len()), (Verdict::Spliced, 2));
+    let p = seen(&tx[1].1).payload;
+    assert!(p.starts_with(b"\r\n\r\n\0\r\nQUIT\n"), "{p:?}");
+    assert_eq!(&p[28..], b"GET /");
+    // The backend acknowledges the header and the request: the client sees its 5 bytes acknowledged, the
+    // answer in the cookie's sequence space.
+    let (_, out) = l.forward(
+        1,
+        from_backend(&backend_syn, "A", 9001, 1001 + 28 + 5, 1280, &[], b"OK"),
+    );
+    let h = tcp_of(&out);
+    assert_eq!(
+        (h.sequence_number, h.acknowledgment_number, h.window_size),
+        (cookie.wrapping_add(1), 1006, 10)
     );
 }
 

@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 
 use crate::clab::Lab;
 
-/// The client's HTTP load: `n` requests with fresh connections; prints one JSON line of counts by backend.
+/// The client's HTTP load: `n` requests with fresh connections to `vip` (port 80, or the third argument);
+/// prints one JSON line of counts by backend.
 pub const CLIENT: &str = r#"
 import json, socket, sys, time
 vip, n = sys.argv[1], int(sys.argv[2])
+port = int(sys.argv[3]) if len(sys.argv) > 3 else 80
 counts, failed, errors = {}, 0, {}
 for i in range(n):
     try:
-        c = socket.create_connection((vip, 80), timeout=5)
+        c = socket.create_connection((vip, port), timeout=5)
         c.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
         data = b""
         while True:
@@ -152,8 +154,45 @@ pub fn traffic(lab: &Lab, n: u32) -> io::Result<serde_json::Value> {
 
 /// `n` HTTP requests from the client to `vip` port 80; counts by backend, failures.
 pub fn traffic_to(lab: &Lab, vip: &str, n: u32) -> io::Result<serde_json::Value> {
-    client_json(lab, &["python3", "-c", CLIENT, vip, &n.to_string()])
+    traffic_to_port(lab, vip, 80, n)
 }
+
+/// `n` HTTP requests from the client to `vip:port`; counts by backend, failures.
+pub fn traffic_to_port(lab: &Lab, vip: &str, port: u16, n: u32) -> io::Result<serde_json::Value> {
+    client_json(
+        lab,
+        &["python3", "-c", CLIENT, vip, &n.to_string(), &port.to_string()],
+    )
+}
+
+/// A flood of spoofed TCP SYNs from the client's namespace: `n` SYNs to `vip:port` from random sources in
+/// 192.0.2.140-190 (on the client's link, owned by nobody) and random ports, at most `pps` a second and for at
+/// most `secs` seconds; prints the number sent.
+pub const SYN_FLOOD: &str = r#"
+import random, socket, struct, sys, time
+vip, port, n, pps, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+dst = socket.inet_aton(vip)
+rnd = random.Random(7)
+start, sent = time.time(), 0
+while sent < n and time.time() - start < secs:
+    src = socket.inet_aton("192.0.2.%d" % rnd.randint(140, 190))
+    sport = rnd.randint(1024, 65535)
+    tcp = struct.pack("!HHIIBBHHH", sport, port, rnd.getrandbits(32), 0, 5 << 4, 0x02, 64240, 0, 0)
+    tcp = tcp[:16] + struct.pack("!H", csum(src + dst + struct.pack("!BBH", 0, 6, 20) + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, rnd.getrandbits(16), 0, 64, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    s.sendto(ip + tcp, (vip, 0))
+    sent += 1
+    ahead = sent / pps - (time.time() - start)
+    if ahead > 0: time.sleep(ahead)
+print(sent)
+"#;
 
 /// `n` UDP queries from the client to `vip:port`; counts by backend, failures.
 pub fn udp_traffic(lab: &Lab, vip: &str, port: u16, n: u32) -> io::Result<serde_json::Value> {

@@ -2,7 +2,7 @@
 
 use super::pkt::{drop, outbound, translated_len, Egress, Hop, Pkt, NO_HOP};
 use super::{Output, Verdict, Worker};
-use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_NONE};
+use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_PENDING, SP_SPLICED};
 use crate::flow::{v4, Tuple};
 use crate::frame::{Frame, FrameAlloc};
 use crate::snapshot::Local;
@@ -141,7 +141,7 @@ impl<F: Frame> Worker<F> {
         let (e, out_v6) = outbound(c, dir);
         if c.flags & (MODE_MASK | FLAG_SNAT) != MODE_FULLNAT
             || !matches!(c.cla, CLA_NONE | CLA_TOA_DONE)
-            || c.sp != SP_NONE
+            || c.sp == SP_PENDING
             || c.svc_gen != self.snap.generation as u16
             || c.route_gen != self.route_gen
             || slot == NO_HOP
@@ -171,6 +171,7 @@ impl<F: Frame> Worker<F> {
         // Committed: expiry, translation, Ethernet header, transmission.
         let src_mac = pt.mac;
         let uid = c.uid;
+        let spliced = c.sp == SP_SPLICED;
         let exp = self.tick.saturating_add(svc.timeouts.of(state));
         let eg = Egress {
             e,
@@ -204,6 +205,9 @@ impl<F: Frame> Worker<F> {
             Ok(at) => at,
             Err(r) => return Ok(drop(r)),
         };
+        if spliced {
+            self.splice_shift(idx, dir, &mut f.data_mut()[at.l4..]);
+        }
         self.stats.fast_path += 1;
         if at.l3 != L3 {
             return Ok(self.emit(

@@ -283,7 +283,8 @@ impl<F: Frame> Worker<F> {
                 cm.sp_win_reply = (b.min(14) << 4) | offered;
                 cm.sp_win_in = 0;
             }
-            _ => cm.sp_win_reply = 0,
+            // Declined: its windows are unscaled, the client reads them scaled by what it was told.
+            _ => cm.sp_win_reply = offered,
         }
         // The backend's SYN-ACK is answered by the client's held ACK; it goes no further itself, but counts.
         self.advance(p, idx, Dir::Reply);
@@ -310,7 +311,7 @@ impl<F: Frame> Worker<F> {
                 client_addr::set_u32(seg, client_addr::SEQ, seq.wrapping_sub(delta));
                 let (b, o) = (u32::from(win_reply >> 4), u32::from(win_reply & 0x0f));
                 if flags & tcp::flags::SYN == 0 && b != o {
-                    set_window(seg, window, ((u32::from(window) << b) >> o).min(0xffff) as u16);
+                    set_window(seg, window, rescale(window, b, o));
                 }
             }
             Dir::Inbound => {
@@ -428,6 +429,13 @@ fn fit<F: Frame>(f: &mut F, len: usize) -> bool {
     }
 }
 
+/// A window field scaled by `from` as one scaled by `to`: rounded up, so that a small window does not become
+/// a zero one, and at most 65,535.
+fn rescale(window: u16, from: u32, to: u32) -> u16 {
+    let bytes = u64::from(window) << from;
+    (bytes.div_ceil(1 << to)).min(0xffff) as u16
+}
+
 /// Sets a TCP segment's window, keeping its checksum valid.
 fn set_window(seg: &mut [u8], old: u16, new: u16) {
     if old == new {
@@ -465,5 +473,13 @@ mod tests {
         let t = tcp::Packet::new_unchecked(&seg[..]);
         assert_eq!(t.window(), 4000);
         assert!(t.verify_checksum(pseudo));
+    }
+
+    #[test]
+    fn windows_are_rescaled_rounding_up() {
+        assert_eq!(rescale(100, 9, 7), 400);
+        assert_eq!(rescale(100, 0, 7), 1, "100 bytes is not a zero window");
+        assert_eq!(rescale(1280, 0, 7), 10);
+        assert_eq!(rescale(60000, 14, 0), 0xffff);
     }
 }
