@@ -1,19 +1,22 @@
 //! Dataplane engine benchmarks on one core, 64-byte frames, printing `BENCH <name> <value> <unit>` lines.
 //!
-//! Run: `cargo bench -p anylb-dataplane --bench engine` (add `-- quick` for a short run without the 10M table).
+//! Run: `cargo bench -p anylb-dataplane --bench engine` (add `-- quick` for a short run without the 10M table,
+//! `-- syn_proxy` for the SYN-proxy figures alone).
 //!
 //! - established Full-NAT44 with 1k, 1M and 10M connections in the table, and Full-NAT64 with 1k and 1M:
 //!   pre-built frames of random established flows are copied into recycled buffers (as a NIC would DMA them)
 //!   and processed in bursts of 32;
 //! - new connections per second: SYNs of fresh flows, each allocating a local address and port, with the clock
 //!   advancing so that connections expire and release their ports at the same rate (steady state);
-//! - bytes per connection of the connection table.
+//! - bytes per connection of the connection table;
+//! - SYN-proxy: SYNs answered with cookies per second (spoofed sources, no state), and established throughput
+//!   of spliced (sequence-shifted) connections against plain ones, alternated three times in one run.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anylb_dataplane::frame::{VecAlloc, VecFrame};
+use anylb_dataplane::frame::{Frame, VecAlloc, VecFrame};
 use anylb_dataplane::snapshot::{Builder, Overrides};
 use anylb_dataplane::worker::{Output, Worker};
 
@@ -31,6 +34,8 @@ fn topology(capacity: u32, syn_timeout: &str) -> String {
 name = "bench"
 [cluster.timeouts]
 tcp_syn_recv = "{syn_timeout}"
+[cluster.syn_proxy]
+key_file = "bench.key"
 [[nodes]]
 name = "lb1"
 router_id = "192.0.2.11"
@@ -80,6 +85,13 @@ name = "web4"
 vip = "203.0.113.10"
 port = 80
 protocol = "tcp"
+backends = [{{ address = "198.51.100.101", port = 8080 }}, {{ address = "198.51.100.102", port = 8080 }}]
+[[services]]
+name = "web-sp"
+vip = "203.0.113.10"
+port = 8080
+protocol = "tcp"
+syn_proxy = true
 backends = [{{ address = "198.51.100.101", port = 8080 }}, {{ address = "198.51.100.102", port = 8080 }}]
 [[services]]
 name = "web64"
@@ -145,8 +157,30 @@ fn csum(data: &[u8]) -> u16 {
     !(s as u16)
 }
 
-/// A 64-byte (60 + FCS) TCP frame from client `i` to the IPv4 VIP, or a 78-byte one to the IPv6 VIP.
+/// A 64-byte (60 + FCS) TCP frame from client `i` to the IPv4 VIP, or a 78-byte one to the IPv6 VIP, port 80,
+/// sequence 1.
 fn frame(i: u32, v6: bool, flags: u8) -> Vec<u8> {
+    frame_to(
+        i,
+        v6,
+        flags,
+        Seg {
+            dport: 80,
+            seq: 1,
+            ack: 0,
+        },
+    )
+}
+
+/// Where a benchmark segment goes and its numbers.
+#[derive(Clone, Copy)]
+struct Seg {
+    dport: u16,
+    seq: u32,
+    ack: u32,
+}
+
+fn frame_to(i: u32, v6: bool, flags: u8, sg: Seg) -> Vec<u8> {
     // Client address and port spread the flows: 240 addresses outside the uplink /28, 60000 ports each.
     let host = 16 + (i % 240) as u8;
     let port = 1024 + (i / 240) as u16;
@@ -177,7 +211,7 @@ fn frame(i: u32, v6: bool, flags: u8) -> Vec<u8> {
         f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
         f.extend_from_slice(&src);
         f.extend_from_slice(&dst);
-        let mut t = tcp_header(port, flags);
+        let mut t = tcp_header(port, flags, sg);
         let mut ps = Vec::new();
         ps.extend_from_slice(&src);
         ps.extend_from_slice(&dst);
@@ -196,7 +230,7 @@ fn frame(i: u32, v6: bool, flags: u8) -> Vec<u8> {
         let c = csum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&ip);
-        let mut t = tcp_header(port, flags);
+        let mut t = tcp_header(port, flags, sg);
         let mut ps = Vec::new();
         ps.extend_from_slice(&src);
         ps.extend_from_slice(&dst);
@@ -210,11 +244,12 @@ fn frame(i: u32, v6: bool, flags: u8) -> Vec<u8> {
     f
 }
 
-fn tcp_header(sport: u16, flags: u8) -> Vec<u8> {
+fn tcp_header(sport: u16, flags: u8, sg: Seg) -> Vec<u8> {
     let mut t = vec![0u8; 20];
     t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&80u16.to_be_bytes());
-    t[4..8].copy_from_slice(&1u32.to_be_bytes());
+    t[2..4].copy_from_slice(&sg.dport.to_be_bytes());
+    t[4..8].copy_from_slice(&sg.seq.to_be_bytes());
+    t[8..12].copy_from_slice(&sg.ack.to_be_bytes());
     t[12] = 0x50;
     t[13] = flags;
     t[14..16].copy_from_slice(&64240u16.to_be_bytes());
@@ -291,14 +326,19 @@ fn run(
     (sent, el, w.stats.tx_packets - tx_before, records)
 }
 
-/// A shuffled sample of `n` of the `conns` flows.
-fn sample(conns: u32, n: usize, v6: bool) -> Templates {
+/// A shuffled sample of `n` of the `conns` flows to port `dport`.
+fn sample(conns: u32, n: usize, v6: bool, dport: u16) -> Templates {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     Templates::new((0..n).map(|_| {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        frame((x % u64::from(conns)) as u32, v6, 0x10)
+        let sg = Seg {
+            dport,
+            seq: 2,
+            ack: 1,
+        };
+        frame_to((x % u64::from(conns)) as u32, v6, 0x10, sg)
     }))
 }
 
@@ -310,7 +350,6 @@ fn established(name: &str, conns: u32, v6: bool, packets: usize) {
 /// pass the sync threshold and their refresh comes round, in both cases alike.
 fn established_with(name: &str, conns: u32, v6: bool, packets: usize, sync: Option<bool>) -> f64 {
     let mut w = worker_with(conns.next_power_of_two().max(1024), "1h", sync == Some(true));
-    let step = u64::from(sync.is_some());
     let mut now = 1_000;
     // Open every connection with a SYN.
     let t0 = Instant::now();
@@ -337,13 +376,26 @@ fn established_with(name: &str, conns: u32, v6: bool, packets: usize, sync: Opti
         "{name}: opened {conns} connections in {:.1}s",
         t0.elapsed().as_secs_f64()
     );
-    let templates = sample(conns, (conns as usize).clamp(1024, 1 << 20), v6);
-    // Warm up, then measure in rounds; this machine shares its cores, so the median round is reported.
-    run(&mut w, &templates, packets / 10, &mut now, step);
+    let templates = sample(conns, (conns as usize).clamp(1024, 1 << 20), v6, 80);
+    measure(name, &mut w, &templates, packets, &mut now, sync)
+}
+
+/// Established packets of `templates` through `w`: a warm-up, then rounds; this machine shares its cores, so
+/// the median round is reported (Mpps, also returned).
+fn measure(
+    name: &str,
+    w: &mut Worker<VecFrame>,
+    templates: &Templates,
+    packets: usize,
+    now: &mut u64,
+    sync: Option<bool>,
+) -> f64 {
+    let step = u64::from(sync.is_some());
+    run(w, templates, packets / 10, now, step);
     let mut rounds = Vec::new();
     let (mut records, mut sent) = (0, 0);
     for _ in 0..ROUNDS {
-        let (n, el, fwd, r) = run(&mut w, &templates, packets / ROUNDS, &mut now, step);
+        let (n, el, fwd, r) = run(w, templates, packets / ROUNDS, now, step);
         assert_eq!(fwd as usize, n, "{name}: every packet forwarded");
         rounds.push(el.as_nanos() as f64 / n as f64);
         (records, sent) = (records + r, sent + n);
@@ -360,7 +412,7 @@ fn established_with(name: &str, conns: u32, v6: bool, packets: usize, sync: Opti
     eprintln!("{name}: rounds (ns/packet) {rounds:.1?}");
     println!("BENCH {name}_mpps {:.2} Mpps", 1e3 / ns);
     println!("BENCH {name}_ns_per_packet {:.1} ns", ns);
-    black_box(&w);
+    black_box(&*w);
     1e3 / ns
 }
 
@@ -387,6 +439,131 @@ fn sync_cost(name: &str, conns: u32, packets: usize) {
     on.sort_by(f64::total_cmp);
     off.sort_by(f64::total_cmp);
     println!("BENCH {name}_sync_on_over_off {:.3} ratio", on[1] / off[1]);
+}
+
+/// SYNs of spoofed sources to the SYN-proxy service: each answered with a SYN-ACK carrying a cookie, nothing
+/// kept.
+fn syn_cookies(packets: usize) {
+    let mut w = worker(1 << 16, "1s");
+    let mut now = 1_000;
+    let sg = Seg {
+        dport: 8080,
+        seq: 1,
+        ack: 0,
+    };
+    let templates = Templates::new((0..1u32 << 20).map(|i| frame_to(i * 7, false, 0x02, sg)));
+    run(&mut w, &templates, 1 << 16, &mut now, 1);
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let (n, el, answered, _) = run(&mut w, &templates, packets / ROUNDS, &mut now, 1);
+        assert_eq!(answered as usize, n, "every SYN answered");
+        rounds.push(n as f64 / el.as_secs_f64());
+    }
+    assert_eq!(w.conns().len(), 0, "a SYN-proxy keeps nothing for a SYN");
+    rounds.sort_by(f64::total_cmp);
+    eprintln!("syn_cookies: rounds (SYN-ACKs/s) {rounds:.0?}");
+    println!("BENCH syn_cookies_per_second {:.2} M/s", rounds[ROUNDS / 2] / 1e6);
+}
+
+/// The backend's SYN-ACK to the SYN frame `syn` (IPv4) the worker sent it.
+fn answer_syn(syn: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&syn[6..12]);
+    f.extend_from_slice(&syn[0..6]);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let (src, dst) = (&syn[30..34], &syn[26..30]);
+    let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(src);
+    ip.extend_from_slice(dst);
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    let seq = u32::from_be_bytes([syn[38], syn[39], syn[40], syn[41]]);
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&syn[36..38]);
+    t[2..4].copy_from_slice(&syn[34..36]);
+    t[4..8].copy_from_slice(&70_000u32.to_be_bytes());
+    t[8..12].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
+    t[12] = 0x50;
+    t[13] = 0x12;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let mut ps = Vec::new();
+    ps.extend_from_slice(src);
+    ps.extend_from_slice(dst);
+    ps.extend_from_slice(&[0, 6, 0, 20]);
+    ps.extend_from_slice(&t);
+    let c = csum(&ps);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&t);
+    f.resize(60, 0);
+    f
+}
+
+/// Established packets of `conns` SYN-proxied connections (each opened by SYN, cookie ACK and the backend's
+/// SYN-ACK): every segment gets the sequence shift.
+fn spliced_established(name: &str, conns: u32, packets: usize) -> f64 {
+    let mut w = worker(conns.next_power_of_two().max(1024), "1h");
+    let mut now = 1_000;
+    let mut out = Output::new(false);
+    let mut alloc = VecAlloc;
+    let mut one = |w: &mut Worker<VecFrame>, port: u16, f: Vec<u8>| {
+        w.process(now, port, [VecFrame::from_bytes(&f)], &mut alloc, &mut out);
+        // TCP frames only (the first call also sends the gratuitous announcements).
+        let tx: Vec<Vec<u8>> = out
+            .tx
+            .drain(..)
+            .map(|(_, f)| f.data().to_vec())
+            .filter(|d| d.len() > 23 && d[12..14] == [8, 0] && d[23] == 6)
+            .collect();
+        out.clear();
+        tx
+    };
+    for i in 0..conns {
+        let syn = Seg {
+            dport: 8080,
+            seq: 1,
+            ack: 0,
+        };
+        let synack = one(&mut w, 0, frame_to(i, false, 0x02, syn));
+        let cookie = u32::from_be_bytes(synack[0][38..42].try_into().expect("4 bytes"));
+        let ack = Seg {
+            dport: 8080,
+            seq: 2,
+            ack: cookie.wrapping_add(1),
+        };
+        let to_backend = one(&mut w, 0, frame_to(i, false, 0x10, ack));
+        let held = one(&mut w, 1, answer_syn(&to_backend[0]));
+        assert_eq!(held.len(), 1, "{name}: the held ACK goes on");
+    }
+    assert_eq!(w.conns().len() as u32, conns, "{name}: every connection opened");
+    let templates = sample(conns, (conns as usize).clamp(1024, 1 << 20), false, 8080);
+    measure(name, &mut w, &templates, packets, &mut now, None)
+}
+
+/// Spliced against plain established connections, alternated three times in one run; prints each rate and
+/// the ratio of the medians.
+fn syn_proxy_cost(conns: u32, packets: usize) {
+    let (mut spliced, mut plain) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        plain.push(established_with(
+            &format!("fnat44_plain_{i}"),
+            conns,
+            false,
+            packets,
+            None,
+        ));
+        spliced.push(spliced_established(
+            &format!("fnat44_syn_proxied_{i}"),
+            conns,
+            packets,
+        ));
+    }
+    spliced.sort_by(f64::total_cmp);
+    plain.sort_by(f64::total_cmp);
+    println!(
+        "BENCH fnat44_syn_proxied_over_plain {:.3} ratio",
+        spliced[1] / plain[1]
+    );
 }
 
 fn new_connections(packets: usize) {
@@ -429,6 +606,12 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "quick");
+    // `syn_proxy`: the SYN-proxy figures alone.
+    if args.iter().any(|a| a == "syn_proxy") {
+        syn_cookies(2_000_000);
+        syn_proxy_cost(1_000, 2_000_000);
+        return;
+    }
     let (p, big) = if quick {
         (2_000_000, false)
     } else {
@@ -444,4 +627,6 @@ fn main() {
     new_connections(if quick { 1_000_000 } else { 4_000_000 });
     sync_cost("fnat44_1k", 1_000, p);
     sync_cost("fnat44_1m", 1_000_000, p);
+    syn_cookies(p);
+    syn_proxy_cost(1_000, p);
 }

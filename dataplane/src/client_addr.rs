@@ -188,6 +188,7 @@ pub const SEQ: usize = tcp::field::SEQ.start;
 pub const ACK: usize = tcp::field::ACK.start;
 
 /// Sets the 32-bit field at `at` of the TCP segment `seg` to `v`, keeping its checksum valid.
+#[inline]
 pub fn set_u32(seg: &mut [u8], at: usize, v: u32) {
     let old = u32::from_be_bytes([seg[at], seg[at + 1], seg[at + 2], seg[at + 3]]);
     if old == v {

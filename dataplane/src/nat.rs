@@ -43,6 +43,10 @@ pub struct Endpoints {
     pub dst: Addr,
     /// New destination port.
     pub dport: u16,
+    /// Added to a TCP segment's sequence number (a SYN-proxied connection's shift; 0 for none).
+    pub seq_add: u32,
+    /// Added to a TCP segment's acknowledgement number.
+    pub ack_add: u32,
 }
 
 /// Offset of the transport checksum field for `p`.
@@ -106,7 +110,20 @@ fn rewrite_l4(
         l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
         return true;
     }
-    let mut c = checksum::update_sums(old_c, old_addr_sum + old_ports, new_addr_sum + new_ports);
+    let (mut old_sum, mut new_sum) = (old_addr_sum + old_ports, new_addr_sum + new_ports);
+    if p == proto::TCP && (e.seq_add | e.ack_add) != 0 && l4.len() >= tcp::HEADER_LEN {
+        // The shift goes into the same checksum update as the addresses and ports.
+        for (at, add) in [
+            (tcp::field::SEQ.start, e.seq_add),
+            (tcp::field::ACK.start, e.ack_add),
+        ] {
+            let old = be32(l4, at);
+            let new = old.wrapping_add(add);
+            l4[at..at + 4].copy_from_slice(&new.to_be_bytes());
+            (old_sum, new_sum) = (old_sum + halves(old), new_sum + halves(new));
+        }
+    }
+    let mut c = checksum::update_sums(old_c, old_sum, new_sum);
     if p == proto::UDP && c == 0 {
         c = 0xffff;
     }
@@ -352,6 +369,8 @@ mod tests {
             sport: 1025,
             dst: v4(Ipv4Addr::new(198, 51, 100, 101)),
             dport: 8080,
+            seq_add: 0,
+            ack_add: 0,
         };
         assert!(rewrite_v4(&mut b, 20, &e));
         let ip = ipv4::Packet::new_checked(&b[..]).unwrap();
@@ -373,6 +392,8 @@ mod tests {
             sport: 80,
             dst: addr("2001:db8:1::5".parse().unwrap()),
             dport: 40000,
+            seq_add: 0,
+            ack_add: 0,
         };
         let n = v4_to_v6(&mut b, 20, 40, 6, &e, None).unwrap();
         assert_eq!(n, 0);
@@ -389,6 +410,8 @@ mod tests {
             sport: 1025,
             dst: v4(Ipv4Addr::new(198, 51, 100, 101)),
             dport: 8080,
+            seq_add: 0,
+            ack_add: 0,
         };
         let n = v6_to_v4(&mut b, 0, 40, 6, &back, 7, None).unwrap();
         assert_eq!(n, 20);
@@ -417,6 +440,8 @@ mod tests {
             sport: 53,
             dst: addr("2001:db8::5".parse().unwrap()),
             dport: 4000,
+            seq_add: 0,
+            ack_add: 0,
         };
         v4_to_v6(&mut b, 20, 40, 17, &e, None).unwrap();
         let ip6 = ipv6::Packet::new_checked(&b[..]).unwrap();

@@ -171,7 +171,12 @@ impl<F: Frame> Worker<F> {
         // Committed: expiry, translation, Ethernet header, transmission.
         let src_mac = pt.mac;
         let uid = c.uid;
-        let spliced = c.sp == SP_SPLICED;
+        // A spliced connection's sequence shift goes with the translation; SACK blocks (options) and windows of
+        // differing scales need more.
+        let spliced_more = c.sp == SP_SPLICED
+            && (c.sp_win_in != 0
+                || c.sp_win_reply >> 4 != c.sp_win_reply & 0x0f
+                || (p == proto::TCP && f.data()[l4 + 12] >> 4 > 5));
         let exp = self.tick.saturating_add(svc.timeouts.of(state));
         let eg = Egress {
             e,
@@ -205,7 +210,7 @@ impl<F: Frame> Worker<F> {
             Ok(at) => at,
             Err(r) => return Ok(drop(r)),
         };
-        if spliced {
+        if spliced_more {
             self.splice_shift(idx, dir, &mut f.data_mut()[at.l4..]);
         }
         self.stats.fast_path += 1;

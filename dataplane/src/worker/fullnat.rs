@@ -45,7 +45,7 @@ impl<F: Frame> Worker<F> {
         if p.ttl <= 1 {
             return self.icmp_error(p, f, IcmpKind::TimeExceeded, DropReason::Ttl, alloc, out);
         }
-        let c = *self.conns.get(idx);
+        let mut c = *self.conns.get(idx);
         let mode = c.flags & MODE_MASK;
         if matches!(mode, MODE_DR | MODE_TUNNEL) && dir == Dir::Reply {
             // Direct-return modes never see replies: this is a stray packet that happens to match.
@@ -63,7 +63,11 @@ impl<F: Frame> Worker<F> {
         if c.sp == SP_PENDING {
             match self.pending(p, idx, dir, f, alloc, out) {
                 Pending::Done(v) => return v,
-                Pending::Forward(g) => f = g,
+                Pending::Forward(g) => {
+                    // The backend's RST has just fixed the shift it goes to the client with.
+                    f = g;
+                    c = *self.conns.get(idx);
+                }
             }
         }
         let svc = self.advance(p, idx, dir);
@@ -128,7 +132,7 @@ impl<F: Frame> Worker<F> {
                 return drop(r);
             }
         }
-        if self.conns.get(idx).sp == SP_SPLICED {
+        if c.sp == SP_SPLICED {
             self.splice_shift(idx, dir, &mut f.data_mut()[at.l4..]);
         }
         if split {

@@ -3,7 +3,7 @@
 //! worker but its output types.
 
 use super::output::Verdict;
-use crate::conn::{Conn, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6};
+use crate::conn::{Conn, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6, SP_SPLICED};
 use crate::flow::{Addr, Tuple};
 use crate::frag::FragKey;
 use crate::nat::Endpoints;
@@ -208,10 +208,11 @@ pub(super) fn clamp_mss(seg: &mut [u8], max: u16) {
     }
 }
 
-/// Where a Full-NAT packet of connection `c` travelling `dir` goes: its new endpoints, and whether that side is
-/// IPv6.
+/// Where a Full-NAT packet of connection `c` travelling `dir` goes: its new endpoints (with a spliced SYN-proxy
+/// connection's sequence shift), and whether that side is IPv6.
 #[inline]
 pub(super) fn outbound(c: &Conn, dir: Dir) -> (Endpoints, bool) {
+    let delta = if c.sp == SP_SPLICED { c.sp_delta } else { 0 };
     match dir {
         Dir::Inbound => (
             Endpoints {
@@ -219,6 +220,8 @@ pub(super) fn outbound(c: &Conn, dir: Dir) -> (Endpoints, bool) {
                 sport: c.lport,
                 dst: c.backend,
                 dport: c.bport,
+                seq_add: 0,
+                ack_add: delta,
             },
             c.flags & FLAG_BACKEND_V6 != 0,
         ),
@@ -228,6 +231,8 @@ pub(super) fn outbound(c: &Conn, dir: Dir) -> (Endpoints, bool) {
                 sport: c.vport,
                 dst: c.client,
                 dport: c.cport,
+                seq_add: delta.wrapping_neg(),
+                ack_add: 0,
             },
             c.flags & FLAG_CLIENT_V6 != 0,
         ),

@@ -298,28 +298,30 @@ impl<F: Frame> Worker<F> {
         Pending::Done(Verdict::Spliced)
     }
 
-    /// The shifts of a spliced connection on its translated segment (transport header at `l4`).
+    /// The rest of a spliced connection's shift on its translated segment (transport header at the start of
+    /// `seg`; the sequence and acknowledgement numbers were shifted with the translation): SACK blocks towards
+    /// the backend, and windows rescaled where the two sides' scales differ.
+    #[inline]
     pub(super) fn splice_shift(&mut self, idx: u32, dir: Dir, seg: &mut [u8]) {
         let c = self.conns.get(idx);
         let (delta, win_reply, win_in) = (c.sp_delta, c.sp_win_reply, c.sp_win_in);
         let Ok(t) = tcp::Packet::new_checked(&*seg) else {
             return;
         };
-        let (seq, ack, flags, window) = (t.seq(), t.ack(), t.flags(), t.window());
+        let (flags, window) = (t.flags(), t.window());
+        let options = t.header_len() > tcp::HEADER_LEN;
         match dir {
             Dir::Reply => {
-                client_addr::set_u32(seg, client_addr::SEQ, seq.wrapping_sub(delta));
                 let (b, o) = (u32::from(win_reply >> 4), u32::from(win_reply & 0x0f));
-                if flags & tcp::flags::SYN == 0 && b != o {
+                if b != o && flags & tcp::flags::SYN == 0 {
                     set_window(seg, window, rescale(window, b, o));
                 }
             }
             Dir::Inbound => {
-                if flags & tcp::flags::ACK != 0 {
-                    client_addr::set_u32(seg, client_addr::ACK, ack.wrapping_add(delta));
+                if options {
+                    client_addr::map_sack(seg, |v| v.wrapping_add(delta));
                 }
-                client_addr::map_sack(seg, |v| v.wrapping_add(delta));
-                if flags & tcp::flags::SYN == 0 && win_in != 0 {
+                if win_in != 0 && flags & tcp::flags::SYN == 0 {
                     let w = (u32::from(window) << win_in).min(0xffff) as u16;
                     set_window(seg, window, w);
                 }
