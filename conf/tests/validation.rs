@@ -615,6 +615,42 @@ fn limits_and_thresholds_are_checked() {
 }
 
 #[test]
+fn a_syn_proxy_needs_tcp_fullnat_and_the_cluster_key() {
+    let base = "protocol = \"tcp\"\nbackends = [{ address = \"198.51.100.101\", port = 8080 }]\n";
+    let key = "asn = 65010\n\n[cluster.syn_proxy]\nkey_file = \"cookie.key\"\n";
+    expect(
+        base,
+        "protocol = \"tcp\"\nsyn_proxy = true\nbackends = [{ address = \"198.51.100.101\", port = 8080 }]\n",
+        "syn_proxy",
+        "services[0].syn_proxy",
+        "needs [cluster.syn_proxy]",
+    );
+    let with_key = BASE.replacen("asn = 65010\n", key, 1);
+    load_str(
+        &with_key.replacen(base, &format!("syn_proxy = true\n{base}"), 1),
+        "t.toml",
+    )
+    .expect("a tcp fullnat service with the cluster key");
+    let udp = with_key.replacen(
+        base,
+        "protocol = \"udp\"\nsyn_proxy = true\nbackends = [{ address = \"198.51.100.101\", port = 8080 }]\n",
+        1,
+    );
+    let errs = load_str(&udp, "t.toml").expect_err("udp").0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "services[0].syn_proxy");
+    assert!(errs[0].message.contains("for tcp services only"), "{}", errs[0]);
+    let wide = with_key.replacen(
+        "key_file = \"cookie.key\"\n",
+        "key_file = \"cookie.key\"\nwscale = 15\n",
+        1,
+    );
+    let errs = load_str(&wide, "t.toml").expect_err("wscale").0;
+    assert_eq!(errs[0].path, "cluster.syn_proxy.wscale");
+    assert!(errs[0].message.contains("above 14"), "{}", errs[0]);
+}
+
+#[test]
 fn deny_and_allow_take_prefixes() {
     expect(
         "protocol = \"tcp\"\n",

@@ -11,6 +11,7 @@ mod common;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use anylb_dataplane::cluster::record::{Op, Record};
 use anylb_dataplane::snapshot::Overrides;
 use anylb_dataplane::stats::DropReason;
 use anylb_dataplane::worker::Verdict;
@@ -395,6 +396,37 @@ fn proxy_v2_goes_in_front_of_the_held_request() {
         (h.sequence_number, h.acknowledgment_number, h.window_size),
         (cookie.wrapping_add(1), 1006, 10)
     );
+}
+
+#[test]
+fn a_spliced_connection_synced_to_another_node_keeps_its_shift() {
+    let mut a = lab();
+    let cookie = handshake(&mut a, CLIENT);
+    let (_, tx) = a.send(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b""));
+    let backend_syn = tx[0].1.clone();
+    let sa = from_backend(
+        &backend_syn,
+        "SA",
+        300,
+        1001,
+        65535,
+        &[TcpOptionElement::WindowScale(7)],
+        b"",
+    );
+    assert_eq!(a.send(1, sa).0, Verdict::Spliced);
+    // Its record, as the sync sends it, applied on another node with the same topology.
+    let (_, c) = a.worker.conns().iter().next().unwrap();
+    let r = Record::of(Op::Upsert, c, 60_000);
+    let mut b = lab();
+    b.worker.apply_synced(&r);
+    let (_, out) = b.forward(1, from_backend(&backend_syn, "A", 301, 1001, 500, &[], b"hi"));
+    let h = tcp_of(&out);
+    assert_eq!(
+        (h.sequence_number, h.acknowledgment_number, h.window_size),
+        (cookie.wrapping_add(1), 1001, 500)
+    );
+    let (_, out) = b.forward(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(3), 1003, &[], b""));
+    assert_eq!(tcp_of(&out).acknowledgment_number, 303);
 }
 
 #[test]

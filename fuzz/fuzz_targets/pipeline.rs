@@ -1,5 +1,5 @@
 //! Fuzzes the packet pipeline: the first byte picks one of the golden-test topologies (Full-NAT, DR/tunnel/NAT,
-//! SNAT gateway, TOA/PROXY v2, GUE, two nodes with second chance), the rest is split into frames (2-byte
+//! SNAT gateway, TOA/PROXY v2, GUE, two nodes with second chance, SYN-proxy), the rest is split into frames (2-byte
 //! length prefixes, the top bit choosing the port) and fed to one worker. Any frame must get a verdict, never a
 //! panic, and the worker's counters must account for every frame. Seeds (`seeds/pipeline`) are the golden
 //! captures, so the fuzzer starts from real conversations.
@@ -12,13 +12,14 @@ use anylb_dataplane::snapshot::{Builder, Overrides, Snapshot};
 use anylb_dataplane::worker::{Output, Worker};
 use libfuzzer_sys::fuzz_target;
 
-const TOPOLOGIES: [(&str, &str); 6] = [
+const TOPOLOGIES: [(&str, &str); 7] = [
     ("lab.toml", include_str!("../../dataplane/tests/golden/lab.toml")),
     ("modes.toml", include_str!("../../dataplane/tests/golden/modes.toml")),
     ("snat.toml", include_str!("../../dataplane/tests/golden/snat.toml")),
     ("client.toml", include_str!("../../dataplane/tests/golden/client.toml")),
     ("gue.toml", include_str!("../../dataplane/tests/golden/gue.toml")),
     ("peers.toml", include_str!("../../dataplane/tests/golden/peers.toml")),
+    ("syn_proxy.toml", include_str!("../../dataplane/tests/golden/syn_proxy.toml")),
 ];
 
 fn snapshot(i: usize) -> Arc<Snapshot> {

@@ -62,7 +62,10 @@ impl<F: Frame> Worker<F> {
                     // Our own connection (a record of ours bounced back): ours is the truth.
                     return;
                 }
-                self.conns.get_mut(idx).state = r.state;
+                let c = self.conns.get_mut(idx);
+                c.state = r.state;
+                (c.sp, c.sp_win_reply, c.sp_win_in, c.sp_delta) =
+                    (r.sp, r.sp_win_reply, r.sp_win_in, r.sp_delta);
                 self.conns.set_expiry(idx, self.tick.saturating_add(ttl));
             }
             (Op::Upsert, _) => {
