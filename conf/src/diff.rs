@@ -174,6 +174,9 @@ pub fn diff_resolved(a: &NodeConfig, b: &NodeConfig) -> Vec<Change> {
     if a.peers != b.peers {
         cluster.push("peers".to_owned());
     }
+    if a.syn_proxy != b.syn_proxy {
+        cluster.push("syn_proxy".to_owned());
+    }
     if !cluster.is_empty() {
         out.push(Change::ClusterChanged { fields: cluster });
     }

@@ -91,7 +91,7 @@ pub fn run(cfg: &NodeConfig, records: &[Record], cookie_secret: Option<&[u8]>) -
         .collect();
     let mut builder = Builder::default();
     if let Some(k) = cookie_secret {
-        builder.set_cookie_secret(k.to_vec());
+        builder.set_cookie_secret(k.to_vec(), 0);
     }
     let snap = Arc::new(builder.build(cfg, &macs, 1, &Overrides::default())?);
     let mut w: Worker<VecFrame> = Worker::new(0, snap.clone());

@@ -289,6 +289,8 @@ pub enum BuildError {
 pub struct SynProxyPolicy {
     /// The cookie key, the same on every node.
     pub key: crate::syncookie::CookieKey,
+    /// The key before the last rotation, and the last time slot its cookies are still accepted in.
+    pub previous: Option<(crate::syncookie::CookieKey, u64)>,
     /// Window scale offered to a client that offers one.
     pub wscale: u8,
     /// Window of the SYN-ACK.
@@ -332,13 +334,23 @@ pub struct Builder {
     uids: HashMap<(String, Addr, u16), u32>,
     generation: u64,
     cookie_secret: Option<Vec<u8>>,
+    previous_cookie_key: Option<(crate::syncookie::CookieKey, u64)>,
 }
 
 impl Builder {
     /// Sets the secret of the SYN cookies (the content of `cluster.syn_proxy.key_file`, which a node reads).
-    /// Without one (replay, tests) the cluster's name keys them.
-    pub fn set_cookie_secret(&mut self, secret: Vec<u8>) {
-        self.cookie_secret = Some(secret);
+    /// Without one (replay, tests) the cluster's name keys them. Setting another secret rotates the key: cookies
+    /// of the one it replaces stay good for as long as they would have (until the slot after `now_unix_ms`'s),
+    /// so handshakes in progress complete. Returns whether the secret changed.
+    pub fn set_cookie_secret(&mut self, secret: Vec<u8>, now_unix_ms: u64) -> bool {
+        if self.cookie_secret.as_ref() == Some(&secret) {
+            return false;
+        }
+        if let Some(old) = self.cookie_secret.replace(secret) {
+            let until = crate::syncookie::slot_of(now_unix_ms) + 1;
+            self.previous_cookie_key = Some((crate::syncookie::CookieKey::new(&old), until));
+        }
+        true
     }
 
     /// Builds a snapshot of `cfg` for `workers` workers; `macs` are the ports' MAC addresses in topology order.
@@ -421,6 +433,7 @@ impl Builder {
                 key: crate::syncookie::CookieKey::new(
                     self.cookie_secret.as_deref().unwrap_or(cfg.cluster.as_bytes()),
                 ),
+                previous: self.previous_cookie_key,
                 wscale: sp.wscale.min(14),
                 window: sp.window,
             }),

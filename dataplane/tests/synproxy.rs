@@ -328,7 +328,7 @@ fn a_cookie_is_good_on_every_node_with_the_key_and_only_for_a_while() {
     // A node with another key refuses it.
     let mut c = lab();
     c.builder
-        .set_cookie_secret(b"another secret, another cluster".to_vec());
+        .set_cookie_secret(b"another secret, another cluster".to_vec(), 0);
     let snap = c
         .builder
         .build(&c.cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
@@ -349,6 +349,62 @@ fn a_cookie_is_good_on_every_node_with_the_key_and_only_for_a_while() {
         Verdict::Drop {
             reason: DropReason::BadCookie
         }
+    );
+}
+
+#[test]
+fn after_a_key_rotation_the_old_keys_cookies_live_out_their_time() {
+    let mut l = lab();
+    let rebuild = |l: &mut Lab| {
+        let snap = l
+            .builder
+            .build(&l.cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
+            .unwrap();
+        l.worker.set_snapshot(Arc::new(snap));
+    };
+    // The node's clock reads 1 s of wall-clock time: slot 0.
+    assert!(l
+        .builder
+        .set_cookie_secret(b"first secret of the cluster".to_vec(), 1_000));
+    rebuild(&mut l);
+    let old = handshake(&mut l, CLIENT);
+    assert!(l
+        .builder
+        .set_cookie_secret(b"second secret of the cluster".to_vec(), 1_000));
+    assert!(
+        !l.builder
+            .set_cookie_secret(b"second secret of the cluster".to_vec(), 1_000),
+        "the same again"
+    );
+    rebuild(&mut l);
+    // A handshake begun before the rotation completes after it; new cookies come from the new key.
+    let (v, _) = l.send(0, seg(CLIENT, "A", 1001, old.wrapping_add(1), 1003, &[], b""));
+    assert_eq!(v, Verdict::Held);
+    let other = ("192.0.2.201", 40000);
+    let new = handshake(&mut l, other);
+    // Past the old key's time (two slots on), only the new key's cookies are good.
+    l.advance(64_000);
+    let (v, _) = l.send(0, seg(other, "A", 1001, new.wrapping_add(1), 1003, &[], b""));
+    assert_eq!(v, Verdict::Held);
+    let late = ("192.0.2.202", 40000);
+    let mut m = lab();
+    m.builder
+        .set_cookie_secret(b"first secret of the cluster".to_vec(), 0);
+    let snap = m
+        .builder
+        .build(&m.cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
+        .unwrap();
+    m.worker.set_snapshot(Arc::new(snap));
+    m.advance(64_000);
+    let stale = handshake(&mut m, late);
+    l.advance(64_000);
+    assert_eq!(
+        l.send(0, seg(late, "A", 1001, stale.wrapping_add(1), 1003, &[], b""))
+            .0,
+        Verdict::Drop {
+            reason: DropReason::BadCookie
+        },
+        "the old key is retired"
     );
 }
 

@@ -55,7 +55,7 @@ pub async fn run(
             _ = tokio::signal::ctrl_c() => break,
             _ = hup.recv() => {
                 // SIGHUP reloads the topology, as `anylb reload` does.
-                match reload_topology(&n) {
+                match reload_topology(&n, &mut builder) {
                     Ok(changes) => {
                         tracing::info!(changes = changes.len(), "reloaded on SIGHUP: {}", changes.join("; "));
                         health = n.monitor().map(|m| m.changes());
@@ -79,7 +79,7 @@ pub async fn run(
                     dirty = true;
                 }
                 Some(Control::Reload(reply)) => {
-                    let r = reload_topology(&n);
+                    let r = reload_topology(&n, &mut builder);
                     if r.is_ok() {
                         health = n.monitor().map(|m| m.changes());
                         dirty = true;
@@ -257,17 +257,28 @@ pub enum ReloadError {
     /// The node's state is unusable (a thread panicked holding it).
     #[error("the node's configuration is poisoned")]
     Poisoned,
+    /// A key file of the new topology cannot be used.
+    #[error("{0}")]
+    Key(#[from] super::assemble::AssembleError),
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Re-reads the topology and applies what changed for this node (see [`apply_topology`]), counting the result.
-fn reload_topology(n: &Node) -> Result<Vec<String>, ReloadError> {
-    let r = apply_topology(n);
+fn reload_topology(n: &Node, builder: &mut Builder) -> Result<Vec<String>, ReloadError> {
+    let r = apply_topology(n, builder);
     n.reloads[usize::from(r.is_err())].fetch_add(1, Ordering::Relaxed);
     r
 }
 
-/// Re-reads the topology and applies what changed for this node; changes that need a restart are refused.
-fn apply_topology(n: &Node) -> Result<Vec<String>, ReloadError> {
+/// Re-reads the topology (and the SYN cookies' key file: a new key rotates it) and applies what changed for
+/// this node; changes that need a restart are refused.
+fn apply_topology(n: &Node, builder: &mut Builder) -> Result<Vec<String>, ReloadError> {
     let topo = anylb_conf::load_file(&n.config_path)?;
     let old = n.cfg.lock().map_err(|_| ReloadError::Poisoned)?.clone();
     let new = topo
@@ -291,7 +302,21 @@ fn apply_topology(n: &Node) -> Result<Vec<String>, ReloadError> {
     if !refused.is_empty() {
         return Err(ReloadError::NeedsRestart(refused));
     }
-    let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    let cookie_secret = match &new.syn_proxy {
+        Some(sp) => {
+            let base = n.config_path.parent().unwrap_or(std::path::Path::new("."));
+            Some(super::assemble::read_key(
+                "cluster.syn_proxy.key_file",
+                &base.join(&sp.key_file),
+            )?)
+        }
+        None => None,
+    };
+    let mut text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    if cookie_secret.is_some_and(|k| builder.set_cookie_secret(k, unix_ms())) {
+        text.push("SYN cookie key rotated (the old key's cookies stay good for their time)".to_owned());
+        tracing::info!("reload: SYN cookie key rotated");
+    }
     if changes.is_empty() {
         return Ok(text);
     }

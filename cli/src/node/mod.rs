@@ -100,7 +100,7 @@ pub fn run(path: &Path, node: &str, opts: &Options) -> ExitCode {
     let workers = cfg.node.dataplane.workers.len();
     let mut builder = Builder::default();
     if let Some(k) = a.cookie_secret {
-        builder.set_cookie_secret(k);
+        builder.set_cookie_secret(k, control::unix_ms());
     }
     let mut macs = Vec::new();
     let runtime = match Runtime::start(&a.dataplane, |m| {

@@ -32,6 +32,7 @@ use crate::client_addr;
 use crate::conn::{SP_PENDING, SP_SPLICED};
 use crate::flow::{is_v4, Addr};
 use crate::frame::{Frame, FrameAlloc};
+use crate::snapshot::SynProxyPolicy;
 use crate::stats::DropReason;
 use crate::syncookie::{self, Flow, SynOptions};
 use crate::tcp_state::Dir;
@@ -128,7 +129,7 @@ impl<F: Frame> Worker<F> {
             Err(_) => return Err(f),
         };
         let (isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
-        let Some(o) = syncookie::check(&policy.key, self.cookie_slot(), &flow_of(p), isn, cookie) else {
+        let Some(o) = self.check_cookie(&policy, p, isn, cookie) else {
             return Err(f);
         };
         if !self.verify_l4(p, &f) {
@@ -367,7 +368,7 @@ impl<F: Frame> Worker<F> {
             return;
         };
         let (isn, cookie) = (t.seq().wrapping_sub(1), t.ack().wrapping_sub(1));
-        let Some(o) = syncookie::check(&policy.key, self.cookie_slot(), &flow_of(p), isn, cookie) else {
+        let Some(o) = self.check_cookie(&policy, p, isn, cookie) else {
             return;
         };
         if let Some(h) = self.held.get_mut(&key) {
@@ -381,6 +382,19 @@ impl<F: Frame> Worker<F> {
         let now = self.now_ms;
         self.held
             .retain(|_, h| now.saturating_sub(h.syn_ms) < HELD_MAX_MS);
+    }
+
+    /// The options of a cookie returned by client segment `p`, if the current key or (for as long as its
+    /// cookies live after a rotation) the previous one minted it.
+    fn check_cookie(&self, policy: &SynProxyPolicy, p: &Pkt, isn: u32, cookie: u32) -> Option<SynOptions> {
+        let slot = self.cookie_slot();
+        let flow = flow_of(p);
+        syncookie::check(&policy.key, slot, &flow, isn, cookie).or_else(|| {
+            let (old, until) = policy.previous?;
+            (slot <= until)
+                .then(|| syncookie::check(&old, slot, &flow, isn, cookie))
+                .flatten()
+        })
     }
 
     /// The current cookie time slot (wall-clock time).
