@@ -10,8 +10,6 @@ uint16_t anylb_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, u
 struct rte_mbuf *anylb_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
 void anylb_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
 void anylb_pktmbuf_free_bulk(struct rte_mbuf **m, unsigned int n) { rte_pktmbuf_free_bulk(m, n); }
-uint8_t *anylb_pktmbuf_data(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, uint8_t *); }
-uint16_t anylb_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
 uint16_t anylb_pktmbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_headroom(m); }
 uint16_t anylb_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
 int anylb_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_prepend(m, len) != NULL; }
@@ -20,8 +18,6 @@ int anylb_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_
 int anylb_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len) == 0; }
 int anylb_pktmbuf_is_contiguous(const struct rte_mbuf *m) { return rte_pktmbuf_is_contiguous(m); }
 int anylb_pktmbuf_linearize(struct rte_mbuf *m) { return rte_pktmbuf_linearize(m); }
-uint64_t anylb_pktmbuf_ol_flags(const struct rte_mbuf *m) { return m->ol_flags; }
-uint16_t anylb_pktmbuf_port(const struct rte_mbuf *m) { return m->port; }
 void anylb_pktmbuf_set_port(struct rte_mbuf *m, uint16_t port) { m->port = port; }
 unsigned int anylb_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n) {
     return rte_ring_enqueue_burst(r, objs, n, NULL);

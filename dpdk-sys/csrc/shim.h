@@ -20,8 +20,6 @@ uint16_t anylb_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, u
 struct rte_mbuf *anylb_pktmbuf_alloc(struct rte_mempool *mp);
 void anylb_pktmbuf_free(struct rte_mbuf *m);
 void anylb_pktmbuf_free_bulk(struct rte_mbuf **m, unsigned int n);
-uint8_t *anylb_pktmbuf_data(struct rte_mbuf *m);
-uint16_t anylb_pktmbuf_data_len(const struct rte_mbuf *m);
 uint16_t anylb_pktmbuf_headroom(const struct rte_mbuf *m);
 uint16_t anylb_pktmbuf_tailroom(const struct rte_mbuf *m);
 int anylb_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
@@ -30,8 +28,6 @@ int anylb_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 int anylb_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 int anylb_pktmbuf_is_contiguous(const struct rte_mbuf *m);
 int anylb_pktmbuf_linearize(struct rte_mbuf *m);
-uint64_t anylb_pktmbuf_ol_flags(const struct rte_mbuf *m);
-uint16_t anylb_pktmbuf_port(const struct rte_mbuf *m);
 void anylb_pktmbuf_set_port(struct rte_mbuf *m, uint16_t port);
 unsigned int anylb_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n);
 unsigned int anylb_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n);

@@ -237,10 +237,19 @@ impl fmt::Debug for Mbuf {
 }
 
 impl Mbuf {
+    /// The mbuf's header, read in place: the fields read per packet (`buf_addr`, `data_off`, `data_len`,
+    /// `port`, `ol_flags`) are plain fields of `struct rte_mbuf`, whose layout bindgen checks, so reading them
+    /// here saves a call into the C shim each time (the calls cannot be inlined across the languages).
+    #[inline]
+    fn head(&self) -> &ffi::rte_mbuf {
+        // SAFETY: we own a valid mbuf; the shared borrow of self keeps it alive and unchanged.
+        unsafe { self.ptr.as_ref() }
+    }
+
     /// Length of the data.
+    #[inline]
     pub fn len(&self) -> usize {
-        // SAFETY: we own a valid mbuf.
-        usize::from(unsafe { ffi::anylb_pktmbuf_data_len(self.ptr.as_ptr()) })
+        usize::from(self.head().data_len)
     }
 
     /// Whether the buffer holds no data.
@@ -248,18 +257,28 @@ impl Mbuf {
         self.len() == 0
     }
 
+    /// Where the data starts (`rte_pktmbuf_mtod`).
+    #[inline]
+    fn start(&self) -> *mut u8 {
+        let h = self.head();
+        // SAFETY: data_off is within the buffer buf_addr points at (DPDK keeps it so).
+        unsafe { h.buf_addr.cast::<u8>().add(usize::from(h.data_off)) }
+    }
+
     /// The data.
+    #[inline]
     pub fn data(&self) -> &[u8] {
-        // SAFETY: data points at data_len initialised bytes of the first segment, which we own; the borrow
-        // of self keeps it alive and unaliased by other Mbuf values.
-        unsafe { std::slice::from_raw_parts(ffi::anylb_pktmbuf_data(self.ptr.as_ptr()), self.len()) }
+        // SAFETY: the data points at data_len initialised bytes of the first segment, which we own; the
+        // borrow of self keeps it alive and unaliased by other Mbuf values.
+        unsafe { std::slice::from_raw_parts(self.start(), self.len()) }
     }
 
     /// The data, mutable.
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         let len = self.len();
         // SAFETY: as in `data`, and &mut self guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(ffi::anylb_pktmbuf_data(self.ptr.as_ptr()), len) }
+        unsafe { std::slice::from_raw_parts_mut(self.start(), len) }
     }
 
     /// Grows the front by `n` bytes.
@@ -296,16 +315,16 @@ impl Mbuf {
     }
 
     /// Whether the NIC verified the IP and L4 checksums as good.
+    #[inline]
     pub fn rx_checksums_good(&self) -> bool {
-        // SAFETY: we own the mbuf.
-        let f = unsafe { ffi::anylb_pktmbuf_ol_flags(self.ptr.as_ptr()) };
+        let f = self.head().ol_flags;
         f & RX_IP_MASK == RX_IP_GOOD && f & RX_L4_MASK == RX_L4_GOOD
     }
 
     /// The port the frame was received on (or the value set by [`set_port`](Self::set_port)).
+    #[inline]
     pub fn port(&self) -> u16 {
-        // SAFETY: we own the mbuf.
-        unsafe { ffi::anylb_pktmbuf_port(self.ptr.as_ptr()) }
+        self.head().port
     }
 
     /// Records a port in the frame's metadata (frames handed between lcores keep their input port).

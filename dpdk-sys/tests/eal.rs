@@ -54,8 +54,14 @@ fn eal_pool_ports_rings_and_lcores_work_on_vdevs() {
     let mut m = pool.alloc().unwrap();
     assert!(m.append(60));
     m.data_mut()[..6].copy_from_slice(&[2, 0, 0, 0, 0, 7]);
+    // The header fields read in place follow what DPDK's own functions change.
     assert!(m.prepend(4));
+    assert_eq!(m.len(), 64);
+    assert_eq!(&m.data()[4..10], &[2, 0, 0, 0, 0, 7]);
     assert!(m.adj(4));
+    assert_eq!((m.len(), m.data()[5]), (60, 7));
+    m.set_port(5);
+    assert_eq!(m.port(), 5);
     let mut out = vec![m];
     assert_eq!(ring_port.tx_burst(0, &mut out), 1);
     let mut back = Vec::new();
