@@ -1,6 +1,8 @@
 //! The DPDK path on one worker against dpdk-testpmd on the same vdevs, printing `BENCH` lines.
 //!
-//! Run as root: `cargo bench -p anylb-dataplane --bench dpdk` (add `-- quick` for 2-second runs).
+//! Run as root: `cargo bench -p anylb-dataplane --bench dpdk` (add `-- quick` for 2-second runs; `-- --captures
+//! DIR` writes the captures, and `-- --one NAME CAPTURE` runs one measurement, as under callgrind in
+//! `docs/benchmarks.md`).
 //!
 //! Source: `net_pcap` replaying a capture forever (`infinite_rx=1`) of 64-byte TCP frames of 1024 flows to a
 //! Full-NAT VIP (each flow's SYN, then 3 ACKs; and a second capture with 7 ACKs per SYN); sink: `net_null`
@@ -144,13 +146,21 @@ fn capture(dir: &std::path::Path, acks: usize) -> String {
     input.display().to_string()
 }
 
-/// Runs anylb's worker over `input` for `secs` seconds; prints the rate (one EAL per process, so the parent
-/// runs each capture in a child of its own).
-fn anylb(input_s: &str, secs: u64, name: &str) {
+/// Runs anylb's `workers` workers over `input` (one RX queue of it each) for `secs` seconds; prints the
+/// aggregate rate (one EAL per process, so the parent runs each measurement in a child of its own).
+fn anylb(input_s: &str, secs: u64, name: &str, workers: u16) {
     let topo = anylb_conf::load_str(TOPOLOGY, "bench.toml").unwrap_or_else(|e| panic!("{e}"));
     let node = topo.resolve("lb1").expect("node");
+    let rx = (0..workers)
+        .map(|_| format!("rx_pcap={input_s}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let cfg = Config {
-        workers: vec![1],
+        workers: if workers == 1 {
+            vec![1]
+        } else {
+            (0..workers).collect()
+        },
         main_core: 0,
         eal_args: [
             "--no-huge",
@@ -168,7 +178,7 @@ fn anylb(input_s: &str, secs: u64, name: &str) {
         ports: vec![
             PortSpec {
                 name: "up0".into(),
-                device: format!("net_pcap0,rx_pcap={input_s},infinite_rx=1"),
+                device: format!("net_pcap0,{rx},infinite_rx=1"),
                 mtu: 1500,
                 addresses: vec![],
                 exception: anylb_conf::ExceptionPath::None,
@@ -182,17 +192,26 @@ fn anylb(input_s: &str, secs: u64, name: &str) {
             },
         ],
         descriptors: 1024,
-        mbufs: 16383,
+        // net_pcap holds its whole capture in mbufs, once per RX queue.
+        mbufs: 16383 * u32::from(workers) + 8192,
         exception_taps: false,
     };
     let mut builder = Builder::default();
+    let n = usize::from(workers);
     let rt =
-        Runtime::start(&cfg, |macs| builder.build(&node, macs, 1, &Overrides::default())).expect("runtime");
+        Runtime::start(&cfg, |macs| builder.build(&node, macs, n, &Overrides::default())).expect("runtime");
+    let total = |rt: &Runtime| {
+        let mut s = anylb_dataplane::stats::Stats::default();
+        for w in rt.stats() {
+            s.add(&w);
+        }
+        s
+    };
     std::thread::sleep(Duration::from_millis(500));
-    let before = rt.stats()[0].clone();
+    let before = total(&rt);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
-    let after = rt.stats()[0].clone();
+    let after = total(&rt);
     let el = t0.elapsed().as_secs_f64();
     let forwarded = (after.tx_packets - before.tx_packets) as f64;
     let mpps = forwarded / el / 1e6;
@@ -202,17 +221,27 @@ fn anylb(input_s: &str, secs: u64, name: &str) {
     rt.stop();
     println!("BENCH {name}_mpps {mpps:.2} Mpps");
     println!("BENCH {name}_ns_per_packet {:.1} ns", 1e3 / mpps);
-    eprintln!("{name}: {forwarded} frames forwarded in {el:.2}s ({fast} by the fast path), {drops} drops, {conns} connections");
+    eprintln!("{name}: {forwarded} frames forwarded in {el:.2}s ({fast} by the fast path), {drops} drops, {conns} connections; {} frames forwarded in all", after.tx_packets);
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "quick");
     let secs = if quick { 2 } else { 5 };
-    // Child: one anylb measurement (`--one NAME CAPTURE`).
-    if let Some(i) = args.iter().position(|a| a == "--one") {
-        anylb(&args[i + 2], secs, &args[i + 1]);
+    // The two captures written to DIR (`--captures DIR`), for running one measurement by hand, for instance
+    // under callgrind.
+    if let Some(i) = args.iter().position(|a| a == "--captures") {
+        let dir = std::path::Path::new(&args[i + 1]);
+        std::fs::create_dir_all(dir).expect("capture dir");
+        println!("{}\n{}", capture(dir, 3), capture(dir, 7));
         return;
+    }
+    // Child: one anylb measurement (`--one NAME CAPTURE`, `--two NAME CAPTURE` for two workers).
+    for (flag, workers) in [("--one", 1), ("--two", 2)] {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            anylb(&args[i + 2], secs, &args[i + 1], workers);
+            return;
+        }
     }
     let dir = std::env::temp_dir().join(format!("anylb-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -221,28 +250,30 @@ fn main() {
     // its SYNs meet existing connections and take the general path.
     let reference = capture(&dir, 3);
     let established = capture(&dir, 7);
-    let mut mpps = None;
-    for (name, input) in [
-        ("dpdk_fnat44_one_worker", &reference),
-        ("dpdk_fnat44_established_one_worker", &established),
-    ] {
+    let child = |flag: &str, name: &str, input: &str| -> Option<f64> {
         let mut cmd = std::process::Command::new(&args[0]);
         if quick {
             cmd.arg("quick");
         }
-        let out = cmd.args(["--one", name, input]).output().expect("child bench");
+        let out = cmd.args([flag, name, input]).output().expect("child bench");
         let text = String::from_utf8_lossy(&out.stdout);
         print!("{text}");
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
-        if mpps.is_none() {
-            mpps = text.lines().find_map(|l| {
-                l.strip_prefix(&format!("BENCH {name}_mpps "))?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<f64>()
-                    .ok()
-            });
-        }
+        text.lines().find_map(|l| {
+            l.strip_prefix(&format!("BENCH {name}_mpps "))?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let mpps = child("--one", "dpdk_fnat44_one_worker", &reference);
+    let one = child("--one", "dpdk_fnat44_established_one_worker", &established);
+    // Two workers on the two CPUs (the main thread, asleep, shares the first), each with its own RX queue of
+    // the same capture: the aggregate against one worker, in the same run.
+    let two = child("--two", "dpdk_fnat44_established_two_workers", &established);
+    if let (Some(one), Some(two)) = (one, two) {
+        println!("BENCH dpdk_two_workers_over_one {:.3} ratio", two / one);
     }
     match (testpmd_mpps(&reference, secs), mpps) {
         (Some(base), Some(m)) => {
