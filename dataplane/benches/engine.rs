@@ -222,26 +222,32 @@ fn frame_to(i: u32, v6: bool, flags: u8, sg: Seg) -> Vec<u8> {
         f.extend_from_slice(&t);
     } else {
         f.extend_from_slice(&0x0800u16.to_be_bytes());
-        let src = [192, 0, 2, host];
-        let dst = [203, 0, 113, 10];
-        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
-        ip.extend_from_slice(&src);
-        ip.extend_from_slice(&dst);
-        let c = csum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-        let mut t = tcp_header(port, flags, sg);
-        let mut ps = Vec::new();
-        ps.extend_from_slice(&src);
-        ps.extend_from_slice(&dst);
-        ps.extend_from_slice(&[0, 6, 0, 20]);
-        ps.extend_from_slice(&t);
-        let c = csum(&ps);
-        t[16..18].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&t);
+        f.extend_from_slice(&ipv4_tcp(
+            [192, 0, 2, host],
+            [203, 0, 113, 10],
+            tcp_header(port, flags, sg),
+        ));
         f.resize(60, 0);
     }
     f
+}
+
+/// An IPv4 header and the 20-byte TCP header `t` after it, both checksums filled in.
+fn ipv4_tcp(src: [u8; 4], dst: [u8; 4], mut t: Vec<u8>) -> Vec<u8> {
+    let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut ps = Vec::new();
+    ps.extend_from_slice(&src);
+    ps.extend_from_slice(&dst);
+    ps.extend_from_slice(&[0, 6, 0, 20]);
+    ps.extend_from_slice(&t);
+    let c = csum(&ps);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(&t);
+    ip
 }
 
 fn tcp_header(sport: u16, flags: u8, sg: Seg) -> Vec<u8> {
@@ -471,14 +477,8 @@ fn answer_syn(syn: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&syn[6..12]);
     f.extend_from_slice(&syn[0..6]);
     f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let (src, dst) = (&syn[30..34], &syn[26..30]);
-    let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
-    ip.extend_from_slice(src);
-    ip.extend_from_slice(dst);
-    let c = csum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    let seq = u32::from_be_bytes([syn[38], syn[39], syn[40], syn[41]]);
+    let addr = |at: usize| [syn[at], syn[at + 1], syn[at + 2], syn[at + 3]];
+    let seq = u32::from_be_bytes(addr(38));
     let mut t = vec![0u8; 20];
     t[0..2].copy_from_slice(&syn[36..38]);
     t[2..4].copy_from_slice(&syn[34..36]);
@@ -487,14 +487,7 @@ fn answer_syn(syn: &[u8]) -> Vec<u8> {
     t[12] = 0x50;
     t[13] = 0x12;
     t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    let mut ps = Vec::new();
-    ps.extend_from_slice(src);
-    ps.extend_from_slice(dst);
-    ps.extend_from_slice(&[0, 6, 0, 20]);
-    ps.extend_from_slice(&t);
-    let c = csum(&ps);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&t);
+    f.extend_from_slice(&ipv4_tcp(addr(30), addr(26), t));
     f.resize(60, 0);
     f
 }

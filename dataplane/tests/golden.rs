@@ -100,47 +100,6 @@ impl Gen {
 /// Wall-clock time of the first input record (ms since the Unix epoch); each next one is 1 ms later.
 const REPLAY_START_MS: u64 = 1_700_000_000_000;
 
-/// A TCP segment with options, from the router (client side, port 0) or a backend (port 1).
-#[allow(clippy::too_many_arguments)]
-fn segment(
-    (smac, dmac): ([u8; 6], [u8; 6]),
-    src: (&str, u16),
-    dst: (&str, u16),
-    flags: &str,
-    seq: u32,
-    ack: u32,
-    window: u16,
-    opts: &[etherparse::TcpOptionElement],
-    payload: &[u8],
-) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(smac, dmac);
-    let mut b = match (ip(src.0), ip(dst.0)) {
-        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(d)) => eth
-            .ipv4(a.octets(), d.octets(), 64)
-            .tcp(src.1, dst.1, seq, window),
-        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(d)) => eth
-            .ipv6(a.octets(), d.octets(), 64)
-            .tcp(src.1, dst.1, seq, window),
-        _ => panic!("mixed families"),
-    };
-    for (c, set) in [('S', 0), ('A', 1), ('F', 2), ('P', 3)] {
-        if flags.contains(c) {
-            b = match set {
-                0 => b.syn(),
-                1 => b.ack(ack),
-                2 => b.fin(),
-                _ => b.psh(),
-            };
-        }
-    }
-    if !opts.is_empty() {
-        b = b.options(opts).unwrap();
-    }
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v
-}
-
 /// A SYN-proxied conversation of `client` with `vip`: SYN answered with a cookie, an ACK with a bad cookie
 /// dropped, the valid ACK and the request held while the backend's SYN goes out, the backend's SYN-ACK
 /// splicing the handshakes, the answer shifted and rescaled, then the close.
@@ -153,6 +112,9 @@ fn proxied_conversation(g: &mut Gen, client: (&str, u16), vip: (&str, u16)) {
         O::Noop,
         O::WindowScale(6),
     ];
+    let segment = |macs, src, dst, flags: &str, seq, ack, window, opts: &[O], payload: &[u8]| {
+        tcp_segment(macs, src, dst, flags, Numbers { seq, ack, window }, opts, payload)
+    };
     let out = g.send(0, segment(up, client, vip, "S", 1000, 0, 64240, &opts, b""));
     let (seq, _) = seq_len(&out[0].1);
     let cookie = seq.wrapping_add(1);

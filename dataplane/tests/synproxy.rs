@@ -16,7 +16,7 @@ use anylb_dataplane::snapshot::Overrides;
 use anylb_dataplane::stats::DropReason;
 use anylb_dataplane::worker::Verdict;
 use common::*;
-use etherparse::{PacketBuilder, SlicedPacket, TcpHeader, TcpOptionElement, TransportSlice};
+use etherparse::{SlicedPacket, TcpHeader, TcpOptionElement, TransportSlice};
 
 const WEB4: (&str, u16) = ("203.0.113.10", 80);
 const CLIENT: (&str, u16) = ("192.0.2.200", 40000);
@@ -27,7 +27,6 @@ fn lab() -> Lab {
 }
 
 /// A client segment with TCP options.
-#[allow(clippy::too_many_arguments)]
 fn seg(
     src: (&str, u16),
     flags: &str,
@@ -37,31 +36,11 @@ fn seg(
     opts: &[TcpOptionElement],
     payload: &[u8],
 ) -> Vec<u8> {
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (ip(src.0), ip(WEB4.0)) else {
-        panic!("IPv4 only here")
-    };
-    let mut b = PacketBuilder::ethernet2(ROUTER_MAC, UP_MAC)
-        .ipv4(s.octets(), d.octets(), 64)
-        .tcp(src.1, WEB4.1, seq, window);
-    if flags.contains('S') {
-        b = b.syn();
-    }
-    if flags.contains('A') {
-        b = b.ack(ack);
-    }
-    if flags.contains('R') {
-        b = b.rst();
-    }
-    if !opts.is_empty() {
-        b = b.options(opts).unwrap();
-    }
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v
+    let n = Numbers { seq, ack, window };
+    tcp_segment((ROUTER_MAC, UP_MAC), src, WEB4, flags, n, opts, payload)
 }
 
 /// A backend segment to the connection's local address and port, as `to` (a frame the backend got) shows them.
-#[allow(clippy::too_many_arguments)]
 fn from_backend(
     to: &[u8],
     flags: &str,
@@ -72,27 +51,17 @@ fn from_backend(
     payload: &[u8],
 ) -> Vec<u8> {
     let s = seen(to);
-    let (IpAddr::V4(b), IpAddr::V4(l)) = (s.dst, s.src) else {
-        panic!("IPv4 backends here")
-    };
-    let mut p = PacketBuilder::ethernet2(backend_mac(1), IN_MAC)
-        .ipv4(b.octets(), l.octets(), 64)
-        .tcp(s.dport, s.sport, seq, window);
-    if flags.contains('S') {
-        p = p.syn();
-    }
-    if flags.contains('A') {
-        p = p.ack(ack);
-    }
-    if flags.contains('R') {
-        p = p.rst();
-    }
-    if !opts.is_empty() {
-        p = p.options(opts).unwrap();
-    }
-    let mut v = Vec::new();
-    p.write(&mut v, payload).unwrap();
-    v
+    let (b, l) = (s.dst.to_string(), s.src.to_string());
+    let n = Numbers { seq, ack, window };
+    tcp_segment(
+        (backend_mac(1), IN_MAC),
+        (&b, s.dport),
+        (&l, s.sport),
+        flags,
+        n,
+        opts,
+        payload,
+    )
 }
 
 /// The TCP header of a frame (its checksums checked by `seen`).

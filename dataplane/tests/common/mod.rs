@@ -215,19 +215,52 @@ pub fn tcp_acking(
     mss: Option<u16>,
     payload: &[u8],
 ) -> Vec<u8> {
+    let opts: Vec<TcpOptionElement> = mss
+        .map(TcpOptionElement::MaximumSegmentSize)
+        .into_iter()
+        .collect();
+    let numbers = Numbers {
+        seq,
+        ack,
+        window: 64240,
+    };
+    tcp_segment((smac, dmac), src, dst, flags, numbers, &opts, payload)
+}
+
+/// A TCP segment's sequence and acknowledgement numbers and window.
+#[derive(Debug, Clone, Copy)]
+pub struct Numbers {
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+}
+
+/// A TCP segment from `src` to `dst` with any options, in an Ethernet frame from `macs.0` to `macs.1`;
+/// `flags` letters S, A (acknowledging `n.ack`), F, R, P.
+pub fn tcp_segment(
+    (smac, dmac): ([u8; 6], [u8; 6]),
+    src: (&str, u16),
+    dst: (&str, u16),
+    flags: &str,
+    n: Numbers,
+    opts: &[TcpOptionElement],
+    payload: &[u8],
+) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(smac, dmac);
-    let (s, d) = (ip(src.0), ip(dst.0));
-    let b = match (s, d) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => eth.ipv4(a.octets(), b.octets(), 64).tcp(src.1, dst.1, seq, 64240),
-        (IpAddr::V6(a), IpAddr::V6(b)) => eth.ipv6(a.octets(), b.octets(), 64).tcp(src.1, dst.1, seq, 64240),
+    let mut b = match (ip(src.0), ip(dst.0)) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => eth
+            .ipv4(a.octets(), b.octets(), 64)
+            .tcp(src.1, dst.1, n.seq, n.window),
+        (IpAddr::V6(a), IpAddr::V6(b)) => eth
+            .ipv6(a.octets(), b.octets(), 64)
+            .tcp(src.1, dst.1, n.seq, n.window),
         _ => panic!("mixed families"),
     };
-    let mut b = b;
     if flags.contains('S') {
         b = b.syn();
     }
     if flags.contains('A') {
-        b = b.ack(ack);
+        b = b.ack(n.ack);
     }
     if flags.contains('F') {
         b = b.fin();
@@ -238,8 +271,8 @@ pub fn tcp_acking(
     if flags.contains('P') {
         b = b.psh();
     }
-    if let Some(m) = mss {
-        b = b.options(&[TcpOptionElement::MaximumSegmentSize(m)]).unwrap();
+    if !opts.is_empty() {
+        b = b.options(opts).unwrap();
     }
     let mut v = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut v, payload).unwrap();
