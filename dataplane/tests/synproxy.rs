@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use anylb_dataplane::cluster::record::{Op, Record};
@@ -77,6 +76,18 @@ fn options(h: &TcpHeader) -> Vec<TcpOptionElement> {
     h.options_iterator().map(|o| o.unwrap()).collect()
 }
 
+/// The options as the node writes them: MSS, window scale, SACK-permitted, NOP-padded.
+fn written(mss: u16, wscale: u8) -> Vec<TcpOptionElement> {
+    vec![
+        TcpOptionElement::MaximumSegmentSize(mss),
+        TcpOptionElement::Noop,
+        TcpOptionElement::WindowScale(wscale),
+        TcpOptionElement::Noop,
+        TcpOptionElement::Noop,
+        TcpOptionElement::SelectiveAcknowledgementPermitted,
+    ]
+}
+
 const CLIENT_OPTS: [TcpOptionElement; 4] = [
     TcpOptionElement::MaximumSegmentSize(1400),
     TcpOptionElement::SelectiveAcknowledgementPermitted,
@@ -108,17 +119,7 @@ fn a_syn_is_answered_with_a_cookie_and_nothing_is_kept() {
     let h = tcp_of(&tx[0].1);
     // The node's MSS (1500 less 40, no IPv6 backends), its window scale for a client that scales, SACK as
     // offered; no timestamps.
-    assert_eq!(
-        options(&h),
-        vec![
-            TcpOptionElement::MaximumSegmentSize(1460),
-            TcpOptionElement::Noop,
-            TcpOptionElement::WindowScale(7),
-            TcpOptionElement::Noop,
-            TcpOptionElement::Noop,
-            TcpOptionElement::SelectiveAcknowledgementPermitted,
-        ]
-    );
+    assert_eq!(options(&h), written(1460, 7));
     assert_eq!(h.window_size, 65535);
     // A flood of spoofed SYNs: every one answered, none kept.
     for i in 0..10_000u32 {
@@ -158,17 +159,7 @@ fn spliced_conversation(fast: bool) -> u64 {
     assert!(syn.syn && !syn.ack);
     assert_eq!(syn.sequence_number, 1000);
     assert_eq!(syn.window_size, 64192, "the ACK's window, unscaled (1003 << 6)");
-    assert_eq!(
-        options(&syn),
-        vec![
-            TcpOptionElement::MaximumSegmentSize(1400),
-            TcpOptionElement::Noop,
-            TcpOptionElement::WindowScale(6),
-            TcpOptionElement::Noop,
-            TcpOptionElement::Noop,
-            TcpOptionElement::SelectiveAcknowledgementPermitted,
-        ]
-    );
+    assert_eq!(options(&syn), written(1400, 6));
     assert_eq!(l.worker.conns().len(), 1);
     assert_eq!(l.worker.stats.syn_proxied, 1);
     // Data from the client before the backend answered is held too.
