@@ -382,6 +382,9 @@ pub struct Conn {
     pub state: String,
     /// Milliseconds until it expires.
     pub expires_in_ms: u64,
+    /// A SYN-proxied connection: "pending" (its backend's answer awaited) or "spliced"; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_proxy: Option<String>,
 }
 
 /// `POST /v1/backends/drain`.

@@ -721,7 +721,11 @@ pub fn conns(sock: &Path, json: bool, q: ConnsQuery) -> Result<ExitCode, ClientE
                     c.vip.to_string(),
                     c.local.to_string(),
                     c.backend.to_string(),
-                    c.state.clone(),
+                    // A SYN-proxied connection says so after its state (ESTABLISHED+sp).
+                    match &c.syn_proxy {
+                        Some(_) => format!("{}+sp", c.state),
+                        None => c.state.clone(),
+                    },
                     format!("{}s", c.expires_in_ms / 1000),
                     c.worker.to_string(),
                 ]

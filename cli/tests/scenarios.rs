@@ -257,6 +257,19 @@ fn demo_cluster_scenarios() {
     assert!((300..=310).contains(&proxied), "{proxied} connections by cookie");
     assert!(made <= proxied, "{made} connections made, {proxied} by cookie");
     assert!(table <= table0 + 310, "the table grew from {table0} to {table}");
+    // The operator sees them as SYN-proxied, spliced with their backends.
+    let proxied_rows: usize = ["lb1", "lb2"]
+        .iter()
+        .map(|n| {
+            let v: serde_json::Value =
+                serde_json::from_str(&anylb_cli(anylb, n, &["-j", "conns", "--service", "web-sp"]))
+                    .unwrap_or_default();
+            let rows = v["connections"].as_array().cloned().unwrap_or_default();
+            assert!(rows.iter().all(|r| r["syn_proxy"] == "spliced"), "{n}: {v}");
+            rows.len()
+        })
+        .sum();
+    assert!(proxied_rows > 0, "no web-sp connection listed");
 
     // 9. A reload adding a backend and changing a weight leaves a held-open connection working.
     let held = std::thread::scope(|s| {

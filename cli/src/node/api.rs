@@ -353,6 +353,7 @@ async fn conns(State(n): State<Shared>, Query(q): Query<ConnsQ>) -> Response {
                 backend: c.backend,
                 state: c.state.to_owned(),
                 expires_in_ms: c.expires_in_ms,
+                syn_proxy: c.syn_proxy.map(str::to_owned),
             })
             .collect(),
     })

@@ -56,6 +56,8 @@ pub struct ConnInfo {
     pub state: &'static str,
     /// Milliseconds until expiry.
     pub expires_in_ms: u64,
+    /// A SYN-proxied connection: "pending" (the backend's answer awaited) or "spliced".
+    pub syn_proxy: Option<&'static str>,
 }
 
 /// Up to `limit` connections of a worker that match `f`, and how many match in all.
@@ -89,6 +91,11 @@ pub fn sample<F: Frame>(
                 backend: sa(&c.backend, c.bport),
                 state: c.state().name(),
                 expires_in_ms: u64::from(c.expires.saturating_sub(tick_now)) * crate::snapshot::TICK_MS,
+                syn_proxy: match c.sp {
+                    crate::conn::SP_PENDING => Some("pending"),
+                    crate::conn::SP_SPLICED => Some("spliced"),
+                    _ => None,
+                },
             });
         }
     }
