@@ -106,6 +106,18 @@ fn handshake(l: &mut Lab, client: (&str, u16)) -> u32 {
     h.sequence_number
 }
 
+/// Gives the lab node the cookie secret `secret` (a rotation when it had another) at wall-clock `now_ms`;
+/// whether it changed.
+fn rekey(l: &mut Lab, secret: &[u8], now_ms: u64) -> bool {
+    let changed = l.builder.set_cookie_secret(secret.to_vec(), now_ms);
+    let snap = l
+        .builder
+        .build(&l.cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
+        .unwrap();
+    l.worker.set_snapshot(Arc::new(snap));
+    changed
+}
+
 #[test]
 fn a_syn_is_answered_with_a_cookie_and_nothing_is_kept() {
     let mut l = lab();
@@ -287,13 +299,7 @@ fn a_cookie_is_good_on_every_node_with_the_key_and_only_for_a_while() {
     assert_eq!((v, tx.len()), (Verdict::Held, 1));
     // A node with another key refuses it.
     let mut c = lab();
-    c.builder
-        .set_cookie_secret(b"another secret, another cluster".to_vec(), 0);
-    let snap = c
-        .builder
-        .build(&c.cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
-        .unwrap();
-    c.worker.set_snapshot(Arc::new(snap));
+    rekey(&mut c, b"another secret, another cluster", 0);
     assert_eq!(
         c.send(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b""))
             .0,
@@ -315,46 +321,27 @@ fn a_cookie_is_good_on_every_node_with_the_key_and_only_for_a_while() {
 #[test]
 fn after_a_key_rotation_the_old_keys_cookies_live_out_their_time() {
     let mut l = lab();
-    let rebuild = |l: &mut Lab| {
-        let snap = l
-            .builder
-            .build(&l.cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
-            .unwrap();
-        l.worker.set_snapshot(Arc::new(snap));
-    };
     // The node's clock reads 1 s of wall-clock time: slot 0.
-    assert!(l
-        .builder
-        .set_cookie_secret(b"first secret of the cluster".to_vec(), 1_000));
-    rebuild(&mut l);
+    assert!(rekey(&mut l, b"first secret of the cluster", 1_000));
     let old = handshake(&mut l, CLIENT);
-    assert!(l
-        .builder
-        .set_cookie_secret(b"second secret of the cluster".to_vec(), 1_000));
+    assert!(rekey(&mut l, b"second secret of the cluster", 1_000));
     assert!(
-        !l.builder
-            .set_cookie_secret(b"second secret of the cluster".to_vec(), 1_000),
+        !rekey(&mut l, b"second secret of the cluster", 1_000),
         "the same again"
     );
-    rebuild(&mut l);
     // A handshake begun before the rotation completes after it; new cookies come from the new key.
     let (v, _) = l.send(0, seg(CLIENT, "A", 1001, old.wrapping_add(1), 1003, &[], b""));
     assert_eq!(v, Verdict::Held);
     let other = ("192.0.2.201", 40000);
     let new = handshake(&mut l, other);
-    // Past the old key's time (two slots on), only the new key's cookies are good.
+    // A slot on, the new key's cookie is good; two slots on, a cookie of the old key (minted in slot 1 by a
+    // node that still had it) is refused: the old key is retired at the end of the slot after the rotation.
     l.advance(64_000);
     let (v, _) = l.send(0, seg(other, "A", 1001, new.wrapping_add(1), 1003, &[], b""));
     assert_eq!(v, Verdict::Held);
     let late = ("192.0.2.202", 40000);
     let mut m = lab();
-    m.builder
-        .set_cookie_secret(b"first secret of the cluster".to_vec(), 0);
-    let snap = m
-        .builder
-        .build(&m.cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
-        .unwrap();
-    m.worker.set_snapshot(Arc::new(snap));
+    rekey(&mut m, b"first secret of the cluster", 0);
     m.advance(64_000);
     let stale = handshake(&mut m, late);
     l.advance(64_000);
