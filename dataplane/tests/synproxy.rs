@@ -433,6 +433,49 @@ fn a_spliced_connection_synced_to_another_node_keeps_its_shift() {
 }
 
 #[test]
+fn nat64_a_v6_client_is_proxied_to_a_v4_backend() {
+    let web64 = "name = \"web64\"\nvip = \"2001:db8::64\"\nport = 80\nprotocol = \"tcp\"\n";
+    let t = TOPOLOGY
+        .replacen(web64, &format!("{web64}syn_proxy = true\n"), 1)
+        .replacen("[[nodes]]\n", &format!("{PROXY}\n[[nodes]]\n"), 1);
+    let mut l = Lab::with(&t, &Overrides::default());
+    let (client, vip) = (("2001:db8:c::5", 40000), ("2001:db8::64", 80));
+    let up = (ROUTER_MAC, UP_MAC);
+    let n = |seq, ack| Numbers {
+        seq,
+        ack,
+        window: 1003,
+    };
+    let (v, tx) = l.send(
+        0,
+        tcp_segment(up, client, vip, "S", n(1000, 0), &CLIENT_OPTS, b""),
+    );
+    assert_eq!(v, Verdict::Reply { port: 0 });
+    let sa = tcp_of(&tx[0].1);
+    // IPv6 towards the client, IPv4 towards the backend: the node offers 1500 − 60.
+    assert_eq!(options(&sa)[0], TcpOptionElement::MaximumSegmentSize(1440));
+    let cookie = sa.sequence_number;
+    let ack = tcp_segment(up, client, vip, "A", n(1001, cookie.wrapping_add(1)), &[], b"");
+    let (v, tx) = l.send(0, ack);
+    assert_eq!((v, tx.len()), (Verdict::Held, 1));
+    let syn = seen(&tx[0].1);
+    assert_eq!(
+        (syn.src.is_ipv4(), syn.dst, syn.mss),
+        (true, ip("198.51.100.101"), Some(1400))
+    );
+    let (v, tx) = l.send(1, from_backend(&tx[0].1, "SA", 5000, 1001, 65535, &[], b""));
+    assert_eq!((v, tx.len()), (Verdict::Spliced, 1));
+    assert_eq!(tcp_of(&tx[0].1).acknowledgment_number, 5001);
+    let (_, out) = l.forward(1, from_backend(&tx[0].1, "A", 5001, 1001, 1280, &[], b"hello"));
+    let s = seen(&out);
+    assert_eq!(
+        (s.src, s.dst, s.payload.as_slice()),
+        (ip("2001:db8::64"), ip("2001:db8:c::5"), &b"hello"[..])
+    );
+    assert_eq!(tcp_of(&out).sequence_number, cookie.wrapping_add(1));
+}
+
+#[test]
 fn a_plain_service_is_not_proxied() {
     let mut l = web4_lab("", "", PROXY);
     let (v, _) = l.send(0, seg(CLIENT, "S", 1000, 0, 64240, &CLIENT_OPTS, b""));
