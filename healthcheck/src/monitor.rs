@@ -139,10 +139,14 @@ pub struct Monitor {
 /// A deterministic fraction in [0, 1) from a key and a counter (jitter without a shared RNG).
 fn fraction(key: &Key, n: u64) -> f64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let octets = match key.address {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
     for b in key
         .service
         .bytes()
-        .chain(key.address.to_string().bytes())
+        .chain(octets)
         .chain(key.port.to_be_bytes())
     {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);

@@ -5,7 +5,7 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{connect, contains, Check, CheckError, READ_LIMIT};
+use super::{connect, contains, Check, CheckError, Probe, READ_LIMIT};
 
 /// What a TCP check sends and expects.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,13 +18,22 @@ pub struct TcpProbe {
     pub expect: Option<Vec<u8>>,
 }
 
-pub(super) async fn check(c: &Check, p: &TcpProbe) -> Result<(), CheckError> {
-    if p.syn && p.send.is_none() && p.expect.is_none() {
-        let prober = crate::syn::Prober::get();
-        if prober.usable(&c.target) {
-            return prober.probe(c).await;
-        }
+/// The SYN prober, when check `c` is a plain TCP check that may use it (no banner to send or expect, SYN
+/// probes allowed, a raw socket of the target's family open).
+pub(super) fn syn_prober(c: &Check) -> Option<&'static crate::syn::Prober> {
+    let Probe::Tcp(p) = &c.probe else {
+        return None;
+    };
+    if !p.syn || p.send.is_some() || p.expect.is_some() {
+        return None;
     }
+    let prober = crate::syn::Prober::get();
+    prober.usable(&c.target).then_some(prober)
+}
+
+/// A TCP check by connection (a SYN probe is sent by [`super::run`] instead, when it may be): connect, send
+/// what it says, read until the expected text.
+pub(super) async fn check(c: &Check, p: &TcpProbe) -> Result<(), CheckError> {
     let mut s = connect(c).await?;
     if let Some(data) = &p.send {
         s.write_all(data).await.map_err(CheckError::Send)?;
