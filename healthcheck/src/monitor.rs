@@ -143,12 +143,7 @@ fn fraction(key: &Key, n: u64) -> f64 {
         IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
         IpAddr::V6(a) => a.octets(),
     };
-    for b in key
-        .service
-        .bytes()
-        .chain(octets)
-        .chain(key.port.to_be_bytes())
-    {
+    for b in key.service.bytes().chain(octets).chain(key.port.to_be_bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
     // FNV leaves keys that differ only in their last bytes (consecutive ports) close together in the high

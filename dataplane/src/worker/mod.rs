@@ -31,6 +31,7 @@ mod direct;
 mod fast;
 mod frag;
 mod fullnat;
+mod held;
 mod icmp_in;
 mod icmp_msg;
 mod ip;
@@ -73,7 +74,7 @@ pub struct Worker<F: Frame> {
     refused: FastMap<crate::counters::ServiceKey, crate::counters::Refused>,
     persist: FastMap<(u16, Addr), (u16, u32)>,
     /// Client segments of SYN-proxied connections waiting for their backend's SYN-ACK.
-    held: FastMap<synproxy::HeldKey, synproxy::Held<F>>,
+    held: held::Held<F>,
     /// Wall-clock milliseconds since the Unix epoch at clock 0 (SYN cookies' time slots).
     wall_ms_at_zero: u64,
     /// Counters.
@@ -117,7 +118,7 @@ impl<F: Frame> Worker<F> {
             overload: Vec::new(),
             refused: FastMap::default(),
             persist: FastMap::default(),
-            held: FastMap::default(),
+            held: held::Held::default(),
             wall_ms_at_zero: 0,
             stats: Stats::default(),
             epoch_ms: None,

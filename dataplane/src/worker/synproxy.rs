@@ -23,14 +23,15 @@
 //! ```
 //!
 //! Timestamps are declined (the SYN-ACK carries none, so neither side uses them on the connection): the
-//! backend's timestamp clock would differ from the node's. Held segments are bounded per connection and per
-//! worker; an overflow is dropped (`syn_proxy_held`) and the client sends it again.
+//! backend's timestamp clock would differ from the node's. Held segments ([`super::held`]) are bounded per
+//! connection and per worker; an overflow is dropped (`syn_proxy_held`) and the client sends it again.
 
+use super::held::HeldKey;
 use super::pkt::{drop, Pkt, Segment};
 use super::{Output, Verdict, Worker};
 use crate::client_addr;
 use crate::conn::{SP_PENDING, SP_SPLICED};
-use crate::flow::{is_v4, Addr};
+use crate::flow::is_v4;
 use crate::frame::{Frame, FrameAlloc};
 use crate::snapshot::SynProxyPolicy;
 use crate::stats::DropReason;
@@ -39,25 +40,8 @@ use crate::tcp_state::Dir;
 use crate::wire::checksum;
 use crate::wire::tcp::{self, HandshakeOptions, HANDSHAKE_OPTIONS_MAX};
 
-/// Client segments held for one connection while its backend answers.
-const HELD_PER_CONN: usize = 8;
-/// Client segments held by one worker in all.
-const HELD_PER_WORKER: usize = 4096;
 /// A backend that has not answered the SYN in this long gets it again with the client's next segment.
 const SYN_RESEND_MS: u64 = 1000;
-/// Held segments of a connection still pending after this long are given up (the connection expires).
-const HELD_MAX_MS: u64 = 10_000;
-
-/// A connection's client tuple: client, client port, VIP, VIP port.
-pub(super) type HeldKey = (Addr, u16, Addr, u16);
-
-/// Client segments held for a pending connection.
-#[derive(Debug)]
-pub(super) struct Held<F> {
-    frames: Vec<(u16, F)>,
-    /// When the SYN last went to the backend.
-    syn_ms: u64,
-}
 
 impl<F: Frame> Worker<F> {
     /// A SYN to a SYN-proxy service: answered from the VIP with a SYN-ACK whose sequence number is a cookie
@@ -153,13 +137,7 @@ impl<F: Frame> Worker<F> {
             c.sp_win_in = o.wscale.unwrap_or(0);
         }
         let key = (p.src, p.sport, p.dst, p.dport);
-        self.held.insert(
-            key,
-            Held {
-                frames: Vec::new(),
-                syn_ms: self.now_ms,
-            },
-        );
+        self.held.open(key, self.now_ms);
         let v = self.hold(key, p.in_port, f);
         // The client's SYN as it was: its sequence number, its options, its window unscaled.
         let w = u32::from(window) << o.wscale.unwrap_or(0).min(14);
@@ -245,10 +223,7 @@ impl<F: Frame> Worker<F> {
             if p.tcp_flags & tcp::flags::SYN != 0 {
                 return Pending::Forward(f);
             }
-            let resend = self
-                .held
-                .get(&key)
-                .is_some_and(|h| self.now_ms.saturating_sub(h.syn_ms) >= SYN_RESEND_MS);
+            let resend = self.held.syn_older(&key, self.now_ms, SYN_RESEND_MS);
             let v = self.hold(key, p.in_port, f);
             if resend {
                 self.resend_syn(p, idx, key, alloc, out);
@@ -263,7 +238,7 @@ impl<F: Frame> Worker<F> {
         let syn_ack = tcp::flags::SYN | tcp::flags::ACK;
         if p.tcp_flags & tcp::flags::RST != 0 {
             // Refused: the client gets the RST as if from the node's handshake; nothing held goes on.
-            self.held.remove(&key);
+            self.held.take(&key);
             let cm = self.conns.get_mut(idx);
             cm.sp = SP_SPLICED;
             cm.sp_delta = seq.wrapping_sub(cookie.wrapping_add(1));
@@ -289,11 +264,9 @@ impl<F: Frame> Worker<F> {
         }
         // The backend's SYN-ACK is answered by the client's held ACK; it goes no further itself, but counts.
         self.advance(p, idx, Dir::Reply);
-        if let Some(h) = self.held.remove(&key) {
-            for (port, f) in h.frames {
-                if let Verdict::Drop { reason } = self.handle(port, f, alloc, out) {
-                    self.stats.drop(reason);
-                }
+        for (port, f) in self.held.take(&key) {
+            if let Verdict::Drop { reason } = self.handle(port, f, alloc, out) {
+                self.stats.drop(reason);
             }
         }
         Pending::Done(Verdict::Spliced)
@@ -332,20 +305,10 @@ impl<F: Frame> Worker<F> {
 
     /// Holds a client segment of pending connection `key`, within the per-connection and per-worker bounds.
     fn hold(&mut self, key: HeldKey, port: u16, f: F) -> Verdict {
-        if self.held_frames() >= HELD_PER_WORKER {
-            return drop(DropReason::SynProxyHeld);
+        match self.held.push(&key, port, f) {
+            Ok(()) => Verdict::Held,
+            Err(_) => drop(DropReason::SynProxyHeld),
         }
-        match self.held.get_mut(&key) {
-            Some(h) if h.frames.len() < HELD_PER_CONN => {
-                h.frames.push((port, f));
-                Verdict::Held
-            }
-            _ => drop(DropReason::SynProxyHeld),
-        }
-    }
-
-    fn held_frames(&self) -> usize {
-        self.held.values().map(|h| h.frames.len()).sum()
     }
 
     /// The backend has not answered: its SYN again, rebuilt from the client's segment `p` (its sequence number
@@ -361,7 +324,7 @@ impl<F: Frame> Worker<F> {
         let Some(policy) = self.snap.syn_proxy else {
             return;
         };
-        let Some((_, first)) = self.held.get(&key).and_then(|h| h.frames.first()) else {
+        let Some(first) = self.held.first(&key) else {
             return;
         };
         let Ok(t) = tcp::Packet::new_checked(first.data().get(p.l4..).unwrap_or_default()) else {
@@ -371,17 +334,16 @@ impl<F: Frame> Worker<F> {
         let Some(o) = self.check_cookie(&policy, p, isn, cookie) else {
             return;
         };
-        if let Some(h) = self.held.get_mut(&key) {
-            h.syn_ms = self.now_ms;
-        }
+        self.held.syn_sent(&key, self.now_ms);
         self.backend_syn(p, idx, isn, o, 0xffff, alloc, out);
     }
 
-    /// Gives up the held segments of connections pending too long (the connections themselves expire).
+    /// Gives up the held segments of connections pending too long (the connections themselves expire);
+    /// they count as `syn_proxy_held` drops.
     pub(super) fn sweep_held(&mut self) {
-        let now = self.now_ms;
-        self.held
-            .retain(|_, h| now.saturating_sub(h.syn_ms) < HELD_MAX_MS);
+        for _ in 0..self.held.sweep(self.now_ms) {
+            self.stats.drop(DropReason::SynProxyHeld);
+        }
     }
 
     /// The options of a cookie returned by client segment `p`, if the current key or (for as long as its
