@@ -299,10 +299,25 @@ impl Mbuf {
         u16::try_from(n).is_ok_and(|n| unsafe { ffi::anylb_pktmbuf_append(self.ptr.as_ptr(), n) } != 0)
     }
 
-    /// Removes `n` bytes from the tail.
+    /// Removes `n` bytes from the tail. A one-segment mbuf (every frame the worker trims its padding off) is
+    /// trimmed in place, as `rte_pktmbuf_trim` does; a chain goes through DPDK.
+    #[inline]
     pub fn trim(&mut self, n: usize) -> bool {
+        let Ok(n16) = u16::try_from(n) else {
+            return false;
+        };
+        // SAFETY: we own a valid mbuf; &mut self gives exclusive access to its header.
+        let h = unsafe { self.ptr.as_mut() };
+        if h.nb_segs == 1 {
+            if n16 > h.data_len {
+                return false;
+            }
+            h.data_len -= n16;
+            h.pkt_len -= u32::from(n16);
+            return true;
+        }
         // SAFETY: we own the mbuf; DPDK checks the length.
-        u16::try_from(n).is_ok_and(|n| unsafe { ffi::anylb_pktmbuf_trim(self.ptr.as_ptr(), n) } != 0)
+        unsafe { ffi::anylb_pktmbuf_trim(self.ptr.as_ptr(), n16) != 0 }
     }
 
     /// Makes a chained mbuf one segment; false when it cannot.

@@ -62,6 +62,11 @@ fn eal_pool_ports_rings_and_lcores_work_on_vdevs() {
     assert_eq!((m.len(), m.data()[5]), (60, 7));
     m.set_port(5);
     assert_eq!(m.port(), 5);
+    // Trimmed in place: the length DPDK transmits follows.
+    assert!(m.trim(4) && !m.trim(100));
+    assert_eq!(m.len(), 56);
+    assert!(m.append(4));
+    assert_eq!(m.len(), 60);
     let mut out = vec![m];
     assert_eq!(ring_port.tx_burst(0, &mut out), 1);
     let mut back = Vec::new();
