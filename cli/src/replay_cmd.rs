@@ -69,20 +69,16 @@ pub fn run(a: ReplayArgs, json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // The node's own cookie key, so that a capture of its SYN-proxy replays as it ran.
-    let secret = match &cfg.syn_proxy {
-        Some(sp) => {
-            let base = a.config.parent().unwrap_or(std::path::Path::new("."));
-            match crate::node::assemble::read_key("cluster.syn_proxy.key_file", &base.join(&sp.key_file)) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(1);
-                }
-            }
-        }
-        None => None,
-    };
+    // The node's own cookie key, so that a capture of its SYN-proxy replays as it ran; without it (a
+    // topology away from its key files) the replay goes on with cookies keyed by the cluster's name.
+    let secret = cfg.syn_proxy.as_ref().and_then(|sp| {
+        let base = a.config.parent().unwrap_or(std::path::Path::new("."));
+        crate::node::assemble::read_key("cluster.syn_proxy.key_file", &base.join(&sp.key_file))
+            .map_err(|e| {
+                eprintln!("warning: {e}; SYN cookies are keyed by the cluster's name, not as on the node");
+            })
+            .ok()
+    });
     let result = match replay::run(&cfg, &records, secret.as_deref()) {
         Ok(r) => r,
         Err(e) => {

@@ -58,6 +58,38 @@ fn replay_writes_the_golden_output_and_prints_verdicts() {
 }
 
 #[test]
+fn a_syn_proxy_capture_replays_without_the_nodes_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.pcap");
+    let o = anylb(&[
+        "replay",
+        "--config",
+        golden("syn_proxy.toml").to_str().unwrap(),
+        "--node",
+        "lb1",
+        "--input",
+        golden("syn_proxy.in.pcap").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cluster.syn_proxy.key_file") && err.contains("keyed by the cluster's name"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(golden("syn_proxy.out.pcap")).unwrap()
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("spliced") && text.contains("drop bad_cookie"),
+        "{text}"
+    );
+}
+
+#[test]
 fn replay_reports_bad_input_with_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.pcap");
