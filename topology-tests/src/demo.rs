@@ -309,6 +309,42 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
         );
     }
 
+    say("SYN flood: 10,000 spoofed SYNs at the SYN-proxy service web-sp (203.0.113.10:8080) while 200 requests run");
+    let client = lab.ns("client")?;
+    let (flood, real) = std::thread::scope(|s| {
+        let f = s.spawn(|| {
+            client.exec(&[
+                "timeout",
+                "30",
+                "python3",
+                "-c",
+                SYN_FLOOD,
+                "203.0.113.10",
+                "8080",
+                "10000",
+                "4000",
+                "5",
+            ])
+        });
+        let r = traffic_to_port(lab, "203.0.113.10", 8080, 200);
+        (f.join(), r)
+    });
+    let sent = flood
+        .ok()
+        .and_then(Result::ok)
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let real = real?;
+    println!(
+        "{sent} spoofed SYNs sent; requests ok {} failed {}",
+        real["ok"], real["failed"]
+    );
+    for n in ["lb1", "lb2"] {
+        let stats = anylb_cli(anylb, n, &["stats"]);
+        let line = stats.lines().find(|l| l.starts_with("syn-proxy"));
+        println!("({n}) {}", line.unwrap_or("syn-proxy: -"));
+    }
+
     say("backend be2 fails");
     lab.stop("be2");
     let t = wait("be2 down on both nodes", Duration::from_secs(20), || {
