@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use anylb_dataplane::cluster::record::{Op, Record};
@@ -473,6 +474,58 @@ fn nat64_a_v6_client_is_proxied_to_a_v4_backend() {
         (ip("2001:db8::64"), ip("2001:db8:c::5"), &b"hello"[..])
     );
     assert_eq!(tcp_of(&out).sequence_number, cookie.wrapping_add(1));
+}
+
+#[test]
+fn icmp_errors_quote_the_sequence_numbers_each_side_knows() {
+    let mut l = lab();
+    let cookie = handshake(&mut l, CLIENT);
+    let (_, tx) = l.send(0, seg(CLIENT, "A", 1001, cookie.wrapping_add(1), 1003, &[], b""));
+    let backend_syn = tx[0].1.clone();
+    let sa = from_backend(&backend_syn, "SA", 70_000, 1001, 65535, &[], b"");
+    let (_, tx) = l.send(1, sa);
+    let to_backend = tx[0].1.clone();
+    let (_, to_client) = l.forward(
+        1,
+        from_backend(&backend_syn, "A", 70_001, 1001, 1000, &[], b"answer"),
+    );
+    // A router on the client's side: "fragmentation needed" about the answer, quoting its first 28 bytes
+    // (sequence number in the cookie's space); the backend gets it with its own sequence number.
+    let quote = |frame: &[u8]| frame[14..14 + 20 + 12].to_vec();
+    let icmp = |smac, dmac, src: [u8; 4], dst: [u8; 4], quoted: &[u8]| {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ethernet2(smac, dmac)
+            .ipv4(src, dst, 64)
+            .icmpv4_raw(3, 4, [0, 0, 0x05, 0x78])
+            .write(&mut v, quoted)
+            .unwrap();
+        v
+    };
+    let (_, out) = l.forward(
+        0,
+        icmp(
+            ROUTER_MAC,
+            UP_MAC,
+            [192, 0, 2, 1],
+            [203, 0, 113, 10],
+            &quote(&to_client),
+        ),
+    );
+    let inner = &out[14 + 20 + 8 + 20..];
+    assert_eq!(u32::from_be_bytes(inner[4..8].try_into().unwrap()), 70_001);
+    // A router on the backend's side, about the client's ACK the node sent on: the client gets it with the
+    // acknowledgement in the cookie's space.
+    let b = seen(&to_backend);
+    let (lip, be) = match (b.src, b.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => (s.octets(), d.octets()),
+        _ => panic!("IPv4"),
+    };
+    let (_, out) = l.forward(1, icmp(backend_mac(1), IN_MAC, be, lip, &quote(&to_backend)));
+    let inner = &out[14 + 20 + 8 + 20..];
+    assert_eq!(
+        u32::from_be_bytes(inner[8..12].try_into().unwrap()),
+        cookie.wrapping_add(1)
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use super::pkt::{drop, pseudo6, write_v6_header, Pkt};
 use super::{Output, Verdict, Worker};
-use crate::conn::{Conn, FLAG_BACKEND_V6, FLAG_CLIENT_V6};
+use crate::conn::{Conn, FLAG_BACKEND_V6, FLAG_CLIENT_V6, SP_SPLICED};
 use crate::flow::{is_v4, to_v4, v4, Addr, Tuple};
 use crate::frame::{Frame, FrameAlloc};
 use crate::nat::Endpoints;
@@ -159,8 +159,12 @@ fn parse_quote(v6: bool, inner: &[u8]) -> Result<Quote, DropReason> {
 }
 
 /// Where the translated error about connection `c` goes: to the client when the error came from the backend
-/// side (`Reply`), to the backend otherwise; the quote is the packet as that side sent it.
+/// side (`Reply`), to the backend otherwise; the quote is the packet as that side sent it (for a spliced
+/// SYN-proxy connection, with the sequence shift undone: the quoted acknowledgement of a segment the node sent
+/// the backend goes back into the cookie's space, the quoted sequence number of one it sent the client into
+/// the backend's, where that side's stack checks it).
 fn toward(c: &Conn, dir: Dir) -> Toward {
+    let delta = if c.sp == SP_SPLICED { c.sp_delta } else { 0 };
     match dir {
         Dir::Reply => Toward {
             src: c.vip,
@@ -171,7 +175,7 @@ fn toward(c: &Conn, dir: Dir) -> Toward {
                 dst: c.vip,
                 dport: c.vport,
                 seq_add: 0,
-                ack_add: 0,
+                ack_add: delta.wrapping_neg(),
             },
             v6: c.flags & FLAG_CLIENT_V6 != 0,
         },
@@ -183,7 +187,7 @@ fn toward(c: &Conn, dir: Dir) -> Toward {
                 sport: c.bport,
                 dst: c.lip,
                 dport: c.lport,
-                seq_add: 0,
+                seq_add: delta,
                 ack_add: 0,
             },
             v6: c.flags & FLAG_BACKEND_V6 != 0,
@@ -199,6 +203,18 @@ fn requote(q: &Quote, seg: &[u8], to: &Toward) -> Vec<u8> {
         checksum::sum(&strip(&q.src)) + checksum::sum(&strip(&q.dst)) + checksum::sum(&quoted[0..4]);
     quoted[0..2].copy_from_slice(&to.quote.sport.to_be_bytes());
     quoted[2..4].copy_from_slice(&to.quote.dport.to_be_bytes());
+    // A SYN-proxy's shift, on as much of the sequence and acknowledgement numbers as the quote holds.
+    let (mut old_nums, mut new_nums) = (0, 0);
+    if q.proto == proto::TCP {
+        for (at, add) in [(4, to.quote.seq_add), (8, to.quote.ack_add)] {
+            if add != 0 && quoted.len() >= at + 4 {
+                let v = u32::from_be_bytes([quoted[at], quoted[at + 1], quoted[at + 2], quoted[at + 3]]);
+                quoted[at..at + 4].copy_from_slice(&v.wrapping_add(add).to_be_bytes());
+                old_nums += checksum::sum(&v.to_be_bytes());
+                new_nums += checksum::sum(&v.wrapping_add(add).to_be_bytes());
+            }
+        }
+    }
     let (qs, qd) = if to.v6 {
         (to.quote.src.to_vec(), to.quote.dst.to_vec())
     } else {
@@ -213,7 +229,7 @@ fn requote(q: &Quote, seg: &[u8], to: &Toward) -> Vec<u8> {
     if quoted.len() >= co + 2 {
         let old_c = u16::from_be_bytes([quoted[co], quoted[co + 1]]);
         if !(q.proto == proto::UDP && old_c == 0) {
-            let nc = checksum::update_sums(old_c, old_sum, new_sum);
+            let nc = checksum::update_sums(old_c, old_sum + old_nums, new_sum + new_nums);
             quoted[co..co + 2].copy_from_slice(&nc.to_be_bytes());
         }
     }
