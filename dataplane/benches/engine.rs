@@ -10,12 +10,15 @@
 //!   advancing so that connections expire and release their ports at the same rate (steady state);
 //! - bytes per connection of the connection table;
 //! - SYN-proxy: SYNs answered with cookies per second (spoofed sources, no state), and established throughput
-//!   of spliced (sequence-shifted) connections against plain ones, alternated three times in one run.
+//!   of spliced (sequence-shifted) connections against plain ones, alternated three times in one run;
+//! - reply steering with two workers: backends' replies on their owner's queue, on the queue RSS would pick
+//!   (half handed to the other worker), and all on the wrong one (`-- steering` for these alone).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anylb_dataplane::conn::Conn;
 use anylb_dataplane::frame::{Frame, VecAlloc, VecFrame};
 use anylb_dataplane::snapshot::{Builder, Overrides};
 use anylb_dataplane::worker::{Output, Worker};
@@ -129,6 +132,11 @@ fn worker(capacity: u32, syn_timeout: &str) -> Worker<VecFrame> {
 }
 
 fn worker_with(capacity: u32, syn_timeout: &str, sync: bool) -> Worker<VecFrame> {
+    workers(capacity, syn_timeout, sync, 1).remove(0)
+}
+
+/// `n` workers of one node (each its own connection table and slice of the local ports).
+fn workers(capacity: u32, syn_timeout: &str, sync: bool, n: u16) -> Vec<Worker<VecFrame>> {
     let mut text = topology(capacity, syn_timeout);
     if sync {
         text = text.replacen(
@@ -141,9 +149,10 @@ fn worker_with(capacity: u32, syn_timeout: &str, sync: bool) -> Worker<VecFrame>
     let t = anylb_conf::load_str(&text, "bench.toml").unwrap_or_else(|e| panic!("{e}"));
     let cfg = t.resolve("lb1").expect("node");
     let snap = Builder::default()
-        .build(&cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
+        .build(&cfg, &[UP_MAC, IN_MAC], usize::from(n), &Overrides::default())
         .expect("snapshot");
-    Worker::new(0, Arc::new(snap))
+    let snap = Arc::new(snap);
+    (0..n).map(|id| Worker::new(id, snap.clone())).collect()
 }
 
 fn csum(data: &[u8]) -> u16 {
@@ -422,6 +431,127 @@ fn measure(
     1e3 / ns
 }
 
+/// A backend's reply on connection `c`: backend → local address, ACK, 64 bytes, arriving on the inside port.
+fn reply_frame(c: &Conn) -> Vec<u8> {
+    let b = |a: &[u8; 16]| [a[12], a[13], a[14], a[15]];
+    let mut f = Vec::with_capacity(64);
+    f.extend_from_slice(&IN_MAC);
+    f.extend_from_slice(&[2, 0, 0, 0, 0xbe, 1]);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let sg = Seg {
+        dport: c.lport,
+        seq: 1,
+        ack: 2,
+    };
+    f.extend_from_slice(&ipv4_tcp(b(&c.backend), b(&c.lip), tcp_header(c.bport, 0x10, sg)));
+    f.resize(60, 0);
+    f
+}
+
+/// Reply steering with two workers (issue 19), all on this one core so that the figure is the CPU a reply
+/// costs in all: `conns` established connections opened half on each worker (clients spread by RSS), then
+/// backends' replies, each owned by the worker whose port slice its local port is in. Three placements of the
+/// replies, alternated three times: every reply on its owner's queue (rte_flow rules, or the owner's port
+/// slice steered by the NIC); the queue a hash picks (RSS: half land on the other worker, which finds the
+/// owner from the port and hands them over, and the owner takes them in a burst of their own, as from its
+/// ring); and every reply on the wrong queue. The rings' own cost is not in these figures (see the DPDK bench).
+fn steering(conns: u32, packets: usize) {
+    let mut ws = workers(conns.next_power_of_two().max(1024) * 2, "1h", false, 2);
+    let mut now = 1_000;
+    let (mut out, mut alloc) = (Output::new(false), VecAlloc);
+    for start in (0..conns).step_by(BURST) {
+        let end = (start + BURST as u32).min(conns);
+        for flags in [0x02, 0x10] {
+            for (k, w) in ws.iter_mut().enumerate() {
+                let burst = (start..end).filter(|i| *i as usize % 2 == k).map(|i| {
+                    let mut f = VecFrame::empty();
+                    f.reset(&frame(i, false, flags));
+                    f
+                });
+                w.process(now, 0, burst, &mut alloc, &mut out);
+                out.clear();
+            }
+        }
+    }
+    let owned: Vec<Vec<Vec<u8>>> = ws
+        .iter()
+        .map(|w| w.conns().iter().map(|(_, c)| reply_frame(c)).collect())
+        .collect();
+    assert_eq!(
+        owned.iter().map(Vec::len).sum::<usize>(),
+        conns as usize,
+        "every connection opened"
+    );
+    // Queue k's replies under each placement: its own, alternately its own and the other's, the other's.
+    let place = |mix: usize, k: usize| -> Templates {
+        let n = owned[0].len().min(owned[1].len());
+        Templates::new((0..n).map(|i| {
+            let from = match mix {
+                0 => k,
+                1 => (k + i) % 2,
+                _ => 1 - k,
+            };
+            owned[from][i].clone()
+        }))
+    };
+    let names = ["owner", "rss", "wrong"];
+    let queues: Vec<[Templates; 2]> = (0..3).map(|m| [place(m, 0), place(m, 1)]).collect();
+    let mut ns: [Vec<f64>; 3] = Default::default();
+    for _ in 0..3 {
+        for (m, q) in queues.iter().enumerate() {
+            let before: u64 = ws.iter().map(|w| w.stats.tx_packets).sum();
+            let (n, el) = run_two(&mut ws, q, packets, &mut now);
+            let fwd = ws.iter().map(|w| w.stats.tx_packets).sum::<u64>() - before;
+            assert_eq!(fwd as usize, n, "steering_{}: every reply forwarded", names[m]);
+            ns[m].push(el.as_nanos() as f64 / n as f64);
+        }
+    }
+    for (m, v) in ns.iter_mut().enumerate() {
+        v.sort_by(f64::total_cmp);
+        eprintln!("steering_{}: runs (ns/packet) {v:.1?}", names[m]);
+        println!("BENCH steering_{}_ns_per_packet {:.1} ns", names[m], v[1]);
+    }
+    println!("BENCH steering_rss_over_owner {:.3} ratio", ns[0][1] / ns[1][1]);
+    println!("BENCH steering_wrong_over_owner {:.3} ratio", ns[0][1] / ns[2][1]);
+}
+
+/// Bursts from each worker's queue in turn; frames a worker hands to the other go to it as a burst of their
+/// own, as the runtime's ring does. Returns the packets received from the queues and the time taken.
+fn run_two(
+    ws: &mut [Worker<VecFrame>],
+    q: &[Templates; 2],
+    packets: usize,
+    now: &mut u64,
+) -> (usize, Duration) {
+    let mut pool: Vec<VecFrame> = (0..BURST * 4).map(|_| VecFrame::empty()).collect();
+    let (mut out, mut alloc) = (Output::new(false), VecAlloc);
+    let mut handed: Vec<VecFrame> = Vec::with_capacity(BURST);
+    let mut t = [0usize; 2];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < packets {
+        for k in 0..2 {
+            let burst = (0..BURST).map(|_| {
+                let mut f = pool.pop().unwrap_or_else(VecFrame::empty);
+                f.reset(q[k].get(t[k]));
+                t[k] = (t[k] + 1) % q[k].len();
+                f
+            });
+            ws[k].process(*now, 1, burst, &mut alloc, &mut out);
+            sent += BURST;
+            handed.extend(out.redirect.drain(..).map(|(_, f)| f));
+            pool.extend(out.tx.drain(..).map(|(_, f)| f));
+            out.clear();
+            if !handed.is_empty() {
+                ws[1 - k].process(*now, 1, handed.drain(..), &mut alloc, &mut out);
+                pool.extend(out.tx.drain(..).map(|(_, f)| f));
+                out.clear();
+            }
+        }
+    }
+    (sent, start.elapsed())
+}
+
 /// Established packets with connection sync on against off, alternated three times in one run; prints each
 /// rate and the ratio of the medians.
 fn sync_cost(name: &str, conns: u32, packets: usize) {
@@ -599,6 +729,11 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "quick");
+    // `steering`: the reply-steering figures alone.
+    if args.iter().any(|a| a == "steering") {
+        steering(65_536, 2_000_000);
+        return;
+    }
     // `syn_proxy`: the SYN-proxy figures alone.
     if args.iter().any(|a| a == "syn_proxy") {
         syn_cookies(2_000_000);
@@ -622,4 +757,5 @@ fn main() {
     sync_cost("fnat44_1m", 1_000_000, p);
     syn_cookies(p);
     syn_proxy_cost(1_000, p);
+    steering(65_536, p / 4);
 }

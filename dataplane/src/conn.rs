@@ -30,6 +30,9 @@ fn huge_vec<T: Copy>(n: usize, v: T) -> Vec<T> {
 /// Marks an unused link or slot.
 const NIL: u32 = u32::MAX;
 
+/// Index slots [`ConnTable::warm_record`] looks at for a signature (one cache line of slots).
+const WARM_PROBES: usize = 8;
+
 /// Wheel slots (a power of two).
 const WHEEL: u32 = 1 << 14;
 
@@ -320,18 +323,38 @@ impl ConnTable {
         t.hash(self.seed)
     }
 
-    /// Touches the index slot `t` would start probing at, so that a burst can overlap its cache misses.
+    /// Touches the index slot a tuple of hash `h` would start probing at, so that a burst can overlap its cache
+    /// misses.
     #[inline]
-    pub fn warm(&self, h: u64) -> u64 {
-        self.index[home_of(h, self.mask) as usize]
+    pub fn warm(&self, h: u64) {
+        if let Some(s) = self.index.get(home_of(h, self.mask) as usize) {
+            os_sys::prefetch(s);
+        }
     }
 
-    /// Touches the record an index slot (from [`warm`](Self::warm)) points to, both of its first cache lines.
+    /// Touches the record an entry of hash `h` points to (both of its cache lines), once its index line is in
+    /// cache ([`warm`](Self::warm)): the first slot from home with `h`'s signature, within [`WARM_PROBES`]
+    /// slots; returns that record's number. Trusting the home slot alone warmed the wrong record for the
+    /// third of entries a collision had pushed along, and those packets then waited on memory.
     #[inline]
-    pub fn warm_slot(&self, s: u64) {
-        if let Some(c) = self.arena.get((((s as u32) >> 1) & 0x7fff_ffff) as usize) {
-            std::hint::black_box((c.client[0], c.cport));
+    pub fn warm_record(&self, h: u64) -> Option<u32> {
+        let sig = sig_of(h);
+        let mut i = home_of(h, self.mask);
+        for _ in 0..WARM_PROBES {
+            let s = *self.index.get(i as usize)?;
+            if s == 0 {
+                return None;
+            }
+            if (s >> 32) as u32 == sig {
+                let idx = ((s as u32) >> 1) & 0x7fff_ffff;
+                let c = self.arena.get(idx as usize)?;
+                os_sys::prefetch(&c.client);
+                os_sys::prefetch(&c.cport);
+                return Some(idx);
+            }
+            i = (i + 1) & self.mask;
         }
+        None
     }
 
     /// Finds the connection of a packet with tuple `t` (hash `h`), and which direction it travels.
@@ -585,6 +608,35 @@ mod tests {
             proto: 6,
             ..Conn::EMPTY
         }
+    }
+
+    #[test]
+    fn warming_finds_entries_pushed_along_by_collisions() {
+        // 1,000 connections, two index entries each, in 4,096 slots: about a quarter pushed along.
+        let mut t = ConnTable::new(1000, 7);
+        let idxs: Vec<u32> = (0..1000).map(|i| t.insert(conn(i, 10)).unwrap()).collect();
+        let (mut found, mut away) = (0, 0);
+        for (i, &idx) in idxs.iter().enumerate() {
+            let c = conn(i as u32, 10);
+            for tu in [c.inbound_tuple(), c.reply_tuple()] {
+                let h = t.hash(&tu);
+                if t.index[home_of(h, t.mask) as usize] >> 32 != u64::from(sig_of(h)) {
+                    away += 1;
+                }
+                match t.warm_record(h) {
+                    Some(w) => {
+                        assert_eq!(w, idx, "warmed another record");
+                        found += 1;
+                    }
+                    None => assert!(t.lookup(&tu, h).is_some()),
+                }
+            }
+        }
+        assert!(away > 100, "too few collisions to test: {away}");
+        assert!(found > 1800, "warmed {found} of 2000");
+        // A tuple that is not there warms nothing.
+        let absent = conn(5000, 10).inbound_tuple();
+        assert_eq!(t.warm_record(t.hash(&absent)), None);
     }
 
     #[test]

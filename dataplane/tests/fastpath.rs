@@ -8,6 +8,7 @@
 
 mod common;
 
+use anylb_dataplane::snapshot::Overrides;
 use anylb_dataplane::stats::Stats;
 use anylb_dataplane::worker::Verdict;
 use common::*;
@@ -300,4 +301,42 @@ proptest! {
             p.advance(ms);
         }
     }
+}
+
+/// A backend's reply to a local port in the other worker's slice, with no connection here (RSS put it on this
+/// worker's queue), is handed to that worker, by the fast path without the general parsing, with the same
+/// verdict and counters as the general path; a port of this worker's own slice is not.
+#[test]
+fn reply_of_another_worker_is_handed_over() {
+    let worker0 = |fast: bool| {
+        let mut lab = Lab::worker_of(TOPOLOGY, &Overrides::default(), 2, 0);
+        lab.worker.set_fast_path(fast);
+        lab
+    };
+    let (mut fast, mut slow) = (worker0(true), worker0(false));
+    for (port, owner) in [(2001, Some(1)), (2003, Some(1)), (2002, None)] {
+        let reply = tcp(
+            backend_mac(1),
+            IN_MAC,
+            ("198.51.100.101", 8080),
+            ("198.51.100.16", port),
+            "A",
+            7,
+            None,
+            b"",
+        );
+        let (a, b) = (fast.send(1, reply.clone()), slow.send(1, reply));
+        assert_eq!(a, b, "port {port}: fast and general paths differ");
+        match owner {
+            Some(w) => assert_eq!(a.0, Verdict::Redirect { worker: w }, "port {port}"),
+            None => assert!(matches!(a.0, Verdict::Drop { .. }), "port {port}: {:?}", a.0),
+        }
+    }
+    assert_eq!(fast.worker.stats.redirected, 2);
+    assert_eq!(fast.worker.stats.fast_path, 2, "handed over by the fast path");
+    let strip = |s: &Stats| Stats {
+        fast_path: 0,
+        ..s.clone()
+    };
+    assert_eq!(strip(&fast.worker.stats), strip(&slow.worker.stats));
 }

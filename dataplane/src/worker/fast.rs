@@ -5,14 +5,15 @@ use super::{Output, Verdict, Worker};
 use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_PENDING, SP_SPLICED};
 use crate::flow::{v4, Tuple};
 use crate::frame::{Frame, FrameAlloc};
+use crate::pool::owner;
 use crate::snapshot::Local;
 use crate::tcp_state::{self, Dir};
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{checksum, ipv4, ipv6, proto, tcp, udp};
 
 impl<F: Frame> Worker<F> {
-    /// Loads the connection-table index slots, then the records, of a whole burst before processing it, so
-    /// that their cache misses overlap instead of stalling one packet at a time.
+    /// Starts loading the connection-table index slots, then the records, of a whole burst before processing
+    /// it, so that their cache misses overlap instead of stalling one packet at a time.
     pub(super) fn warm(&mut self, frames: &[F]) {
         const EMPTY: Tuple = Tuple {
             proto: 0,
@@ -24,8 +25,9 @@ impl<F: Frame> Worker<F> {
         let n = frames.len();
         self.hint_tuples.resize(n, EMPTY);
         self.hint_hashes.resize(n, 0);
-        // Tuples and hashes first (computation only), then the index slots in a tight loop of independent
-        // loads, then the records they point to: a burst of misses in flight at once.
+        // Tuples and hashes first, each tuple's index line asked for as soon as its hash is known (a prefetch,
+        // so these misses overlap each other and the hashing of the rest); then the records their signatures
+        // point to, all before the first packet is processed.
         for ((f, t), h) in frames
             .iter()
             .zip(self.hint_tuples.iter_mut())
@@ -35,19 +37,14 @@ impl<F: Frame> Worker<F> {
                 Some(q) => {
                     *h = self.conns.hash(&q);
                     *t = q;
+                    self.conns.warm(*h);
                 }
                 None => *h = 0,
             }
         }
-        let mut slots = [0u64; 64];
-        for (slot, &h) in slots.iter_mut().zip(&self.hint_hashes) {
+        for &h in &self.hint_hashes {
             if h != 0 {
-                *slot = self.conns.warm(h);
-            }
-        }
-        for &s in &slots[..n.min(64)] {
-            if s != 0 {
-                self.conns.warm_slot(s);
+                self.conns.warm_record(h);
             }
         }
     }
@@ -122,15 +119,23 @@ impl<F: Frame> Worker<F> {
             proto::UDP if udp::Packet::new_checked(seg).is_ok() => 0,
             _ => return Err(f),
         };
+        let local = self.snap.local(&t.dst);
         if flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0
-            || !matches!(
-                self.snap.local(&t.dst),
-                Some(Local::Vip | Local::Lip | Local::Released)
-            )
+            || !matches!(local, Some(Local::Vip | Local::Lip | Local::Released))
         {
             return Err(f);
         }
         let Some((idx, dir)) = self.conns.lookup(t, h) else {
+            // A reply to a local address in another worker's port slice, with no connection here (RSS put it
+            // on this worker's queue): handed to its owner as the general path would, without its parsing.
+            let o = owner(t.dport, self.snap.mask);
+            if matches!(local, Some(Local::Lip | Local::Released))
+                && o != self.id
+                && usize::from(o) < self.snap.workers
+            {
+                self.stats.fast_path += 1;
+                return Ok(self.redirect(o, f, out));
+            }
             return Err(f);
         };
         let c = self.conns.get(idx);

@@ -137,11 +137,16 @@ impl Lab {
     }
 
     pub fn with(topology: &str, ov: &Overrides) -> Lab {
+        Lab::worker_of(topology, ov, 1, 0)
+    }
+
+    /// Worker `id` of a node with `workers` workers.
+    pub fn worker_of(topology: &str, ov: &Overrides, workers: usize, id: u16) -> Lab {
         let t = anylb_conf::load_str(topology, "lab.toml").unwrap_or_else(|e| panic!("{e}"));
         let cfg = t.resolve("lb1").unwrap();
         let mut builder = Builder::default();
-        let snap = builder.build(&cfg, &[UP_MAC, IN_MAC], 1, ov).unwrap();
-        let mut worker = Worker::new(0, Arc::new(snap));
+        let snap = builder.build(&cfg, &[UP_MAC, IN_MAC], workers, ov).unwrap();
+        let mut worker = Worker::new(id, Arc::new(snap));
         // Drain the gratuitous announcements of the first snapshot.
         let mut out = Output::new(false);
         worker.poll(1_000, &mut VecAlloc, &mut out);
