@@ -136,6 +136,25 @@ pub struct Monitor {
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
+/// Checks start on a grid of this step, so that the thousands of checks of a second wake the control thread a
+/// few hundred times rather than once per check (each wake-up is a context switch and, in a virtual machine, a
+/// timer reprogramming that exits to the hypervisor); a SYN probe's answers then also come in batches.
+const GRID: Duration = Duration::from_millis(4);
+
+/// The grid's origin, common to every check of the process.
+fn grid_origin() -> tokio::time::Instant {
+    static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(tokio::time::Instant::now)
+}
+
+/// `t` rounded up to the next point of the [`GRID`] from `origin` (itself if on it; `origin` if before it).
+fn on_grid(t: tokio::time::Instant, origin: tokio::time::Instant) -> tokio::time::Instant {
+    let step = GRID.as_nanos();
+    let since = t.saturating_duration_since(origin).as_nanos();
+    let k = since.div_ceil(step);
+    origin + Duration::from_nanos(u64::try_from(k * step).unwrap_or(u64::MAX))
+}
+
 /// A deterministic fraction in [0, 1) from a key and a counter (jitter without a shared RNG).
 fn fraction(key: &Key, n: u64) -> f64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -276,7 +295,7 @@ impl Monitor {
         let mut next = tokio::time::Instant::now() + interval.mul_f64(fraction(&key, 0));
         let mut n = 1u64;
         loop {
-            tokio::time::sleep_until(next).await;
+            tokio::time::sleep_until(on_grid(next, grid_origin())).await;
             let started = tokio::time::Instant::now();
             let result = checker::run(&check).await;
             let took = started.elapsed();
@@ -501,6 +520,19 @@ fn effective(b: &Backend) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_times_are_rounded_up_to_the_grid() {
+        let o = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(on_grid(o, o), o);
+        assert_eq!(on_grid(o + ms(1), o), o + GRID);
+        assert_eq!(on_grid(o + GRID, o), o + GRID);
+        assert_eq!(on_grid(o + GRID + Duration::from_nanos(1), o), o + GRID * 2);
+        assert_eq!(on_grid(o + ms(1003), o), o + ms(1004));
+        // Before the origin: the origin.
+        assert_eq!(on_grid(o, o + ms(5)), o + ms(5));
+    }
 
     #[test]
     fn first_checks_of_consecutive_ports_spread_over_the_interval() {
