@@ -95,14 +95,8 @@ struct Session {
     stale: Option<(Stale, Instant)>,
     /// Prefixes announced on this session now.
     sent: HashSet<IpNet>,
-    /// Announcements held since establishment until the peer's End-of-RIB, at most until this instant (see
-    /// [`Session::on_established`]).
-    held: Option<Instant>,
     stopped: bool,
 }
-
-/// Longest wait for a peer's End-of-RIB before announcing anyway.
-const EOR_WAIT: Duration = Duration::from_secs(2);
 
 impl Session {
     fn new(shared: Arc<Shared>, n: Arc<Neighbor>) -> Session {
@@ -142,7 +136,6 @@ impl Session {
             loss: None,
             stale: None,
             sent: HashSet::new(),
-            held: None,
             stopped: false,
         }
     }
@@ -179,11 +172,10 @@ impl Session {
                         false
                     }
                     Output::Update(u) => {
-                        let eor = neighbor::end_of_rib(&u).is_some();
                         if self.on_update(*u) {
                             next.extend(self.fsm.process(Event::MaxPrefixExceeded));
                         }
-                        eor && self.held.is_some() && !self.release("the peer's End-of-RIB").await
+                        false
                     }
                     Output::RouteRefresh(_) => !self.replay(false).await,
                 };
@@ -220,7 +212,6 @@ impl Session {
         self.connecting = None;
         self.codec = Codec::default();
         self.sent.clear();
-        self.held = None;
         self.n.with_status(|s| {
             s.connection = None;
             s.prefixes_sent = 0;
@@ -230,13 +221,6 @@ impl Session {
 
     /// The session is up: the stale routes get a new deadline, and the whole Adj-RIB-Out goes out with
     /// End-of-RIB markers. False when sending failed.
-    ///
-    /// When none of the peer's routes were kept (the first session, or routes dropped with a cut link) and
-    /// the peer will send an End-of-RIB (both sides offered graceful restart, RFC 4724 §2), the announcements
-    /// wait for it, at most [`EOR_WAIT`]: announced first, the VIPs would draw traffic through this peer
-    /// before the routes back through it had arrived, and the node would drop the replies (seen in the soak:
-    /// a request opened as a cut link came back timed out). Kept stale routes are a way back, so then the
-    /// announcements go at once.
     async fn on_established(&mut self, neg: Negotiated) -> bool {
         let c = &self.n.cfg;
         self.codec = Codec {
@@ -262,18 +246,6 @@ impl Session {
             s.negotiated = Some(neg.clone());
         });
         self.n.established.send_replace(true);
-        if self.stale.is_none() && self.shared.cfg.graceful_restart.is_some() && self.peer_restart.is_some() {
-            tracing::info!(neighbor = %c.address, "announcements held until the peer's End-of-RIB: no route back through it yet");
-            self.held = Some(Instant::now() + EOR_WAIT);
-            return true;
-        }
-        self.replay(true).await
-    }
-
-    /// Ends the hold of the announcements (for `why`) and sends them all; false when sending failed.
-    async fn release(&mut self, why: &str) -> bool {
-        self.held = None;
-        tracing::info!(neighbor = %self.n.cfg.address, after = why, "announcing");
         self.replay(true).await
     }
 
@@ -474,7 +446,6 @@ impl Session {
     async fn wait(&mut self, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Option<Event> {
         let deadline = self.timers.iter().min_by_key(|(_, t)| **t).map(|(k, t)| (*k, *t));
         let stale_until = self.stale.as_ref().map(|(_, t)| *t);
-        let held = self.held;
         tokio::select! {
             cmd = rx.recv() => self.command(cmd).await,
             res = async { match self.connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
@@ -493,9 +464,6 @@ impl Session {
                     self.flush(&st.take_all());
                 }
                 None
-            }
-            _ = async { match held { Some(t) => sleep_until(t).await, None => std::future::pending().await } } => {
-                (!self.release("no End-of-RIB from the peer in time").await).then_some(Event::TcpFails)
             }
             _ = async { match deadline { Some((_, t)) => sleep_until(t).await, None => std::future::pending().await } } => {
                 let (k, _) = deadline?;
@@ -518,8 +486,7 @@ impl Session {
             }
             Some(Cmd::BfdDown) => Some(Event::BfdDown),
             Some(Cmd::Changed(prefixes)) => {
-                // While the announcements are held, the replay that ends the hold carries these too.
-                let up = self.fsm.state() == State::Established && self.held.is_none();
+                let up = self.fsm.state() == State::Established;
                 (up && !self.send_changes(&prefixes, false).await).then_some(Event::TcpFails)
             }
             Some(Cmd::Incoming(stream)) => self.incoming(stream).await,
