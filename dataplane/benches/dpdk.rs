@@ -7,13 +7,19 @@
 //! Source: `net_pcap` replaying a capture forever (`infinite_rx=1`) of 64-byte TCP frames of 1024 flows to a
 //! Full-NAT VIP (each flow's SYN, then 3 ACKs; and a second capture with 7 ACKs per SYN); sink: `net_null`
 //! (`no-rx=1`). anylb forwards them through Full-NAT to the backend port, each capture in a child process (one
-//! EAL per process); testpmd does plain `io` forwarding between the same two vdevs in the same run.
+//! EAL per process); testpmd does plain `io` forwarding between the same two vdevs in the same run, and the
+//! engine alone (no DPDK) processes the established capture's frames in the same run, so that what the DPDK
+//! path adds around the engine is printed (`dpdk_path_minus_engine_minus_testpmd`).
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use anylb_dataplane::dpdk::{Config, PortSpec, Runtime};
+use anylb_dataplane::frame::{VecAlloc, VecFrame};
 use anylb_dataplane::pcap::{self, Record};
 use anylb_dataplane::snapshot::{Builder, Overrides};
+use anylb_dataplane::worker::{Output, Worker};
 
 const TOPOLOGY: &str = r#"
 [cluster]
@@ -224,6 +230,54 @@ fn anylb(input_s: &str, secs: u64, name: &str, workers: u16) {
     eprintln!("{name}: {forwarded} frames forwarded in {el:.2}s ({fast} by the fast path), {drops} drops, {conns} connections; {} frames forwarded in all", after.tx_packets);
 }
 
+/// The engine alone over the frames of `input` (no DPDK): each frame copied into a recycled buffer (as
+/// net_pcap copies it into an mbuf) and processed in bursts of 32, for `secs` seconds on this thread; ns per
+/// frame (every frame must be forwarded).
+fn engine_ns(input: &str, secs: u64) -> f64 {
+    let records = pcap::read(std::fs::File::open(input).expect("capture")).expect("read capture");
+    let node = anylb_conf::load_str(TOPOLOGY, "bench.toml")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .resolve("lb1")
+        .expect("node");
+    let macs = [[2, 0, 0, 0, 0x0b, 0], [2, 0, 0, 0, 0x0b, 1]];
+    let snap = Builder::default()
+        .build(&node, &macs, 1, &Overrides::default())
+        .expect("snapshot");
+    let mut w: Worker<VecFrame> = Worker::new(0, Arc::new(snap));
+    let (mut out, mut alloc) = (Output::new(false), VecAlloc);
+    let mut pool: Vec<VecFrame> = (0..64).map(|_| VecFrame::empty()).collect();
+    let mut burst: Vec<VecFrame> = Vec::with_capacity(32);
+    let (mut i, mut sent, mut now) = (0usize, 0u64, 1_000u64);
+    let mut round = |w: &mut Worker<VecFrame>, now: u64| {
+        for _ in 0..32 {
+            let mut f = pool.pop().unwrap_or_else(VecFrame::empty);
+            f.reset(&records[i].data);
+            i = (i + 1) % records.len();
+            burst.push(f);
+        }
+        w.process(now, 0, burst.drain(..), &mut alloc, &mut out);
+        pool.extend(out.tx.drain(..).map(|(_, f)| f));
+        out.clear();
+    };
+    // A first pass opens the connections; the clock moves as the DPDK runtime's would (milliseconds).
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(500) {
+        round(&mut w, now);
+    }
+    let tx0 = w.stats.tx_packets;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        for _ in 0..64 {
+            round(&mut w, now);
+            sent += 32;
+        }
+        now = 1_000 + t0.elapsed().as_millis() as u64;
+    }
+    let el = t0.elapsed();
+    assert_eq!(w.stats.tx_packets - tx0, sent, "engine: every frame forwarded");
+    el.as_nanos() as f64 / sent as f64
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "quick");
@@ -275,10 +329,22 @@ fn main() {
     if let (Some(one), Some(two)) = (one, two) {
         println!("BENCH dpdk_two_workers_over_one {:.3} ratio", two / one);
     }
+    // The engine alone over the established capture, in this run: what the DPDK path adds around it.
+    let engine = engine_ns(&established, secs);
+    println!("BENCH dpdk_engine_alone_established_ns_per_packet {engine:.1} ns");
     match (testpmd_mpps(&reference, secs), mpps) {
         (Some(base), Some(m)) => {
             println!("BENCH dpdk_testpmd_io_mpps {base:.2} Mpps");
             println!("BENCH dpdk_fnat44_to_testpmd_ratio {:.3} ratio", m / base);
+            if let Some(one) = one {
+                // Goal: the DPDK path costs at most the engine, testpmd's own receive and transmit, and 10 ns.
+                let extra = 1e3 / one - engine - 1e3 / base;
+                println!("BENCH dpdk_path_minus_engine_minus_testpmd {extra:.1} ns (goal <= 10)");
+                println!(
+                    "BENCH dpdk_fnat44_established_to_testpmd_ratio {:.3} ratio",
+                    one / base
+                );
+            }
         }
         _ => eprintln!("dpdk-testpmd did not run (install dpdk-dev), or anylb did not; no baseline"),
     }
