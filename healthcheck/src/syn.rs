@@ -14,11 +14,11 @@
 //!         RST     server port → probe port                   → refused
 //! ```
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use rustc_hash::FxHashMap;
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
@@ -38,7 +38,9 @@ pub enum Answer {
 }
 
 type Key = (IpAddr, u16, u16);
-type Waiting = Arc<Mutex<HashMap<Key, (u32, oneshot::Sender<Answer>)>>>;
+/// Probes waiting for their answer. Fx hashing (a lookup per answer, an insert and a removal per probe): an
+/// answer's key is partly the sender's, but only probes insert, so a flood of forged answers cannot grow it.
+type Waiting = Arc<Mutex<FxHashMap<Key, (u32, oneshot::Sender<Answer>)>>>;
 
 /// One family's socket and the probes waiting on it.
 #[derive(Debug)]
@@ -53,7 +55,7 @@ pub struct Prober {
     v4: Option<Family>,
     v6: Option<Family>,
     next: AtomicU32,
-    locals: Mutex<HashMap<IpAddr, IpAddr>>,
+    locals: Mutex<FxHashMap<IpAddr, IpAddr>>,
 }
 
 /// A TCP SYN from `src:sport` to `dst:dport` with sequence `isn` and an MSS option, its checksum filled in.
@@ -128,7 +130,7 @@ impl Prober {
             v4: Family::open(false),
             v6: Family::open(true),
             next: AtomicU32::new(std::process::id().wrapping_mul(2_654_435_761)),
-            locals: Mutex::new(HashMap::new()),
+            locals: Mutex::new(FxHashMap::default()),
         })
     }
 
@@ -217,7 +219,7 @@ impl Family {
         let _ = sock.attach_filter(&answers_only(v6));
         // A datagram socket's sendto and recvfrom are what a raw socket needs, in safe code.
         let sock = Arc::new(UdpSocket::from_std(std::net::UdpSocket::from(sock)).ok()?);
-        let waiting: Waiting = Arc::new(Mutex::new(HashMap::new()));
+        let waiting: Waiting = Arc::new(Mutex::new(FxHashMap::default()));
         let handle = tokio::runtime::Handle::try_current().ok()?;
         handle.spawn(read_loop(sock.clone(), waiting.clone(), v6));
         Some(Family { sock, waiting })
