@@ -78,6 +78,7 @@ fn addr_sum(a: &[u8]) -> u32 {
 
 /// Rewrites the transport ports and checksum of the segment at `l4` for new addresses.
 /// `old_addr_sum`/`new_addr_sum` are the sums of the old and new source+destination address bytes.
+#[inline]
 fn rewrite_l4(
     l4: &mut [u8],
     p: u8,
@@ -155,27 +156,32 @@ pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
         return false;
     }
     let p = pkt[PROTOCOL];
-    let co = csum_offset(p);
-    if pkt.len() < ihl + co + 2 {
+    if pkt.len() < ihl + csum_offset(p) + 2 {
         return false;
     }
-    let (old_src, old_dst) = (be32(pkt, SRC.start), be32(pkt, DST.start));
+    let (hdr, l4) = pkt.split_at_mut(ihl);
+    // A fixed-size view: every field offset below is checked at compile time.
+    let Ok(h) = <&mut [u8; ipv4::HEADER_LEN]>::try_from(&mut hdr[..ipv4::HEADER_LEN]) else {
+        return false;
+    };
+    let (old_src, old_dst) = (be32(h, SRC.start), be32(h, DST.start));
     let (new_src, new_dst) = (be32(&e.src, 12), be32(&e.dst, 12));
     let old_addrs = halves(old_src) + halves(old_dst);
     let new_addrs = halves(new_src) + halves(new_dst);
-    // The TTL is the high byte of its 16-bit word; decrementing it lowers that word by 0x100.
-    let old_ttl_word = w(pkt, TTL);
-    pkt[TTL] = pkt[TTL].wrapping_sub(1);
-    let new_ttl_word = w(pkt, TTL);
-    pkt[SRC].copy_from_slice(&new_src.to_be_bytes());
-    pkt[DST].copy_from_slice(&new_dst.to_be_bytes());
+    // The TTL is the high byte of its 16-bit word; decrementing it lowers that word by 0x100. The new word is
+    // computed, not read back: a 16-bit load of what a byte store has just written waits for the store.
+    let old_ttl_word = w(h, TTL);
+    let new_ttl_word = old_ttl_word.wrapping_sub(0x100) & 0xffff;
+    h[TTL] = h[TTL].wrapping_sub(1);
+    h[SRC].copy_from_slice(&new_src.to_be_bytes());
+    h[DST].copy_from_slice(&new_dst.to_be_bytes());
     let c = checksum::update_sums(
-        w(pkt, CHECKSUM.start) as u16,
+        w(h, CHECKSUM.start) as u16,
         old_ttl_word + old_addrs,
         new_ttl_word + new_addrs,
     );
-    pkt[CHECKSUM].copy_from_slice(&c.to_be_bytes());
-    rewrite_l4(&mut pkt[ihl..], p, e, old_addrs, new_addrs, false)
+    h[CHECKSUM].copy_from_slice(&c.to_be_bytes());
+    rewrite_l4(l4, p, e, old_addrs, new_addrs, false)
 }
 
 /// Rewrites an ICMP echo request or reply (`pkt` starts at the IPv4 header, `ihl` its length): addresses from
@@ -199,12 +205,14 @@ pub fn rewrite_v4_header(pkt: &mut [u8], e: &Endpoints) -> (u32, u32) {
     use ipv4::field::{CHECKSUM, DST, SRC, TTL};
     let addrs = SRC.start..DST.end;
     let old_addrs = addr_sum(&pkt[addrs.clone()]);
-    let old_ip = w(pkt, TTL) + old_addrs;
+    let old_ttl_word = w(pkt, TTL);
+    let old_ip = old_ttl_word + old_addrs;
     pkt[TTL] = pkt[TTL].wrapping_sub(1);
     pkt[SRC].copy_from_slice(&e.src[12..16]);
     pkt[DST].copy_from_slice(&e.dst[12..16]);
     let new_addrs = addr_sum(&pkt[addrs]);
-    let new_ip = w(pkt, TTL) + new_addrs;
+    // As in `rewrite_v4`: the TTL's word is computed, not read back over the byte just stored.
+    let new_ip = (old_ttl_word.wrapping_sub(0x100) & 0xffff) + new_addrs;
     let c = checksum::update_sums(w(pkt, CHECKSUM.start) as u16, old_ip, new_ip);
     pkt[CHECKSUM].copy_from_slice(&c.to_be_bytes());
     (old_addrs, new_addrs)
@@ -380,6 +388,35 @@ mod tests {
         let t = tcp::Packet::new_checked(&b[20..]).unwrap();
         assert!(t.verify_checksum(pseudo));
         assert_eq!((t.src_port(), t.dst_port()), (1025, 8080));
+    }
+
+    #[test]
+    fn the_header_checksum_follows_the_ttl_at_every_value() {
+        // The TTL's 16-bit word is computed, not read back: check it at the edges, through both rewriters.
+        let e = Endpoints {
+            src: v4(Ipv4Addr::new(198, 51, 100, 16)),
+            sport: 1025,
+            dst: v4(Ipv4Addr::new(198, 51, 100, 101)),
+            dport: 8080,
+            seq_add: 0,
+            ack_add: 0,
+        };
+        for ttl in [0u8, 1, 2, 64, 128, 255] {
+            for header_only in [false, true] {
+                let mut b = tcp_v4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(203, 0, 113, 10));
+                let mut ip = ipv4::Packet::new_unchecked(&mut b[..]);
+                ip.set_ttl(ttl);
+                ip.fill_checksum();
+                if header_only {
+                    rewrite_v4_header(&mut b, &e);
+                } else {
+                    assert!(rewrite_v4(&mut b, 20, &e));
+                }
+                let ip = ipv4::Packet::new_checked(&b[..]).unwrap();
+                assert!(ip.verify_checksum(), "ttl {ttl}, header only {header_only}");
+                assert_eq!(ip.ttl(), ttl.wrapping_sub(1));
+            }
+        }
     }
 
     #[test]
