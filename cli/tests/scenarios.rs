@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use topology_tests::clab::{copy_dir, Lab};
 use topology_tests::demo::{
-    anylb_cli, big_udp_traffic, conns, ready, route, route_to, traffic, traffic_to, traffic_to_port,
-    udp_traffic, wait, SYN_FLOOD,
+    anylb_cli, big_udp_traffic, conns, flood_with_requests, ready, route, route_to, traffic, traffic_to,
+    udp_traffic, wait, Flood,
 };
 use topology_tests::frr::Frr;
 
@@ -209,29 +209,15 @@ fn demo_cluster_scenarios() {
         at("new_connections"),
         at("connections"),
     );
-    let (flood, real) = std::thread::scope(|s| {
-        let f = s.spawn(|| {
-            client.exec(&[
-                "timeout",
-                "30",
-                "python3",
-                "-c",
-                SYN_FLOOD,
-                "203.0.113.10",
-                "8080",
-                "20000",
-                "4000",
-                "10",
-            ])
-        });
-        std::thread::sleep(Duration::from_millis(500));
-        let r = traffic_to_port(&lab, "203.0.113.10", 8080, 300);
-        (f.join().unwrap(), r)
-    });
-    let sent: u64 = String::from_utf8_lossy(&flood.unwrap().stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let flood = Flood {
+        vip: "203.0.113.10",
+        port: 8080,
+        syns: 20_000,
+        pps: 4_000,
+        secs: 10,
+    };
+    let (sent, real) = flood_with_requests(&lab, flood, 300, Duration::from_millis(500)).unwrap();
+    let sent: u64 = sent.unwrap().parse().unwrap();
     let real = real.unwrap();
     let (cookies, proxied, made, table) = (
         at("syn_cookies") - cookies0,

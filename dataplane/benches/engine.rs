@@ -555,26 +555,30 @@ fn run_two(
 /// Established packets with connection sync on against off, alternated three times in one run; prints each
 /// rate and the ratio of the medians.
 fn sync_cost(name: &str, conns: u32, packets: usize) {
-    let (mut on, mut off) = (Vec::new(), Vec::new());
+    alternated(
+        &format!("{name}_sync_on_over_off"),
+        |i| {
+            let name = format!("{name}_sync_off_{i}");
+            established_with(&name, conns, false, packets, Some(false))
+        },
+        |i| {
+            let name = format!("{name}_sync_on_{i}");
+            established_with(&name, conns, false, packets, Some(true))
+        },
+    );
+}
+
+/// Runs `base` and `other` (each printing and returning a rate for round `i`) alternated three times, then
+/// prints `BENCH {ratio}`: the median of `other`'s rates over the median of `base`'s.
+fn alternated(ratio: &str, mut base: impl FnMut(usize) -> f64, mut other: impl FnMut(usize) -> f64) {
+    let (mut b, mut o) = (Vec::new(), Vec::new());
     for i in 0..3 {
-        off.push(established_with(
-            &format!("{name}_sync_off_{i}"),
-            conns,
-            false,
-            packets,
-            Some(false),
-        ));
-        on.push(established_with(
-            &format!("{name}_sync_on_{i}"),
-            conns,
-            false,
-            packets,
-            Some(true),
-        ));
+        b.push(base(i));
+        o.push(other(i));
     }
-    on.sort_by(f64::total_cmp);
-    off.sort_by(f64::total_cmp);
-    println!("BENCH {name}_sync_on_over_off {:.3} ratio", on[1] / off[1]);
+    b.sort_by(f64::total_cmp);
+    o.sort_by(f64::total_cmp);
+    println!("BENCH {ratio} {:.3} ratio", o[1] / b[1]);
 }
 
 /// SYNs of spoofed sources to the SYN-proxy service: each answered with a SYN-ACK carrying a cookie, nothing
@@ -666,26 +670,10 @@ fn spliced_established(name: &str, conns: u32, packets: usize) -> f64 {
 /// Spliced against plain established connections, alternated three times in one run; prints each rate and
 /// the ratio of the medians.
 fn syn_proxy_cost(conns: u32, packets: usize) {
-    let (mut spliced, mut plain) = (Vec::new(), Vec::new());
-    for i in 0..3 {
-        plain.push(established_with(
-            &format!("fnat44_plain_{i}"),
-            conns,
-            false,
-            packets,
-            None,
-        ));
-        spliced.push(spliced_established(
-            &format!("fnat44_syn_proxied_{i}"),
-            conns,
-            packets,
-        ));
-    }
-    spliced.sort_by(f64::total_cmp);
-    plain.sort_by(f64::total_cmp);
-    println!(
-        "BENCH fnat44_syn_proxied_over_plain {:.3} ratio",
-        spliced[1] / plain[1]
+    alternated(
+        "fnat44_syn_proxied_over_plain",
+        |i| established_with(&format!("fnat44_plain_{i}"), conns, false, packets, None),
+        |i| spliced_established(&format!("fnat44_syn_proxied_{i}"), conns, packets),
     );
 }
 

@@ -369,17 +369,22 @@ mod tests {
         b
     }
 
-    #[test]
-    fn v4_rewrite_keeps_checksums_valid() {
-        let mut b = tcp_v4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(203, 0, 113, 10));
-        let e = Endpoints {
+    /// Local address 198.51.100.16:1025 to backend 198.51.100.101:8080, no sequence shift.
+    fn towards_backend() -> Endpoints {
+        Endpoints {
             src: v4(Ipv4Addr::new(198, 51, 100, 16)),
             sport: 1025,
             dst: v4(Ipv4Addr::new(198, 51, 100, 101)),
             dport: 8080,
             seq_add: 0,
             ack_add: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn v4_rewrite_keeps_checksums_valid() {
+        let mut b = tcp_v4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(203, 0, 113, 10));
+        let e = towards_backend();
         assert!(rewrite_v4(&mut b, 20, &e));
         let ip = ipv4::Packet::new_checked(&b[..]).unwrap();
         assert!(ip.verify_checksum());
@@ -393,14 +398,7 @@ mod tests {
     #[test]
     fn the_header_checksum_follows_the_ttl_at_every_value() {
         // The TTL's 16-bit word is computed, not read back: check it at the edges, through both rewriters.
-        let e = Endpoints {
-            src: v4(Ipv4Addr::new(198, 51, 100, 16)),
-            sport: 1025,
-            dst: v4(Ipv4Addr::new(198, 51, 100, 101)),
-            dport: 8080,
-            seq_add: 0,
-            ack_add: 0,
-        };
+        let e = towards_backend();
         for ttl in [0u8, 1, 2, 64, 128, 255] {
             for header_only in [false, true] {
                 let mut b = tcp_v4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(203, 0, 113, 10));
@@ -442,14 +440,7 @@ mod tests {
             .unwrap()
             .verify_checksum(pseudo));
 
-        let back = Endpoints {
-            src: v4(Ipv4Addr::new(198, 51, 100, 16)),
-            sport: 1025,
-            dst: v4(Ipv4Addr::new(198, 51, 100, 101)),
-            dport: 8080,
-            seq_add: 0,
-            ack_add: 0,
-        };
+        let back = towards_backend();
         let n = v6_to_v4(&mut b, 0, 40, 6, &back, 7, None).unwrap();
         assert_eq!(n, 20);
         let ip = ipv4::Packet::new_checked(&b[20..]).unwrap();

@@ -36,22 +36,7 @@ fn fnat44_tcp_handshake_data_and_reply_restore_the_client_tuple() {
     assert_eq!(s.mss, Some(1460));
 
     // The backend answers the local address; the client sees the VIP.
-    let dmac = if s.dst == ip("198.51.100.101") {
-        backend_mac(1)
-    } else {
-        backend_mac(2)
-    };
-    let synack = tcp(
-        dmac,
-        IN_MAC,
-        (&s.dst.to_string(), 8080),
-        (&s.src.to_string(), s.sport),
-        "SA",
-        7,
-        None,
-        b"",
-    );
-    let (port, out) = lab.forward(1, synack);
+    let (port, out) = lab.forward(1, backend_synack(&s));
     assert_eq!(port, 0);
     let r = seen(&out);
     assert_eq!(

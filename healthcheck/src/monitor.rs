@@ -7,13 +7,12 @@
 //! its VIP), and waits on [`Monitor::changes`] to know when to read again. Manual drains survive health changes.
 
 use std::collections::{HashMap, VecDeque};
-
-use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anylb_conf::{HealthCheck, HealthKind, NodeConfig};
+use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
 use crate::checker::{self, Check, DnsProbe, GrpcProbe, HttpProbe, Probe, TcpProbe};

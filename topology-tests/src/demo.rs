@@ -194,6 +194,55 @@ while sent < n and time.time() - start < secs:
 print(sent)
 "#;
 
+/// A SYN flood for [`flood_with_requests`]: `syns` spoofed SYNs to `vip:port`, at most `pps` a second, for at
+/// most `secs` seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Flood<'a> {
+    /// VIP.
+    pub vip: &'a str,
+    /// Service port.
+    pub port: u16,
+    /// SYNs at most.
+    pub syns: u32,
+    /// SYNs a second at most.
+    pub pps: u32,
+    /// Seconds at most.
+    pub secs: u32,
+}
+
+/// Runs `flood` ([`SYN_FLOOD`]) from the client while `requests` real requests go to the same service,
+/// starting `after` into the flood; returns what the flood printed (the SYNs it sent) and the requests'
+/// result (as [`traffic_to_port`]).
+pub fn flood_with_requests(
+    lab: &Lab,
+    flood: Flood<'_>,
+    requests: u32,
+    after: Duration,
+) -> io::Result<(io::Result<String>, io::Result<serde_json::Value>)> {
+    let client = lab.ns("client")?;
+    Ok(std::thread::scope(|s| {
+        let f = s.spawn(|| {
+            let (port, syns, pps, secs) = (
+                flood.port.to_string(),
+                flood.syns.to_string(),
+                flood.pps.to_string(),
+                flood.secs.to_string(),
+            );
+            client.exec(&[
+                "timeout", "30", "python3", "-c", SYN_FLOOD, flood.vip, &port, &syns, &pps, &secs,
+            ])
+        });
+        std::thread::sleep(after);
+        let r = traffic_to_port(lab, flood.vip, flood.port, requests);
+        let sent = f
+            .join()
+            .map_err(|_| io::Error::other("the flood's thread panicked"))
+            .and_then(|out| out)
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        (sent, r)
+    }))
+}
+
 /// `n` UDP queries from the client to `vip:port`; counts by backend, failures.
 pub fn udp_traffic(lab: &Lab, vip: &str, port: u16, n: u32) -> io::Result<serde_json::Value> {
     client_json(
@@ -310,30 +359,15 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
     }
 
     say("SYN flood: 10,000 spoofed SYNs at the SYN-proxy service web-sp (203.0.113.10:8080) while 200 requests run");
-    let client = lab.ns("client")?;
-    let (flood, real) = std::thread::scope(|s| {
-        let f = s.spawn(|| {
-            client.exec(&[
-                "timeout",
-                "30",
-                "python3",
-                "-c",
-                SYN_FLOOD,
-                "203.0.113.10",
-                "8080",
-                "10000",
-                "4000",
-                "5",
-            ])
-        });
-        let r = traffic_to_port(lab, "203.0.113.10", 8080, 200);
-        (f.join(), r)
-    });
-    let sent = flood
-        .ok()
-        .and_then(Result::ok)
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let flood = Flood {
+        vip: "203.0.113.10",
+        port: 8080,
+        syns: 10_000,
+        pps: 4_000,
+        secs: 5,
+    };
+    let (sent, real) = flood_with_requests(lab, flood, 200, Duration::ZERO)?;
+    let sent = sent.unwrap_or_default();
     let real = real?;
     println!(
         "{sent} spoofed SYNs sent; requests ok {} failed {}",

@@ -146,16 +146,9 @@ impl<F: Frame> Worker<F> {
             .wrapping_add(len)
             .wrapping_add(u32::from(flags & tcp::flags::SYN != 0) + u32::from(flags & tcp::flags::FIN != 0));
         let seg = Segment {
-            v6: p.v6,
-            src: p.dst,
-            dst: p.src,
-            sport: p.dport,
-            dport: p.sport,
-            seq: 0,
             ack,
             flags: tcp::flags::RST | tcp::flags::ACK,
-            window: 0,
-            options: &[],
+            ..Segment::back_to_sender(p)
         };
         // The IP header is written again where it was: after an IPv4 header with options, the TCP header
         // moves up.

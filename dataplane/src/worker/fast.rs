@@ -119,10 +119,11 @@ impl<F: Frame> Worker<F> {
             proto::UDP if udp::Packet::new_checked(seg).is_ok() => 0,
             _ => return Err(f),
         };
+        if flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0 {
+            return Err(f);
+        }
         let local = self.snap.local(&t.dst);
-        if flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0
-            || !matches!(local, Some(Local::Vip | Local::Lip | Local::Released))
-        {
+        if !matches!(local, Some(Local::Vip | Local::Lip | Local::Released)) {
             return Err(f);
         }
         let Some((idx, dir)) = self.conns.lookup(t, h) else {

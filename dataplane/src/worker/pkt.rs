@@ -150,6 +150,23 @@ pub(super) struct Segment<'a> {
 }
 
 impl Segment<'_> {
+    /// An empty segment from where `p` went back to where it came from (addresses and ports swapped): fill in
+    /// the numbers, flags, window and options of an answer.
+    pub(super) fn back_to_sender(p: &Pkt) -> Segment<'static> {
+        Segment {
+            v6: p.v6,
+            src: p.dst,
+            dst: p.src,
+            sport: p.dport,
+            dport: p.sport,
+            seq: 0,
+            ack: 0,
+            flags: 0,
+            window: 0,
+            options: &[],
+        }
+    }
+
     /// Bytes of its IP and TCP headers.
     pub(super) fn len(&self) -> usize {
         (if self.v6 {

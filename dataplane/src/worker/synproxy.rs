@@ -71,16 +71,12 @@ impl<F: Frame> Worker<F> {
         let mut opts = [0u8; HANDSHAKE_OPTIONS_MAX];
         let n = mine.emit(&mut opts);
         let seg = Segment {
-            v6: p.v6,
-            src: p.dst,
-            dst: p.src,
-            sport: p.dport,
-            dport: p.sport,
             seq: cookie,
             ack: isn.wrapping_add(1),
             flags: tcp::flags::SYN | tcp::flags::ACK,
             window: policy.window,
             options: &opts[..n],
+            ..Segment::back_to_sender(p)
         };
         if !fit(&mut f, p.l3 + seg.len()) {
             return drop(DropReason::NoBuffer);

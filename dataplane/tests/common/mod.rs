@@ -548,7 +548,13 @@ pub fn web4_lab(web4: &str, node: &str, cluster: &str) -> Lab {
 pub fn open_tcp(lab: &mut Lab, client: (&str, u16), vip: (&str, u16)) -> Seen {
     let (_, out) = lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 1, Some(1460), b""));
     let s = seen(&out);
-    let synack = tcp(
+    lab.forward(1, backend_synack(&s));
+    s
+}
+
+/// The SYN-ACK (sequence 7) of the lab's backend (.101 or .102, port 8080) to the SYN it received, `s`.
+pub fn backend_synack(s: &Seen) -> Vec<u8> {
+    tcp(
         backend_mac(if s.dst == ip("198.51.100.101") { 1 } else { 2 }),
         IN_MAC,
         (&s.dst.to_string(), 8080),
@@ -557,7 +563,5 @@ pub fn open_tcp(lab: &mut Lab, client: (&str, u16), vip: (&str, u16)) -> Seen {
         7,
         None,
         b"",
-    );
-    lab.forward(1, synack);
-    s
+    )
 }
