@@ -443,7 +443,11 @@ fn reply_frame(c: &Conn) -> Vec<u8> {
         seq: 1,
         ack: 2,
     };
-    f.extend_from_slice(&ipv4_tcp(b(&c.backend), b(&c.lip), tcp_header(c.bport, 0x10, sg)));
+    f.extend_from_slice(&ipv4_tcp(
+        b(&c.backend()),
+        b(&c.lip()),
+        tcp_header(c.bport, 0x10, sg),
+    ));
     f.resize(60, 0);
     f
 }
@@ -710,10 +714,15 @@ fn new_connections(packets: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    // `profile44` / `profile64` (1k connections), `profile44_1m` (1M): a short single run for callgrind.
+    // `profile44` / `profile64` (1k connections), `profile44_1m` (1M): a short single run for callgrind;
+    // `profile44_10m` (10M) runs ten times as many packets, for a comparison of the 10M figure alone.
     if let Some(which) = args.iter().find(|a| a.starts_with("profile")) {
-        let conns = if which.ends_with("_1m") { 1_000_000 } else { 1_000 };
-        established(which, conns, which.contains("64"), 200_000);
+        let (conns, packets) = match which.rsplit('_').next() {
+            Some("1m") => (1_000_000, 200_000),
+            Some("10m") => (10_000_000, 2_000_000),
+            _ => (1_000, 200_000),
+        };
+        established(which, conns, which.contains("64"), packets);
         return;
     }
     let quick = args.iter().any(|a| a == "quick");

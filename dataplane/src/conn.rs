@@ -10,7 +10,7 @@
 //! moved earlier (RST) re-files the entry at once. [`ConnTable::expire`] does a bounded amount of work per
 //! call, so there is never a stop-the-world scan.
 
-use crate::flow::{Addr, Tuple};
+use crate::flow::{is_v4, Addr, Tuple};
 use crate::tcp_state::{Dir, State};
 
 /// A vector of `n` copies of `v` whose memory the kernel is asked to back with transparent huge pages before
@@ -36,20 +36,28 @@ const WARM_PROBES: usize = 8;
 /// Wheel slots (a power of two).
 const WHEEL: u32 = 1 << 14;
 
-/// A connection: the four endpoints of a Full-NAT translation and its bookkeeping. Aligned to a cache line
-/// (exactly 128 bytes) so a record always spans exactly two lines, both of which the burst warming
-/// touches; unaligned, a third of the records straddled three.
+/// A connection: the four endpoints of a Full-NAT translation and its bookkeeping, in exactly two cache lines
+/// (128 bytes, aligned to 128 so the two are a pair the memory system fetches together).
+///
+/// ```text
+///  line 0 (every packet)                              line 1 (IPv6 addresses, rarer bookkeeping)
+/// +-------------------+-------+------------------+    +-----------------------------+-------------------+
+/// | addresses, part 1 | ports | expiry, sync,    |    | addresses, part 2           | cla_seq, sp_delta |
+/// | 16 bytes          | 4 x 2 | next hops, state |    | 48 bytes                    | wheel links       |
+/// +-------------------+-------+------------------+    +-----------------------------+-------------------+
+/// ```
+///
+/// When all four addresses are IPv4 they fit in part 1 (4 bytes each) and the established path of the
+/// connection reads the first line only: one cache miss fewer per packet in a table larger than the cache.
+/// Otherwise part 1 holds the client's 16 bytes and part 2 the other three. The addresses are read with
+/// [`client`](Self::client) and its siblings and written with [`set_addrs`](Self::set_addrs), which picks
+/// the form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C, align(64))]
+#[repr(C, align(128))]
 pub struct Conn {
-    /// Client address.
-    pub client: Addr,
-    /// VIP.
-    pub vip: Addr,
-    /// Local address (Full-NAT source towards the backend).
-    pub lip: Addr,
-    /// Backend address.
-    pub backend: Addr,
+    /// Addresses, part 1 (see the type's documentation); `pub(crate)` only so records can be built with
+    /// `..Conn::EMPTY`.
+    pub(crate) addr_lo: [u8; 16],
     /// Client port.
     pub cport: u16,
     /// VIP port.
@@ -62,8 +70,22 @@ pub struct Conn {
     pub expires: u32,
     /// Stable id of the backend (see [`crate::snapshot::Builder`]).
     pub uid: u32,
+    /// Table tick its record was last sent to the holders (0: never).
+    pub synced: u32,
+    /// Table tick the connection was made at (here, or its record applied).
+    pub born: u32,
+    /// Wheel tick the entry is filed under.
+    pub(crate) slot_tick: u32,
     /// Service index in the snapshot of generation `svc_gen`.
     pub service: u16,
+    /// Cached next hop towards the backend (neighbour slot), valid for `route_gen`.
+    pub nh_fwd: u16,
+    /// Cached next hop towards the client.
+    pub nh_rev: u16,
+    /// Route generation of the cached next hops.
+    pub route_gen: u16,
+    /// Low bits of the snapshot generation `service` indexes.
+    pub svc_gen: u16,
     /// IP protocol.
     pub proto: u8,
     /// [`State`] as a byte.
@@ -74,22 +96,6 @@ pub struct Conn {
     pub in_port: u8,
     /// `CLA_*`: where telling the backend the client's address stands.
     pub cla: u8,
-    /// Cached next hop towards the backend (neighbour slot), valid for `route_gen`.
-    pub nh_fwd: u16,
-    /// Cached next hop towards the client.
-    pub nh_rev: u16,
-    /// Route generation of the cached next hops.
-    pub route_gen: u16,
-    /// Low bits of the snapshot generation `service` indexes.
-    pub svc_gen: u16,
-    /// The client's first sequence number after its SYN (TOA and PROXY header bookkeeping).
-    pub cla_seq: u32,
-    /// Table tick the connection was made at (here, or its record applied).
-    pub born: u32,
-    /// Table tick its record was last sent to the holders (0: never).
-    pub synced: u32,
-    /// The state it was last synced in.
-    pub synced_state: u8,
     /// `SP_*`: where a SYN-proxied connection's two handshakes stand.
     pub sp: u8,
     /// Backend windows towards the client: backend's scale (high nibble), the scale the client was offered
@@ -97,15 +103,24 @@ pub struct Conn {
     pub sp_win_reply: u8,
     /// Client windows towards a backend that declined window scaling: the client's scale (0: as they are).
     pub sp_win_in: u8,
+    /// The state it was last synced in.
+    pub synced_state: u8,
+    /// 0: the four addresses are IPv4, in part 1; 1: they are 16 bytes each, across both parts.
+    pub(crate) wide: u8,
+    /// Addresses, part 2.
+    pub(crate) addr_hi: [u8; 48],
+    /// The client's first sequence number after its SYN (TOA and PROXY header bookkeeping).
+    pub cla_seq: u32,
     /// Pending: the cookie (the node's initial sequence number towards the client). Spliced: how far the
     /// backend's sequence numbers are ahead of the cookie's.
     pub sp_delta: u32,
-    /// Wheel tick the entry is filed under.
-    pub(crate) slot_tick: u32,
     /// Wheel links (or the free-list link when unused).
     pub(crate) next: u32,
     pub(crate) prev: u32,
 }
+
+// The layout the type's documentation draws: the second line starts with the second part of the addresses.
+const _: () = assert!(size_of::<Conn>() == 128 && std::mem::offset_of!(Conn, addr_hi) == 64);
 
 /// The entry is in use.
 pub const FLAG_USED: u8 = 0x01;
@@ -159,46 +174,126 @@ pub const MODE_TUNNEL: u8 = 0x30;
 impl Conn {
     /// An unused record (all zero).
     pub const EMPTY: Conn = Conn {
-        client: [0; 16],
-        vip: [0; 16],
-        lip: [0; 16],
-        backend: [0; 16],
+        addr_lo: [0; 16],
         cport: 0,
         vport: 0,
         lport: 0,
         bport: 0,
         expires: 0,
         uid: 0,
+        synced: 0,
+        born: 0,
+        slot_tick: 0,
         service: 0,
+        nh_fwd: 0,
+        nh_rev: 0,
+        route_gen: 0,
+        svc_gen: 0,
         proto: 0,
         state: 0,
         flags: 0,
         in_port: 0,
         cla: 0,
-        nh_fwd: 0,
-        nh_rev: 0,
-        route_gen: 0,
-        svc_gen: 0,
-        cla_seq: 0,
-        born: 0,
-        synced: 0,
-        synced_state: 0,
         sp: SP_NONE,
         sp_win_reply: 0,
         sp_win_in: 0,
+        synced_state: 0,
+        wide: 1,
+        addr_hi: [0; 48],
+        cla_seq: 0,
         sp_delta: 0,
-        slot_tick: 0,
         next: 0,
         prev: 0,
     };
+
+    /// An unused record with these addresses (all zero otherwise), to build a record from with `..`.
+    pub fn addressed(client: Addr, vip: Addr, lip: Addr, backend: Addr) -> Conn {
+        let mut c = Conn::EMPTY;
+        c.set_addrs(client, vip, lip, backend);
+        c
+    }
+
+    /// Stores the four addresses, in one cache line when all are IPv4.
+    pub fn set_addrs(&mut self, client: Addr, vip: Addr, lip: Addr, backend: Addr) {
+        let all = [client, vip, lip, backend];
+        if all.iter().all(is_v4) {
+            for (part, a) in self.addr_lo.chunks_exact_mut(4).zip(all) {
+                part.copy_from_slice(&a[12..]);
+            }
+            self.addr_hi = [0; 48];
+            self.wide = 0;
+        } else {
+            self.addr_lo = client;
+            for (part, a) in self.addr_hi.chunks_exact_mut(16).zip(&all[1..]) {
+                part.copy_from_slice(a);
+            }
+            self.wide = 1;
+        }
+    }
+
+    /// Address `i` (0 client, 1 VIP, 2 local, 3 backend) as the little-endian number of its 16 bytes, which
+    /// compares and converts back in registers: a narrow one is the IPv4-mapped prefix (`::ffff:0:0`) with
+    /// its four bytes on top.
+    #[inline(always)]
+    fn addr_bits(&self, i: usize) -> u128 {
+        const MAPPED: u128 = 0xffff << 80;
+        if self.wide == 0 {
+            let mut v4 = [0; 4];
+            v4.copy_from_slice(&self.addr_lo[4 * i..4 * i + 4]);
+            MAPPED | u128::from(u32::from_le_bytes(v4)) << 96
+        } else if i == 0 {
+            u128::from_le_bytes(self.addr_lo)
+        } else {
+            let mut a = [0; 16];
+            a.copy_from_slice(&self.addr_hi[16 * (i - 1)..16 * i]);
+            u128::from_le_bytes(a)
+        }
+    }
+
+    /// Address `i` (see [`addr_bits`](Self::addr_bits)).
+    #[inline(always)]
+    fn addr(&self, i: usize) -> Addr {
+        self.addr_bits(i).to_le_bytes()
+    }
+
+    /// Client address.
+    #[inline]
+    pub fn client(&self) -> Addr {
+        self.addr(0)
+    }
+
+    /// VIP.
+    #[inline]
+    pub fn vip(&self) -> Addr {
+        self.addr(1)
+    }
+
+    /// Local address (Full-NAT source towards the backend).
+    #[inline]
+    pub fn lip(&self) -> Addr {
+        self.addr(2)
+    }
+
+    /// Backend address.
+    #[inline]
+    pub fn backend(&self) -> Addr {
+        self.addr(3)
+    }
+
+    /// Whether every address is IPv4, so that the record's first cache line holds all the established path
+    /// reads.
+    #[inline]
+    pub fn is_narrow(&self) -> bool {
+        self.wide == 0
+    }
 
     /// The tuple of the client's packets.
     pub fn inbound_tuple(&self) -> Tuple {
         Tuple {
             proto: self.proto,
-            src: self.client,
+            src: self.client(),
             sport: self.cport,
-            dst: self.vip,
+            dst: self.vip(),
             dport: self.vport,
         }
     }
@@ -207,9 +302,9 @@ impl Conn {
     pub fn reply_tuple(&self) -> Tuple {
         Tuple {
             proto: self.proto,
-            src: self.backend,
+            src: self.backend(),
             sport: self.bport,
-            dst: self.lip,
+            dst: self.lip(),
             dport: self.lport,
         }
     }
@@ -219,19 +314,24 @@ impl Conn {
         State::from_u8(self.state)
     }
 
-    #[inline]
+    #[inline(always)]
     fn matches(&self, dir: Dir, t: &Tuple) -> bool {
-        if self.proto != t.proto {
-            return false;
-        }
-        match dir {
-            Dir::Inbound => {
-                self.cport == t.sport && self.vport == t.dport && self.client == t.src && self.vip == t.dst
+        let (src, dst) = (u128::from_le_bytes(t.src), u128::from_le_bytes(t.dst));
+        self.proto == t.proto
+            && match dir {
+                Dir::Inbound => {
+                    self.cport == t.sport
+                        && self.vport == t.dport
+                        && self.addr_bits(0) == src
+                        && self.addr_bits(1) == dst
+                }
+                Dir::Reply => {
+                    self.bport == t.sport
+                        && self.lport == t.dport
+                        && self.addr_bits(3) == src
+                        && self.addr_bits(2) == dst
+                }
             }
-            Dir::Reply => {
-                self.lport == t.dport && self.bport == t.sport && self.backend == t.src && self.lip == t.dst
-            }
-        }
     }
 }
 
@@ -332,12 +432,14 @@ impl ConnTable {
         }
     }
 
-    /// Touches the record an entry of hash `h` points to (both of its cache lines), once its index line is in
-    /// cache ([`warm`](Self::warm)): the first slot from home with `h`'s signature, within [`WARM_PROBES`]
-    /// slots; returns that record's number. Trusting the home slot alone warmed the wrong record for the
-    /// third of entries a collision had pushed along, and those packets then waited on memory.
+    /// Touches the record an entry of hash `h` points to, once its index line is in cache
+    /// ([`warm`](Self::warm)): the first slot from home with `h`'s signature, within [`WARM_PROBES`] slots;
+    /// returns that record's number. Trusting the home slot alone warmed the wrong record for the third of
+    /// entries a collision had pushed along, and those packets then waited on memory. Only the record's first
+    /// line is asked for when the packet is IPv4 (`v4`): the connection is most likely IPv4 on both sides and
+    /// then that line is all it reads; an IPv6 packet asks for both.
     #[inline]
-    pub fn warm_record(&self, h: u64) -> Option<u32> {
+    pub fn warm_record(&self, h: u64, v4: bool) -> Option<u32> {
         let sig = sig_of(h);
         let mut i = home_of(h, self.mask);
         for _ in 0..WARM_PROBES {
@@ -348,8 +450,10 @@ impl ConnTable {
             if (s >> 32) as u32 == sig {
                 let idx = ((s as u32) >> 1) & 0x7fff_ffff;
                 let c = self.arena.get(idx as usize)?;
-                os_sys::prefetch(&c.client);
-                os_sys::prefetch(&c.cport);
+                os_sys::prefetch(&c.addr_lo);
+                if !v4 {
+                    os_sys::prefetch(&c.addr_hi);
+                }
                 return Some(idx);
             }
             i = (i + 1) & self.mask;
@@ -596,17 +700,18 @@ mod tests {
 
     fn conn(i: u32, expires: u32) -> Conn {
         Conn {
-            client: v4(Ipv4Addr::from(0xc000_0200 + i)),
-            vip: v4(Ipv4Addr::new(203, 0, 113, 10)),
-            lip: v4(Ipv4Addr::new(198, 51, 100, 16)),
-            backend: v4(Ipv4Addr::new(198, 51, 100, 101)),
             cport: 1000 + (i as u16),
             vport: 80,
             lport: 2000 + (i as u16),
             bport: 8080,
             expires,
             proto: 6,
-            ..Conn::EMPTY
+            ..Conn::addressed(
+                v4(Ipv4Addr::from(0xc000_0200 + i)),
+                v4(Ipv4Addr::new(203, 0, 113, 10)),
+                v4(Ipv4Addr::new(198, 51, 100, 16)),
+                v4(Ipv4Addr::new(198, 51, 100, 101)),
+            )
         }
     }
 
@@ -623,7 +728,7 @@ mod tests {
                 if t.index[home_of(h, t.mask) as usize] >> 32 != u64::from(sig_of(h)) {
                     away += 1;
                 }
-                match t.warm_record(h) {
+                match t.warm_record(h, true) {
                     Some(w) => {
                         assert_eq!(w, idx, "warmed another record");
                         found += 1;
@@ -636,7 +741,53 @@ mod tests {
         assert!(found > 1800, "warmed {found} of 2000");
         // A tuple that is not there warms nothing.
         let absent = conn(5000, 10).inbound_tuple();
-        assert_eq!(t.warm_record(t.hash(&absent)), None);
+        assert_eq!(t.warm_record(t.hash(&absent), true), None);
+    }
+
+    #[test]
+    fn addresses_are_kept_in_one_line_only_when_all_are_ipv4() {
+        let a4 = |i: u8| v4(Ipv4Addr::new(192, 0, 2, i));
+        let a6 = |i: u8| {
+            let mut a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i];
+            a[12] = 0xc0;
+            a
+        };
+        for (addrs, narrow) in [
+            ([a4(1), a4(2), a4(3), a4(4)], true),
+            ([a6(1), a6(2), a6(3), a6(4)], false),
+            ([a6(1), a6(2), a4(3), a4(4)], false),
+            ([a4(1), a4(2), a6(3), a6(4)], false),
+            ([[0; 16]; 4], false),
+        ] {
+            let c = Conn::addressed(addrs[0], addrs[1], addrs[2], addrs[3]);
+            assert_eq!(c.is_narrow(), narrow, "{addrs:?}");
+            assert_eq!([c.client(), c.vip(), c.lip(), c.backend()], addrs);
+            // Rewriting the addresses switches the form both ways.
+            let mut d = Conn::addressed(a6(9), a4(9), a6(8), a4(8));
+            d.set_addrs(addrs[0], addrs[1], addrs[2], addrs[3]);
+            assert_eq!(d, c);
+        }
+        assert_eq!(Conn::EMPTY.client(), [0; 16]);
+    }
+
+    #[test]
+    fn a_narrow_record_matches_only_ipv4_mapped_tuples() {
+        let mut t = ConnTable::new(16, 7);
+        let c = conn(1, 10);
+        assert!(c.is_narrow());
+        let idx = t.insert(c).unwrap();
+        let it = c.inbound_tuple();
+        assert_eq!(t.lookup(&it, t.hash(&it)), Some((idx, Dir::Inbound)));
+        // Same last four bytes, not IPv4-mapped: another address.
+        let mut other = it;
+        other.src[10] = 0;
+        assert!(!c.matches(Dir::Inbound, &other));
+        other = it;
+        other.dst[0] = 0x20;
+        assert!(!c.matches(Dir::Inbound, &other));
+        let rt = c.reply_tuple();
+        assert!(c.matches(Dir::Reply, &rt));
+        assert!(!c.matches(Dir::Inbound, &rt));
     }
 
     #[test]

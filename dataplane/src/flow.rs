@@ -28,7 +28,7 @@ pub fn addr(a: IpAddr) -> Addr {
 /// Whether a 16-byte address is an IPv4-mapped one.
 #[inline]
 pub fn is_v4(a: &Addr) -> bool {
-    a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff
+    u128::from_be_bytes(*a) >> 32 == 0xffff
 }
 
 /// The IPv4 address inside a mapped one.

@@ -99,10 +99,10 @@ impl Record {
             state: c.state,
             flags: c.flags & CARRIED,
             cla: c.cla,
-            client: c.client,
-            vip: c.vip,
-            lip: c.lip,
-            backend: c.backend,
+            client: c.client(),
+            vip: c.vip(),
+            lip: c.lip(),
+            backend: c.backend(),
             cport: c.cport,
             vport: c.vport,
             lport: c.lport,
@@ -120,10 +120,6 @@ impl Record {
     /// the receiver's to fill).
     pub fn conn(&self) -> Conn {
         Conn {
-            client: self.client,
-            vip: self.vip,
-            lip: self.lip,
-            backend: self.backend,
             cport: self.cport,
             vport: self.vport,
             lport: self.lport,
@@ -137,7 +133,7 @@ impl Record {
             sp_win_reply: self.sp_win_reply,
             sp_win_in: self.sp_win_in,
             sp_delta: self.sp_delta,
-            ..Conn::EMPTY
+            ..Conn::addressed(self.client, self.vip, self.lip, self.backend)
         }
     }
 
@@ -274,10 +270,6 @@ mod tests {
             IpAddr::V4(Ipv4Addr::new(198, 51, 100, 32))
         };
         Conn {
-            client: addr(client),
-            vip: addr(vip),
-            lip: addr(lip),
-            backend: addr(backend),
             cport: 40000,
             vport: 80,
             lport: 2049,
@@ -286,7 +278,7 @@ mod tests {
             state: 1,
             flags,
             cla_seq: 7,
-            ..Conn::EMPTY
+            ..Conn::addressed(addr(client), addr(vip), addr(lip), addr(backend))
         }
     }
 
@@ -327,8 +319,8 @@ mod tests {
         assert_eq!((d, n), (r, 37));
         let back = d.conn();
         assert_eq!(
-            (back.client, back.lip, back.lport, back.state),
-            (c.client, c.lip, c.lport, c.state)
+            (back.client(), back.lip(), back.lport, back.state),
+            (c.client(), c.lip(), c.lport, c.state)
         );
         assert_eq!(back.flags, c.flags);
     }
@@ -344,7 +336,7 @@ mod tests {
         r.encode(&mut b);
         assert_eq!(b.len(), 21 + 32 + 8);
         assert_eq!(Record::decode(&b).unwrap().0, r);
-        assert_eq!(r.conn().lip, v4(Ipv4Addr::new(198, 51, 100, 32)));
+        assert_eq!(r.conn().lip(), v4(Ipv4Addr::new(198, 51, 100, 32)));
     }
 
     #[test]

@@ -448,10 +448,6 @@ mod tests {
 
     fn record(i: u16) -> Record {
         let c = Conn {
-            client: v4(Ipv4Addr::new(192, 0, 2, 130)),
-            vip: v4(Ipv4Addr::new(203, 0, 113, 10)),
-            lip: v4(Ipv4Addr::new(198, 51, 100, 32)),
-            backend: v4(Ipv4Addr::new(198, 51, 100, 101)),
             cport: i,
             vport: 80,
             lport: 1024 + i,
@@ -459,7 +455,12 @@ mod tests {
             proto: 6,
             state: 1,
             flags: FLAG_USED,
-            ..Conn::EMPTY
+            ..Conn::addressed(
+                v4(Ipv4Addr::new(192, 0, 2, 130)),
+                v4(Ipv4Addr::new(203, 0, 113, 10)),
+                v4(Ipv4Addr::new(198, 51, 100, 32)),
+                v4(Ipv4Addr::new(198, 51, 100, 101)),
+            )
         };
         Record::of(Op::Upsert, &c, 900_000)
     }

@@ -27,9 +27,9 @@ impl ConnFilter {
         let at = |want: &Option<(IpAddr, Option<u16>)>, a: &Addr, p: u16| {
             want.is_none_or(|(ip, port)| to_ip(a) == ip && port.is_none_or(|x| x == p))
         };
-        at(&self.vip, &c.vip, c.vport)
-            && at(&self.backend, &c.backend, c.bport)
-            && self.client.is_none_or(|ip| to_ip(&c.client) == ip)
+        at(&self.vip, &c.vip(), c.vport)
+            && at(&self.backend, &c.backend(), c.bport)
+            && self.client.is_none_or(|ip| to_ip(&c.client()) == ip)
             && self
                 .state
                 .as_deref()
@@ -85,10 +85,10 @@ pub fn sample<F: Frame>(
                 } else {
                     "udp"
                 },
-                client: sa(&c.client, c.cport),
-                vip: sa(&c.vip, c.vport),
-                local: sa(&c.lip, c.lport),
-                backend: sa(&c.backend, c.bport),
+                client: sa(&c.client(), c.cport),
+                vip: sa(&c.vip(), c.vport),
+                local: sa(&c.lip(), c.lport),
+                backend: sa(&c.backend(), c.bport),
                 state: c.state().name(),
                 expires_in_ms: u64::from(c.expires.saturating_sub(tick_now)) * crate::snapshot::TICK_MS,
                 syn_proxy: match c.sp {
@@ -111,14 +111,16 @@ mod tests {
     #[test]
     fn every_set_field_must_match() {
         let c = Conn {
-            client: v4([192, 0, 2, 100].into()),
             cport: 40000,
-            vip: v4([203, 0, 113, 10].into()),
             vport: 80,
-            backend: v4([198, 51, 100, 101].into()),
             bport: 8080,
             state: State::Established as u8,
-            ..Conn::EMPTY
+            ..Conn::addressed(
+                v4([192, 0, 2, 100].into()),
+                v4([203, 0, 113, 10].into()),
+                [0; 16],
+                v4([198, 51, 100, 101].into()),
+            )
         };
         let ip = |s: &str| s.parse::<IpAddr>().ok();
         assert!(ConnFilter::default().matches(&c));

@@ -62,12 +62,12 @@ impl<F: Frame> Worker<F> {
                             l3,
                             l4,
                             out_v6,
-                            &client_addr::toa(&c.client, c.cport),
+                            &client_addr::toa(&c.client(), c.cport),
                             true,
                         );
                     }
                     CLA_PP_PENDING | CLA_PP_SENT if seq == start => {
-                        let h = client_addr::proxy_v2(&c.client, c.cport, &c.vip, c.vport, false);
+                        let h = client_addr::proxy_v2(&c.client(), c.cport, &c.vip(), c.vport, false);
                         if !fits {
                             return Err(DropReason::TooBig);
                         }
@@ -138,11 +138,11 @@ impl<F: Frame> Worker<F> {
         let len = f.data().len() - l3;
         let done = match c.cla {
             CLA_UOA if !eg.v6 => {
-                let o = client_addr::uoa(&c.client, c.cport);
+                let o = client_addr::uoa(&c.client(), c.cport);
                 len + o.len() <= eg.mtu && client_addr::insert_ipv4_option(f, l3, &o)
             }
             CLA_PP_UDP => {
-                let h = client_addr::proxy_v2(&c.client, c.cport, &c.vip, c.vport, true);
+                let h = client_addr::proxy_v2(&c.client(), c.cport, &c.vip(), c.vport, true);
                 if len + h.len() > eg.mtu {
                     return Err(DropReason::TooBig);
                 }

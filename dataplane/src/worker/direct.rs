@@ -24,7 +24,7 @@ impl<F: Frame> Worker<F> {
         out: &mut Output<F>,
     ) -> Verdict {
         let c = *self.conns.get(idx);
-        let Some(hop) = self.next_hop(idx, &c, Dir::Inbound, &c.backend) else {
+        let Some(hop) = self.next_hop(idx, &c, Dir::Inbound, &c.backend()) else {
             return drop(DropReason::NoRoute);
         };
         let Some(encap) = encap else {
@@ -67,8 +67,12 @@ impl<F: Frame> Worker<F> {
             .emit(u);
             if p.v6 {
                 // IPv6 needs a UDP checksum.
-                let pseudo =
-                    checksum::pseudo_v6(&c.lip.into(), &c.backend.into(), proto::UDP, ip_payload as u32);
+                let pseudo = checksum::pseudo_v6(
+                    &c.lip().into(),
+                    &c.backend().into(),
+                    proto::UDP,
+                    ip_payload as u32,
+                );
                 udp::Packet::new_unchecked(u).fill_checksum(pseudo);
             }
         }
@@ -76,8 +80,8 @@ impl<F: Frame> Worker<F> {
         if p.v6 {
             let tclass = ipv6::Packet::new_unchecked(&d[inner..]).traffic_class();
             ipv6::Repr {
-                src: c.lip.into(),
-                dst: c.backend.into(),
+                src: c.lip().into(),
+                dst: c.backend().into(),
                 next_header: next,
                 payload_len: ip_payload,
                 hop_limit: 64,
@@ -90,8 +94,8 @@ impl<F: Frame> Worker<F> {
             let ip = ipv4::Packet::new_unchecked(&d[inner..]);
             let (tos, dont_frag) = (ip.tos(), ip.dont_frag());
             ipv4::Repr {
-                src: to_v4(&c.lip),
-                dst: to_v4(&c.backend),
+                src: to_v4(&c.lip()),
+                dst: to_v4(&c.backend()),
                 protocol: next,
                 payload_len: ip_payload,
                 ttl: 64,

@@ -3,7 +3,7 @@
 use super::pkt::{drop, outbound, translated_len, Egress, Hop, Pkt, NO_HOP};
 use super::{Output, Verdict, Worker};
 use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_PENDING, SP_SPLICED};
-use crate::flow::{v4, Tuple};
+use crate::flow::{is_v4, v4, Tuple};
 use crate::frame::{Frame, FrameAlloc};
 use crate::pool::owner;
 use crate::snapshot::Local;
@@ -42,9 +42,9 @@ impl<F: Frame> Worker<F> {
                 None => *h = 0,
             }
         }
-        for &h in &self.hint_hashes {
+        for (&h, t) in self.hint_hashes.iter().zip(&self.hint_tuples) {
             if h != 0 {
-                self.conns.warm_record(h);
+                self.conns.warm_record(h, is_v4(&t.src));
             }
         }
     }

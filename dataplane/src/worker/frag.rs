@@ -170,8 +170,8 @@ impl<F: Frame> Worker<F> {
         let c = *self.conns.get(idx);
         // The connection's slot may have been reused since the first fragment: it must still be that flow.
         let same = match dir {
-            Dir::Inbound => c.client == p.src && c.vip == p.dst,
-            Dir::Reply => c.backend == p.src && c.lip == p.dst,
+            Dir::Inbound => c.client() == p.src && c.vip() == p.dst,
+            Dir::Reply => c.backend() == p.src && c.lip() == p.dst,
         };
         if !same {
             return drop(DropReason::NoConnection);

@@ -157,7 +157,7 @@ impl<F: Frame> Worker<F> {
         } else if c.svc_gen == snap_gen {
             Some(c.service)
         } else {
-            let s = self.snap.service(&c.vip, c.proto, c.vport);
+            let s = self.snap.service(&c.vip(), c.proto, c.vport);
             if let Some(si) = s {
                 let cm = self.conns.get_mut(idx);
                 cm.service = si;

@@ -167,12 +167,12 @@ fn toward(c: &Conn, dir: Dir) -> Toward {
     let delta = if c.sp == SP_SPLICED { c.sp_delta } else { 0 };
     match dir {
         Dir::Reply => Toward {
-            src: c.vip,
-            dst: c.client,
+            src: c.vip(),
+            dst: c.client(),
             quote: Endpoints {
-                src: c.client,
+                src: c.client(),
                 sport: c.cport,
-                dst: c.vip,
+                dst: c.vip(),
                 dport: c.vport,
                 seq_add: 0,
                 ack_add: delta.wrapping_neg(),
@@ -180,12 +180,12 @@ fn toward(c: &Conn, dir: Dir) -> Toward {
             v6: c.flags & FLAG_CLIENT_V6 != 0,
         },
         Dir::Inbound => Toward {
-            src: c.lip,
-            dst: c.backend,
+            src: c.lip(),
+            dst: c.backend(),
             quote: Endpoints {
-                src: c.backend,
+                src: c.backend(),
                 sport: c.bport,
-                dst: c.lip,
+                dst: c.lip(),
                 dport: c.lport,
                 seq_add: delta,
                 ack_add: 0,

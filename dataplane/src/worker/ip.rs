@@ -296,7 +296,7 @@ impl<F: Frame> Worker<F> {
 
     /// The current weight of connection `c`'s backend, when its service is still there.
     fn backend_weight(&self, c: &Conn) -> Option<u32> {
-        let si = self.snap.service(&c.vip, c.proto, c.vport)?;
+        let si = self.snap.service(&c.vip(), c.proto, c.vport)?;
         let (svc_i, bi) = *self.snap.uid_index.get(&c.uid)?;
         if svc_i != si {
             return None;

@@ -492,12 +492,12 @@ impl<F: Frame> Worker<F> {
 /// Gives back what a removed connection held: its pool port and its count on the backend.
 pub(super) fn release(c: &Conn, pools: &mut Pools, snat_pools: &mut [Pools], counts: &mut [BackendCounters]) {
     if c.flags & FLAG_POOLED != 0 {
-        pools.release(&c.lip, c.proto, c.lport);
+        pools.release(&c.lip(), c.proto, c.lport);
     }
     if c.flags & FLAG_SNAT != 0 {
         // Release ignores addresses a pool does not hold.
         for p in snat_pools.iter_mut() {
-            p.release(&c.lip, c.proto, c.lport);
+            p.release(&c.lip(), c.proto, c.lport);
         }
     }
     counters::count_close(c, counts);

@@ -233,9 +233,9 @@ pub(super) fn outbound(c: &Conn, dir: Dir) -> (Endpoints, bool) {
     match dir {
         Dir::Inbound => (
             Endpoints {
-                src: c.lip,
+                src: c.lip(),
                 sport: c.lport,
-                dst: c.backend,
+                dst: c.backend(),
                 dport: c.bport,
                 seq_add: 0,
                 ack_add: delta,
@@ -244,9 +244,9 @@ pub(super) fn outbound(c: &Conn, dir: Dir) -> (Endpoints, bool) {
         ),
         Dir::Reply => (
             Endpoints {
-                src: c.vip,
+                src: c.vip(),
                 sport: c.vport,
-                dst: c.client,
+                dst: c.client(),
                 dport: c.cport,
                 seq_add: delta.wrapping_neg(),
                 ack_add: 0,

@@ -214,10 +214,6 @@ impl<F: Frame> Worker<F> {
             0
         };
         let c = Conn {
-            client: p.src,
-            vip: p.dst,
-            lip,
-            backend: b.addr,
             cla,
             cla_seq,
             cport: p.sport,
@@ -236,7 +232,7 @@ impl<F: Frame> Worker<F> {
             uid: b.uid,
             service: si,
             svc_gen: snap.generation as u16,
-            ..Conn::EMPTY
+            ..Conn::addressed(p.src, p.dst, lip, b.addr)
         };
         let idx = self.conns.insert(c).map_err(|e| {
             if flags & FLAG_POOLED != 0 {

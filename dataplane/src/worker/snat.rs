@@ -38,10 +38,6 @@ impl<F: Frame> Worker<F> {
         };
         let v6_flags = if v6 { FLAG_CLIENT_V6 | FLAG_BACKEND_V6 } else { 0 };
         let c = Conn {
-            client: p.src,
-            vip: p.dst,
-            lip,
-            backend: p.dst,
             cport: p.sport,
             vport: p.dport,
             lport,
@@ -57,7 +53,7 @@ impl<F: Frame> Worker<F> {
             uid: u32::MAX,
             service: u16::MAX,
             svc_gen: self.snap.generation as u16,
-            ..Conn::EMPTY
+            ..Conn::addressed(p.src, p.dst, lip, p.dst)
         };
         match self.conns.insert(c) {
             Ok(i) => {
@@ -166,9 +162,9 @@ impl<F: Frame> Worker<F> {
         let (e, id) = match dir {
             Dir::Inbound => (
                 Endpoints {
-                    src: c.lip,
+                    src: c.lip(),
                     sport: 0,
-                    dst: c.backend,
+                    dst: c.backend(),
                     dport: 0,
                     seq_add: 0,
                     ack_add: 0,
@@ -177,9 +173,9 @@ impl<F: Frame> Worker<F> {
             ),
             Dir::Reply => (
                 Endpoints {
-                    src: c.vip,
+                    src: c.vip(),
                     sport: 0,
-                    dst: c.client,
+                    dst: c.client(),
                     dport: 0,
                     seq_add: 0,
                     ack_add: 0,

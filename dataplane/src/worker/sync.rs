@@ -76,7 +76,7 @@ impl<F: Frame> Worker<F> {
                 c.nh_fwd = NO_HOP;
                 c.nh_rev = NO_HOP;
                 c.route_gen = self.route_gen;
-                let si = self.snap.service(&c.vip, c.proto, c.vport);
+                let si = self.snap.service(&c.vip(), c.proto, c.vport);
                 c.service = si.unwrap_or(u16::MAX);
                 c.svc_gen = self.snap.generation as u16;
                 c.uid = si
@@ -84,7 +84,7 @@ impl<F: Frame> Worker<F> {
                     .and_then(|s| {
                         s.backends
                             .iter()
-                            .find(|b| b.addr == c.backend && (b.port == c.bport || b.port == 0))
+                            .find(|b| b.addr == c.backend() && (b.port == c.bport || b.port == 0))
                     })
                     .map_or(u32::MAX, |b| b.uid);
                 if self.conns.insert(c).is_ok() {

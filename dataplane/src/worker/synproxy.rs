@@ -214,7 +214,7 @@ impl<F: Frame> Worker<F> {
         out: &mut Output<F>,
     ) -> Pending<F> {
         let c = *self.conns.get(idx);
-        let key = (c.client, c.cport, c.vip, c.vport);
+        let key = (c.client(), c.cport, c.vip(), c.vport);
         if dir == Dir::Inbound {
             if p.tcp_flags & tcp::flags::SYN != 0 {
                 return Pending::Forward(f);
