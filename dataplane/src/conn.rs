@@ -42,8 +42,8 @@ const WHEEL: u32 = 1 << 14;
 /// ```text
 ///  line 0 (every packet)                              line 1 (IPv6 addresses, rarer bookkeeping)
 /// +-------------------+-------+------------------+    +-----------------------------+-------------------+
-/// | addresses, part 1 | ports | expiry, sync,    |    | addresses, part 2           | cla_seq, sp_delta |
-/// | 16 bytes          | 4 x 2 | next hops, state |    | 48 bytes                    | wheel links       |
+/// | addresses, part 1 | ports | expiry, sync,    |    | addresses, part 2           | wheel tick and    |
+/// | 16 bytes          | 4 x 2 | next hops, state |    | 48 bytes                    | links, sp_delta   |
 /// +-------------------+-------+------------------+    +-----------------------------+-------------------+
 /// ```
 ///
@@ -74,8 +74,8 @@ pub struct Conn {
     pub synced: u32,
     /// Table tick the connection was made at (here, or its record applied).
     pub born: u32,
-    /// Wheel tick the entry is filed under.
-    pub(crate) slot_tick: u32,
+    /// The client's first sequence number after its SYN (TOA and PROXY header bookkeeping).
+    pub cla_seq: u32,
     /// Service index in the snapshot of generation `svc_gen`.
     pub service: u16,
     /// Cached next hop towards the backend (neighbour slot), valid for `route_gen`.
@@ -109,8 +109,8 @@ pub struct Conn {
     pub(crate) wide: u8,
     /// Addresses, part 2.
     pub(crate) addr_hi: [u8; 48],
-    /// The client's first sequence number after its SYN (TOA and PROXY header bookkeeping).
-    pub cla_seq: u32,
+    /// Wheel tick the entry is filed under.
+    pub(crate) slot_tick: u32,
     /// Pending: the cookie (the node's initial sequence number towards the client). Spliced: how far the
     /// backend's sequence numbers are ahead of the cookie's.
     pub sp_delta: u32,
@@ -183,7 +183,7 @@ impl Conn {
         uid: 0,
         synced: 0,
         born: 0,
-        slot_tick: 0,
+        cla_seq: 0,
         service: 0,
         nh_fwd: 0,
         nh_rev: 0,
@@ -200,7 +200,7 @@ impl Conn {
         synced_state: 0,
         wide: 1,
         addr_hi: [0; 48],
-        cla_seq: 0,
+        slot_tick: 0,
         sp_delta: 0,
         next: 0,
         prev: 0,
@@ -605,8 +605,12 @@ impl ConnTable {
     #[inline]
     pub fn set_expiry(&mut self, idx: u32, expires: u32) {
         let c = &mut self.arena[idx as usize];
+        // The filed tick is at most the old expiry, or the cursor of the moment for one already due (which
+        // the wheel then handles with the new expiry): only a shorter expiry needs the look at the filed
+        // tick, in the second line, and a refresh leaves that line alone.
+        let shorter = expires < c.expires;
         c.expires = expires;
-        if expires < c.slot_tick {
+        if shorter && expires < c.slot_tick {
             self.unfile(idx);
             self.file(idx, expires);
         }

@@ -112,7 +112,9 @@ impl Record {
             sp: c.sp,
             sp_win_reply: c.sp_win_reply,
             sp_win_in: c.sp_win_in,
-            sp_delta: c.sp_delta,
+            // Carried only with the SYN-proxy trailer; not read otherwise (it sits in the record's second
+            // cache line, which an IPv4 connection's established path does not touch).
+            sp_delta: if c.sp != SP_NONE { c.sp_delta } else { 0 },
         }
     }
 
