@@ -280,13 +280,6 @@ impl Conn {
         self.addr(3)
     }
 
-    /// Whether every address is IPv4, so that the record's first cache line holds all the established path
-    /// reads.
-    #[inline]
-    pub fn is_narrow(&self) -> bool {
-        self.wide == 0
-    }
-
     /// The tuple of the client's packets.
     pub fn inbound_tuple(&self) -> Tuple {
         Tuple {
@@ -764,7 +757,7 @@ mod tests {
             ([[0; 16]; 4], false),
         ] {
             let c = Conn::addressed(addrs[0], addrs[1], addrs[2], addrs[3]);
-            assert_eq!(c.is_narrow(), narrow, "{addrs:?}");
+            assert_eq!(c.wide == 0, narrow, "{addrs:?}");
             assert_eq!([c.client(), c.vip(), c.lip(), c.backend()], addrs);
             // Rewriting the addresses switches the form both ways.
             let mut d = Conn::addressed(a6(9), a4(9), a6(8), a4(8));
@@ -778,7 +771,7 @@ mod tests {
     fn a_narrow_record_matches_only_ipv4_mapped_tuples() {
         let mut t = ConnTable::new(16, 7);
         let c = conn(1, 10);
-        assert!(c.is_narrow());
+        assert_eq!(c.wide, 0);
         let idx = t.insert(c).unwrap();
         let it = c.inbound_tuple();
         assert_eq!(t.lookup(&it, t.hash(&it)), Some((idx, Dir::Inbound)));
