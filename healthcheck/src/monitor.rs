@@ -124,10 +124,38 @@ struct Backend {
 
 #[derive(Debug)]
 struct Inner {
-    /// Looked up at every check (10,000 a second on a large node): Fx hashing, not SipHash; the keys come
-    /// from the topology, so no one else chooses them.
-    backends: FxHashMap<Key, Backend>,
+    /// Every backend, in a slot of its own: a check (10,000 a second on a large node) reaches its backend by
+    /// slot, with no hashing of its key.
+    backends: Vec<(Key, Backend)>,
+    /// The slot of each key, for the lookups by key (CLI, reload). Fx hashing, not SipHash: the keys come from
+    /// the topology, so no one else chooses them.
+    slots: FxHashMap<Key, usize>,
     services: Vec<(String, IpAddr, u32, Vec<Key>)>,
+}
+
+impl Inner {
+    fn get(&self, key: &Key) -> Option<&Backend> {
+        self.slots
+            .get(key)
+            .and_then(|&i| self.backends.get(i))
+            .map(|(_, b)| b)
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Backend> {
+        let i = *self.slots.get(key)?;
+        self.backends.get_mut(i).map(|(_, b)| b)
+    }
+
+    /// Adds a backend, or replaces the one of the same key; returns its slot.
+    fn insert(&mut self, key: Key, b: Backend) -> usize {
+        if let Some(&i) = self.slots.get(&key) {
+            self.backends[i].1 = b;
+            return i;
+        }
+        self.backends.push((key.clone(), b));
+        self.slots.insert(key, self.backends.len() - 1);
+        self.backends.len() - 1
+    }
 }
 
 /// The running monitor.
@@ -190,7 +218,8 @@ impl Monitor {
         let (events, _) = broadcast::channel(1024);
         let (changed, _) = watch::channel(0u64);
         let mut inner = Inner {
-            backends: FxHashMap::default(),
+            backends: Vec::new(),
+            slots: FxHashMap::default(),
             services: Vec::new(),
         };
         let mut checks = Vec::new();
@@ -204,7 +233,7 @@ impl Monitor {
                     address: b.address,
                     port,
                 };
-                inner.backends.insert(
+                let slot = inner.insert(
                     key.clone(),
                     Backend {
                         weight: b.weight(),
@@ -230,6 +259,7 @@ impl Monitor {
                         timeout: h.timeout().get(),
                     };
                     checks.push((
+                        slot,
                         key.clone(),
                         check,
                         h.interval().get(),
@@ -238,7 +268,7 @@ impl Monitor {
                     ));
                 }
                 if let Some(prev) = previous.and_then(|p| p.inner.lock().ok()) {
-                    if let (Some(old), Some(new)) = (prev.backends.get(&key), inner.backends.get_mut(&key)) {
+                    if let (Some(old), Some(new)) = (prev.get(&key), inner.get_mut(&key)) {
                         new.health = old.health;
                         new.up_since = old.up_since;
                         new.admin_drained = old.admin_drained;
@@ -260,9 +290,16 @@ impl Monitor {
         // Carried-over health seeds the rise/fall state too.
         let seeded: Vec<_> = checks
             .into_iter()
-            .map(|(key, check, interval, jitter, rf)| {
-                let up = inner.backends.get(&key).is_some_and(|b| b.health == Health::Up);
-                (key, check, interval, jitter, if up { rf.into_up() } else { rf })
+            .map(|(slot, key, check, interval, jitter, rf)| {
+                let up = inner.get(&key).is_some_and(|b| b.health == Health::Up);
+                (
+                    slot,
+                    key,
+                    check,
+                    interval,
+                    jitter,
+                    if up { rf.into_up() } else { rf },
+                )
             })
             .collect();
         let m = Monitor {
@@ -272,9 +309,9 @@ impl Monitor {
             tasks: Arc::new(Mutex::new(Vec::new())),
         };
         let mut handles = Vec::new();
-        for (key, check, interval, jitter, rf) in seeded {
+        for (slot, key, check, interval, jitter, rf) in seeded {
             handles.push(tokio::spawn(
-                m.clone().run_backend(key, check, interval, jitter, rf),
+                m.clone().run_backend(slot, key, check, interval, jitter, rf),
             ));
         }
         handles.push(tokio::spawn(m.clone().ramp()));
@@ -293,7 +330,15 @@ impl Monitor {
         }
     }
 
-    async fn run_backend(self, key: Key, check: Check, interval: Duration, jitter: f64, mut rf: RiseFall) {
+    async fn run_backend(
+        self,
+        slot: usize,
+        key: Key,
+        check: Check,
+        interval: Duration,
+        jitter: f64,
+        mut rf: RiseFall,
+    ) {
         // Spread the first checks over one interval.
         let mut next = tokio::time::Instant::now() + interval.mul_f64(fraction(&key, 0));
         let mut n = 1u64;
@@ -305,7 +350,7 @@ impl Monitor {
             let change = rf.record(result.is_ok());
             let mut transition = None;
             if let Ok(mut inner) = self.inner.lock() {
-                if let Some(b) = inner.backends.get_mut(&key) {
+                if let Some((_, b)) = inner.backends.get_mut(slot) {
                     b.checks += 1;
                     b.last_duration = Some(took);
                     b.durations.record(took);
@@ -360,7 +405,7 @@ impl Monitor {
         loop {
             tick.tick().await;
             let ramping = self.inner.lock().is_ok_and(|inner| {
-                inner.backends.values().any(|b| {
+                inner.backends.iter().any(|(_, b)| {
                     b.health == Health::Up
                         && b.slow_start
                             .zip(b.up_since)
@@ -400,7 +445,7 @@ impl Monitor {
             .map(|(name, vip, min, keys)| {
                 let healthy = keys
                     .iter()
-                    .filter(|k| inner.backends.get(*k).is_some_and(|b| effective(b) > 0))
+                    .filter(|k| inner.get(k).is_some_and(|b| effective(b) > 0))
                     .count() as u32;
                 ServiceStatus {
                     name: name.clone(),
@@ -444,16 +489,13 @@ impl Monitor {
 
     /// Drains (or undrains) a backend by hand; returns false when there is no such backend.
     pub fn set_drained(&self, key: &Key, drained: bool) -> bool {
-        let found = self
-            .inner
-            .lock()
-            .is_ok_and(|mut inner| match inner.backends.get_mut(key) {
-                Some(b) => {
-                    b.admin_drained = drained;
-                    true
-                }
-                None => false,
-            });
+        let found = self.inner.lock().is_ok_and(|mut inner| match inner.get_mut(key) {
+            Some(b) => {
+                b.admin_drained = drained;
+                true
+            }
+            None => false,
+        });
         if found {
             self.bump();
         }
@@ -523,6 +565,45 @@ fn effective(b: &Backend) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backends_are_reached_by_slot_and_by_key() {
+        let backend = |weight| Backend {
+            weight,
+            drained: false,
+            admin_drained: false,
+            health: Health::Down,
+            up_since: None,
+            slow_start: None,
+            last_result: None,
+            last_duration: None,
+            last_failure: None,
+            checks: 0,
+            failures: 0,
+            durations: Durations::default(),
+            transitions: VecDeque::new(),
+        };
+        let key = |port| Key {
+            service: "web".into(),
+            address: "198.51.100.101".parse().unwrap(),
+            port,
+        };
+        let mut inner = Inner {
+            backends: Vec::new(),
+            slots: FxHashMap::default(),
+            services: Vec::new(),
+        };
+        assert_eq!(inner.insert(key(80), backend(1)), 0);
+        assert_eq!(inner.insert(key(81), backend(2)), 1);
+        // The same key again replaces its backend in place: one slot, one check loop's target.
+        assert_eq!(inner.insert(key(80), backend(3)), 0);
+        assert_eq!(inner.backends.len(), 2);
+        assert_eq!(inner.get(&key(80)).map(|b| b.weight), Some(3));
+        inner.get_mut(&key(81)).unwrap().checks = 7;
+        assert_eq!(inner.backends[1].0, key(81));
+        assert_eq!(inner.backends[1].1.checks, 7);
+        assert!(inner.get(&key(82)).is_none());
+    }
 
     #[test]
     fn check_times_are_rounded_up_to_the_grid() {

@@ -181,13 +181,18 @@ impl Prober {
         if let Ok(mut w) = fam.waiting.lock() {
             w.insert(key, (isn, tx));
         }
-        let _unregister = Unregister(&fam.waiting, key);
+        let mut unregister = Unregister(&fam.waiting, Some(key));
         let seg = syn_segment(local, port, c.target.ip(), c.target.port(), isn);
         fam.sock
             .send_to(&seg, SocketAddr::new(c.target.ip(), 0))
             .await
             .map_err(CheckError::Send)?;
-        match rx.await {
+        let answer = rx.await;
+        if answer.is_ok() {
+            // The reading task took the entry out when it answered.
+            unregister.1 = None;
+        }
+        match answer {
             Ok(Answer::Open) => Ok(()),
             Ok(Answer::Refused) => Err(CheckError::Connect(std::io::Error::from(
                 std::io::ErrorKind::ConnectionRefused,
@@ -197,13 +202,14 @@ impl Prober {
     }
 }
 
-/// Removes a probe from the waiting ones when it ends, answered or not (timed out).
-struct Unregister<'a>(&'a Waiting, Key);
+/// Removes a probe from the waiting ones when it ends unanswered (timed out, or its future dropped); `None`
+/// once the answer came, since the reading task removed the entry then.
+struct Unregister<'a>(&'a Waiting, Option<Key>);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        if let Ok(mut w) = self.0.lock() {
-            w.remove(&self.1);
+        if let (Some(key), Ok(mut w)) = (self.1, self.0.lock()) {
+            w.remove(&key);
         }
     }
 }
