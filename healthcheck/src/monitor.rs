@@ -122,6 +122,27 @@ struct Backend {
     transitions: VecDeque<Transition>,
 }
 
+impl Backend {
+    /// A backend not checked yet.
+    fn new(weight: u32, drained: bool, health: Health, slow_start: Option<Duration>) -> Backend {
+        Backend {
+            weight,
+            drained,
+            admin_drained: false,
+            health,
+            up_since: None,
+            slow_start,
+            last_result: None,
+            last_duration: None,
+            last_failure: None,
+            checks: 0,
+            failures: 0,
+            durations: Durations::default(),
+            transitions: VecDeque::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     /// Every backend, in a slot of its own: a check (10,000 a second on a large node) reaches its backend by
@@ -233,23 +254,11 @@ impl Monitor {
                     address: b.address,
                     port,
                 };
+                let slow_start = s.health.as_ref().and_then(|h| h.slow_start).map(|d| d.get());
+                let health = if checked { Health::Down } else { Health::Up };
                 let slot = inner.insert(
                     key.clone(),
-                    Backend {
-                        weight: b.weight(),
-                        drained: b.drained,
-                        admin_drained: false,
-                        health: if checked { Health::Down } else { Health::Up },
-                        up_since: None,
-                        slow_start: s.health.as_ref().and_then(|h| h.slow_start).map(|d| d.get()),
-                        last_result: None,
-                        last_duration: None,
-                        last_failure: None,
-                        checks: 0,
-                        failures: 0,
-                        durations: Durations::default(),
-                        transitions: VecDeque::new(),
-                    },
+                    Backend::new(b.weight(), b.drained, health, slow_start),
                 );
                 if let (true, Some(h)) = (checked, &s.health) {
                     let check = Check {
@@ -568,21 +577,7 @@ mod tests {
 
     #[test]
     fn backends_are_reached_by_slot_and_by_key() {
-        let backend = |weight| Backend {
-            weight,
-            drained: false,
-            admin_drained: false,
-            health: Health::Down,
-            up_since: None,
-            slow_start: None,
-            last_result: None,
-            last_duration: None,
-            last_failure: None,
-            checks: 0,
-            failures: 0,
-            durations: Durations::default(),
-            transitions: VecDeque::new(),
-        };
+        let backend = |weight| Backend::new(weight, false, Health::Down, None);
         let key = |port| Key {
             service: "web".into(),
             address: "198.51.100.101".parse().unwrap(),
