@@ -55,8 +55,8 @@ const WHEEL: u32 = 1 << 14;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(128))]
 pub struct Conn {
-    /// Addresses, part 1 (see the type's documentation); `pub(crate)` only so records can be built with
-    /// `..Conn::EMPTY`.
+    /// Addresses, part 1 (see the type's documentation); `pub(crate)` only so that records can be built with
+    /// `..Conn::addressed(…)` in the crate (a struct update needs every field visible).
     pub(crate) addr_lo: [u8; 16],
     /// Client port.
     pub cport: u16,
