@@ -426,7 +426,7 @@ impl ConnTable {
     }
 
     /// Touches the record an entry of hash `h` points to, once its index line is in cache
-    /// ([`warm`](Self::warm)): the first slot from home with `h`'s signature, within [`WARM_PROBES`] slots;
+    /// ([`warm`](Self::warm)): the first slot from home with `h`'s signature, within `WARM_PROBES` (8) slots;
     /// returns that record's number. Trusting the home slot alone warmed the wrong record for the third of
     /// entries a collision had pushed along, and those packets then waited on memory. Only the record's first
     /// line is asked for when the packet is IPv4 (`v4`): the connection is most likely IPv4 on both sides and

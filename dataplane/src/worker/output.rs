@@ -30,7 +30,7 @@ pub enum Verdict {
     Drop { reason: DropReason },
 }
 
-/// Everything one call to [`Worker::process`] produced.
+/// Everything one call to [`Worker::process`](super::Worker::process) produced.
 #[derive(Debug)]
 pub struct Output<F> {
     /// Frames to transmit, by port.
