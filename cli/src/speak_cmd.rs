@@ -27,6 +27,8 @@ pub struct SpeakArgs {
     /// Address to listen on for BGP (none: active sessions only).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    // The brackets are the help text's usual notation for optional parts, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// A neighbour: ADDRESS,asn=N[,passive][,hold=SECS][,ipv4=0][,ipv6][,nh6=ADDR][,local=ADDR][,max-prefix=N]
     /// [,ttl=N][,gtsm[=HOPS]][,password-file=PATH][,bfd=MS[xMULT]] (BFD at MS milliseconds, multiplier 3)
     #[arg(long = "neighbor", required = true)]

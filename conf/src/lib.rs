@@ -3,7 +3,7 @@
 //! One file describes every node, service, backend, BGP neighbour and SNAT rule of a cluster. This crate owns
 //! its schema ([`model`], [`types`]), loading with every error located by file, line, column and key path
 //! ([`load`]), the semantic rules ([`validate`]), the resolved view of one node with defaults filled in
-//! ([`resolve`]) and the diff between two topologies for one node ([`diff`]), which live reload applies.
+//! ([`resolve`]) and the diff between two topologies for one node ([`diff()`](diff())), which live reload applies.
 
 pub mod diff;
 pub mod load;

@@ -969,7 +969,7 @@ pub struct HealthCheck {
     /// http/https: Host header; grpc: :authority; and the TLS server name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// http/https: accepted status codes (default [200]).
+    /// http/https: accepted status codes (default: 200 alone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub status: Vec<u16>,
     /// http/https: substring the body must contain.

@@ -1,5 +1,5 @@
 //! The BGP finite state machine of RFC 4271 §8, Sans-IO: [`Fsm::process`] takes one event and returns what
-//! to do (connect, send, close, start or stop a timer, report). Sockets and timers live in [`crate::tasks`].
+//! to do (connect, send, close, start or stop a timer, report). Sockets and timers live in the `tasks` module.
 //!
 //! States and events keep the RFC's names. Simplifications, all allowed by the RFC: no DelayOpen, no
 //! DampPeerOscillations, the OPEN is sent as soon as the TCP connection is up; connection collisions are

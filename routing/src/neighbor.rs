@@ -2,7 +2,7 @@
 //! the state the speaker and the session tasks share, and the pure decisions a session makes about routes —
 //! what an UPDATE may install (AS-path loop), what a session loss does to the peer's routes (graceful restart
 //! per family, RFC 4724 §4.2, RFC 8538, RFC 5882 §4.3.1) and when stale routes go (End-of-RIB or the restart
-//! time). The decisions are tested here without sockets; [`crate::tasks`] only carries them out.
+//! time). The decisions are tested here without sockets; the `tasks` module only carries them out.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -2,13 +2,13 @@
 //!
 //! | kind | file | up when |
 //! |---|---|---|
-//! | tcp | [`tcp`] | the connection opens; with `send`/`expect`, the bytes are sent and the reply (a banner, as SMTP or SSH servers send first) contains the expected text |
+//! | tcp | `tcp` | the connection opens; with `send`/`expect`, the bytes are sent and the reply (a banner, as SMTP or SSH servers send first) contains the expected text |
 //! | http, https | [`http`] | the answer (HTTP/1.1, or HTTP/2 when TLS's ALPN chose it) has an accepted status and its decoded body contains the expected text |
 //! | grpc | [`grpc`] | `grpc.health.v1.Health/Check` answers SERVING |
 //! | dns | [`dns`] | the answer has the expected rcode and, if asked, the expected address (UDP, TCP when truncated) |
-//! | udp | [`udp`] | a reply comes (and contains the expected bytes); an ICMP port unreachable is a failure |
+//! | udp | `udp` | a reply comes (and contains the expected bytes); an ICMP port unreachable is a failure |
 //! | icmp | [`crate::icmp`] | an echo reply comes |
-//! | exec | [`exec`] | the command exits 0 (killed with its process group at the timeout) |
+//! | exec | `exec` | the command exits 0 (killed with its process group at the timeout) |
 //!
 //! Each returns `Ok` or a [`CheckError`] saying why; its text is what `anylb health` shows.
 
