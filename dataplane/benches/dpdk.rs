@@ -9,7 +9,9 @@
 //! (`no-rx=1`). anylb forwards them through Full-NAT to the backend port, each capture in a child process (one
 //! EAL per process); testpmd does plain `io` forwarding between the same two vdevs in the same run, and the
 //! engine alone (no DPDK) processes the established capture's frames in the same run, so that what the DPDK
-//! path adds around the engine is printed (`dpdk_path_minus_engine_minus_testpmd`).
+//! path adds around the engine is printed (`dpdk_path_minus_engine_minus_testpmd`). Two workers are set
+//! against one, and testpmd on two forwarding cores against one on the same vdevs: the scaling these devices
+//! allow (`dpdk_testpmd_two_cores_over_one`).
 
 use std::time::{Duration, Instant};
 
@@ -94,7 +96,18 @@ fn frame(flow: u32, flags: u8) -> Vec<u8> {
     f
 }
 
-fn testpmd_mpps(input: &str, secs: u64) -> Option<f64> {
+/// testpmd's `io` forwarding between the same vdevs on `cores` forwarding cores (1 or 2), each with an RX
+/// queue of its own replaying `input`; its main lcore shares the first CPU, as anylb's main thread does.
+fn testpmd_mpps(input: &str, secs: u64, cores: u16) -> Option<f64> {
+    let rx = (0..cores)
+        .map(|_| format!("rx_pcap={input}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (lcores, queues) = if cores == 1 {
+        ("0@0,1@1", "--nb-cores=1")
+    } else {
+        ("0@0,1@0,2@1", "--nb-cores=2")
+    };
     let out = std::process::Command::new("timeout")
         .args([
             &format!("{}", secs + 2),
@@ -104,19 +117,20 @@ fn testpmd_mpps(input: &str, secs: u64) -> Option<f64> {
             "--no-pci",
             "-m",
             "256",
-            "-l",
-            "0,1",
+            &format!("--lcores={lcores}"),
             "--log-level",
             "lib.eal:error",
             "--file-prefix=anylb-bench-testpmd",
-            &format!("--vdev=net_pcap0,rx_pcap={input},infinite_rx=1"),
+            &format!("--vdev=net_pcap0,{rx},infinite_rx=1"),
             "--vdev=net_null0,no-rx=1",
             "--",
             "--forward-mode=io",
             "--auto-start",
             "--stats-period=1",
-            "--nb-cores=1",
-            "--total-num-mbufs=8192",
+            queues,
+            &format!("--rxq={cores}"),
+            &format!("--txq={cores}"),
+            &format!("--total-num-mbufs={}", 16384 * u32::from(cores)),
         ])
         .output()
         .ok()?;
@@ -329,10 +343,18 @@ fn main() {
     if let (Some(one), Some(two)) = (one, two) {
         println!("BENCH dpdk_two_workers_over_one {:.3} ratio", two / one);
     }
+    // The same vdevs' own scaling: testpmd on two forwarding cores against one, on the established capture.
+    if let (Some(t1), Some(t2)) = (
+        testpmd_mpps(&established, secs, 1),
+        testpmd_mpps(&established, secs, 2),
+    ) {
+        println!("BENCH dpdk_testpmd_two_cores_mpps {t2:.2} Mpps");
+        println!("BENCH dpdk_testpmd_two_cores_over_one {:.3} ratio", t2 / t1);
+    }
     // The engine alone over the established capture, in this run: what the DPDK path adds around it.
     let engine = engine_ns(&established, secs);
     println!("BENCH dpdk_engine_alone_established_ns_per_packet {engine:.1} ns");
-    match (testpmd_mpps(&reference, secs), mpps) {
+    match (testpmd_mpps(&reference, secs, 1), mpps) {
         (Some(base), Some(m)) => {
             println!("BENCH dpdk_testpmd_io_mpps {base:.2} Mpps");
             println!("BENCH dpdk_fnat44_to_testpmd_ratio {:.3} ratio", m / base);

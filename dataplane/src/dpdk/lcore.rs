@@ -277,7 +277,14 @@ impl Lcore {
     /// Answers the control thread's question, if any, and publishes the counters once a millisecond.
     fn answer(&mut self, now_ms: u64) {
         let wid = usize::from(self.wid);
-        let want = self.shared.ask_req[wid].swap(0, Ordering::AcqRel);
+        // Read first: the workers' request words share a cache line, and a swap on every turn of the loop
+        // would write it, taking the line from the other workers each time.
+        let req = &self.shared.ask_req[wid];
+        let want = if req.load(Ordering::Relaxed) == 0 {
+            0
+        } else {
+            req.swap(0, Ordering::AcqRel)
+        };
         if want > 0 {
             let answer = if want == ASK_NEIGHBORS {
                 Answer::Neighbors(sample_neighbors(&self.w, &self.shared.port_names))
