@@ -10,12 +10,14 @@ pub const BOUNDS: [f64; 13] = [
 
 /// A histogram of check durations.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[repr(C)]
 pub struct Durations {
+    /// Sum of all durations, in seconds (first, beside the buckets of fast checks: a check writes one
+    /// cache line).
+    pub sum_secs: f64,
     /// Checks per bucket, not cumulative: `counts[i]` took at most `BOUNDS[i]` and more than the bound
     /// before; the last entry counts those over every bound.
     pub counts: [u64; BOUNDS.len() + 1],
-    /// Sum of all durations, in seconds.
-    pub sum_secs: f64,
 }
 
 impl Durations {
