@@ -174,14 +174,16 @@ pub enum CheckError {
 
 /// Runs the check once.
 pub async fn run(c: &Check) -> Result<(), CheckError> {
-    // The SYN probe, the common check at scale, is awaited in place; every other kind is boxed, so that the
-    // large state machines (TLS, HTTP/2, a read buffer) do not make each check's future their size — it is
-    // created and moved at every check.
-    let r = match tcp::syn_prober(c) {
-        Some(prober) => tokio::time::timeout(c.timeout, prober.probe(c)).await,
-        None => tokio::time::timeout(c.timeout, Box::pin(run_inner(c))).await,
-    };
-    r.unwrap_or(Err(CheckError::Timeout(c.timeout)))
+    // The SYN probe, the common check at scale, is awaited in place and bounds itself in time (one sweeper
+    // instead of a timer per check); every other kind is boxed, so that the large state machines (TLS,
+    // HTTP/2, a read buffer) do not make each check's future their size — it is created and moved at every
+    // check.
+    if let Some(prober) = tcp::syn_prober(c) {
+        return prober.probe(c).await;
+    }
+    tokio::time::timeout(c.timeout, Box::pin(run_inner(c)))
+        .await
+        .unwrap_or(Err(CheckError::Timeout(c.timeout)))
 }
 
 async fn run_inner(c: &Check) -> Result<(), CheckError> {
