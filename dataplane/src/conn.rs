@@ -455,7 +455,7 @@ impl ConnTable {
     }
 
     /// Finds the connection of a packet with tuple `t` (hash `h`), and which direction it travels.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, t: &Tuple, h: u64) -> Option<(u32, Dir)> {
         let sig = sig_of(h);
         let mut i = home_of(h, self.mask);

@@ -24,7 +24,7 @@ pub fn sum(data: &[u8]) -> u32 {
 }
 
 /// Whether a 20-byte IPv4 header (no options) has a valid checksum: five 32-bit words summed, folded.
-#[inline]
+#[inline(always)]
 pub fn ipv4_header_ok(h: &[u8; 20]) -> bool {
     let word = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
     let mut acc = word(0) + word(4) + word(8) + word(12) + word(16);

@@ -15,7 +15,7 @@ use crate::tcp_state::{Dir, State};
 const MAX_UID: u32 = 1 << 20;
 
 /// The counters of backend `uid` in `v`, grown to hold it.
-#[inline]
+#[inline(always)]
 fn slot(v: &mut Vec<BackendCounters>, uid: u32) -> Option<&mut BackendCounters> {
     if uid >= MAX_UID {
         return None;

@@ -354,6 +354,7 @@ impl<F: Frame> Worker<F> {
         }
     }
 
+    #[inline(always)]
     fn tx(&mut self, port: u16, f: F, out: &mut Output<F>) {
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += f.data().len() as u64;
