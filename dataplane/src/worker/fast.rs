@@ -1,12 +1,14 @@
 //! The established fast path, and the warming of a burst's connection-table slots before it is processed.
 
-use super::pkt::{drop, outbound, translated_len, Egress, Hop, Pkt, NO_HOP};
+use super::pkt::{drop, outbound, translated_len, Egress, Hop, Layout, Pkt, NO_HOP};
 use super::{Output, Verdict, Worker};
 use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_PENDING, SP_SPLICED};
 use crate::flow::{is_v4, v4, Tuple};
 use crate::frame::{Frame, FrameAlloc};
+use crate::nat;
 use crate::pool::owner;
 use crate::snapshot::Local;
+use crate::stats::DropReason;
 use crate::tcp_state::{self, Dir};
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{checksum, ipv4, ipv6, proto, tcp, udp};
@@ -184,15 +186,8 @@ impl<F: Frame> Worker<F> {
                 || c.sp_win_reply >> 4 != c.sp_win_reply & 0x0f
                 || (p == proto::TCP && f.data()[l4 + 12] >> 4 > 5));
         let exp = self.tick.saturating_add(svc.timeouts.of(state));
-        let eg = Egress {
-            e,
-            v6: out_v6,
-            mtu,
-            client_port: c.in_port,
-        };
-        if exp != c.expires {
-            self.conns.set_expiry(idx, exp);
-        }
+        let client_port = c.in_port;
+        // What the general translation needs, read from the tuple before the counters borrow the worker.
         let pkt = Pkt {
             in_port: 0,
             l3: L3,
@@ -207,14 +202,32 @@ impl<F: Frame> Worker<F> {
             tcp_flags: flags,
             frag: None,
         };
+        if exp != c.expires {
+            self.conns.set_expiry(idx, exp);
+        }
         self.count_packet(uid, dir, total);
         if self.snap.sync.is_some() {
             self.sync_due(idx, out);
         }
         f.truncate(L3 + total);
-        let at = match self.translate(&mut f, &pkt, &eg) {
-            Ok(at) => at,
-            Err(r) => return Ok(drop(r)),
+        let at = if !v6 && !out_v6 {
+            // IPv4 on both sides, the common case: the rewrite itself, without the general translation's
+            // packet and egress descriptions (what `translate` does for this pair).
+            if !nat::rewrite_v4(&mut f.data_mut()[L3..], l4 - L3, &e) {
+                return Ok(drop(DropReason::Malformed));
+            }
+            Layout { l3: L3, l4 }
+        } else {
+            let eg = Egress {
+                e,
+                v6: out_v6,
+                mtu,
+                client_port,
+            };
+            match self.translate(&mut f, &pkt, &eg) {
+                Ok(at) => at,
+                Err(r) => return Ok(drop(r)),
+            }
         };
         if spliced_more {
             self.splice_shift(idx, dir, &mut f.data_mut()[at.l4..]);
