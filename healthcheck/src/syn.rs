@@ -19,13 +19,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::checker::{Check, CheckError};
@@ -51,8 +51,71 @@ type Key = (IpAddr, u16, u16);
 #[derive(Debug)]
 struct Pending {
     isn: u32,
-    tx: oneshot::Sender<Answer>,
+    reply: Reply,
     deadline: Instant,
+}
+
+/// The outcomes of a batch of probes ([`Prober::start`]): each probe's token, and its answer (`None`: it
+/// timed out).
+pub type Outcomes = mpsc::UnboundedSender<(u64, Option<Answer>)>;
+
+/// Where a probe's outcome goes. Dropped unanswered (past its deadline, or with its prober), either kind ends
+/// its probe as timed out.
+#[derive(Debug)]
+enum Reply {
+    /// A probe awaited in place ([`Prober::probe`]): the dropped sender wakes it.
+    Once(oneshot::Sender<Answer>),
+    /// A probe of a batch ([`Prober::start`]).
+    Batch(Batched),
+}
+
+/// A batch probe's way back: its token and answer go to the batch's channel once, a timeout (`None`) if it is
+/// dropped unanswered.
+#[derive(Debug)]
+struct Batched(Option<(Outcomes, u64)>);
+
+impl Batched {
+    // A send fails only when the batch's scheduler has stopped: nothing to tell.
+    fn send(&mut self, answer: Option<Answer>) {
+        if let Some((tx, token)) = self.0.take() {
+            let _ = tx.send((token, answer));
+        }
+    }
+}
+
+impl Drop for Batched {
+    fn drop(&mut self) {
+        self.send(None);
+    }
+}
+
+impl Reply {
+    fn answer(self, a: Answer) {
+        match self {
+            Reply::Once(tx) => {
+                // Fails only when the probe's future is gone.
+                let _ = tx.send(a);
+            }
+            Reply::Batch(mut b) => b.send(Some(a)),
+        }
+    }
+}
+
+/// A registered probe whose SYN could not go at once (the socket's send buffer was full).
+struct Blocked {
+    seg: [u8; 24],
+    to: SocketAddr,
+}
+
+/// What the result of a probe is, from its answer (`None`: none came within `timeout`).
+pub fn result_of(answer: Option<Answer>, timeout: Duration) -> Result<(), CheckError> {
+    match answer {
+        Some(Answer::Open) => Ok(()),
+        Some(Answer::Refused) => Err(CheckError::Connect(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        ))),
+        None => Err(CheckError::Timeout(timeout)),
+    }
 }
 
 /// Probes waiting for their answer. Fx hashing (a lookup per answer, an insert and a removal per probe): an
@@ -66,9 +129,19 @@ struct Family {
     sock: Arc<UdpSocket>,
     waiting: Waiting,
     sweep: Arc<Notify>,
+    /// The reading task and the sweeper.
+    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
-/// The node's prober; none when raw sockets cannot be had.
+impl Drop for Family {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The node's prober (its sockets have no families when raw sockets cannot be had).
 #[derive(Debug)]
 pub struct Prober {
     v4: Option<Family>,
@@ -142,15 +215,32 @@ pub fn read_answer(from: IpAddr, seg: &[u8]) -> Option<(Key, u32, Answer)> {
 }
 
 impl Prober {
-    /// The node's prober, opened on first use (inside the tokio runtime).
-    pub fn get() -> &'static Prober {
-        static P: OnceLock<Prober> = OnceLock::new();
-        P.get_or_init(|| Prober {
-            v4: Family::open(false),
-            v6: Family::open(true),
-            next: AtomicU32::new(std::process::id().wrapping_mul(2_654_435_761)),
-            locals: Mutex::new(FxHashMap::default()),
-        })
+    /// The node's prober, opened on first use inside a tokio runtime, and opened again when the runtime its
+    /// reading tasks ran on has gone (a process that runs one runtime after another, as tests do).
+    pub fn get() -> Arc<Prober> {
+        static P: Mutex<Option<Arc<Prober>>> = Mutex::new(None);
+        let mut p = P.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*p {
+            Some(prober) if prober.alive() => prober.clone(),
+            _ => {
+                let prober = Arc::new(Prober {
+                    v4: Family::open(false),
+                    v6: Family::open(true),
+                    next: AtomicU32::new(std::process::id().wrapping_mul(2_654_435_761)),
+                    locals: Mutex::new(FxHashMap::default()),
+                });
+                *p = Some(prober.clone());
+                prober
+            }
+        }
+    }
+
+    /// Whether its reading tasks still run (a prober without raw sockets stays as it is).
+    fn alive(&self) -> bool {
+        [&self.v4, &self.v6]
+            .into_iter()
+            .flatten()
+            .all(|f| !f.tasks.iter().any(|t| t.is_finished()))
     }
 
     /// Whether probes of `target`'s family can be sent.
@@ -186,47 +276,75 @@ impl Prober {
 
     /// One half-open probe of `c.target`, bounded by `c.timeout` (by the sweeper, up to `SWEEP` late).
     pub async fn probe(&self, c: &Check) -> Result<(), CheckError> {
-        let fam = match c.target {
+        let fam = self.family(c)?;
+        let (tx, rx) = oneshot::channel();
+        let (key, blocked) = self.launch(fam, c, Reply::Once(tx))?;
+        let mut unregister = Unregister(&fam.waiting, Some(key));
+        if let Some(b) = blocked {
+            // Wait for room, within the check's time.
+            let deadline = Instant::now() + c.timeout;
+            match tokio::time::timeout_at(deadline, fam.sock.send_to(&b.seg, b.to)).await {
+                Ok(r) => r.map(drop).map_err(CheckError::Send)?,
+                Err(_) => return Err(CheckError::Timeout(c.timeout)),
+            }
+        }
+        let answer = rx.await.ok();
+        // Answered, or dropped by the sweeper or with the prober: either way the entry is gone.
+        unregister.1 = None;
+        result_of(answer, c.timeout)
+    }
+
+    /// Sends a probe of `c.target` whose outcome goes to `outcomes` with `token` (a scheduler's batch of
+    /// probes, none of them a task of its own). A SYN that finds the socket's buffer full waits for room in a
+    /// task of its own; if none comes in time, the sweeper ends the probe.
+    pub fn start(&self, c: &Check, token: u64, outcomes: &Outcomes) -> Result<(), CheckError> {
+        let fam = self.family(c)?;
+        let reply = Reply::Batch(Batched(Some((outcomes.clone(), token))));
+        let (_, blocked) = self.launch(fam, c, reply)?;
+        if let Some(b) = blocked {
+            let (sock, deadline) = (fam.sock.clone(), Instant::now() + c.timeout);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout_at(deadline, sock.send_to(&b.seg, b.to)).await;
+            });
+        }
+        Ok(())
+    }
+
+    /// The family of `c.target`, if its raw socket could be opened.
+    fn family(&self, c: &Check) -> Result<&Family, CheckError> {
+        match c.target {
             SocketAddr::V4(_) => self.v4.as_ref(),
             SocketAddr::V6(_) => self.v6.as_ref(),
         }
-        .ok_or_else(|| CheckError::Socket(std::io::Error::other("no raw socket for SYN probes")))?;
+        .ok_or_else(|| CheckError::Socket(std::io::Error::other("no raw socket for SYN probes")))
+    }
+
+    /// Registers a probe of `c.target` (its outcome to `reply`, its deadline `c.timeout` from now) and sends its
+    /// SYN; returns its key, and the SYN when the socket had no room for it.
+    fn launch(&self, fam: &Family, c: &Check, reply: Reply) -> Result<(Key, Option<Blocked>), CheckError> {
         let local = self.local(c.target.ip(), c.source)?;
         let n = self.next.fetch_add(0x9e37_79b9, Ordering::Relaxed);
         let port = FIRST_PORT + (n % u32::from(65_535 - FIRST_PORT)) as u16;
         let isn = n.rotate_left(13);
         let key = (c.target.ip(), c.target.port(), port);
-        let (tx, rx) = oneshot::channel();
         let deadline = Instant::now() + c.timeout;
         if let Ok(mut w) = fam.waiting.lock() {
             if w.is_empty() {
                 fam.sweep.notify_one();
             }
-            w.insert(key, Pending { isn, tx, deadline });
+            w.insert(key, Pending { isn, reply, deadline });
         }
-        let mut unregister = Unregister(&fam.waiting, Some(key));
         let seg = syn_segment(local, port, c.target.ip(), c.target.port(), isn);
         let to = SocketAddr::new(c.target.ip(), 0);
         match fam.sock.try_send_to(&seg, to) {
-            Ok(_) => {}
-            // A full send buffer: wait for room, within the check's time.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                match tokio::time::timeout_at(deadline, fam.sock.send_to(&seg, to)).await {
-                    Ok(r) => r.map(drop).map_err(CheckError::Send)?,
-                    Err(_) => return Err(CheckError::Timeout(c.timeout)),
+            Ok(_) => Ok((key, None)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok((key, Some(Blocked { seg, to }))),
+            Err(e) => {
+                if let Ok(mut w) = fam.waiting.lock() {
+                    w.remove(&key);
                 }
+                Err(CheckError::Send(e))
             }
-            Err(e) => return Err(CheckError::Send(e)),
-        }
-        let answer = rx.await;
-        // Answered, or dropped by the sweeper: either way the entry is gone.
-        unregister.1 = None;
-        match answer {
-            Ok(Answer::Open) => Ok(()),
-            Ok(Answer::Refused) => Err(CheckError::Connect(std::io::Error::from(
-                std::io::ErrorKind::ConnectionRefused,
-            ))),
-            Err(_) => Err(CheckError::Timeout(c.timeout)),
         }
     }
 }
@@ -257,9 +375,16 @@ impl Family {
         let waiting: Waiting = Arc::new(Mutex::new(FxHashMap::default()));
         let sweep = Arc::new(Notify::new());
         let handle = tokio::runtime::Handle::try_current().ok()?;
-        handle.spawn(read_loop(sock.clone(), waiting.clone(), v6));
-        handle.spawn(sweep_loop(waiting.clone(), sweep.clone()));
-        Some(Family { sock, waiting, sweep })
+        let tasks = [
+            handle.spawn(read_loop(sock.clone(), waiting.clone(), v6)),
+            handle.spawn(sweep_loop(waiting.clone(), sweep.clone())),
+        ];
+        Some(Family {
+            sock,
+            waiting,
+            sweep,
+            tasks,
+        })
     }
 }
 
@@ -278,7 +403,7 @@ async fn sweep_loop(waiting: Waiting, wake: Arc<Notify>) {
     }
 }
 
-/// Removes the probes whose deadline is not after `now`; dropping their senders ends them as timed out.
+/// Removes the probes whose deadline is not after `now`, each ending as timed out.
 fn expire(w: &mut FxHashMap<Key, Pending>, now: Instant) {
     w.retain(|_, p| p.deadline > now);
 }
@@ -337,7 +462,7 @@ async fn read_loop(sock: Arc<UdpSocket>, waiting: Waiting, v6: bool) {
                 .is_some_and(|p| answer == Answer::Refused || ack == p.isn.wrapping_add(1));
             if ours {
                 if let Some(p) = w.remove(&key) {
-                    let _ = p.tx.send(answer);
+                    p.reply.answer(answer);
                 }
             }
         }
@@ -404,7 +529,14 @@ mod tests {
         let (tx, rx) = oneshot::channel();
         let key = (IpAddr::from([198, 51, 100, 7]), 80, port);
         if let Ok(mut w) = w.lock() {
-            w.insert(key, Pending { isn: 1, tx, deadline });
+            w.insert(
+                key,
+                Pending {
+                    isn: 1,
+                    reply: Reply::Once(tx),
+                    deadline,
+                },
+            );
         }
         rx
     }
@@ -423,6 +555,57 @@ mod tests {
         assert_eq!(past.try_recv(), Err(oneshot::error::TryRecvError::Closed));
         assert_eq!(due.try_recv(), Err(oneshot::error::TryRecvError::Closed));
         assert_eq!(later.try_recv(), Err(oneshot::error::TryRecvError::Empty));
+    }
+
+    #[test]
+    fn the_prober_is_opened_again_once_its_runtime_has_gone() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        let (a, b) = (runtime(), runtime());
+        let (Ok(a), Ok(b)) = (a, b) else {
+            panic!("no tokio runtime");
+        };
+        let first = a.block_on(async { Prober::get() });
+        // Raw sockets need root, as the tests run.
+        assert!(first.v4.is_some() && first.alive());
+        assert!(Arc::ptr_eq(&first, &a.block_on(async { Prober::get() })));
+        drop(a);
+        assert!(!first.alive(), "its reading task went with its runtime");
+        let second = b.block_on(async { Prober::get() });
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(second.alive());
+    }
+
+    #[test]
+    fn a_batch_probe_past_its_deadline_reports_a_timeout_with_its_token() {
+        let w: Waiting = Arc::new(Mutex::new(FxHashMap::default()));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        if let Ok(mut m) = w.lock() {
+            for (port, token, deadline) in [(61_001, 7, now), (61_002, 8, now + Duration::from_secs(1))] {
+                let reply = Reply::Batch(Batched(Some((tx.clone(), token))));
+                m.insert(
+                    (IpAddr::from([198, 51, 100, 7]), 80, port),
+                    Pending {
+                        isn: 1,
+                        reply,
+                        deadline,
+                    },
+                );
+            }
+            expire(&mut m, now);
+        }
+        assert_eq!(rx.try_recv().ok(), Some((7, None)));
+        assert!(rx.try_recv().is_err(), "the other probe still waits");
+        assert!(matches!(
+            result_of(None, Duration::from_secs(1)),
+            Err(CheckError::Timeout(_))
+        ));
+        assert!(result_of(Some(Answer::Open), Duration::from_secs(1)).is_ok());
     }
 
     #[tokio::test]

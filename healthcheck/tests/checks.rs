@@ -94,6 +94,50 @@ async fn wait_checks(m: &Monitor, port: u16, n: u64) {
     panic!("fewer than {n} checks");
 }
 
+async fn wait_health(m: &Monitor, port: u16, h: Health) {
+    for _ in 0..500 {
+        if m.backends(None)
+            .iter()
+            .find(|b| b.key == key(port))
+            .is_some_and(|b| b.health == h)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = m.backends(None).into_iter().find(|b| b.key == key(port));
+    panic!("not {h:?} within 5 s: {b:?}");
+}
+
+#[tokio::test]
+async fn syn_checks_follow_their_listener_down_and_up() {
+    // As root (the tests' way), TCP checks are SYN probes, sent for every backend by the monitor's scheduler:
+    // a SYN-ACK is up, a RST from the closed port down, and the listener back is up again.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let m = Monitor::start(&topology(
+        port,
+        r#"{ kind = "tcp", interval = "40ms", timeout = "30ms", rise = 1, fall = 1 }"#,
+    ));
+    wait_health(&m, port, Health::Up).await;
+    drop(l);
+    wait_health(&m, port, Health::Down).await;
+    let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    wait_health(&m, port, Health::Up).await;
+    let b = m.backends(Some("web")).remove(0);
+    let seq: Vec<Health> = b.transitions.iter().map(|t| t.to).collect();
+    assert_eq!(seq, vec![Health::Up, Health::Down, Health::Up]);
+    assert!(
+        b.transitions[1].reason.contains("refused"),
+        "{}",
+        b.transitions[1].reason
+    );
+    assert_eq!(b.durations.count(), b.checks);
+    assert_eq!(b.last_result.as_deref(), Some("ok"));
+    drop(l);
+    m.stop();
+}
+
 #[tokio::test]
 async fn a_flapping_backend_honours_rise_and_fall_exactly() {
     // rise 2, fall 3: up at check 2; two failures then a success change nothing; three failures (checks 6-8)

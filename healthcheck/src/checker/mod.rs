@@ -17,6 +17,8 @@ mod exec;
 pub mod grpc;
 pub mod http;
 mod tcp;
+
+pub(crate) use tcp::syn_prober;
 mod tls;
 mod udp;
 
@@ -178,7 +180,7 @@ pub async fn run(c: &Check) -> Result<(), CheckError> {
     // instead of a timer per check); every other kind is boxed, so that the large state machines (TLS,
     // HTTP/2, a read buffer) do not make each check's future their size — it is created and moved at every
     // check.
-    if let Some(prober) = tcp::syn_prober(c) {
+    if let Some(prober) = syn_prober(c) {
         return prober.probe(c).await;
     }
     tokio::time::timeout(c.timeout, Box::pin(run_inner(c)))

@@ -20,7 +20,7 @@ pub struct TcpProbe {
 
 /// The SYN prober, when check `c` is a plain TCP check that may use it (no banner to send or expect, SYN
 /// probes allowed, a raw socket of the target's family open).
-pub(super) fn syn_prober(c: &Check) -> Option<&'static crate::syn::Prober> {
+pub(crate) fn syn_prober(c: &Check) -> Option<std::sync::Arc<crate::syn::Prober>> {
     let Probe::Tcp(p) = &c.probe else {
         return None;
     };
