@@ -1,6 +1,7 @@
-//! The health monitor of a node: one task per backend that checks it every `interval` (plus jitter, and a
-//! start spread over the first interval so thousands of checks never fire together), turns results into
-//! transitions with rise/fall, and keeps the last transitions for the CLI.
+//! The health monitor of a node: every backend is checked every `interval` (plus jitter, and a start spread
+//! over the first interval so thousands of checks never fire together), its results turned into transitions
+//! with rise/fall, and its last transitions kept for the CLI. Backends checked by SYN probes (the common TCP
+//! check) are all driven by one scheduler task; every other kind of check has a task per backend.
 //!
 //! The daemon reads [`Monitor::weights`] (0 when down or manually drained, ramping during slow start) and
 //! [`Monitor::services`] (whether each service has `min_healthy` healthy backends, i.e. whether to announce
