@@ -465,11 +465,7 @@ impl Monitor {
             let started = tokio::time::Instant::now();
             let result = checker::run(&b.check).await;
             let took = started.elapsed();
-            let t = self
-                .inner
-                .lock()
-                .ok()
-                .and_then(|mut inner| b.record(&mut inner, result, took));
+            let t = b.record(&mut self.lock(), result, took);
             self.announce(t);
         }
     }
@@ -531,18 +527,26 @@ impl Monitor {
                 continue;
             }
             let mut transitions = Vec::new();
-            if let Ok(mut inner) = self.inner.lock() {
+            {
+                let mut inner = self.lock();
                 for (i, result) in results.drain(..) {
                     let b = &mut jobs[i];
                     transitions.extend(b.record(&mut inner, result, started[i].elapsed()));
                     due.push(Reverse((on_grid(b.next, origin), i)));
                 }
             }
-            results.clear();
             for t in transitions {
                 self.announce(Some(t));
             }
         }
+    }
+
+    /// The monitor's state for recording a check: taken over even from a thread that panicked holding it
+    /// (the state is counters and history), since a check left unrecorded would never be planned again.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Logs and publishes a health change.
@@ -744,6 +748,53 @@ mod tests {
         assert_eq!(inner.backends[1].0, key(81));
         assert_eq!(inner.backends[1].1.checks, 7);
         assert!(inner.get(&key(82)).is_none());
+    }
+
+    #[tokio::test]
+    async fn checks_go_on_after_a_panic_poisoned_the_monitor_state() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let toml = format!(
+            r#"
+[cluster]
+name = "h"
+[[nodes]]
+name = "n"
+router_id = "192.0.2.1"
+[nodes.dataplane]
+workers = [1]
+[[nodes.dataplane.ports]]
+name = "p"
+device = "net_null0"
+[[nodes.local_addresses]]
+prefix = "198.51.100.16/31"
+[[services]]
+name = "web"
+vip = "203.0.113.10"
+port = 80
+protocol = "tcp"
+health = {{ kind = "tcp", interval = "20ms", timeout = "15ms" }}
+backends = [{{ address = "127.0.0.1", port = {port} }}]
+"#
+        );
+        let cfg = anylb_conf::load_str(&toml, "h.toml")
+            .unwrap()
+            .resolve("n")
+            .unwrap();
+        let m = Monitor::start(&cfg);
+        let inner = m.inner.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = inner.lock();
+            panic!("a panic while the monitor's state is held");
+        })
+        .join();
+        assert!(m.inner.is_poisoned());
+        let before = m.lock().backends[0].1.checks;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = m.lock().backends[0].1.checks;
+        assert!(after >= before + 5, "{before} -> {after} checks");
+        m.stop();
+        drop(l);
     }
 
     #[test]
