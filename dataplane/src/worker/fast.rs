@@ -1,14 +1,13 @@
 //! The established fast path, and the warming of a burst's connection-table slots before it is processed.
 
-use super::pkt::{drop, outbound, translated_len, Egress, Hop, Layout, Pkt, NO_HOP};
+use super::fullnat::rewrite_v4_to_v4;
+use super::pkt::{drop, outbound, translated_len, Egress, Hop, Pkt, NO_HOP};
 use super::{Output, Verdict, Worker};
 use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_PENDING, SP_SPLICED};
 use crate::flow::{is_v4, v4, Tuple};
 use crate::frame::{Frame, FrameAlloc};
-use crate::nat;
 use crate::pool::owner;
 use crate::snapshot::Local;
-use crate::stats::DropReason;
 use crate::tcp_state::{self, Dir};
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{checksum, ipv4, ipv6, proto, tcp, udp};
@@ -187,21 +186,6 @@ impl<F: Frame> Worker<F> {
                 || (p == proto::TCP && f.data()[l4 + 12] >> 4 > 5));
         let exp = self.tick.saturating_add(svc.timeouts.of(state));
         let client_port = c.in_port;
-        // What the general translation needs, read from the tuple before the counters borrow the worker.
-        let pkt = Pkt {
-            in_port: 0,
-            l3: L3,
-            l4,
-            v6,
-            proto: p,
-            src: t.src,
-            dst: t.dst,
-            sport: t.sport,
-            dport: t.dport,
-            ttl,
-            tcp_flags: flags,
-            frag: None,
-        };
         if exp != c.expires {
             self.conns.set_expiry(idx, exp);
         }
@@ -210,24 +194,37 @@ impl<F: Frame> Worker<F> {
             self.sync_due(idx, out);
         }
         f.truncate(L3 + total);
-        let at = if !v6 && !out_v6 {
+        let rewritten = if !v6 && !out_v6 {
             // IPv4 on both sides, the common case: the rewrite itself, without the general translation's
-            // packet and egress descriptions (what `translate` does for this pair).
-            if !nat::rewrite_v4(&mut f.data_mut()[L3..], l4 - L3, &e) {
-                return Ok(drop(DropReason::Malformed));
-            }
-            Layout { l3: L3, l4 }
+            // packet and egress descriptions.
+            rewrite_v4_to_v4(f.data_mut(), L3, l4, &e)
         } else {
+            let t = &self.hint_tuples[self.cur];
+            let pkt = Pkt {
+                in_port: 0,
+                l3: L3,
+                l4,
+                v6,
+                proto: p,
+                src: t.src,
+                dst: t.dst,
+                sport: t.sport,
+                dport: t.dport,
+                ttl,
+                tcp_flags: flags,
+                frag: None,
+            };
             let eg = Egress {
                 e,
                 v6: out_v6,
                 mtu,
                 client_port,
             };
-            match self.translate(&mut f, &pkt, &eg) {
-                Ok(at) => at,
-                Err(r) => return Ok(drop(r)),
-            }
+            self.translate(&mut f, &pkt, &eg)
+        };
+        let at = match rewritten {
+            Ok(at) => at,
+            Err(r) => return Ok(drop(r)),
         };
         if spliced_more {
             self.splice_shift(idx, dir, &mut f.data_mut()[at.l4..]);

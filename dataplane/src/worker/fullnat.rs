@@ -216,12 +216,7 @@ impl<F: Frame> Worker<F> {
     pub(super) fn translate(&mut self, f: &mut F, p: &Pkt, eg: &Egress) -> Result<Layout, DropReason> {
         let (l3, l4, e) = (p.l3, p.l4, &eg.e);
         match (p.v6, eg.v6) {
-            (false, false) => {
-                if !nat::rewrite_v4(&mut f.data_mut()[l3..], l4 - l3, e) {
-                    return Err(DropReason::Malformed);
-                }
-                Ok(Layout { l3, l4 })
-            }
+            (false, false) => rewrite_v4_to_v4(f.data_mut(), l3, l4, e),
             (true, true) => {
                 if !nat::rewrite_v6(&mut f.data_mut()[l3..], l4 - l3, p.proto, e) {
                     return Err(DropReason::Malformed);
@@ -263,5 +258,21 @@ impl<F: Frame> Worker<F> {
                 Ok(Layout { l3, l4 })
             }
         }
+    }
+}
+
+/// Rewrites an IPv4 Full-NAT packet in place for IPv4 endpoints `e` (network header at `l3`, transport at
+/// `l4`): [`Worker::translate`] for this pair, and the fast path's.
+#[inline(always)]
+pub(super) fn rewrite_v4_to_v4(
+    d: &mut [u8],
+    l3: usize,
+    l4: usize,
+    e: &nat::Endpoints,
+) -> Result<Layout, DropReason> {
+    if nat::rewrite_v4(&mut d[l3..], l4 - l3, e) {
+        Ok(Layout { l3, l4 })
+    } else {
+        Err(DropReason::Malformed)
     }
 }
