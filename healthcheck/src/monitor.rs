@@ -466,7 +466,9 @@ impl Monitor {
             let result = checker::run(&b.check).await;
             let took = started.elapsed();
             let t = b.record(&mut self.lock(), result, took);
-            self.announce(t);
+            if let Some(t) = t {
+                self.announce(t);
+            }
         }
     }
 
@@ -536,7 +538,7 @@ impl Monitor {
                 }
             }
             for t in transitions {
-                self.announce(Some(t));
+                self.announce(t);
             }
         }
     }
@@ -550,12 +552,10 @@ impl Monitor {
     }
 
     /// Logs and publishes a health change.
-    fn announce(&self, t: Option<Transition>) {
-        if let Some(t) = t {
-            tracing::info!(service = %t.key.service, backend = %t.key.address, port = t.key.port, to = ?t.to, reason = %t.reason, "backend health changed");
-            let _ = self.events.send(t);
-            self.bump();
-        }
+    fn announce(&self, t: Transition) {
+        tracing::info!(service = %t.key.service, backend = %t.key.address, port = t.key.port, to = ?t.to, reason = %t.reason, "backend health changed");
+        let _ = self.events.send(t);
+        self.bump();
     }
 
     /// While a backend is in slow start, signals a change every second so that weights are re-read.
@@ -754,29 +754,12 @@ mod tests {
     async fn checks_go_on_after_a_panic_poisoned_the_monitor_state() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
-        let toml = format!(
-            r#"
-[cluster]
-name = "h"
-[[nodes]]
-name = "n"
-router_id = "192.0.2.1"
-[nodes.dataplane]
-workers = [1]
-[[nodes.dataplane.ports]]
-name = "p"
-device = "net_null0"
-[[nodes.local_addresses]]
-prefix = "198.51.100.16/31"
-[[services]]
-name = "web"
-vip = "203.0.113.10"
-port = 80
-protocol = "tcp"
-health = {{ kind = "tcp", interval = "20ms", timeout = "15ms" }}
-backends = [{{ address = "127.0.0.1", port = {port} }}]
-"#
-        );
+        let toml = include_str!("../tests/one_backend.toml")
+            .replace(
+                "{health}",
+                r#"{ kind = "tcp", interval = "20ms", timeout = "15ms" }"#,
+            )
+            .replace("{port}", &port.to_string());
         let cfg = anylb_conf::load_str(&toml, "h.toml")
             .unwrap()
             .resolve("n")

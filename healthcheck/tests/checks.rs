@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anylb_healthcheck::checker::{self, Check, HttpProbe, Probe};
-use anylb_healthcheck::monitor::{Key, Monitor};
+use anylb_healthcheck::monitor::{BackendStatus, Key, Monitor};
 use anylb_healthcheck::state::Health;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -43,29 +43,9 @@ async fn scripted_http(statuses: Vec<u16>) -> (u16, Arc<AtomicUsize>) {
 }
 
 fn topology(port: u16, health: &str) -> anylb_conf::NodeConfig {
-    let t = format!(
-        r#"
-[cluster]
-name = "h"
-[[nodes]]
-name = "n"
-router_id = "192.0.2.1"
-[nodes.dataplane]
-workers = [1]
-[[nodes.dataplane.ports]]
-name = "p"
-device = "net_null0"
-[[nodes.local_addresses]]
-prefix = "198.51.100.16/31"
-[[services]]
-name = "web"
-vip = "203.0.113.10"
-port = 80
-protocol = "tcp"
-health = {health}
-backends = [{{ address = "127.0.0.1", port = {port} }}]
-"#
-    );
+    let t = include_str!("one_backend.toml")
+        .replace("{health}", health)
+        .replace("{port}", &port.to_string());
     anylb_conf::load_str(&t, "h.toml")
         .unwrap_or_else(|e| panic!("{e}"))
         .resolve("n")
@@ -80,33 +60,24 @@ fn key(port: u16) -> Key {
     }
 }
 
-async fn wait_checks(m: &Monitor, port: u16, n: u64) {
+/// Waits up to 5 s for the backend on `port` to satisfy `done`; panics saying what it waited for.
+async fn wait_for(m: &Monitor, port: u16, what: &str, done: impl Fn(&BackendStatus) -> bool) {
+    let find = || m.backends(None).into_iter().find(|b| b.key == key(port));
     for _ in 0..500 {
-        if m.backends(None)
-            .iter()
-            .find(|b| b.key == key(port))
-            .is_some_and(|b| b.checks >= n)
-        {
+        if find().is_some_and(|b| done(&b)) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("fewer than {n} checks");
+    panic!("{what} within 5 s: {:?}", find());
+}
+
+async fn wait_checks(m: &Monitor, port: u16, n: u64) {
+    wait_for(m, port, &format!("fewer than {n} checks"), |b| b.checks >= n).await;
 }
 
 async fn wait_health(m: &Monitor, port: u16, h: Health) {
-    for _ in 0..500 {
-        if m.backends(None)
-            .iter()
-            .find(|b| b.key == key(port))
-            .is_some_and(|b| b.health == h)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let b = m.backends(None).into_iter().find(|b| b.key == key(port));
-    panic!("not {h:?} within 5 s: {b:?}");
+    wait_for(m, port, &format!("not {h:?}"), |b| b.health == h).await;
 }
 
 #[tokio::test]
