@@ -1,9 +1,12 @@
 //! FRR routers in network namespaces: zebra and bgpd started with `-N <namespace>`, configured from a text,
 //! queried with `vtysh -N <namespace>`. Their files go under `/etc/frr/<ns>` and `/var/run/frr/<ns>` and are
-//! removed on drop (the daemons die with the namespace).
+//! removed on drop. The daemons are stopped on drop too (SIGTERM): each keeps a directory of its own under
+//! `/var/tmp/frr` while it runs and removes it when it exits by itself, so one killed with its namespace would
+//! leave it behind on the machine for good; any a killed daemon left is removed.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::netns::{run, Netns};
@@ -130,10 +133,17 @@ impl Frr {
         self.keep = true;
     }
 
-    /// Removes the files of the instance in namespace `name`.
+    /// Stops the daemons of the instance in namespace `name` and removes its files.
     pub fn remove(name: &str) {
+        let run_dir = PathBuf::from("/var/run/frr").join(name);
+        stop_daemons(&daemons(&run_dir));
         let _ = std::fs::remove_dir_all(PathBuf::from("/etc/frr").join(name));
-        let _ = std::fs::remove_dir_all(PathBuf::from("/var/run/frr").join(name));
+        let _ = std::fs::remove_dir_all(run_dir);
+    }
+
+    /// The instance's daemons, by name and process id (from their pid files).
+    pub fn daemons(&self) -> Vec<(String, u32)> {
+        daemons(&self.run_dir)
     }
 
     /// An instance started earlier in namespace `name`, for queries.
@@ -152,7 +162,86 @@ impl Drop for Frr {
         if self.keep {
             return;
         }
+        stop_daemons(&daemons(&self.run_dir));
         let _ = std::fs::remove_dir_all(&self.conf_dir);
         let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// How long the daemons get to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// The daemons whose pid files (`<daemon>.pid`) are in `run_dir`.
+fn daemons(run_dir: &Path) -> Vec<(String, u32)> {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(String, u32)> = entries
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            if path.extension()? != "pid" {
+                return None;
+            }
+            let daemon = path.file_stem()?.to_str()?.to_owned();
+            let pid = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
+            Some((daemon, pid))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The directory FRR's daemon `daemon` with process id `pid` keeps while it runs, if it is there. It is named
+/// `<daemon>.<id of the process before it forked into the background>` and holds a log buffer per thread,
+/// `logbuf.<thread id>`, the first of them `logbuf.<pid>`.
+pub fn temp_dir(daemon: &str, pid: u32) -> Option<PathBuf> {
+    let prefix = format!("{daemon}.");
+    std::fs::read_dir("/var/tmp/frr")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
+        .map(|e| e.path())
+        .find(|dir| dir.join(format!("logbuf.{pid}")).exists())
+}
+
+/// Whether process `pid` is FRR's `daemon` and has not exited (a pid file can outlive its process, the number
+/// can be reused, and an exited daemon stays a zombie until its parent, init here, reaps it).
+fn is_running(daemon: &str, pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state …`; the name is in parentheses and may itself hold spaces.
+    match (stat.find('('), stat.rfind(')')) {
+        (Some(open), Some(close)) if open < close => {
+            &stat[open + 1..close] == daemon && !stat[close + 1..].trim_start().starts_with('Z')
+        }
+        _ => false,
+    }
+}
+
+fn signal(sig: &str, pid: u32) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// Stops `daemons` (SIGTERM, and SIGCONT for one a test froze), waits up to [`STOP_GRACE`] for them to exit,
+/// kills any left, and removes the directories under `/var/tmp/frr` of those that did not remove their own.
+fn stop_daemons(daemons: &[(String, u32)]) {
+    for (d, pid) in daemons {
+        if is_running(d, *pid) {
+            signal("-TERM", *pid);
+            signal("-CONT", *pid);
+        }
+    }
+    let end = Instant::now() + STOP_GRACE;
+    while Instant::now() < end && daemons.iter().any(|(d, pid)| is_running(d, *pid)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (d, pid) in daemons {
+        if is_running(d, *pid) {
+            signal("-KILL", *pid);
+        }
+        if let Some(dir) = temp_dir(d, *pid) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -1,0 +1,56 @@
+//! FRR instances leave nothing behind on the machine: stopped on drop, each daemon removes the directory it keeps
+//! under `/var/tmp/frr`, and the directories of daemons killed with their namespace are removed as well. Needs
+//! root and frr (CI has both).
+
+#![allow(clippy::unwrap_used)]
+
+use topology_tests::frr::{temp_dir, Frr};
+use topology_tests::netns::{unique_prefix, Netns};
+
+const CONFIG: &str = "frr defaults traditional\nrouter bgp 65000\n bgp router-id 192.0.2.1\n";
+
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+}
+
+#[test]
+fn a_dropped_instance_stops_its_daemons_and_leaves_no_directory_behind() {
+    let ns = Netns::new(&format!("{}a", unique_prefix("ff"))).unwrap();
+    let frr = Frr::start(&ns, CONFIG).unwrap();
+    let daemons = frr.daemons();
+    let names: Vec<&str> = daemons.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(names, ["bgpd", "zebra"]);
+    for (d, pid) in &daemons {
+        assert!(
+            temp_dir(d, *pid).is_some(),
+            "{d} keeps its directory while it runs"
+        );
+    }
+    drop(frr);
+    for (d, pid) in &daemons {
+        assert!(!running(*pid), "{d} stopped");
+        assert_eq!(temp_dir(d, *pid), None, "{d}'s directory is gone");
+    }
+}
+
+#[test]
+fn directories_of_daemons_killed_with_their_namespace_are_removed() {
+    let ns = Netns::new(&format!("{}b", unique_prefix("ff"))).unwrap();
+    let frr = Frr::start(&ns, CONFIG).unwrap();
+    let daemons = frr.daemons();
+    assert_eq!(daemons.len(), 2);
+    // The namespace goes first: its processes are killed, and cannot clean up after themselves.
+    drop(ns);
+    for (d, pid) in &daemons {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while running(*pid) && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!running(*pid), "{d} killed");
+        assert!(temp_dir(d, *pid).is_some(), "a killed {d} left its directory");
+    }
+    drop(frr);
+    for (d, pid) in &daemons {
+        assert_eq!(temp_dir(d, *pid), None, "{d}'s directory removed");
+    }
+}
