@@ -244,18 +244,20 @@ fn demo_cluster_scenarios() {
     assert!(made <= proxied, "{made} connections made, {proxied} by cookie");
     assert!(table <= table0 + 310, "the table grew from {table0} to {table}");
     // The operator sees them as SYN-proxied, spliced with their backends.
-    let proxied_rows: usize = ["lb1", "lb2"]
+    let listed: Vec<String> = ["lb1", "lb2"]
         .iter()
-        .map(|n| {
-            let v: serde_json::Value =
-                serde_json::from_str(&anylb_cli(anylb, n, &["-j", "conns", "--service", "web-sp"]))
-                    .unwrap_or_default();
+        .map(|n| anylb_cli(anylb, n, &["-j", "conns", "--service", "web-sp"]))
+        .collect();
+    let proxied_rows: usize = listed
+        .iter()
+        .map(|text| {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
             let rows = v["connections"].as_array().cloned().unwrap_or_default();
-            assert!(rows.iter().all(|r| r["syn_proxy"] == "spliced"), "{n}: {v}");
+            assert!(rows.iter().all(|r| r["syn_proxy"] == "spliced"), "{v}");
             rows.len()
         })
         .sum();
-    assert!(proxied_rows > 0, "no web-sp connection listed");
+    assert!(proxied_rows > 0, "no web-sp connection listed: {listed:?}");
 
     // 9. A reload adding a backend and changing a weight leaves a held-open connection working.
     let held = std::thread::scope(|s| {

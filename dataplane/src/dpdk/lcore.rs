@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use dpdk_sys::{Mbuf, Mempool, Port};
 
-use super::{Answer, NeighInfo, OpenPort, PoolAlloc, Shared, ASK_COUNTERS, ASK_NEIGHBORS};
+use super::ask::{Answer, Question};
+use super::{NeighInfo, OpenPort, PoolAlloc, Shared};
 use crate::cluster::record::Record;
 use crate::flow::{to_ip, Addr};
 use crate::snapshot::Snapshot;
@@ -280,28 +281,29 @@ impl Lcore {
         // Read first: the workers' request words share a cache line, and a swap on every turn of the loop
         // would write it, taking the line from the other workers each time.
         let req = &self.shared.ask_req[wid];
-        let want = if req.load(Ordering::Relaxed) == 0 {
-            0
+        let asked = if req.load(Ordering::Relaxed) == 0 {
+            None
         } else {
-            req.swap(0, Ordering::AcqRel)
+            Question::decode(req.swap(0, Ordering::AcqRel))
         };
-        if want > 0 {
-            let answer = if want == ASK_NEIGHBORS {
-                Answer::Neighbors(sample_neighbors(&self.w, &self.shared.port_names))
-            } else if want == ASK_COUNTERS {
-                Answer::Counters(self.w.counters())
-            } else {
-                let filter = self
-                    .shared
-                    .conn_filter
-                    .lock()
-                    .map(|f| f.clone())
-                    .unwrap_or_default();
-                let (v, matched) = super::conns::sample(&self.w, self.wid, &filter, want as usize, now_ms);
-                Answer::Conns(v, matched)
+        if let Some((seq, q)) = asked {
+            let answer = match q {
+                Question::Neighbors => Answer::Neighbors(sample_neighbors(&self.w, &self.shared.port_names)),
+                Question::Counters => Answer::Counters(self.w.counters()),
+                Question::Conns(limit) => {
+                    let filter = self
+                        .shared
+                        .conn_filter
+                        .lock()
+                        .map(|f| f.clone())
+                        .unwrap_or_default();
+                    let (v, matched) =
+                        super::conns::sample(&self.w, self.wid, &filter, limit as usize, now_ms);
+                    Answer::Conns(v, matched)
+                }
             };
             if let Ok(mut slot) = self.shared.ask_resp[wid].lock() {
-                *slot = Some(answer);
+                *slot = Some((seq, answer));
             }
         }
         if now_ms != self.last_publish {

@@ -35,11 +35,13 @@ use crate::snapshot::Snapshot;
 use crate::stats::{Stats, DROP_REASONS};
 use crate::wire::ethernet::Mac;
 
+mod ask;
 mod conns;
 mod lcore;
 
 pub use conns::{ConnFilter, ConnInfo};
 
+use ask::{Answer, Question};
 use lcore::Lcore;
 
 impl Frame for Mbuf {
@@ -309,26 +311,12 @@ struct Shared {
     sync_all: Vec<AtomicBool>,
     /// Worker 0: announce every VIP and local address again.
     reannounce: AtomicBool,
-    /// Connection samples asked of each worker (the most wanted; 0 = none) and their answers.
-    /// Per worker: a question from the control thread (0: none; `ASK_NEIGHBORS`; else a connection limit) and
-    /// the worker's answer.
+    /// Per worker: the control thread's question (0: none; see [`ask`]) and the worker's answer, with the
+    /// number of the question it answers.
     ask_req: Vec<AtomicU64>,
-    ask_resp: Vec<Mutex<Option<Answer>>>,
+    ask_resp: Vec<Mutex<Option<ask::Numbered>>>,
     /// The filter of a connection question (set under the runtime's question lock).
     conn_filter: Mutex<ConnFilter>,
-}
-
-/// The question for every worker's neighbour table (other questions are connection limits).
-const ASK_NEIGHBORS: u64 = 1 << 63;
-/// The question for every worker's backend and local-address counters.
-const ASK_COUNTERS: u64 = 1 << 62;
-
-/// A worker's answer to the control thread.
-#[derive(Debug)]
-enum Answer {
-    Conns(Vec<ConnInfo>, usize),
-    Neighbors(Vec<NeighInfo>),
-    Counters(WorkerCounters),
 }
 
 /// A neighbour as the CLI shows it, merged over the workers' tables.
@@ -361,7 +349,8 @@ pub struct Runtime {
     inject_lock: Mutex<()>,
     /// The workers' connection records, for the node's sync task.
     sync_collected: Mutex<mpsc::Receiver<Record>>,
-    ask_lock: Mutex<()>,
+    /// One question at a time; the number of the last one asked.
+    ask_lock: Mutex<u16>,
     stopped: bool,
     eal: Eal,
 }
@@ -605,7 +594,7 @@ impl Runtime {
             steering,
             inject_lock: Mutex::new(()),
             sync_collected: Mutex::new(sync_collected),
-            ask_lock: Mutex::new(()),
+            ask_lock: Mutex::new(0),
             stopped: false,
             eal,
         })
@@ -830,15 +819,18 @@ impl Runtime {
             .collect()
     }
 
-    /// Asks every worker `req` (each answers between bursts); waits at most 500 ms. One question at a time.
-    fn ask(&self, req: u64, filter: Option<ConnFilter>) -> Vec<Answer> {
-        let _one = self.ask_lock.lock();
+    /// Asks every worker `q` (each answers between bursts); waits at most 500 ms. One question at a time; a
+    /// late answer to an earlier question is dropped, not taken for this one's.
+    fn ask(&self, q: Question, filter: Option<ConnFilter>) -> Vec<Answer> {
+        let mut last = self.ask_lock.lock().unwrap_or_else(|e| e.into_inner());
+        *last = last.wrapping_add(1);
+        let seq = *last;
         if let (Some(f), Ok(mut slot)) = (filter, self.shared.conn_filter.lock()) {
             *slot = f;
         }
         let n = self.shared.ask_req.len();
         for r in &self.shared.ask_req {
-            r.store(req, Ordering::Release);
+            r.store(q.encode(seq), Ordering::Release);
         }
         let mut out = Vec::new();
         let mut got = vec![false; n];
@@ -848,7 +840,7 @@ impl Runtime {
                 if got[i] {
                     continue;
                 }
-                if let Some(a) = slot.lock().ok().and_then(|mut s| s.take()) {
+                if let Some(a) = ask::take(slot, seq) {
                     out.push(a);
                     got[i] = true;
                 }
@@ -860,10 +852,10 @@ impl Runtime {
 
     /// Up to `limit` connections that match `filter` over every worker, and how many match in all.
     pub fn connections(&self, filter: ConnFilter, limit: usize) -> (Vec<ConnInfo>, usize) {
-        let req = (limit.max(1) as u64).min(ASK_COUNTERS - 1);
+        let q = Question::Conns(u32::try_from(limit.max(1)).unwrap_or(u32::MAX));
         let mut out = Vec::new();
         let mut matched = 0;
-        for a in self.ask(req, Some(filter)) {
+        for a in self.ask(q, Some(filter)) {
             if let Answer::Conns(v, m) = a {
                 out.extend(v);
                 matched += m;
@@ -876,7 +868,7 @@ impl Runtime {
     /// Services' and backends' connections and traffic, and the local addresses' ports, over all workers.
     pub fn counters(&self) -> NodeCounters {
         let workers: Vec<WorkerCounters> = self
-            .ask(ASK_COUNTERS, None)
+            .ask(Question::Counters, None)
             .into_iter()
             .filter_map(|a| match a {
                 Answer::Counters(c) => Some(c),
@@ -892,7 +884,7 @@ impl Runtime {
     /// The neighbour tables of all workers, merged by port and address (resolved if any worker resolved it).
     pub fn neighbors(&self) -> Vec<NeighInfo> {
         let mut merged: Vec<NeighInfo> = Vec::new();
-        for a in self.ask(ASK_NEIGHBORS, None) {
+        for a in self.ask(Question::Neighbors, None) {
             let Answer::Neighbors(v) = a else { continue };
             for n in v {
                 match merged
