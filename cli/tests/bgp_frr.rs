@@ -1082,14 +1082,7 @@ fn the_speaker_keeps_frrs_routes_while_frr_restarts_gracefully() {
         holds(v) && v["neighbors"][0]["state"] == "Established"
     });
     // FRR's bgpd dies (SIGKILL); the speaker, its graceful-restart helper, keeps the route meanwhile.
-    let bgpd = std::fs::read_to_string(format!("/var/run/frr/{}/bgpd.pid", r.name()))
-        .unwrap()
-        .trim()
-        .to_owned();
-    std::process::Command::new("kill")
-        .args(["-KILL", &bgpd])
-        .status()
-        .unwrap();
+    frr.crash("bgpd").unwrap();
     wait("session down", &|v| v["neighbors"][0]["state"] != "Established");
     std::thread::sleep(Duration::from_secs(2));
     assert!(holds(&last()), "route dropped during FRR's restart: {}", last());

@@ -141,6 +141,25 @@ impl Frr {
         let _ = std::fs::remove_dir_all(run_dir);
     }
 
+    /// Kills the instance's `daemon` without warning (SIGKILL, a crash as its peers see it), waits for it to
+    /// be gone and removes the directory it could not remove itself.
+    pub fn crash(&self, daemon: &str) -> io::Result<()> {
+        let pid = daemons(&self.run_dir)
+            .into_iter()
+            .find(|(d, _)| d == daemon)
+            .map(|(_, pid)| pid)
+            .ok_or_else(|| io::Error::other(format!("no {daemon} in {}", self.name)))?;
+        signal("-KILL", pid);
+        let end = Instant::now() + STOP_GRACE;
+        while is_running(daemon, pid) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(dir) = temp_dir(daemon, pid) {
+            std::fs::remove_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
     /// The instance's daemons, by name and process id (from their pid files).
     pub fn daemons(&self) -> Vec<(String, u32)> {
         daemons(&self.run_dir)

@@ -54,3 +54,17 @@ fn directories_of_daemons_killed_with_their_namespace_are_removed() {
         assert_eq!(temp_dir(d, *pid), None, "{d}'s directory removed");
     }
 }
+
+#[test]
+fn a_crashed_daemon_is_gone_and_so_is_its_directory() {
+    let ns = Netns::new(&format!("{}c", unique_prefix("ff"))).unwrap();
+    let frr = Frr::start(&ns, CONFIG).unwrap();
+    let daemons = frr.daemons();
+    let &(_, bgpd) = daemons.iter().find(|(d, _)| d == "bgpd").unwrap();
+    assert!(temp_dir("bgpd", bgpd).is_some());
+    frr.crash("bgpd").unwrap();
+    assert!(!running(bgpd), "bgpd killed");
+    assert_eq!(temp_dir("bgpd", bgpd), None, "its directory removed");
+    assert!(frr.vtysh("show version").is_ok(), "zebra goes on");
+    assert!(frr.crash("ospfd").is_err(), "no such daemon");
+}
