@@ -13,9 +13,9 @@ fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
 }
 
-#[test]
-fn a_dropped_instance_stops_its_daemons_and_leaves_no_directory_behind() {
-    let ns = Netns::new(&format!("{}a", unique_prefix("ff"))).unwrap();
+/// FRR (zebra and bgpd) in a new namespace, its daemons, each checked to keep its directory while it runs.
+fn started(tag: &str) -> (Netns, Frr, Vec<(String, u32)>) {
+    let ns = Netns::new(&format!("{}{tag}", unique_prefix("ff"))).unwrap();
     let frr = Frr::start(&ns, CONFIG).unwrap();
     let daemons = frr.daemons();
     let names: Vec<&str> = daemons.iter().map(|(d, _)| d.as_str()).collect();
@@ -26,6 +26,12 @@ fn a_dropped_instance_stops_its_daemons_and_leaves_no_directory_behind() {
             "{d} keeps its directory while it runs"
         );
     }
+    (ns, frr, daemons)
+}
+
+#[test]
+fn a_dropped_instance_stops_its_daemons_and_leaves_no_directory_behind() {
+    let (_ns, frr, daemons) = started("a");
     drop(frr);
     for (d, pid) in &daemons {
         assert!(!running(*pid), "{d} stopped");
@@ -35,10 +41,7 @@ fn a_dropped_instance_stops_its_daemons_and_leaves_no_directory_behind() {
 
 #[test]
 fn directories_of_daemons_killed_with_their_namespace_are_removed() {
-    let ns = Netns::new(&format!("{}b", unique_prefix("ff"))).unwrap();
-    let frr = Frr::start(&ns, CONFIG).unwrap();
-    let daemons = frr.daemons();
-    assert_eq!(daemons.len(), 2);
+    let (ns, frr, daemons) = started("b");
     // The namespace goes first: its processes are killed, and cannot clean up after themselves.
     drop(ns);
     for (d, pid) in &daemons {
@@ -57,11 +60,8 @@ fn directories_of_daemons_killed_with_their_namespace_are_removed() {
 
 #[test]
 fn a_crashed_daemon_is_gone_and_so_is_its_directory() {
-    let ns = Netns::new(&format!("{}c", unique_prefix("ff"))).unwrap();
-    let frr = Frr::start(&ns, CONFIG).unwrap();
-    let daemons = frr.daemons();
+    let (_ns, frr, daemons) = started("c");
     let &(_, bgpd) = daemons.iter().find(|(d, _)| d == "bgpd").unwrap();
-    assert!(temp_dir("bgpd", bgpd).is_some());
     frr.crash("bgpd").unwrap();
     assert!(!running(bgpd), "bgpd killed");
     assert_eq!(temp_dir("bgpd", bgpd), None, "its directory removed");
