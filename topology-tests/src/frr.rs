@@ -148,7 +148,8 @@ impl Frr {
             .into_iter()
             .find(|(d, _)| d == daemon)
             .map(|(_, pid)| pid)
-            .ok_or_else(|| io::Error::other(format!("no {daemon} in {}", self.name)))?;
+            .filter(|&pid| is_running(daemon, pid))
+            .ok_or_else(|| io::Error::other(format!("no {daemon} running in {}", self.name)))?;
         signal("-KILL", pid);
         let end = Instant::now() + STOP_GRACE;
         while is_running(daemon, pid) && Instant::now() < end {
