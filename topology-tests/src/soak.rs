@@ -19,8 +19,9 @@ use crate::clab::Lab;
 use crate::demo::anylb_cli;
 
 /// The client's load: `threads` threads, each opening a new connection per request until `seconds` have passed
-/// (or 1,000,000 requests). Prints one JSON object: per-second ok and failed counts (by start time), latency
-/// percentiles, and the first errors.
+/// (or 1,000,000 requests). Prints one JSON object: per-second ok and failed counts (by start time), each
+/// failed request's start, end and error, latency percentiles, and the errors counted by kind and tenth of a
+/// second (the first 100 such keys).
 const LOAD: &str = r#"
 import json, socket, sys, threading, time
 vip, threads, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -54,9 +55,9 @@ def worker():
                 lat.append(d)
             else:
                 fail[i] += 1
-                if len(fails) < 20000: fails.append((round(s - t0, 3), round(s + d - t0, 3)))
+                if len(fails) < 20000: fails.append((round(s - t0, 3), round(s + d - t0, 3), e))
                 key = "%s at %.1f s" % (e, s - t0)
-                if len(errors) < 20: errors[key] = errors.get(key, 0) + 1
+                if key in errors or len(errors) < 100: errors[key] = errors.get(key, 0) + 1
         if e is not None:
             time.sleep(0.05)  # a refused or unreachable VIP fails at once: do not spin
 ts = [threading.Thread(target=worker) for _ in range(threads)]
@@ -179,6 +180,16 @@ pub struct Row {
     pub recovery_s: f64,
     /// Failed requests later than the fault's expected window, before the next fault.
     pub unexpected: u64,
+    /// Those requests: what failed, and when they were open.
+    pub unexplained: Vec<String>,
+}
+
+/// A failed request: when it started and ended (seconds since the load started), and the client's error.
+#[derive(Debug, Clone, PartialEq)]
+struct Failed {
+    start: f64,
+    end: f64,
+    error: String,
 }
 
 /// What a soak saw.
@@ -218,9 +229,10 @@ impl Report {
             .filter(|r| r.unexpected > 0)
             .map(|r| {
                 format!(
-                    "{} failed requests after \"{}\" outside its window",
+                    "{} failed requests after \"{}\" outside its window: {}",
                     r.unexpected,
-                    r.fault.name()
+                    r.fault.name(),
+                    r.unexplained.join("; ")
                 )
             })
             .collect();
@@ -455,11 +467,17 @@ pub fn run(lab: &mut Lab, anylb: &Path, topology: &Path, seconds: u64, threads: 
     // Fault times on the client's clock (it started a little after `t0`).
     let start = v["t0"].as_f64().unwrap_or(0.0);
     let happened: Vec<(f64, Fault)> = happened.into_iter().map(|(w, f)| (w - start, f)).collect();
-    let fails: Vec<(f64, f64)> = v["fails"]
+    let fails: Vec<Failed> = v["fails"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|f| Some((f[0].as_f64()?, f[1].as_f64()?)))
+        .filter_map(|f| {
+            Some(Failed {
+                start: f[0].as_f64()?,
+                end: f[1].as_f64()?,
+                error: f[2].as_str().unwrap_or("?").to_owned(),
+            })
+        })
         .collect();
     Ok(Report {
         rows: rows(&happened, &ok, &failed, &fails),
@@ -485,8 +503,9 @@ pub fn run(lab: &mut Lab, anylb: &Path, topology: &Path, seconds: u64, threads: 
 /// start time) and each failed request's (start, end). A failure is the fault's when the fault happened (or,
 /// for a fault undone later, was undone) while the request was open, or the request started within the
 /// window after either; failures that no fault explains are counted as unexpected on the fault before them.
-fn rows(happened: &[(f64, Fault)], ok: &[u64], failed: &[u64], fails: &[(f64, f64)]) -> Vec<Row> {
-    let explained = |&(start, end): &(f64, f64)| {
+fn rows(happened: &[(f64, Fault)], ok: &[u64], failed: &[u64], fails: &[Failed]) -> Vec<Row> {
+    let explained = |f: &Failed| {
+        let (start, end) = (f.start, f.end);
         happened.iter().any(|&(at, f)| {
             let w = f.window().as_secs_f64();
             let after = |t: f64| (start <= t && t <= end) || (t <= start && start <= t + w);
@@ -508,17 +527,22 @@ fn rows(happened: &[(f64, Fault)], ok: &[u64], failed: &[u64], fails: &[(f64, f6
             let recovered = (start..ok.len().min(start + 30)).find(|&s| {
                 ok.get(s).is_some_and(|&o| o * 2 >= rate) && failed.get(s).copied().unwrap_or(0) == 0
             });
-            let in_10s = fails.iter().filter(|(s, e)| *e >= at && *s < at + 10.0).count() as u64;
-            let unexpected = fails
+            let in_10s = fails
                 .iter()
-                .filter(|f| f.0 >= at && f.0 < next && !explained(f))
+                .filter(|f| f.end >= at && f.start < at + 10.0)
                 .count() as u64;
+            let unexplained: Vec<String> = fails
+                .iter()
+                .filter(|f| f.start >= at && f.start < next && !explained(f))
+                .map(|f| format!("{} open {:.3}-{:.3} s", f.error, f.start, f.end))
+                .collect();
             Row {
                 fault,
                 at,
                 failed_10s: in_10s,
                 recovery_s: recovered.map_or(30.0, |s| (s as f64 - at).max(0.0)),
-                unexpected,
+                unexpected: unexplained.len() as u64,
+                unexplained,
             }
         })
         .collect()
@@ -536,7 +560,7 @@ mod tests {
         failed[11] = 1;
         failed[24] = 1;
         failed[25] = 1;
-        let fails = [
+        let fails: Vec<Failed> = [
             (10.1, 10.25), // open when be2 died: expected
             (10.5, 10.6),  // within the 2.5 s window: expected
             (11.9, 12.0),
@@ -544,7 +568,14 @@ mod tests {
             (25.9, 26.0), // after the link cut: not expected
             (29.6, 39.6), // opened as the link came back (24.5 + 5 s), timed out: the cut's
             (31.0, 31.1), // more than a second after the link came back: not expected
-        ];
+        ]
+        .into_iter()
+        .map(|(start, end)| Failed {
+            start,
+            end,
+            error: "TimeoutError".to_owned(),
+        })
+        .collect();
         let happened = [
             (10.2, Fault::KillBackend),
             (20.0, Fault::StartBackend),
@@ -559,8 +590,13 @@ mod tests {
             rows: r,
             ..Report::default()
         };
-        assert_eq!(report.problems(1024).len(), 1);
-        assert!(report.problems(1024)[0].starts_with("2 failed requests"));
+        let p = report.problems(1024);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("2 failed requests"), "{p:?}");
+        assert!(
+            p[0].ends_with("TimeoutError open 25.900-26.000 s; TimeoutError open 31.000-31.100 s"),
+            "{p:?}"
+        );
     }
 
     #[test]
