@@ -13,12 +13,14 @@ cargo clippy --workspace --all-targets --locked -q -- -D warnings
 echo "== cargo test"
 log=$(mktemp /tmp/anylb-test.XXXXXX.log)
 set +e
-cargo test --workspace --locked > "$log" 2>&1
+# Every test binary runs even after one fails, so that a run shows every failure, not only the first.
+cargo test --workspace --locked --no-fail-fast > "$log" 2>&1
 status=$?
 set -e
 grep -E '^(test result|running|error|failures)|FAILED|panicked' "$log" || true
-passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+# Counted from cargo's summary lines only: tests print "N failed" in their own output too (the soak's report).
+passed=$(grep -E '^test result:' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -E '^test result:' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 if [ "$status" -ne 0 ]; then
   sed -n '/^failures:/,/^test result/p' "$log" | head -n 300
 fi
