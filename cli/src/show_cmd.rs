@@ -846,6 +846,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dead = UnixListener::bind(dir.path().join("old.sock")).expect("bind");
         drop(dead);
+        // Another test's thread may be starting a process at this moment: the child holds a copy of the
+        // listener until it executes its program (which closes it). Wait until nothing answers on the socket.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::os::unix::net::UnixStream::connect(dir.path().join("old.sock")).is_ok()
+            && std::time::Instant::now() < end
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let e = live_socket(dir.path()).expect_err("only a dead socket");
         assert!(e.starts_with("no live anylb daemon socket"), "{e}");
         let _live = UnixListener::bind(dir.path().join("lb1.sock")).expect("bind");
