@@ -819,8 +819,9 @@ impl Runtime {
             .collect()
     }
 
-    /// Asks every worker `q` (each answers between bursts); waits at most 500 ms. One question at a time; a
-    /// late answer to an earlier question is dropped, not taken for this one's.
+    /// Asks every worker `q` (each answers between bursts); waits at most 500 ms, and logs which workers it
+    /// leaves out then. One question at a time; a late answer to an earlier question is dropped, not taken for
+    /// this one's.
     fn ask(&self, q: Question, filter: Option<ConnFilter>) -> Vec<Answer> {
         let mut last = self.ask_lock.lock().unwrap_or_else(|e| e.into_inner());
         *last = last.wrapping_add(1);
@@ -846,6 +847,10 @@ impl Runtime {
                 }
             }
             std::thread::sleep(Duration::from_millis(2));
+        }
+        let missing: Vec<usize> = (0..n).filter(|&i| !got[i]).collect();
+        if !missing.is_empty() {
+            tracing::warn!(question = ?q, workers = ?missing, "workers did not answer within 500 ms; the answer leaves them out");
         }
         out
     }
