@@ -105,6 +105,17 @@ impl Reply {
 struct Blocked {
     seg: [u8; 24],
     to: SocketAddr,
+    /// The probe's deadline.
+    deadline: Instant,
+}
+
+impl Blocked {
+    /// Sends the SYN once the socket has room; `None` when none came before the probe's deadline.
+    async fn send(self, sock: &UdpSocket) -> Option<std::io::Result<usize>> {
+        tokio::time::timeout_at(self.deadline, sock.send_to(&self.seg, self.to))
+            .await
+            .ok()
+    }
 }
 
 /// What the result of a probe is, from its answer (`None`: none came within `timeout`).
@@ -288,10 +299,9 @@ impl Prober {
         let mut unregister = Unregister(&fam.waiting, Some(key));
         if let Some(b) = blocked {
             // Wait for room, within the check's time.
-            let deadline = Instant::now() + c.timeout;
-            match tokio::time::timeout_at(deadline, fam.sock.send_to(&b.seg, b.to)).await {
-                Ok(r) => r.map(drop).map_err(CheckError::Send)?,
-                Err(_) => return Err(CheckError::Timeout(c.timeout)),
+            match b.send(&fam.sock).await {
+                Some(r) => r.map(drop).map_err(CheckError::Send)?,
+                None => return Err(CheckError::Timeout(c.timeout)),
             }
         }
         let answer = rx.await.ok();
@@ -308,9 +318,9 @@ impl Prober {
         let reply = Reply::Batch(Batched(Some((outcomes.clone(), token))));
         let (_, blocked) = self.launch(fam, c, reply)?;
         if let Some(b) = blocked {
-            let (sock, deadline) = (fam.sock.clone(), Instant::now() + c.timeout);
+            let sock = fam.sock.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout_at(deadline, sock.send_to(&b.seg, b.to)).await;
+                let _ = b.send(&sock).await;
             });
         }
         Ok(())
@@ -344,7 +354,9 @@ impl Prober {
         let to = SocketAddr::new(c.target.ip(), 0);
         match fam.sock.try_send_to(&seg, to) {
             Ok(_) => Ok((key, None)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok((key, Some(Blocked { seg, to }))),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Ok((key, Some(Blocked { seg, to, deadline })))
+            }
             Err(e) => {
                 if let Ok(mut w) = fam.waiting.lock() {
                     w.remove(&key);

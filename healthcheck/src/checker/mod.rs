@@ -17,10 +17,10 @@ mod exec;
 pub mod grpc;
 pub mod http;
 mod tcp;
-
-pub(crate) use tcp::syn_prober;
 mod tls;
 mod udp;
+
+pub(crate) use tcp::syn_prober;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
