@@ -151,13 +151,8 @@ impl Frr {
             .filter(|&pid| is_running(daemon, pid))
             .ok_or_else(|| io::Error::other(format!("no {daemon} running in {}", self.name)))?;
         signal("-KILL", pid);
-        let end = Instant::now() + STOP_GRACE;
-        while is_running(daemon, pid) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Some(dir) = temp_dir(daemon, pid) {
-            std::fs::remove_dir_all(dir)?;
-        }
+        // Waits for it to be gone, and removes what it left.
+        stop_daemons(&[(daemon.to_owned(), pid)]);
         Ok(())
     }
 
@@ -226,7 +221,7 @@ pub fn temp_dir(daemon: &str, pid: u32) -> Option<PathBuf> {
 
 /// Whether process `pid` is FRR's `daemon` and has not exited (a pid file can outlive its process, the number
 /// can be reused, and an exited daemon stays a zombie until its parent, init here, reaps it).
-fn is_running(daemon: &str, pid: u32) -> bool {
+pub fn is_running(daemon: &str, pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };

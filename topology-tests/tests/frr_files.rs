@@ -4,14 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use topology_tests::frr::{temp_dir, Frr};
+use topology_tests::frr::{is_running, temp_dir, Frr};
 use topology_tests::netns::{unique_prefix, Netns};
 
 const CONFIG: &str = "frr defaults traditional\nrouter bgp 65000\n bgp router-id 192.0.2.1\n";
-
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
-}
 
 /// FRR (zebra and bgpd) in a new namespace, its daemons, each checked to keep its directory while it runs.
 fn started(tag: &str) -> (Netns, Frr, Vec<(String, u32)>) {
@@ -34,7 +30,7 @@ fn a_dropped_instance_stops_its_daemons_and_leaves_no_directory_behind() {
     let (_ns, frr, daemons) = started("a");
     drop(frr);
     for (d, pid) in &daemons {
-        assert!(!running(*pid), "{d} stopped");
+        assert!(!is_running(d, *pid), "{d} stopped");
         assert_eq!(temp_dir(d, *pid), None, "{d}'s directory is gone");
     }
 }
@@ -46,10 +42,10 @@ fn directories_of_daemons_killed_with_their_namespace_are_removed() {
     drop(ns);
     for (d, pid) in &daemons {
         let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while running(*pid) && std::time::Instant::now() < end {
+        while is_running(d, *pid) && std::time::Instant::now() < end {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        assert!(!running(*pid), "{d} killed");
+        assert!(!is_running(d, *pid), "{d} killed");
         assert!(temp_dir(d, *pid).is_some(), "a killed {d} left its directory");
     }
     drop(frr);
@@ -63,7 +59,7 @@ fn a_crashed_daemon_is_gone_and_so_is_its_directory() {
     let (_ns, frr, daemons) = started("c");
     let &(_, bgpd) = daemons.iter().find(|(d, _)| d == "bgpd").unwrap();
     frr.crash("bgpd").unwrap();
-    assert!(!running(bgpd), "bgpd killed");
+    assert!(!is_running("bgpd", bgpd), "bgpd killed");
     assert_eq!(temp_dir("bgpd", bgpd), None, "its directory removed");
     assert!(frr.vtysh("show version").is_ok(), "zebra goes on");
     assert!(frr.crash("ospfd").is_err(), "no such daemon");
