@@ -20,7 +20,7 @@ use crate::demo::anylb_cli;
 
 /// The client's load: `threads` threads, each opening a new connection per request until `seconds` have passed
 /// (or 1,000,000 requests). Prints one JSON object: per-second ok and failed counts (by start time), each
-/// failed request's start, end and error, latency percentiles, and the errors counted by kind and tenth of a
+/// failed request's start, end, error, phase (connect or answer) and client port, latency percentiles, and the errors counted by kind and tenth of a
 /// second (the first 100 such keys).
 const LOAD: &str = r#"
 import json, socket, sys, threading, time
@@ -33,20 +33,24 @@ def worker():
     for _ in range(1000000):
         s = time.monotonic()
         if s - t0 >= seconds: return
+        c, phase = socket.socket(socket.AF_INET6 if ":" in vip else socket.AF_INET), "connect"
         try:
-            c = socket.create_connection((vip, 80), timeout=10)
             c.settimeout(10)
+            c.connect((vip, 80))
+            phase = "answer"
             c.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
             data = b""
             while True:
                 d = c.recv(4096)
                 if not d: break
                 data += d
-            c.close()
             good = data.startswith(b"HTTP/1.0 200") or data.startswith(b"HTTP/1.1 200")
             e = None if good else "bad answer"
         except Exception as x:
             e = "%s (errno %s)" % (type(x).__name__, getattr(x, "errno", None))
+        try: port = c.getsockname()[1]
+        except OSError: port = 0
+        c.close()
         d = time.monotonic() - s
         with lock:
             i = min(int(s - t0), n - 1)
@@ -55,7 +59,7 @@ def worker():
                 lat.append(d)
             else:
                 fail[i] += 1
-                if len(fails) < 20000: fails.append((round(s - t0, 3), round(s + d - t0, 3), e))
+                if len(fails) < 20000: fails.append((round(s - t0, 3), round(s + d - t0, 3), e, phase, port))
                 key = "%s at %.1f s" % (e, s - t0)
                 if key in errors or len(errors) < 100: errors[key] = errors.get(key, 0) + 1
         if e is not None:
@@ -184,12 +188,15 @@ pub struct Row {
     pub unexplained: Vec<String>,
 }
 
-/// A failed request: when it started and ended (seconds since the load started), and the client's error.
+/// A failed request: when it started and ended (seconds since the load started), the client's error, where
+/// it failed (`connect` or `answer`) and the client's port (to find the flow in a capture or a table).
 #[derive(Debug, Clone, PartialEq)]
 struct Failed {
     start: f64,
     end: f64,
     error: String,
+    phase: String,
+    port: u16,
 }
 
 /// What a soak saw.
@@ -476,6 +483,8 @@ pub fn run(lab: &mut Lab, anylb: &Path, topology: &Path, seconds: u64, threads: 
                 start: f[0].as_f64()?,
                 end: f[1].as_f64()?,
                 error: f[2].as_str().unwrap_or("?").to_owned(),
+                phase: f[3].as_str().unwrap_or("?").to_owned(),
+                port: f[4].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
             })
         })
         .collect();
@@ -534,7 +543,12 @@ fn rows(happened: &[(f64, Fault)], ok: &[u64], failed: &[u64], fails: &[Failed])
             let unexplained: Vec<String> = fails
                 .iter()
                 .filter(|f| f.start >= at && f.start < next && !explained(f))
-                .map(|f| format!("{} open {:.3}-{:.3} s", f.error, f.start, f.end))
+                .map(|f| {
+                    format!(
+                        "{} in {} from port {}, open {:.3}-{:.3} s",
+                        f.error, f.phase, f.port, f.start, f.end
+                    )
+                })
                 .collect();
             Row {
                 fault,
@@ -574,6 +588,8 @@ mod tests {
             start,
             end,
             error: "TimeoutError".to_owned(),
+            phase: "connect".to_owned(),
+            port: 40000,
         })
         .collect();
         let happened = [
@@ -594,7 +610,10 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert!(p[0].starts_with("2 failed requests"), "{p:?}");
         assert!(
-            p[0].ends_with("TimeoutError open 25.900-26.000 s; TimeoutError open 31.000-31.100 s"),
+            p[0].ends_with(
+                "TimeoutError in connect from port 40000, open 25.900-26.000 s; \
+                 TimeoutError in connect from port 40000, open 31.000-31.100 s"
+            ),
             "{p:?}"
         );
     }
