@@ -154,6 +154,10 @@ pub struct WorkerStats {
     pub redirected: u64,
     /// TCP segments of unknown flows handed to another node.
     pub peer_forwarded: u64,
+    /// Of those, segments that met a connection both sides had closed (a newer flow of its tuple, moved here
+    /// from the node it opened on).
+    #[serde(default)]
+    pub peer_forwarded_closed: u64,
     /// Connections created.
     pub new_connections: u64,
     /// Of those, QUIC connections routed by the server ID of their connection ID.

@@ -72,7 +72,7 @@ pub fn stats(sock: &Path, json: bool, per_worker: bool, watch: Option<u64>) -> R
             };
             let rate = |x: Option<f64>| x.map_or_else(|| "-".into(), |x| format!("{}/s", count(x)));
             println!(
-                "rx {} ({})  tx {} ({}, fast path {})  kernel {}  redirected {}  to peers {}  connections {} new {} ({}) expired {}  dropped {}  not for us {}  tx refused {}{}",
+                "rx {} ({})  tx {} ({}, fast path {})  kernel {}  redirected {}  to peers {} ({} on closed entries)  connections {} new {} ({}) expired {}  dropped {}  not for us {}  tx refused {}{}",
                 t.rx_packets,
                 rate(rates.map(|r| r.0)),
                 t.tx_packets,
@@ -81,6 +81,7 @@ pub fn stats(sock: &Path, json: bool, per_worker: bool, watch: Option<u64>) -> R
                 t.to_kernel,
                 t.redirected,
                 t.peer_forwarded,
+                t.peer_forwarded_closed,
                 t.connections,
                 t.new_connections,
                 rate(rates.map(|r| r.2)),

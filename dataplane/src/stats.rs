@@ -175,6 +175,9 @@ pub struct Stats {
     pub redirected: u64,
     /// TCP segments to a VIP without a connection here, handed to another node ("second chance").
     pub peer_forwarded: u64,
+    /// Of those, segments that met a connection here both sides had closed: a newer flow of its tuple,
+    /// opened on a peer node (the client reused its port) and moved here by the router.
+    pub peer_forwarded_closed: u64,
     /// Connections created.
     pub new_connections: u64,
     /// Of those, QUIC connections sent to the backend their connection ID names (a migrated connection).
@@ -218,6 +221,7 @@ impl Stats {
         self.syn_proxied += o.syn_proxied;
         self.redirected += o.redirected;
         self.peer_forwarded += o.peer_forwarded;
+        self.peer_forwarded_closed += o.peer_forwarded_closed;
         self.new_connections += o.new_connections;
         self.expired_connections += o.expired_connections;
         self.connections += o.connections;

@@ -538,6 +538,86 @@ fn segments_of_unknown_flows_get_a_second_chance_at_the_peer_node() {
     assert_eq!(seen(&out).dport, 8080);
 }
 
+/// Opens a connection from `client` to 203.0.113.10:80 through `lab` and closes it (backend first, then the
+/// client; the backend's last ACK leaves the entry in TIME_WAIT). Returns what the backend received.
+fn open_and_close(lab: &mut Lab, client: (&str, u16)) -> Seen {
+    let vip = ("203.0.113.10", 80);
+    let (_, out) = lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 1, Some(1460), b""));
+    let s = seen(&out);
+    let mac = backend_mac(if s.dst == ip("198.51.100.101") { 1 } else { 2 });
+    let back = |flags: &str| {
+        tcp(
+            mac,
+            IN_MAC,
+            (&s.dst.to_string(), s.dport),
+            (&s.src.to_string(), s.sport),
+            flags,
+            7,
+            None,
+            b"",
+        )
+    };
+    lab.forward(1, back("SA"));
+    lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "A", 2, None, b""));
+    lab.forward(1, back("AF"));
+    lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "AF", 2, None, b""));
+    lab.forward(1, back("A"));
+    s
+}
+
+#[test]
+fn a_moved_flow_that_meets_a_closed_entry_of_its_tuple_gets_the_second_chance() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/peers.toml")).unwrap();
+    let mut lab = Lab::with(&text, &Overrides::default());
+    let client = ("192.0.2.100", 40000);
+    let vip = ("203.0.113.10", 80);
+    open_and_close(&mut lab, client);
+    // The client reuses its port; the new connection's SYN opened it on lb2, and the router then moved the
+    // flow here: its handshake ACK and request go unchanged to lb2, not to the old backend socket.
+    let request = tcp(ROUTER_MAC, UP_MAC, client, vip, "AP", 9001, None, b"GET /");
+    for seg in [
+        tcp(ROUTER_MAC, UP_MAC, client, vip, "A", 9001, None, b""),
+        request.clone(),
+    ] {
+        let (port, out) = lab.forward(0, seg.clone());
+        assert_eq!(port, 1);
+        assert_eq!(&out[..6], &[2, 0, 0, 0, 0x0c, 1], "to lb2's MAC");
+        assert_eq!(out[12..], seg[12..], "the packet itself unchanged");
+    }
+    assert_eq!(lab.worker.stats.peer_forwarded, 2);
+    assert_eq!(lab.worker.stats.peer_forwarded_closed, 2);
+    // What lb2 hands here is not handed back: the closed entry translates it, as before.
+    let from_peer = tcp(
+        [2, 0, 0, 0, 0x0c, 1],
+        IN_MAC,
+        client,
+        vip,
+        "AP",
+        9001,
+        None,
+        b"GET /",
+    );
+    let (port, out) = lab.forward(1, from_peer);
+    assert_eq!((port, seen(&out).dport), (1, 8080));
+    assert_eq!(lab.worker.stats.peer_forwarded, 2);
+    // A SYN on the closed entry still opens a new connection here.
+    let (_, out) = lab.forward(
+        0,
+        tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 20001, Some(1460), b""),
+    );
+    assert!(seen(&out).syn);
+    assert_eq!(lab.worker.stats.new_connections, 2);
+
+    // A single node (no peers) has nowhere to hand it: the closed entry translates it, as before.
+    let mut alone = Lab::new();
+    let s = open_and_close(&mut alone, client);
+    let (port, out) = alone.forward(0, request);
+    let t = seen(&out);
+    assert_eq!((port, t.dst, t.dport, t.sport), (1, s.dst, 8080, s.sport));
+    assert_eq!(alone.worker.stats.peer_forwarded, 0);
+}
+
 #[test]
 fn a_one_armed_node_hands_unknown_segments_back_out_of_its_port_to_the_peer() {
     let text = std::fs::read_to_string(concat!(

@@ -371,6 +371,7 @@ fn worker_stats(s: &anylb_dataplane::stats::Stats) -> api::WorkerStats {
         to_kernel: s.to_kernel,
         redirected: s.redirected,
         peer_forwarded: s.peer_forwarded,
+        peer_forwarded_closed: s.peer_forwarded_closed,
         new_connections: s.new_connections,
         quic_routed: s.quic_routed,
         fragments: s.fragments,

@@ -387,6 +387,14 @@ impl Snapshot {
         )?;
         family(
             e,
+            "anylb_peer_forwarded_closed",
+            "Of the segments handed to another node, those that met a connection here both sides had closed.",
+            packets(),
+            MetricType::Counter,
+            per(|s| s.peer_forwarded_closed),
+        )?;
+        family(
+            e,
             "anylb_icmp_errors",
             "ICMP errors sent or translated.",
             packets(),

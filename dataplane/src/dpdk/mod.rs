@@ -221,7 +221,7 @@ struct Published {
     heartbeat: AtomicU64,
 }
 
-const FIXED: usize = 17;
+const FIXED: usize = 18;
 
 impl Published {
     fn new() -> Self {
@@ -250,6 +250,7 @@ impl Published {
             s.fragments,
             s.syn_cookies,
             s.syn_proxied,
+            s.peer_forwarded_closed,
         ];
         for (a, v) in self.vals.iter().zip(fixed.iter().chain(s.drops.iter())) {
             a.store(*v, Ordering::Relaxed);
@@ -279,6 +280,7 @@ impl Published {
             fragments: v[14],
             syn_cookies: v[15],
             syn_proxied: v[16],
+            peer_forwarded_closed: v[17],
             drops,
         }
     }

@@ -8,7 +8,7 @@ use crate::flow::{is_v4, v4, Tuple};
 use crate::frame::{Frame, FrameAlloc};
 use crate::pool::owner;
 use crate::snapshot::Local;
-use crate::tcp_state::{self, Dir};
+use crate::tcp_state::{self, Dir, State};
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{checksum, ipv4, ipv6, proto, tcp, udp};
 
@@ -156,7 +156,12 @@ impl<F: Frame> Worker<F> {
             return Err(f);
         }
         let state = c.state();
-        if p == proto::TCP && tcp_state::next(state, dir, flags) != state {
+        // A client's segment on a closed connection may belong to a newer flow of its tuple: the general
+        // path decides.
+        if p == proto::TCP
+            && (tcp_state::next(state, dir, flags) != state
+                || (dir == Dir::Inbound && matches!(state, State::TimeWait | State::Close)))
+        {
             return Err(f);
         }
         let (Some(svc), Some(entry)) = (
