@@ -154,8 +154,8 @@ pub struct WorkerStats {
     pub redirected: u64,
     /// TCP segments of unknown flows handed to another node.
     pub peer_forwarded: u64,
-    /// Of those, segments that met a connection both sides had closed (a newer flow of its tuple, moved here
-    /// from the node it opened on).
+    /// Of those, segments with data that met a connection both sides had closed (a newer flow of its tuple,
+    /// moved here from the node it opened on).
     #[serde(default)]
     pub peer_forwarded_closed: u64,
     /// Connections created.

@@ -175,8 +175,8 @@ pub struct Stats {
     pub redirected: u64,
     /// TCP segments to a VIP without a connection here, handed to another node ("second chance").
     pub peer_forwarded: u64,
-    /// Of those, segments that met a connection here both sides had closed: a newer flow of its tuple,
-    /// opened on a peer node (the client reused its port) and moved here by the router.
+    /// Of those, segments with data that met a connection here both sides had closed: a newer flow of its
+    /// tuple, opened on a peer node (the client reused its port) and moved here by the router.
     pub peer_forwarded_closed: u64,
     /// Connections created.
     pub new_connections: u64,

@@ -388,7 +388,7 @@ impl Snapshot {
         family(
             e,
             "anylb_peer_forwarded_closed",
-            "Of the segments handed to another node, those that met a connection here both sides had closed.",
+            "Of the segments handed to another node, those with data that met a connection here both sides had closed.",
             packets(),
             MetricType::Counter,
             per(|s| s.peer_forwarded_closed),

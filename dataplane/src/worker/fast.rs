@@ -156,8 +156,8 @@ impl<F: Frame> Worker<F> {
             return Err(f);
         }
         let state = c.state();
-        // A client's segment on a closed connection may belong to a newer flow of its tuple: the general
-        // path decides.
+        // A client's segment on a closed connection may belong to a newer flow of its tuple (when it carries
+        // data): the general path decides.
         if p == proto::TCP
             && (tcp_state::next(state, dir, flags) != state
                 || (dir == Dir::Inbound && matches!(state, State::TimeWait | State::Close)))

@@ -203,18 +203,19 @@ impl<F: Frame> Worker<F> {
                 self.forget(idx, out);
                 None
             }
-            // Any other segment from a router on a connection both sides have closed: that connection's
-            // client has nothing left to send but a repeated last ACK or FIN, so this is most likely a newer
-            // flow of the same tuple (a client that reused its port) whose SYN opened it on a peer node, and
-            // which the router has since moved here. Translated by the closed entry it would reach the old
-            // backend's socket and never its own: it gets the second chance instead, as a flow not known
-            // here would.
+            // Data from a router on a connection both sides have closed: that connection's client has sent
+            // its FIN and has no data left to send (only a repeated last ACK or FIN, which stay here), so this
+            // is a newer flow of the same tuple (a client that reused its port) whose SYN opened it on a peer
+            // node, and which the router has since moved here. Translated by the closed entry it would reach
+            // the old backend's socket and never its own: it gets the second chance instead, as a flow not
+            // known here would.
             Some((idx, Dir::Inbound))
                 if local == Local::Vip
                     && p.proto == proto::TCP
                     && p.tcp_flags & tcp::flags::SYN == 0
                     && matches!(self.conns.get(idx).state(), State::TimeWait | State::Close)
                     && !self.snap.peers.is_empty()
+                    && !tcp::Packet::new_unchecked(&f.data()[p.l4..]).payload().is_empty()
                     && self.sent_by_router(p.in_port, &f) =>
             {
                 self.stats.peer_forwarded_closed += 1;
