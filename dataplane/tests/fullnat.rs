@@ -375,33 +375,9 @@ fn connections_expire_and_release_their_ports() {
 fn a_new_syn_on_a_finished_connection_is_scheduled_afresh() {
     let mut lab = Lab::new();
     let client = ("192.0.2.100", 40000);
-    let vip = ("203.0.113.10", 80);
     let mut first = None;
     for round in 0..2 {
-        let (_, out) = lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 1, Some(1460), b""));
-        let s = seen(&out);
-        let back = |flags: &str| {
-            tcp(
-                if s.dst == ip("198.51.100.101") {
-                    backend_mac(1)
-                } else {
-                    backend_mac(2)
-                },
-                IN_MAC,
-                (&s.dst.to_string(), s.dport),
-                (&s.src.to_string(), s.sport),
-                flags,
-                7,
-                None,
-                b"",
-            )
-        };
-        lab.forward(1, back("SA"));
-        lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "A", 2, None, b""));
-        // The backend closes first, then the client; the last ACK leaves the entry in TIME_WAIT.
-        lab.forward(1, back("AF"));
-        lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "AF", 2, None, b""));
-        lab.forward(1, back("A"));
+        let s = open_and_close(&mut lab, client);
         match round {
             0 => first = Some((s.src, s.sport)),
             _ => assert_ne!(

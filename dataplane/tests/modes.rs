@@ -538,33 +538,6 @@ fn segments_of_unknown_flows_get_a_second_chance_at_the_peer_node() {
     assert_eq!(seen(&out).dport, 8080);
 }
 
-/// Opens a connection from `client` to 203.0.113.10:80 through `lab` and closes it (backend first, then the
-/// client; the backend's last ACK leaves the entry in TIME_WAIT). Returns what the backend received.
-fn open_and_close(lab: &mut Lab, client: (&str, u16)) -> Seen {
-    let vip = ("203.0.113.10", 80);
-    let (_, out) = lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 1, Some(1460), b""));
-    let s = seen(&out);
-    let mac = backend_mac(if s.dst == ip("198.51.100.101") { 1 } else { 2 });
-    let back = |flags: &str| {
-        tcp(
-            mac,
-            IN_MAC,
-            (&s.dst.to_string(), s.dport),
-            (&s.src.to_string(), s.sport),
-            flags,
-            7,
-            None,
-            b"",
-        )
-    };
-    lab.forward(1, back("SA"));
-    lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "A", 2, None, b""));
-    lab.forward(1, back("AF"));
-    lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "AF", 2, None, b""));
-    lab.forward(1, back("A"));
-    s
-}
-
 #[test]
 fn a_moved_flow_that_meets_a_closed_entry_of_its_tuple_gets_the_second_chance() {
     let text =

@@ -552,6 +552,33 @@ pub fn open_tcp(lab: &mut Lab, client: (&str, u16), vip: (&str, u16)) -> Seen {
     s
 }
 
+/// Opens a connection from `client` to 203.0.113.10:80 through `lab` and closes it (backend first, then the
+/// client; the backend's last ACK leaves the entry in TIME_WAIT). Returns what the backend received.
+pub fn open_and_close(lab: &mut Lab, client: (&str, u16)) -> Seen {
+    let vip = ("203.0.113.10", 80);
+    let (_, out) = lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 1, Some(1460), b""));
+    let s = seen(&out);
+    let mac = backend_mac(if s.dst == ip("198.51.100.101") { 1 } else { 2 });
+    let back = |flags: &str| {
+        tcp(
+            mac,
+            IN_MAC,
+            (&s.dst.to_string(), s.dport),
+            (&s.src.to_string(), s.sport),
+            flags,
+            7,
+            None,
+            b"",
+        )
+    };
+    lab.forward(1, back("SA"));
+    lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "A", 2, None, b""));
+    lab.forward(1, back("AF"));
+    lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "AF", 2, None, b""));
+    lab.forward(1, back("A"));
+    s
+}
+
 /// The SYN-ACK (sequence 7) of the lab's backend (.101 or .102, port 8080) to the SYN it received, `s`.
 pub fn backend_synack(s: &Seen) -> Vec<u8> {
     tcp(
