@@ -218,8 +218,11 @@ impl<F: Frame> Worker<F> {
                     && !tcp::Packet::new_unchecked(&f.data()[p.l4..]).payload().is_empty()
                     && self.sent_by_router(p.in_port, &f) =>
             {
-                self.stats.peer_forwarded_closed += 1;
-                return self.hand_to_peer(&p, h, f, alloc, out);
+                // A part of `peer_forwarded`: counted when that is.
+                let handed = self.stats.peer_forwarded;
+                let v = self.hand_to_peer(&p, h, f, alloc, out);
+                self.stats.peer_forwarded_closed += self.stats.peer_forwarded - handed;
+                return v;
             }
             other => other,
         };
