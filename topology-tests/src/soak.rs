@@ -20,8 +20,8 @@ use crate::demo::anylb_cli;
 
 /// The client's load: `threads` threads, each opening a new connection per request until `seconds` have passed
 /// (or 1,000,000 requests). Prints one JSON object: per-second ok and failed counts (by start time), each
-/// failed request's start, end, error, phase (connect or answer) and client port, latency percentiles, and the errors counted by kind and tenth of a
-/// second (the first 100 such keys).
+/// failed request's start, end, error, phase (connect or answer) and client port, latency percentiles, and the
+/// errors counted by kind and tenth of a second (the first 100 such keys).
 const LOAD: &str = r#"
 import json, socket, sys, threading, time
 vip, threads, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

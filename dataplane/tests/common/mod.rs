@@ -556,37 +556,28 @@ pub fn open_tcp(lab: &mut Lab, client: (&str, u16), vip: (&str, u16)) -> Seen {
 /// client; the backend's last ACK leaves the entry in TIME_WAIT). Returns what the backend received.
 pub fn open_and_close(lab: &mut Lab, client: (&str, u16)) -> Seen {
     let vip = ("203.0.113.10", 80);
-    let (_, out) = lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "S", 1, Some(1460), b""));
-    let s = seen(&out);
-    let mac = backend_mac(if s.dst == ip("198.51.100.101") { 1 } else { 2 });
-    let back = |flags: &str| {
-        tcp(
-            mac,
-            IN_MAC,
-            (&s.dst.to_string(), s.dport),
-            (&s.src.to_string(), s.sport),
-            flags,
-            7,
-            None,
-            b"",
-        )
-    };
-    lab.forward(1, back("SA"));
+    let s = open_tcp(lab, client, vip);
     lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "A", 2, None, b""));
-    lab.forward(1, back("AF"));
+    lab.forward(1, from_backend(&s, "AF"));
     lab.forward(0, tcp(ROUTER_MAC, UP_MAC, client, vip, "AF", 2, None, b""));
-    lab.forward(1, back("A"));
+    lab.forward(1, from_backend(&s, "A"));
     s
 }
 
 /// The SYN-ACK (sequence 7) of the lab's backend (.101 or .102, port 8080) to the SYN it received, `s`.
 pub fn backend_synack(s: &Seen) -> Vec<u8> {
+    from_backend(s, "SA")
+}
+
+/// A segment without data (sequence 7, `flags`) from the lab's backend (.101 or .102, port 8080) on the
+/// connection whose SYN it received, `s`.
+pub fn from_backend(s: &Seen, flags: &str) -> Vec<u8> {
     tcp(
         backend_mac(if s.dst == ip("198.51.100.101") { 1 } else { 2 }),
         IN_MAC,
         (&s.dst.to_string(), 8080),
         (&s.src.to_string(), s.sport),
-        "SA",
+        flags,
         7,
         None,
         b"",
