@@ -7,8 +7,7 @@
 //! [`Monitor::services`] (whether each service has `min_healthy` healthy backends, i.e. whether to announce
 //! its VIP), and waits on [`Monitor::changes`] to know when to read again. Manual drains survive health changes.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +16,7 @@ use anylb_conf::{HealthCheck, HealthKind, NodeConfig};
 use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
+use crate::calendar::Calendar;
 use crate::checker::{self, Check, CheckError, DnsProbe, GrpcProbe, HttpProbe, Probe, TcpProbe};
 use crate::latency::Durations;
 use crate::state::{slow_start_weight, Health, RiseFall};
@@ -216,10 +216,25 @@ fn grid_origin() -> tokio::time::Instant {
 
 /// `t` rounded up to the next point of the [`GRID`] from `origin` (itself if on it; `origin` if before it).
 fn on_grid(t: tokio::time::Instant, origin: tokio::time::Instant) -> tokio::time::Instant {
-    let step = GRID.as_nanos();
+    point_at(grid_point(t, origin), origin)
+}
+
+/// The number of the first [`GRID`] point at or after `t` (0 is `origin`, and any time before it).
+fn grid_point(t: tokio::time::Instant, origin: tokio::time::Instant) -> u64 {
     let since = t.saturating_duration_since(origin).as_nanos();
-    let k = since.div_ceil(step);
-    origin + Duration::from_nanos(u64::try_from(k * step).unwrap_or(u64::MAX))
+    u64::try_from(since.div_ceil(GRID.as_nanos())).unwrap_or(u64::MAX)
+}
+
+/// The number of the last [`GRID`] point at or before `t` (0 for any time before `origin`).
+fn last_point(t: tokio::time::Instant, origin: tokio::time::Instant) -> u64 {
+    let since = t.saturating_duration_since(origin).as_nanos();
+    u64::try_from(since / GRID.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The time of [`GRID`] point `k`.
+fn point_at(k: u64, origin: tokio::time::Instant) -> tokio::time::Instant {
+    let nanos = u128::from(k) * GRID.as_nanos();
+    origin + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
 /// A backend key's hash (FNV-1a over its service, address and port), computed once per backend: the
@@ -479,13 +494,13 @@ impl Monitor {
     async fn run_syn(self, mut jobs: Vec<Scheduled>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let origin = grid_origin();
-        // Backends not in flight, by when they are due.
-        let mut due: BinaryHeap<Reverse<(tokio::time::Instant, usize)>> = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, b)| Reverse((on_grid(b.next, origin), i)))
-            .collect();
+        // Backends not in flight, by the grid point they are due at.
+        let mut calendar = Calendar::default();
+        for (i, b) in jobs.iter().enumerate() {
+            calendar.file(grid_point(b.next, origin), i);
+        }
         let mut started = vec![tokio::time::Instant::now(); jobs.len()];
+        let mut due = Vec::new();
         let mut outcomes = Vec::new();
         let mut results = Vec::new();
         let sleep = tokio::time::sleep_until(origin);
@@ -493,9 +508,9 @@ impl Monitor {
         loop {
             // With every backend in flight, a look at the prober once a second: one whose runtime has gone is
             // replaced, and its probes then end as timed out.
-            let at = due.peek().map_or_else(
+            let at = calendar.next().map_or_else(
                 || tokio::time::Instant::now() + Duration::from_secs(1),
-                |&Reverse((at, _))| at,
+                |k| point_at(k, origin),
             );
             if at != sleep.deadline() {
                 sleep.as_mut().reset(at);
@@ -504,15 +519,14 @@ impl Monitor {
                 () = &mut sleep => {
                     let prober = Prober::get();
                     let now = tokio::time::Instant::now();
-                    while let Some(&Reverse((at, i))) = due.peek() {
-                        if at > now {
-                            break;
-                        }
-                        due.pop();
+                    calendar.take_due(last_point(now, origin), &mut due);
+                    for &i in &due {
                         started[i] = now;
-                        if let Err(e) = prober.start(&jobs[i].check, i as u64, &tx) {
-                            results.push((i, Err(e)));
-                        }
+                    }
+                    let probes = due.drain(..).map(|i| (&jobs[i].check, i as u64));
+                    for (token, e) in prober.start_all(probes, &tx) {
+                        // The token is an index into `jobs`, as passed in.
+                        results.push((token as usize, Err(e)));
                     }
                 }
                 n = rx.recv_many(&mut outcomes, 1024) => {
@@ -534,7 +548,7 @@ impl Monitor {
                 for (i, result) in results.drain(..) {
                     let b = &mut jobs[i];
                     transitions.extend(b.record(&mut inner, result, started[i].elapsed()));
-                    due.push(Reverse((on_grid(b.next, origin), i)));
+                    calendar.file(grid_point(b.next, origin), i);
                 }
             }
             for t in transitions {
@@ -791,6 +805,21 @@ mod tests {
         assert_eq!(on_grid(o + ms(1003), o), o + ms(1004));
         // Before the origin: the origin.
         assert_eq!(on_grid(o, o + ms(5)), o + ms(5));
+    }
+
+    #[test]
+    fn a_check_filed_at_its_point_is_due_once_the_clock_reaches_that_point() {
+        let o = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        // 1 ms after the origin: filed at point 1, not due at 3.9 ms (last point 0), due at 4 ms.
+        let k = grid_point(o + ms(1), o);
+        assert_eq!((k, point_at(k, o)), (1, o + GRID));
+        assert_eq!(last_point(o + Duration::from_micros(3_900), o), 0);
+        assert_eq!(last_point(o + GRID, o), 1);
+        assert_eq!(last_point(o + ms(1003), o), 250);
+        assert_eq!(grid_point(o + ms(1003), o), 251);
+        // Before the origin, both are point 0.
+        assert_eq!((grid_point(o, o + ms(5)), last_point(o, o + ms(5))), (0, 0));
     }
 
     #[test]

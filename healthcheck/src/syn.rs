@@ -55,7 +55,7 @@ struct Pending {
     deadline: Instant,
 }
 
-/// The outcomes of a batch of probes ([`Prober::start`]): each probe's token, and its answer (`None`: it
+/// The outcomes of a batch of probes ([`Prober::start_all`]): each probe's token, and its answer (`None`: it
 /// timed out).
 pub type Outcomes = mpsc::UnboundedSender<(u64, Option<Answer>)>;
 
@@ -65,7 +65,7 @@ pub type Outcomes = mpsc::UnboundedSender<(u64, Option<Answer>)>;
 enum Reply {
     /// A probe awaited in place ([`Prober::probe`]): the dropped sender wakes it.
     Once(oneshot::Sender<Answer>),
-    /// A probe of a batch ([`Prober::start`]).
+    /// A probe of a batch ([`Prober::start_all`]).
     Batch(Batched),
 }
 
@@ -90,6 +90,13 @@ impl Drop for Batched {
 }
 
 impl Reply {
+    /// Makes the reply silent: dropped, it reports nothing (its probe's error is reported instead).
+    fn disarm(&mut self) {
+        if let Reply::Batch(b) = self {
+            b.0 = None;
+        }
+    }
+
     fn answer(self, a: Answer) {
         match self {
             Reply::Once(tx) => {
@@ -101,15 +108,15 @@ impl Reply {
     }
 }
 
-/// A registered probe whose SYN could not go at once (the socket's send buffer was full).
-struct Blocked {
+/// A registered probe's SYN, to be sent (or to wait for room when the socket's send buffer was full).
+struct Outgoing {
     seg: [u8; 24],
     to: SocketAddr,
     /// The probe's deadline.
     deadline: Instant,
 }
 
-impl Blocked {
+impl Outgoing {
     /// Sends the SYN once the socket has room; `None` when none came before the probe's deadline.
     async fn send(self, sock: &UdpSocket) -> Option<std::io::Result<usize>> {
         tokio::time::timeout_at(self.deadline, sock.send_to(&self.seg, self.to))
@@ -310,20 +317,37 @@ impl Prober {
         result_of(answer, c.timeout)
     }
 
-    /// Sends a probe of `c.target` whose outcome goes to `outcomes` with `token` (a scheduler's batch of
-    /// probes, none of them a task of its own). A SYN that finds the socket's buffer full waits for room in a
-    /// task of its own; if none comes in time, the sweeper ends the probe.
-    pub fn start(&self, c: &Check, token: u64, outcomes: &Outcomes) -> Result<(), CheckError> {
-        let fam = self.family(c)?;
-        let reply = Reply::Batch(Batched(Some((outcomes.clone(), token))));
-        let (_, blocked) = self.launch(fam, c, reply)?;
-        if let Some(b) = blocked {
-            let sock = fam.sock.clone();
-            tokio::spawn(async move {
-                let _ = b.send(&sock).await;
+    /// Sends a probe of each check of `probes`, whose outcome goes to `outcomes` with its token (a scheduler's
+    /// batch, none of them a task of its own). Returns the probes that could not be sent, with why; no outcome
+    /// comes for those. A SYN that finds the socket's buffer full waits for room in a task of its own; if none
+    /// comes in time, the sweeper ends the probe.
+    pub fn start_all<'a>(
+        &self,
+        probes: impl IntoIterator<Item = (&'a Check, u64)>,
+        outcomes: &Outcomes,
+    ) -> Vec<(u64, CheckError)> {
+        let mut failed = Vec::new();
+        for (c, token) in probes {
+            let sent = self.family(c).and_then(|fam| {
+                let local = self.local(c.target.ip(), c.source)?;
+                // The reply is made only once nothing before the probe's registration can fail: a reply dropped
+                // on the way would report a timeout besides the error.
+                let reply = Reply::Batch(Batched(Some((outcomes.clone(), token))));
+                let (key, syn) = self.register(fam, c, local, reply);
+                Ok((fam, fam.try_send(key, syn)?))
             });
+            match sent {
+                Ok((fam, Some(b))) => {
+                    let sock = fam.sock.clone();
+                    tokio::spawn(async move {
+                        let _ = b.send(&sock).await;
+                    });
+                }
+                Ok((_, None)) => {}
+                Err(e) => failed.push((token, e)),
+            }
         }
-        Ok(())
+        failed
     }
 
     /// The family of `c.target`, if its raw socket could be opened.
@@ -335,10 +359,9 @@ impl Prober {
         .ok_or_else(|| CheckError::Socket(std::io::Error::other("no raw socket for SYN probes")))
     }
 
-    /// Registers a probe of `c.target` (its outcome to `reply`, its deadline `c.timeout` from now) and sends its
-    /// SYN; returns its key, and the SYN when the socket had no room for it.
-    fn launch(&self, fam: &Family, c: &Check, reply: Reply) -> Result<(Key, Option<Blocked>), CheckError> {
-        let local = self.local(c.target.ip(), c.source)?;
+    /// Registers a probe of `c.target` from `local` (its outcome to `reply`, its deadline `c.timeout` from
+    /// now) and builds its SYN.
+    fn register(&self, fam: &Family, c: &Check, local: IpAddr, reply: Reply) -> (Key, Outgoing) {
         let n = self.next.fetch_add(0x9e37_79b9, Ordering::Relaxed);
         let port = FIRST_PORT + (n % u32::from(65_535 - FIRST_PORT)) as u16;
         let isn = n.rotate_left(13);
@@ -352,18 +375,15 @@ impl Prober {
         }
         let seg = syn_segment(local, port, c.target.ip(), c.target.port(), isn);
         let to = SocketAddr::new(c.target.ip(), 0);
-        match fam.sock.try_send_to(&seg, to) {
-            Ok(_) => Ok((key, None)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                Ok((key, Some(Blocked { seg, to, deadline })))
-            }
-            Err(e) => {
-                if let Ok(mut w) = fam.waiting.lock() {
-                    w.remove(&key);
-                }
-                Err(CheckError::Send(e))
-            }
-        }
+        (key, Outgoing { seg, to, deadline })
+    }
+
+    /// Registers a probe of `c.target` (its outcome to `reply`) and sends its SYN; returns its key, and the SYN
+    /// when the socket had no room for it.
+    fn launch(&self, fam: &Family, c: &Check, reply: Reply) -> Result<(Key, Option<Outgoing>), CheckError> {
+        let local = self.local(c.target.ip(), c.source)?;
+        let (key, syn) = self.register(fam, c, local, reply);
+        Ok((key, fam.try_send(key, syn)?))
     }
 }
 
@@ -404,6 +424,28 @@ impl Family {
             sweep,
             tasks,
         })
+    }
+}
+
+impl Family {
+    /// Sends a registered probe's SYN; returns it when the socket had no room for it. A SYN the kernel refuses
+    /// ends its probe with the error, and no outcome.
+    fn try_send(&self, key: Key, syn: Outgoing) -> Result<Option<Outgoing>, CheckError> {
+        match self.sock.try_send_to(&syn.seg, syn.to) {
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Some(syn)),
+            Err(e) => {
+                self.forget(key);
+                Err(CheckError::Send(e))
+            }
+        }
+    }
+
+    /// Removes a probe that was not sent, without reporting an outcome for it (its caller reports the error).
+    fn forget(&self, key: Key) {
+        if let Some(mut p) = self.waiting.lock().ok().and_then(|mut w| w.remove(&key)) {
+            p.reply.disarm();
+        }
     }
 }
 
@@ -625,6 +667,58 @@ mod tests {
             Err(CheckError::Timeout(_))
         ));
         assert!(result_of(Some(Answer::Open), Duration::from_secs(1)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_cannot_be_sent_is_reported_once_as_its_error() {
+        // Raw sockets need root, as the tests run.
+        let p = Prober::open();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // No source address is given and UDP may not connect to the broadcast address without
+        // SO_BROADCAST, so finding the source fails before anything is sent.
+        let check = |target: &str| Check {
+            probe: crate::checker::Probe::Tcp(Default::default()),
+            target: target.parse().unwrap_or_else(|e| panic!("{target}: {e}")),
+            source: None,
+            timeout: Duration::from_millis(20),
+        };
+        let (bad, good) = (check("255.255.255.255:80"), check("127.0.0.1:9"));
+        let failed = p.start_all([(&bad, 5), (&good, 6)], &tx);
+        assert!(matches!(failed[..], [(5, CheckError::Connect(_))]), "{failed:?}");
+        // The other probe ends (refused by loopback's RST, or timed out), and nothing comes for the failed one:
+        // a second report of it would make its scheduler file the backend twice.
+        let first = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert!(matches!(first, Ok(Some((6, _)))), "{first:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(rx.try_recv().is_err(), "no outcome for the probe that failed");
+    }
+
+    #[test]
+    fn forgetting_an_unsent_probe_reports_nothing() {
+        let p = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(async { Prober::open() }));
+        let Some(fam) = p.as_ref().ok().and_then(|p| p.v4.as_ref()) else {
+            panic!("no raw socket (the tests run as root)");
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let key = (IpAddr::from([198, 51, 100, 7]), 80, 61_001);
+        if let Ok(mut w) = fam.waiting.lock() {
+            let reply = Reply::Batch(Batched(Some((tx.clone(), 9))));
+            let deadline = Instant::now() + Duration::from_secs(1);
+            w.insert(
+                key,
+                Pending {
+                    isn: 1,
+                    reply,
+                    deadline,
+                },
+            );
+        }
+        fam.forget(key);
+        assert_eq!(fam.waiting.lock().map(|w| w.len()).ok(), Some(0));
+        assert!(rx.try_recv().is_err(), "a forgotten probe is silent");
     }
 
     #[tokio::test]

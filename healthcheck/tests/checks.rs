@@ -111,6 +111,35 @@ async fn syn_checks_follow_their_listener_down_and_up() {
 }
 
 #[tokio::test]
+async fn a_backend_whose_probes_cannot_be_sent_is_checked_once_per_interval() {
+    // A SYN probe that fails before it is sent (UDP may not connect to the broadcast address, so its source
+    // cannot be found; nothing leaves the host) is one failed check. It used to be reported a second time, as
+    // timed out, and the scheduler then filed the backend twice: 40 checks in these 400 ms instead of 20.
+    let t = include_str!("one_backend.toml")
+        .replace(
+            "{health}",
+            r#"{ kind = "tcp", interval = "20ms", timeout = "10ms", rise = 1, fall = 1, jitter = 0.0 }"#,
+        )
+        .replace("{port}", "80")
+        .replace("\"127.0.0.1\"", "\"255.255.255.255\"");
+    let cfg = anylb_conf::load_str(&t, "h.toml")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .resolve("n")
+        .unwrap();
+    let m = Monitor::start(&cfg);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let b = m.backends(Some("web")).remove(0);
+    assert!((10..=30).contains(&b.checks), "{} checks", b.checks);
+    assert_eq!(b.health, Health::Down);
+    assert!(
+        b.last_result.as_deref().is_some_and(|r| r.contains("ermission")),
+        "{:?}",
+        b.last_result
+    );
+    m.stop();
+}
+
+#[tokio::test]
 async fn a_flapping_backend_honours_rise_and_fall_exactly() {
     // rise 2, fall 3: up at check 2; two failures then a success change nothing; three failures (checks 6-8)
     // take it down at 8; two successes (9-10) bring it back at 10.
