@@ -16,7 +16,6 @@ int anylb_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf
 int anylb_pktmbuf_adj(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_adj(m, len) != NULL; }
 int anylb_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len) != NULL; }
 int anylb_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len) == 0; }
-int anylb_pktmbuf_is_contiguous(const struct rte_mbuf *m) { return rte_pktmbuf_is_contiguous(m); }
 int anylb_pktmbuf_linearize(struct rte_mbuf *m) { return rte_pktmbuf_linearize(m); }
 void anylb_pktmbuf_set_port(struct rte_mbuf *m, uint16_t port) { m->port = port; }
 unsigned int anylb_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n) {

@@ -26,7 +26,6 @@ int anylb_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
 int anylb_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 int anylb_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 int anylb_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
-int anylb_pktmbuf_is_contiguous(const struct rte_mbuf *m);
 int anylb_pktmbuf_linearize(struct rte_mbuf *m);
 void anylb_pktmbuf_set_port(struct rte_mbuf *m, uint16_t port);
 unsigned int anylb_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n);

@@ -13,7 +13,9 @@
 //!
 //! Run: `cargo bench -p anylb-healthcheck --bench health_10k` (add `-- N` for another backend count, `--
 //! connect` for connects, `-- loopback`). Prints `BENCH health_10k_cpu <percent> %` (the process),
-//! `BENCH health_10k_core_cpu` (the whole core; namespaces only), `BENCH health_10k_checks_per_second`, and in
+//! `BENCH health_10k_core_cpu` (the whole core; namespaces only), `BENCH health_10k_core_idle_cpu` (that core
+//! in the 4 s before the checks start, with nothing of the benchmark running on it) and
+//! `BENCH health_10k_core_cpu_over_idle` (the difference), `BENCH health_10k_checks_per_second`, and in
 //! connect mode `BENCH health_10k_busiest_10ms_vs_mean` (1.0 is perfectly even; a synchronized burst shows as
 //! a large ratio).
 
@@ -179,7 +181,9 @@ fn main() {
     let connect = std::env::args().any(|a| a == "connect");
     let mode = if connect { "connect" } else { "syn" };
     let base = 20_000u16;
-    let (warm, window) = (4.0, 10.0);
+    // `idle`: the checker's core measured before any check starts, so that what the core does without the
+    // checker (this host's own daemons) can be told from what the checks cost.
+    let (idle, warm, window) = (4.0, 4.0, 10.0);
     let (addr, mut server) = if loopback {
         ("127.0.0.1", Command::new("python3"))
     } else {
@@ -193,7 +197,7 @@ fn main() {
             LISTENERS,
             &base.to_string(),
             &n.to_string(),
-            &(warm + window + 1.0).to_string(),
+            &(idle + warm + window + 1.0).to_string(),
             &window.to_string(),
             addr,
         ])
@@ -251,6 +255,10 @@ backends = [{}]
         .build()
         .unwrap();
     let _guard = rt.enter();
+    eprintln!("measuring the checker's core for {idle} s before any check");
+    let (i0, it0) = (core0_idle(), Instant::now());
+    std::thread::sleep(Duration::from_secs_f64(idle));
+    let idle_core = (1.0 - (core0_idle() - i0) / it0.elapsed().as_secs_f64()) * 100.0;
     let monitor = Monitor::start(&cfg);
     let run_for = |secs: f64| rt.block_on(tokio::time::sleep(Duration::from_secs_f64(secs)));
     eprintln!("{n} backends, warming up {warm} s, measuring {window} s");
@@ -284,6 +292,13 @@ backends = [{}]
         let core = (1.0 - (k1 - k0) / wall) * 100.0;
         println!(
             "BENCH health_10k_core_cpu {core:.1} % (all of the checker's core: process, softirqs, other)"
+        );
+        println!(
+            "BENCH health_10k_core_idle_cpu {idle_core:.1} % (the same core for {idle} s before the checks)"
+        );
+        println!(
+            "BENCH health_10k_core_cpu_over_idle {:.1} % (the whole core less what it did before the checks)",
+            core - idle_core
         );
     }
     println!("BENCH health_10k_checks_per_second {rate:.0} checks/s");
