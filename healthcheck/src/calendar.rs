@@ -60,15 +60,20 @@ impl Calendar {
 mod tests {
     use super::*;
 
+    /// What `take_due(now)` moves out of `c`.
+    fn taken(c: &mut Calendar, now: u64) -> Vec<usize> {
+        let mut due = Vec::new();
+        c.take_due(now, &mut due);
+        due
+    }
+
     #[test]
     fn due_backends_come_out_earliest_point_first() {
         let mut c = Calendar::default();
         for (point, job) in [(7, 70), (3, 30), (5, 50), (3, 31)] {
             c.file(point, job);
         }
-        let mut due = Vec::new();
-        c.take_due(5, &mut due);
-        assert_eq!(due, [30, 31, 50]);
+        assert_eq!(taken(&mut c, 5), [30, 31, 50]);
         assert_eq!(c.next(), Some(7));
     }
 
@@ -76,12 +81,9 @@ mod tests {
     fn a_point_after_now_is_not_taken() {
         let mut c = Calendar::default();
         c.file(10, 1);
-        let mut due = Vec::new();
-        c.take_due(9, &mut due);
-        assert!(due.is_empty());
+        assert!(taken(&mut c, 9).is_empty());
         assert_eq!(c.len(), 1);
-        c.take_due(10, &mut due);
-        assert_eq!(due, [1]);
+        assert_eq!(taken(&mut c, 10), [1]);
         assert_eq!((c.len(), c.next()), (0, None));
     }
 
@@ -89,27 +91,20 @@ mod tests {
     fn a_backend_filed_again_after_being_taken_is_due_at_its_new_point() {
         let mut c = Calendar::default();
         c.file(2, 4);
-        let mut due = Vec::new();
-        c.take_due(2, &mut due);
+        assert_eq!(taken(&mut c, 2), [4]);
         c.file(252, 4);
-        due.clear();
-        c.take_due(251, &mut due);
-        assert!(due.is_empty());
-        c.take_due(252, &mut due);
-        assert_eq!(due, [4]);
+        assert!(taken(&mut c, 251).is_empty());
+        assert_eq!(taken(&mut c, 252), [4]);
     }
 
     #[test]
     fn emptied_lists_are_reused() {
         let mut c = Calendar::default();
-        let mut due = Vec::new();
         for round in 0..100u64 {
             for job in 0..40 {
                 c.file(round, job);
             }
-            due.clear();
-            c.take_due(round, &mut due);
-            assert_eq!(due.len(), 40);
+            assert_eq!(taken(&mut c, round).len(), 40);
         }
         // One list went round the whole time: no more than one spare was ever needed.
         assert_eq!(c.spare.len(), 1);
