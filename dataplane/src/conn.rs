@@ -231,6 +231,15 @@ impl Conn {
         }
     }
 
+    /// The IPv4 address `i` (0 client, 1 VIP, 2 local, 3 backend), when all four are IPv4 (kept as 4 bytes
+    /// each in the first line).
+    #[inline(always)]
+    pub fn v4_addr(&self, i: usize) -> Option<[u8; 4]> {
+        let mut a = [0; 4];
+        a.copy_from_slice(self.addr_lo.get(4 * i..4 * i + 4)?);
+        (self.wide == 0).then_some(a)
+    }
+
     /// Address `i` (0 client, 1 VIP, 2 local, 3 backend) as the little-endian number of its 16 bytes, which
     /// compares and converts back in registers: a narrow one is the IPv4-mapped prefix (`::ffff:0:0`) with
     /// its four bytes on top.
@@ -759,6 +768,11 @@ mod tests {
             let c = Conn::addressed(addrs[0], addrs[1], addrs[2], addrs[3]);
             assert_eq!(c.wide == 0, narrow, "{addrs:?}");
             assert_eq!([c.client(), c.vip(), c.lip(), c.backend()], addrs);
+            // The 4-byte forms are there exactly when the record is narrow, and are the addresses' last four.
+            for (i, a) in addrs.iter().enumerate() {
+                assert_eq!(c.v4_addr(i), narrow.then(|| [a[12], a[13], a[14], a[15]]));
+            }
+            assert_eq!(c.v4_addr(4), None);
             // Rewriting the addresses switches the form both ways.
             let mut d = Conn::addressed(a6(9), a4(9), a6(8), a4(8));
             d.set_addrs(addrs[0], addrs[1], addrs[2], addrs[3]);

@@ -49,6 +49,33 @@ pub struct Endpoints {
     pub ack_add: u32,
 }
 
+impl Endpoints {
+    /// What the transport header gets.
+    #[inline(always)]
+    pub fn ports(&self) -> Ports {
+        Ports {
+            sport: self.sport,
+            dport: self.dport,
+            seq_add: self.seq_add,
+            ack_add: self.ack_add,
+        }
+    }
+}
+
+/// What a translated packet's transport header gets: the new ports, and the sequence shift of a SYN-proxied
+/// connection (the part of [`Endpoints`] past the addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// New source port.
+    pub sport: u16,
+    /// New destination port.
+    pub dport: u16,
+    /// Added to a TCP segment's sequence number.
+    pub seq_add: u32,
+    /// Added to a TCP segment's acknowledgement number.
+    pub ack_add: u32,
+}
+
 /// Offset of the transport checksum field for `p`.
 fn csum_offset(p: u8) -> usize {
     if p == proto::TCP {
@@ -79,14 +106,7 @@ fn addr_sum(a: &[u8]) -> u32 {
 /// Rewrites the transport ports and checksum of the segment at `l4` for new addresses.
 /// `old_addr_sum`/`new_addr_sum` are the sums of the old and new source+destination address bytes.
 #[inline]
-fn rewrite_l4(
-    l4: &mut [u8],
-    p: u8,
-    e: &Endpoints,
-    old_addr_sum: u32,
-    new_addr_sum: u32,
-    to_v6: bool,
-) -> bool {
+fn rewrite_l4(l4: &mut [u8], p: u8, e: Ports, old_addr_sum: u32, new_addr_sum: u32, to_v6: bool) -> bool {
     let co = csum_offset(p);
     if l4.len() < co + 2 {
         return false;
@@ -151,6 +171,17 @@ fn be32(b: &[u8], i: usize) -> u32 {
 /// the address and port sums of both checksums come from four loads and four stores.
 #[inline]
 pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
+    let (mut src, mut dst) = ([0; 4], [0; 4]);
+    src.copy_from_slice(&e.src[12..16]);
+    dst.copy_from_slice(&e.dst[12..16]);
+    rewrite_v4_to(pkt, ihl, src, dst, e.ports())
+}
+
+/// [`rewrite_v4`] with the new IPv4 addresses given as such: the fast path's form, which builds no
+/// [`Endpoints`] (16-byte addresses written as two 8-byte halves and read back as one 16-byte value cannot be
+/// forwarded from the store buffer, and each such read waited for the stores to reach the cache).
+#[inline]
+pub fn rewrite_v4_to(pkt: &mut [u8], ihl: usize, src: [u8; 4], dst: [u8; 4], e: Ports) -> bool {
     use ipv4::field::{CHECKSUM, DST, PROTOCOL, SRC, TTL};
     if ihl < ipv4::HEADER_LEN || pkt.len() < ihl + udp::HEADER_LEN {
         return false;
@@ -165,7 +196,7 @@ pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
         return false;
     };
     let (old_src, old_dst) = (be32(h, SRC.start), be32(h, DST.start));
-    let (new_src, new_dst) = (be32(&e.src, 12), be32(&e.dst, 12));
+    let (new_src, new_dst) = (u32::from_be_bytes(src), u32::from_be_bytes(dst));
     let old_addrs = halves(old_src) + halves(old_dst);
     let new_addrs = halves(new_src) + halves(new_dst);
     // The TTL is the high byte of its 16-bit word; decrementing it lowers that word by 0x100. The new word is
@@ -222,7 +253,7 @@ pub fn rewrite_v4_header(pkt: &mut [u8], e: &Endpoints) -> (u32, u32) {
 /// and decrements the hop limit.
 pub fn rewrite_v6(pkt: &mut [u8], l4: usize, p: u8, e: &Endpoints) -> bool {
     let (old_addrs, new_addrs) = rewrite_v6_header(pkt, e);
-    rewrite_l4(&mut pkt[l4..], p, e, old_addrs, new_addrs, true)
+    rewrite_l4(&mut pkt[l4..], p, e.ports(), old_addrs, new_addrs, true)
 }
 
 /// Rewrites the IPv6 addresses from `e` and decrements the hop limit; returns the sums of the old and new
@@ -288,7 +319,7 @@ pub fn v6_to_v4(
     }
     let addrs = ipv4::field::SRC.start..ipv4::field::DST.end;
     let new_addrs = addr_sum(&buf[n + addrs.start..n + addrs.end]);
-    rewrite_l4(&mut buf[l4..], p, e, old_addrs, new_addrs, false).then_some(n)
+    rewrite_l4(&mut buf[l4..], p, e.ports(), old_addrs, new_addrs, false).then_some(n)
 }
 
 /// Translates an IPv4 packet to IPv6 in place. The IPv4 header starts at `l3` and the transport header (or,
@@ -340,7 +371,7 @@ pub fn v4_to_v6(
     }
     let addrs = ipv6::field::SRC.start..ipv6::field::DST.end;
     let new_addrs = addr_sum(&buf[n + addrs.start..n + addrs.end]);
-    rewrite_l4(&mut buf[l4..], p, e, old_addrs, new_addrs, true).then_some(n)
+    rewrite_l4(&mut buf[l4..], p, e.ports(), old_addrs, new_addrs, true).then_some(n)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The established fast path, and the warming of a burst's connection-table slots before it is processed.
 
-use super::fullnat::rewrite_v4_to_v4;
-use super::pkt::{drop, outbound, translated_len, Egress, Hop, Pkt, NO_HOP};
+use super::fullnat::v4_rewritten;
+use super::pkt::{drop, out_v6, outbound, outbound_v4, translated_len, Egress, Hop, Pkt, NO_HOP};
 use super::{Output, Verdict, Worker};
 use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_PENDING, SP_SPLICED};
 use crate::flow::{is_v4, v4, Tuple};
 use crate::frame::{Frame, FrameAlloc};
+use crate::nat;
 use crate::pool::owner;
 use crate::snapshot::Local;
 use crate::tcp_state::{self, Dir, State};
@@ -145,7 +146,10 @@ impl<F: Frame> Worker<F> {
             Dir::Inbound => c.nh_fwd,
             Dir::Reply => c.nh_rev,
         };
-        let (e, out_v6) = outbound(c, dir);
+        let out_v6 = out_v6(c, dir);
+        // IPv4 on both sides, the common case: the new addresses as they are kept, without the general
+        // translation's 16-byte endpoints.
+        let v4 = if v6 || out_v6 { None } else { outbound_v4(c, dir) };
         if c.flags & (MODE_MASK | FLAG_SNAT) != MODE_FULLNAT
             || !matches!(c.cla, CLA_NONE | CLA_TOA_DONE)
             || c.sp == SP_PENDING
@@ -199,11 +203,12 @@ impl<F: Frame> Worker<F> {
             self.sync_due(idx, out);
         }
         f.truncate(L3 + total);
-        let rewritten = if !v6 && !out_v6 {
-            // IPv4 on both sides, the common case: the rewrite itself, without the general translation's
-            // packet and egress descriptions.
-            rewrite_v4_to_v4(f.data_mut(), L3, l4, &e)
+        let rewritten = if let Some((src, dst, ports)) = v4 {
+            // The rewrite itself, without the general translation's packet and egress descriptions.
+            let ok = nat::rewrite_v4_to(&mut f.data_mut()[L3..], l4 - L3, src, dst, ports);
+            v4_rewritten(ok, L3, l4)
         } else {
+            let (e, _) = outbound(self.conns.get(idx), dir);
             let t = &self.hint_tuples[self.cur];
             let pkt = Pkt {
                 in_port: 0,

@@ -216,7 +216,7 @@ impl<F: Frame> Worker<F> {
     pub(super) fn translate(&mut self, f: &mut F, p: &Pkt, eg: &Egress) -> Result<Layout, DropReason> {
         let (l3, l4, e) = (p.l3, p.l4, &eg.e);
         match (p.v6, eg.v6) {
-            (false, false) => rewrite_v4_to_v4(f.data_mut(), l3, l4, e),
+            (false, false) => v4_rewritten(nat::rewrite_v4(&mut f.data_mut()[l3..], l4 - l3, e), l3, l4),
             (true, true) => {
                 if !nat::rewrite_v6(&mut f.data_mut()[l3..], l4 - l3, p.proto, e) {
                     return Err(DropReason::Malformed);
@@ -261,16 +261,11 @@ impl<F: Frame> Worker<F> {
     }
 }
 
-/// Rewrites an IPv4 Full-NAT packet in place for IPv4 endpoints `e` (network header at `l3`, transport at
-/// `l4`): [`Worker::translate`] for this pair, and the fast path's.
+/// The outcome of one of `nat`'s IPv4 rewrites of a Full-NAT packet in place (network header at `l3`,
+/// transport at `l4`, both where they were): [`Worker::translate`]'s for this pair, and the fast path's.
 #[inline(always)]
-pub(super) fn rewrite_v4_to_v4(
-    d: &mut [u8],
-    l3: usize,
-    l4: usize,
-    e: &nat::Endpoints,
-) -> Result<Layout, DropReason> {
-    if nat::rewrite_v4(&mut d[l3..], l4 - l3, e) {
+pub(super) fn v4_rewritten(ok: bool, l3: usize, l4: usize) -> Result<Layout, DropReason> {
+    if ok {
         Ok(Layout { l3, l4 })
     } else {
         Err(DropReason::Malformed)

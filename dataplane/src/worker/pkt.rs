@@ -6,8 +6,8 @@ use super::output::Verdict;
 use crate::conn::{Conn, InsertError, FLAG_BACKEND_V6, FLAG_CLIENT_V6, SP_SPLICED};
 use crate::flow::{Addr, Tuple};
 use crate::frag::FragKey;
-use crate::nat::Endpoints;
 use crate::nat::FragFields;
+use crate::nat::{Endpoints, Ports};
 use crate::stats::DropReason;
 use crate::tcp_state::Dir;
 use crate::wire::{checksum, ipv4, ipv6, proto, tcp};
@@ -229,30 +229,60 @@ pub(super) fn clamp_mss(seg: &mut [u8], max: u16) {
 /// connection's sequence shift), and whether that side is IPv6.
 #[inline]
 pub(super) fn outbound(c: &Conn, dir: Dir) -> (Endpoints, bool) {
+    let p = ports_out(c, dir);
+    let (src, dst) = match dir {
+        Dir::Inbound => (c.lip(), c.backend()),
+        Dir::Reply => (c.vip(), c.client()),
+    };
+    let e = Endpoints {
+        src,
+        sport: p.sport,
+        dst,
+        dport: p.dport,
+        seq_add: p.seq_add,
+        ack_add: p.ack_add,
+    };
+    (e, out_v6(c, dir))
+}
+
+/// Whether a packet of connection `c` travelling `dir` leaves as IPv6.
+#[inline(always)]
+pub(super) fn out_v6(c: &Conn, dir: Dir) -> bool {
+    let flag = match dir {
+        Dir::Inbound => FLAG_BACKEND_V6,
+        Dir::Reply => FLAG_CLIENT_V6,
+    };
+    c.flags & flag != 0
+}
+
+/// [`outbound`] for a connection that is IPv4 on both sides: the new source and destination addresses and the
+/// transport header's part, none of it as 16-byte addresses. `None` for a connection with an IPv6 side.
+#[inline(always)]
+pub(super) fn outbound_v4(c: &Conn, dir: Dir) -> Option<([u8; 4], [u8; 4], Ports)> {
+    let (src, dst) = match dir {
+        Dir::Inbound => (c.v4_addr(2)?, c.v4_addr(3)?),
+        Dir::Reply => (c.v4_addr(1)?, c.v4_addr(0)?),
+    };
+    Some((src, dst, ports_out(c, dir)))
+}
+
+/// The ports a packet of connection `c` travelling `dir` leaves with, and its sequence shift.
+#[inline(always)]
+fn ports_out(c: &Conn, dir: Dir) -> Ports {
     let delta = if c.sp == SP_SPLICED { c.sp_delta } else { 0 };
     match dir {
-        Dir::Inbound => (
-            Endpoints {
-                src: c.lip(),
-                sport: c.lport,
-                dst: c.backend(),
-                dport: c.bport,
-                seq_add: 0,
-                ack_add: delta,
-            },
-            c.flags & FLAG_BACKEND_V6 != 0,
-        ),
-        Dir::Reply => (
-            Endpoints {
-                src: c.vip(),
-                sport: c.vport,
-                dst: c.client(),
-                dport: c.cport,
-                seq_add: delta.wrapping_neg(),
-                ack_add: 0,
-            },
-            c.flags & FLAG_CLIENT_V6 != 0,
-        ),
+        Dir::Inbound => Ports {
+            sport: c.lport,
+            dport: c.bport,
+            seq_add: 0,
+            ack_add: delta,
+        },
+        Dir::Reply => Ports {
+            sport: c.vport,
+            dport: c.cport,
+            seq_add: delta.wrapping_neg(),
+            ack_add: 0,
+        },
     }
 }
 
