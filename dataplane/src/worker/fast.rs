@@ -1,7 +1,7 @@
 //! The established fast path, and the warming of a burst's connection-table slots before it is processed.
 
 use super::fullnat::v4_rewritten;
-use super::pkt::{drop, out_v6, outbound, outbound_v4, translated_len, Egress, Hop, Pkt, NO_HOP};
+use super::pkt::{drop, endpoints, out_v6, outbound_v4, translated_len, Egress, Hop, Pkt, NO_HOP};
 use super::{Output, Verdict, Worker};
 use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_PENDING, SP_SPLICED};
 use crate::flow::{is_v4, v4, Tuple};
@@ -208,7 +208,6 @@ impl<F: Frame> Worker<F> {
             let ok = nat::rewrite_v4_to(&mut f.data_mut()[L3..], l4 - L3, src, dst, ports);
             v4_rewritten(ok, L3, l4)
         } else {
-            let (e, _) = outbound(self.conns.get(idx), dir);
             let t = &self.hint_tuples[self.cur];
             let pkt = Pkt {
                 in_port: 0,
@@ -225,7 +224,7 @@ impl<F: Frame> Worker<F> {
                 frag: None,
             };
             let eg = Egress {
-                e,
+                e: endpoints(self.conns.get(idx), dir),
                 v6: out_v6,
                 mtu,
                 client_port,

@@ -229,20 +229,25 @@ pub(super) fn clamp_mss(seg: &mut [u8], max: u16) {
 /// connection's sequence shift), and whether that side is IPv6.
 #[inline]
 pub(super) fn outbound(c: &Conn, dir: Dir) -> (Endpoints, bool) {
+    (endpoints(c, dir), out_v6(c, dir))
+}
+
+/// The new endpoints of a Full-NAT packet of connection `c` travelling `dir` ([`outbound`]'s first half).
+#[inline]
+pub(super) fn endpoints(c: &Conn, dir: Dir) -> Endpoints {
     let p = ports_out(c, dir);
     let (src, dst) = match dir {
         Dir::Inbound => (c.lip(), c.backend()),
         Dir::Reply => (c.vip(), c.client()),
     };
-    let e = Endpoints {
+    Endpoints {
         src,
         sport: p.sport,
         dst,
         dport: p.dport,
         seq_add: p.seq_add,
         ack_add: p.ack_add,
-    };
-    (e, out_v6(c, dir))
+    }
 }
 
 /// Whether a packet of connection `c` travelling `dir` leaves as IPv6.
