@@ -235,9 +235,12 @@ impl Conn {
     /// each in the first line).
     #[inline(always)]
     pub fn v4_addr(&self, i: usize) -> Option<[u8; 4]> {
+        if self.wide != 0 {
+            return None;
+        }
         let mut a = [0; 4];
         a.copy_from_slice(self.addr_lo.get(4 * i..4 * i + 4)?);
-        (self.wide == 0).then_some(a)
+        Some(a)
     }
 
     /// Address `i` (0 client, 1 VIP, 2 local, 3 backend) as the little-endian number of its 16 bytes, which
@@ -246,9 +249,7 @@ impl Conn {
     #[inline(always)]
     fn addr_bits(&self, i: usize) -> u128 {
         const MAPPED: u128 = 0xffff << 80;
-        if self.wide == 0 {
-            let mut v4 = [0; 4];
-            v4.copy_from_slice(&self.addr_lo[4 * i..4 * i + 4]);
+        if let Some(v4) = self.v4_addr(i) {
             MAPPED | u128::from(u32::from_le_bytes(v4)) << 96
         } else if i == 0 {
             u128::from_le_bytes(self.addr_lo)

@@ -425,9 +425,7 @@ impl Family {
             tasks,
         })
     }
-}
 
-impl Family {
     /// Sends a registered probe's SYN; returns it when the socket had no room for it. A SYN the kernel refuses
     /// ends its probe with the error, and no outcome.
     fn try_send(&self, key: Key, syn: Outgoing) -> Result<Option<Outgoing>, CheckError> {
