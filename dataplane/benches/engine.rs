@@ -741,12 +741,14 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `profile44` / `profile64` (1k connections), `profile44_1m` (1M): a short single run for callgrind;
     // `profile44_10m` (10M) runs ten times as many packets, for a comparison of the 10M figure alone;
-    // `profile44_wide` is 1k connections over the large tables' input.
+    // `profile44_wide` is 1k connections over the large tables' input; `profile44_long` (and `profile64_long`)
+    // runs 1k connections for a hundred times as many packets, for a sampling profile of the steady state.
     if let Some(which) = args.iter().find(|a| a.starts_with("profile")) {
         let (conns, frames, packets) = match which.rsplit('_').next() {
             Some("1m") => (1_000_000, WIDE_INPUT, 200_000),
             Some("10m") => (10_000_000, WIDE_INPUT, 2_000_000),
             Some("wide") => (1_000, WIDE_INPUT, 200_000),
+            Some("long") => (1_000, input_frames(1_000), 20_000_000),
             _ => (1_000, input_frames(1_000), 200_000),
         };
         established_input(which, conns, frames, which.contains("64"), packets, None);

@@ -180,39 +180,70 @@ pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
 /// [`rewrite_v4`] with the new IPv4 addresses given as such: the fast path's form, which builds no
 /// [`Endpoints`] (16-byte addresses written as two 8-byte halves and read back as one 16-byte value cannot be
 /// forwarded from the store buffer, and each such read waited for the stores to reach the cache).
+///
+/// Both checksums take the same change of the addresses, summed once as 32-bit words (RFC 1624 eqn. 3 with
+/// `~m` and `m'` the old and new words: their halves are the 16-bit words it names); the ports are one more
+/// 32-bit word for the transport checksum, the TTL's word one more for the header's.
 #[inline]
 pub fn rewrite_v4_to(pkt: &mut [u8], ihl: usize, src: [u8; 4], dst: [u8; 4], e: Ports) -> bool {
     use ipv4::field::{CHECKSUM, DST, PROTOCOL, SRC, TTL};
-    if ihl < ipv4::HEADER_LEN || pkt.len() < ihl + udp::HEADER_LEN {
-        return false;
-    }
-    let p = pkt[PROTOCOL];
-    if pkt.len() < ihl + csum_offset(p) + 2 {
+    if ihl < ipv4::HEADER_LEN || pkt.len() < ihl {
         return false;
     }
     let (hdr, l4) = pkt.split_at_mut(ihl);
-    // A fixed-size view: every field offset below is checked at compile time.
-    let Ok(h) = <&mut [u8; ipv4::HEADER_LEN]>::try_from(&mut hdr[..ipv4::HEADER_LEN]) else {
+    // Fixed-size views: every field offset below is checked at compile time.
+    let Some(h) = hdr.first_chunk_mut::<{ ipv4::HEADER_LEN }>() else {
         return false;
     };
-    let (old_src, old_dst) = (be32(h, SRC.start), be32(h, DST.start));
-    let (new_src, new_dst) = (u32::from_be_bytes(src), u32::from_be_bytes(dst));
-    let old_addrs = halves(old_src) + halves(old_dst);
-    let new_addrs = halves(new_src) + halves(new_dst);
+    let p = h[PROTOCOL];
+    let co = csum_offset(p);
+    // The ports and the checksum (TCP's ends at 18, UDP's at 8, the end of its header).
+    let Some(t) = l4.get_mut(..co + 2) else {
+        return false;
+    };
+    let word = |b: &[u8], i: usize| u64::from(u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+    let addrs = (!word(h, SRC.start) & 0xffff_ffff)
+        + (!word(h, DST.start) & 0xffff_ffff)
+        + u64::from(u32::from_be_bytes(src))
+        + u64::from(u32::from_be_bytes(dst));
     // The TTL is the high byte of its 16-bit word; decrementing it lowers that word by 0x100. The new word is
     // computed, not read back: a 16-bit load of what a byte store has just written waits for the store.
-    let old_ttl_word = w(h, TTL);
-    let new_ttl_word = old_ttl_word.wrapping_sub(0x100) & 0xffff;
+    let ttl_word = u16::from_be_bytes([h[TTL], h[PROTOCOL]]);
+    let ip = u64::from(!u16::from_be_bytes([h[CHECKSUM.start], h[CHECKSUM.start + 1]]))
+        + addrs
+        + u64::from(!ttl_word)
+        + u64::from(ttl_word.wrapping_sub(0x100));
     h[TTL] = h[TTL].wrapping_sub(1);
-    h[SRC].copy_from_slice(&new_src.to_be_bytes());
-    h[DST].copy_from_slice(&new_dst.to_be_bytes());
-    let c = checksum::update_sums(
-        w(h, CHECKSUM.start) as u16,
-        old_ttl_word + old_addrs,
-        new_ttl_word + new_addrs,
-    );
-    h[CHECKSUM].copy_from_slice(&c.to_be_bytes());
-    rewrite_l4(l4, p, e, old_addrs, new_addrs, false)
+    h[SRC].copy_from_slice(&src);
+    h[DST].copy_from_slice(&dst);
+    h[CHECKSUM].copy_from_slice(&(!checksum::fold64(ip)).to_be_bytes());
+    // TCP and UDP share the position of the ports: one 32-bit word.
+    let ports = (u32::from(e.sport) << 16) | u32::from(e.dport);
+    let old_ports = word(t, 0);
+    t[..4].copy_from_slice(&ports.to_be_bytes());
+    let old_c = u16::from_be_bytes([t[co], t[co + 1]]);
+    if p == proto::UDP && old_c == 0 {
+        return true;
+    }
+    let mut acc = u64::from(!old_c) + addrs + (!old_ports & 0xffff_ffff) + u64::from(ports);
+    if p == proto::TCP && (e.seq_add | e.ack_add) != 0 && l4.len() >= tcp::HEADER_LEN {
+        // The shift goes into the same checksum update as the addresses and ports.
+        for (at, add) in [
+            (tcp::field::SEQ.start, e.seq_add),
+            (tcp::field::ACK.start, e.ack_add),
+        ] {
+            let old = be32(l4, at);
+            let new = old.wrapping_add(add);
+            l4[at..at + 4].copy_from_slice(&new.to_be_bytes());
+            acc += u64::from(!old) + u64::from(new);
+        }
+    }
+    let mut c = !checksum::fold64(acc);
+    if p == proto::UDP && c == 0 {
+        c = 0xffff;
+    }
+    l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
+    true
 }
 
 /// Rewrites an ICMP echo request or reply (`pkt` starts at the IPv4 header, `ihl` its length): addresses from
@@ -444,6 +475,81 @@ mod tests {
                 let ip = ipv4::Packet::new_checked(&b[..]).unwrap();
                 assert!(ip.verify_checksum(), "ttl {ttl}, header only {header_only}");
                 assert_eq!(ip.ttl(), ttl.wrapping_sub(1));
+            }
+        }
+    }
+
+    #[test]
+    fn v4_rewrites_of_random_segments_keep_both_checksums_valid() {
+        // Random addresses, ports, TTLs, payloads and sequence shifts, TCP and UDP (with and without a
+        // checksum): every rewritten packet is checked by summing it whole.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let tcp = i % 2 == 0;
+            let (src, dst) = (Ipv4Addr::from(next() as u32), Ipv4Addr::from(next() as u32));
+            let payload = (next() % 9) as usize;
+            let l4_len = if tcp { 20 } else { 8 } + payload;
+            let mut b = vec![0u8; 20 + l4_len];
+            for byte in &mut b[20..] {
+                *byte = next() as u8;
+            }
+            let mut ip = ipv4::Packet::new_unchecked(&mut b[..]);
+            ip.set_ver_hl(20);
+            ip.set_total_len((20 + l4_len) as u16);
+            ip.set_ttl(next() as u8);
+            ip.set_protocol(if tcp { proto::TCP } else { proto::UDP });
+            ip.set_src(src);
+            ip.set_dst(dst);
+            ip.fill_checksum();
+            let p = if tcp { proto::TCP } else { proto::UDP };
+            let pseudo = |b: &[u8]| {
+                let ip = ipv4::Packet::new_unchecked(b);
+                checksum::pseudo_v4(ip.src(), ip.dst(), p, l4_len as u16)
+            };
+            let no_udp_sum = !tcp && next() % 4 == 0;
+            if tcp {
+                b[32] = 0x50;
+                let ps = pseudo(&b);
+                tcp::Packet::new_unchecked(&mut b[20..]).fill_checksum(ps);
+            } else {
+                b[24..26].copy_from_slice(&(l4_len as u16).to_be_bytes());
+                b[26..28].copy_from_slice(&[0, 0]);
+                if !no_udp_sum {
+                    let c = checksum::finish(pseudo(&b) + checksum::sum(&b[20..]));
+                    b[26..28].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+                }
+            }
+            let (new_src, new_dst) = ((next() as u32).to_be_bytes(), (next() as u32).to_be_bytes());
+            let shift = tcp && next() % 2 == 0;
+            let ports = Ports {
+                sport: next() as u16,
+                dport: next() as u16,
+                seq_add: if shift { next() as u32 } else { 0 },
+                ack_add: if shift { next() as u32 } else { 0 },
+            };
+            let ttl = b[8];
+            assert!(rewrite_v4_to(&mut b, 20, new_src, new_dst, ports));
+            let ip = ipv4::Packet::new_checked(&b[..]).unwrap();
+            assert!(ip.verify_checksum(), "packet {i}");
+            assert_eq!(ip.ttl(), ttl.wrapping_sub(1));
+            assert_eq!((ip.src().octets(), ip.dst().octets()), (new_src, new_dst));
+            let l4 = &b[20..];
+            assert_eq!(u16::from_be_bytes([l4[0], l4[1]]), ports.sport);
+            assert_eq!(u16::from_be_bytes([l4[2], l4[3]]), ports.dport);
+            if no_udp_sum {
+                assert_eq!(&l4[6..8], &[0, 0], "packet {i}: no checksum stays none");
+            } else {
+                assert_eq!(
+                    checksum::fold(pseudo(&b) + checksum::sum(l4)),
+                    0xffff,
+                    "packet {i}"
+                );
             }
         }
     }

@@ -32,6 +32,17 @@ pub fn ipv4_header_ok(h: &[u8; 20]) -> bool {
     fold(acc as u32 + (acc >> 32) as u32) == 0xffff
 }
 
+/// Folds a 64-bit sum of 16- or 32-bit words to 16 bits (without complementing): 2^16 = 1 (mod 0xffff), so
+/// a 32-bit word counts as its two halves. Four folds always suffice: 2^64 - 1 becomes at most 0x1_ffff_fffe,
+/// then 0x2_fffd, then 0x1_0001, then 0xffff.
+#[inline(always)]
+pub fn fold64(acc: u64) -> u16 {
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    ((acc & 0xffff) + (acc >> 16)) as u16
+}
+
 /// Folds a sum to 16 bits (without complementing). Two folds always suffice for 32 bits: the first leaves
 /// at most 0x1fffe, the second at most 0xffff.
 #[inline(always)]
@@ -126,6 +137,41 @@ mod tests {
             x ^= x >> 17;
             x ^= x << 5;
             assert_eq!(fold(x), slow(x), "{x:#x}");
+        }
+    }
+
+    #[test]
+    fn folding_64_bits_matches_the_loop_for_edge_values() {
+        let slow = |mut a: u64| {
+            while a > 0xffff {
+                a = (a & 0xffff) + (a >> 16);
+            }
+            a as u16
+        };
+        for a in [
+            0,
+            1,
+            0xffff,
+            0x1_0000,
+            0x1_ffff_fffe,
+            0x2_fffd,
+            0x1_0001,
+            0xffff_ffff,
+            0xffff_ffff_0000_0000,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(fold64(a), slow(a), "{a:#x}");
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            assert_eq!(fold64(x), slow(x), "{x:#x}");
+            // Sums of a few 32-bit words, as the rewrites make them.
+            let small = x >> 29;
+            assert_eq!(fold64(small), slow(small), "{small:#x}");
         }
     }
 
