@@ -42,6 +42,20 @@ impl Pair {
         };
         assert_eq!(strip(&self.fast.worker.stats), strip(&self.slow.worker.stats));
         assert_eq!(self.slow.worker.stats.fast_path, 0);
+        // The same connections in the same states with the same expiry, and the same backend counters
+        // (connections active, packets and bytes each way).
+        let conns = |l: &Lab| {
+            let mut v: Vec<_> = l
+                .worker
+                .conns()
+                .iter()
+                .map(|(_, c)| (format!("{:?}", c.inbound_tuple()), c.state(), c.expires))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(conns(&self.fast), conns(&self.slow), "connection tables differ");
+        assert_eq!(self.fast.worker.counters(), self.slow.worker.counters());
         a
     }
 
@@ -76,6 +90,8 @@ enum Spoil {
     IpOptions,
     Padding,
     Truncated,
+    /// The transport checksum wrong (the IP header's still right).
+    BadL4Checksum,
 }
 
 fn spoil(mut f: Vec<u8>, how: Spoil) -> Vec<u8> {
@@ -103,6 +119,11 @@ fn spoil(mut f: Vec<u8>, how: Spoil) -> Vec<u8> {
         }
         Spoil::Padding => f.extend_from_slice(&[0; 12]),
         Spoil::Truncated => f.truncate(14 + 20 + 10),
+        // The checksum's low byte: TCP's at 16 into the segment, UDP's at 6.
+        Spoil::BadL4Checksum => {
+            let at = 34 + if f[23] == 6 { 17 } else { 7 };
+            f[at] ^= 0x5a;
+        }
     }
     f
 }
@@ -126,6 +147,10 @@ fn spoil6(mut f: Vec<u8>, how: Spoil) -> Vec<u8> {
         }
         Spoil::Padding => f.extend_from_slice(&[0; 12]),
         Spoil::Truncated => f.truncate(14 + 40 + 10),
+        Spoil::BadL4Checksum => {
+            let at = 54 + if f[20] == 6 { 17 } else { 7 };
+            f[at] ^= 0x5a;
+        }
     }
     f
 }
@@ -217,14 +242,14 @@ fn one_flow(client: &str, vip: &'static str) {
     flow.seq = 2;
     p.send(0, flow.inbound("A", b""));
     assert_eq!(
-        p.fast.worker.stats.fast_path, 0,
-        "handshake segments change the state"
+        p.fast.worker.stats.fast_path, 1,
+        "the SYN and SYN-ACK take the general path, the handshake's last ACK the fast one"
     );
     for i in 0..10u32 {
         p.send(0, flow.inbound("AP", format!("request {i}").as_bytes()));
         p.send(1, flow.reply("AP", b"response").unwrap());
     }
-    assert_eq!(p.fast.worker.stats.fast_path, 20);
+    assert_eq!(p.fast.worker.stats.fast_path, 21);
     // Spoilt frames go the general way (and fail or succeed there the same).
     for how in [
         Spoil::BadIpChecksum,
@@ -235,19 +260,32 @@ fn one_flow(client: &str, vip: &'static str) {
     ] {
         p.send(0, spoil(flow.inbound("AP", b"x"), how));
     }
-    assert_eq!(p.fast.worker.stats.fast_path, 20);
+    assert_eq!(p.fast.worker.stats.fast_path, 21);
     // Ethernet padding is trimmed on the fast path too.
     p.send(0, spoil(flow.inbound("A", b""), Spoil::Padding));
-    assert_eq!(p.fast.worker.stats.fast_path, 21);
-    // Teardown changes the state: general path.
-    p.send(0, flow.inbound("AF", b""));
-    assert_eq!(p.fast.worker.stats.fast_path, 21);
+    assert_eq!(p.fast.worker.stats.fast_path, 22);
+    // A SYN on the established connection (a retransmission) keeps it and its backend: fast path, once
+    // its checksum is found good; with a bad one it is the general path's to drop.
+    p.send(0, flow.inbound("S", b""));
+    assert_eq!(p.fast.worker.stats.fast_path, 23);
+    p.send(0, spoil(flow.inbound("S", b""), Spoil::BadL4Checksum));
+    assert_eq!(p.fast.worker.stats.fast_path, 23);
+    // Teardown changes the state, on the fast path too; a FIN with a bad checksum changes nothing.
+    p.send(0, spoil(flow.inbound("AF", b""), Spoil::BadL4Checksum));
+    assert_eq!(p.fast.worker.stats.fast_path, 23);
+    p.send(0, spoil(flow.inbound("AF", b""), Spoil::Padding));
+    p.send(1, flow.reply("AF", b"").unwrap());
+    p.send(0, flow.inbound("A", b""));
+    assert_eq!(p.fast.worker.stats.fast_path, 26);
+    // Closed: the client's next segment may be a newer flow's, the general path's to judge.
+    p.send(0, flow.inbound("AP", b"again"));
+    assert_eq!(p.fast.worker.stats.fast_path, 26);
     // UDP datagrams after the first.
     let dns = Flow::new(client, 5353, vip);
     for _ in 0..3 {
         p.send(0, dns.datagram());
     }
-    assert_eq!(p.fast.worker.stats.fast_path, 23, "{client} -> {vip}");
+    assert_eq!(p.fast.worker.stats.fast_path, 28, "{client} -> {vip}");
 }
 
 fn spoils() -> impl Strategy<Value = Spoil> {
@@ -259,10 +297,11 @@ fn spoils() -> impl Strategy<Value = Spoil> {
         1 => Just(Spoil::IpOptions),
         1 => Just(Spoil::Padding),
         1 => Just(Spoil::Truncated),
+        1 => Just(Spoil::BadL4Checksum),
     ]
 }
 
-const KINDS: [&str; 7] = ["S", "A", "AP", "AF", "R", "SA", "udp"];
+const KINDS: [&str; 10] = ["S", "A", "AP", "AF", "R", "SA", "udp", "F", "RA", "SF"];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]

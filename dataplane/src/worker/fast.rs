@@ -3,7 +3,9 @@
 use super::fullnat::v4_rewritten;
 use super::pkt::{drop, endpoints, out_v6, outbound_v4, translated_len, Egress, Hop, Pkt, NO_HOP};
 use super::{Output, Verdict, Worker};
-use crate::conn::{CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_PENDING, SP_SPLICED};
+use crate::conn::{
+    CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_NONE, SP_PENDING, SP_SPLICED,
+};
 use crate::flow::{is_v4, v4, Tuple};
 use crate::frame::{Frame, FrameAlloc};
 use crate::nat;
@@ -52,11 +54,18 @@ impl<F: Frame> Worker<F> {
     }
 
     /// The established fast path: an untagged TCP segment or UDP datagram, IPv4 without options or IPv6
-    /// without extension headers, of a Full-NAT connection (IPv4, IPv6 or NAT64) whose TCP state does not
-    /// change (no SYN, FIN or RST), whose service and next hop are cached for the current snapshot and routes,
-    /// and whose next hop is resolved. It does what `handle` would do for such a packet (same checks, same
-    /// translation, same counters) without the general parsing; every condition is checked before the frame
-    /// is touched, and anything else is handed back for `handle`.
+    /// without extension headers, of a Full-NAT connection (IPv4, IPv6 or NAT64) whose service and next hop
+    /// are cached for the current snapshot and routes, and whose next hop is resolved. It does what `handle`
+    /// would do for such a packet (same checks, same translation, same state and counters) without the
+    /// general parsing; every condition is checked before the frame is touched, and anything else is handed
+    /// back for `handle`.
+    ///
+    /// A segment that moves the connection's TCP state (the handshake's last ACK, a FIN, a RST) is taken too,
+    /// and so is a SYN on an established connection (a retransmission, or a forged one: it keeps its backend
+    /// either way); a SYN, FIN or RST must be genuine, so its transport checksum is checked first, as the
+    /// general path does. A SYN on any other state may replace the connection, a SYN-proxied connection's
+    /// state changes are the SYN-proxy's, and a client's segment on a closed connection may belong to a newer
+    /// flow of its tuple: those stay with `handle`.
     #[inline]
     pub(super) fn fast<A: FrameAlloc<F = F>>(
         &mut self,
@@ -121,9 +130,7 @@ impl<F: Frame> Worker<F> {
             proto::UDP if udp::Packet::new_checked(seg).is_ok() => 0,
             _ => return Err(f),
         };
-        if flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0 {
-            return Err(f);
-        }
+        let genuine = flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0;
         let local = self.snap.local(&t.dst);
         if !matches!(local, Some(Local::Vip | Local::Lip | Local::Released)) {
             return Err(f);
@@ -160,11 +167,14 @@ impl<F: Frame> Worker<F> {
             return Err(f);
         }
         let state = c.state();
-        // A client's segment on a closed connection may belong to a newer flow of its tuple (when it carries
-        // data): the general path decides.
-        if p == proto::TCP
-            && (tcp_state::next(state, dir, flags) != state
-                || (dir == Dir::Inbound && matches!(state, State::TimeWait | State::Close)))
+        let new = if p == proto::TCP {
+            tcp_state::next(state, dir, flags)
+        } else {
+            state
+        };
+        if (dir == Dir::Inbound && p == proto::TCP && matches!(state, State::TimeWait | State::Close))
+            || ((genuine || new != state) && c.sp != SP_NONE)
+            || (flags & tcp::flags::SYN != 0 && state != State::Established)
         {
             return Err(f);
         }
@@ -193,36 +203,44 @@ impl<F: Frame> Worker<F> {
             && (c.sp_win_in != 0
                 || c.sp_win_reply >> 4 != c.sp_win_reply & 0x0f
                 || (p == proto::TCP && f.data()[l4 + 12] >> 4 > 5));
-        let exp = self.tick.saturating_add(svc.timeouts.of(state));
-        let client_port = c.in_port;
-        if exp != c.expires {
+        let exp = self.tick.saturating_add(svc.timeouts.of(new));
+        let (client_port, expires) = (c.in_port, c.expires);
+        let pkt = |t: &Tuple| Pkt {
+            in_port: 0,
+            l3: L3,
+            l4,
+            v6,
+            proto: p,
+            src: t.src,
+            dst: t.dst,
+            sport: t.sport,
+            dport: t.dport,
+            ttl,
+            tcp_flags: flags,
+            frag: None,
+        };
+        // Trimmed first: the checksum covers the segment up to the IP length, not the Ethernet padding.
+        f.truncate(L3 + total);
+        if genuine && !self.verify_l4(&pkt(&self.hint_tuples[self.cur]), &f) {
+            return Err(f);
+        }
+        if new != state {
+            self.conns.get_mut(idx).state = new as u8;
+            self.count_state(uid, state, new);
+        }
+        if exp != expires {
             self.conns.set_expiry(idx, exp);
         }
         self.count_packet(uid, dir, total);
         if self.snap.sync.is_some() {
             self.sync_due(idx, out);
         }
-        f.truncate(L3 + total);
         let rewritten = if let Some((src, dst, ports)) = v4 {
             // The rewrite itself, without the general translation's packet and egress descriptions.
             let ok = nat::rewrite_v4_to(&mut f.data_mut()[L3..], l4 - L3, src, dst, ports);
             v4_rewritten(ok, L3, l4)
         } else {
-            let t = &self.hint_tuples[self.cur];
-            let pkt = Pkt {
-                in_port: 0,
-                l3: L3,
-                l4,
-                v6,
-                proto: p,
-                src: t.src,
-                dst: t.dst,
-                sport: t.sport,
-                dport: t.dport,
-                ttl,
-                tcp_flags: flags,
-                frag: None,
-            };
+            let pkt = pkt(&self.hint_tuples[self.cur]);
             let eg = Egress {
                 e: endpoints(self.conns.get(idx), dir),
                 v6: out_v6,
