@@ -172,6 +172,17 @@ mod tests {
     }
 
     #[test]
+    fn only_syn_fin_or_rst_move_an_established_connection() {
+        // The fast path skips the call for an established connection's segment without these three flags.
+        for flags in 0..=u8::MAX {
+            for dir in [Dir::Inbound, Dir::Reply] {
+                let moves = next(Established, dir, flags) != Established;
+                assert!(!moves || flags & (SYN | FIN | RST) != 0, "flags {flags:#04x}");
+            }
+        }
+    }
+
+    #[test]
     fn timeouts_convert_to_ticks() {
         let t = TickTimeouts::new(&Timeouts::default(), 64);
         assert_eq!(t.of(Established), 900_000 / 64);

@@ -167,10 +167,12 @@ impl<F: Frame> Worker<F> {
             return Err(f);
         }
         let state = c.state();
-        let new = if p == proto::TCP {
-            tcp_state::next(state, dir, flags)
-        } else {
+        // Nearly every segment is an established connection's ACK or data, which changes nothing: known here
+        // without the call.
+        let new = if p != proto::TCP || (!genuine && state == State::Established) {
             state
+        } else {
+            tcp_state::next(state, dir, flags)
         };
         if (dir == Dir::Inbound && p == proto::TCP && matches!(state, State::TimeWait | State::Close))
             || ((genuine || new != state) && c.sp != SP_NONE)
