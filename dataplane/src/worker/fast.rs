@@ -206,7 +206,7 @@ impl<F: Frame> Worker<F> {
                 || c.sp_win_reply >> 4 != c.sp_win_reply & 0x0f
                 || (p == proto::TCP && f.data()[l4 + 12] >> 4 > 5));
         let exp = self.tick.saturating_add(svc.timeouts.of(new));
-        let (client_port, expires) = (c.in_port, c.expires);
+        let client_port = c.in_port;
         let pkt = |t: &Tuple| Pkt {
             in_port: 0,
             l3: L3,
@@ -221,22 +221,25 @@ impl<F: Frame> Worker<F> {
             tcp_flags: flags,
             frag: None,
         };
-        // Trimmed first: the checksum covers the segment up to the IP length, not the Ethernet padding.
-        f.truncate(L3 + total);
-        if genuine && !self.verify_l4(&pkt(&self.hint_tuples[self.cur]), &f) {
-            return Err(f);
+        if genuine {
+            // Trimmed first: the checksum covers the segment up to the IP length, not the Ethernet padding.
+            f.truncate(L3 + total);
+            if !self.verify_l4(&pkt(&self.hint_tuples[self.cur]), &f) {
+                return Err(f);
+            }
         }
         if new != state {
             self.conns.get_mut(idx).state = new as u8;
             self.count_state(uid, state, new);
         }
-        if exp != expires {
+        if exp != self.conns.get(idx).expires {
             self.conns.set_expiry(idx, exp);
         }
         self.count_packet(uid, dir, total);
         if self.snap.sync.is_some() {
             self.sync_due(idx, out);
         }
+        f.truncate(L3 + total);
         let rewritten = if let Some((src, dst, ports)) = v4 {
             // The rewrite itself, without the general translation's packet and egress descriptions.
             let ok = nat::rewrite_v4_to(&mut f.data_mut()[L3..], l4 - L3, src, dst, ports);
