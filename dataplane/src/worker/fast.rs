@@ -57,8 +57,9 @@ impl<F: Frame> Worker<F> {
     /// without extension headers, of a Full-NAT connection (IPv4, IPv6 or NAT64) whose service and next hop
     /// are cached for the current snapshot and routes, and whose next hop is resolved. It does what `handle`
     /// would do for such a packet (same checks, same translation, same state and counters) without the
-    /// general parsing; every condition is checked before the frame is touched, and anything else is handed
-    /// back for `handle`.
+    /// general parsing; every condition is checked before the frame is changed (a SYN, FIN or RST whose
+    /// checksum is bad goes back having lost only its Ethernet padding), and anything else is handed back for
+    /// `handle`.
     ///
     /// A segment that moves the connection's TCP state (the handshake's last ACK, a FIN, a RST) is taken too,
     /// and so is a SYN on an established connection (a retransmission, or a forged one: it keeps its backend
@@ -130,7 +131,8 @@ impl<F: Frame> Worker<F> {
             proto::UDP if udp::Packet::new_checked(seg).is_ok() => 0,
             _ => return Err(f),
         };
-        let genuine = flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0;
+        // A SYN, FIN or RST is acted on only once its transport checksum is found good.
+        let checked = flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0;
         let local = self.snap.local(&t.dst);
         if !matches!(local, Some(Local::Vip | Local::Lip | Local::Released)) {
             return Err(f);
@@ -169,13 +171,15 @@ impl<F: Frame> Worker<F> {
         let state = c.state();
         // Nearly every segment is an established connection's ACK or data, which changes nothing: known here
         // without the call.
-        let new = if p != proto::TCP || (!genuine && state == State::Established) {
+        let new = if p != proto::TCP || (!checked && state == State::Established) {
             state
         } else {
             tcp_state::next(state, dir, flags)
         };
+        // The general path's: a client's segment on a closed entry (maybe a newer flow of the tuple), a
+        // SYN-proxied connection's state change, a SYN that may replace its connection.
         if (dir == Dir::Inbound && p == proto::TCP && matches!(state, State::TimeWait | State::Close))
-            || ((genuine || new != state) && c.sp != SP_NONE)
+            || ((checked || new != state) && c.sp != SP_NONE)
             || (flags & tcp::flags::SYN != 0 && state != State::Established)
         {
             return Err(f);
@@ -221,7 +225,7 @@ impl<F: Frame> Worker<F> {
             tcp_flags: flags,
             frag: None,
         };
-        if genuine {
+        if checked {
             // Trimmed first: the checksum covers the segment up to the IP length, not the Ethernet padding.
             f.truncate(L3 + total);
             if !self.verify_l4(&pkt(&self.hint_tuples[self.cur]), &f) {
