@@ -131,20 +131,12 @@ fn rewrite_l4(l4: &mut [u8], p: u8, e: Ports, old_addr_sum: u32, new_addr_sum: u
         l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
         return true;
     }
-    let (mut old_sum, mut new_sum) = (old_addr_sum + old_ports, new_addr_sum + new_ports);
-    if p == proto::TCP && (e.seq_add | e.ack_add) != 0 && l4.len() >= tcp::HEADER_LEN {
-        // The shift goes into the same checksum update as the addresses and ports.
-        for (at, add) in [
-            (tcp::field::SEQ.start, e.seq_add),
-            (tcp::field::ACK.start, e.ack_add),
-        ] {
-            let old = be32(l4, at);
-            let new = old.wrapping_add(add);
-            l4[at..at + 4].copy_from_slice(&new.to_be_bytes());
-            (old_sum, new_sum) = (old_sum + halves(old), new_sum + halves(new));
-        }
-    }
-    let mut c = checksum::update_sums(old_c, old_sum, new_sum);
+    // RFC 1624 eqn. 3 over the addresses, the ports and any sequence shift.
+    let acc = u64::from(!old_c)
+        + u64::from(!checksum::fold(old_addr_sum + old_ports))
+        + u64::from(new_addr_sum + new_ports)
+        + shift_seq(l4, p, &e);
+    let mut c = !checksum::fold64(acc);
     if p == proto::UDP && c == 0 {
         c = 0xffff;
     }
@@ -152,10 +144,24 @@ fn rewrite_l4(l4: &mut [u8], p: u8, e: Ports, old_addr_sum: u32, new_addr_sum: u
     true
 }
 
-/// The sum of the two 16-bit halves of `x` (unfolded).
+/// Adds a SYN-proxied connection's sequence shift (`e`) to a TCP segment's sequence and acknowledgement numbers
+/// (`l4` from its header on) and returns what the checksum update takes for it: the old numbers complemented
+/// and the new ones, as 32-bit words (RFC 1624 eqn. 3's `~m + m'`). Nothing to do, and 0, without a shift.
 #[inline(always)]
-fn halves(x: u32) -> u32 {
-    (x >> 16) + (x & 0xffff)
+fn shift_seq(l4: &mut [u8], p: u8, e: &Ports) -> u64 {
+    let mut acc = 0;
+    if p == proto::TCP && (e.seq_add | e.ack_add) != 0 && l4.len() >= tcp::HEADER_LEN {
+        for (at, add) in [
+            (tcp::field::SEQ.start, e.seq_add),
+            (tcp::field::ACK.start, e.ack_add),
+        ] {
+            let old = be32(l4, at);
+            let new = old.wrapping_add(add);
+            l4[at..at + 4].copy_from_slice(&new.to_be_bytes());
+            acc += u64::from(!old) + u64::from(new);
+        }
+    }
+    acc
 }
 
 /// The 32-bit big-endian word at `i`.
@@ -225,19 +231,8 @@ pub fn rewrite_v4_to(pkt: &mut [u8], ihl: usize, src: [u8; 4], dst: [u8; 4], e: 
     if p == proto::UDP && old_c == 0 {
         return true;
     }
-    let mut acc = u64::from(!old_c) + addrs + (!old_ports & 0xffff_ffff) + u64::from(ports);
-    if p == proto::TCP && (e.seq_add | e.ack_add) != 0 && l4.len() >= tcp::HEADER_LEN {
-        // The shift goes into the same checksum update as the addresses and ports.
-        for (at, add) in [
-            (tcp::field::SEQ.start, e.seq_add),
-            (tcp::field::ACK.start, e.ack_add),
-        ] {
-            let old = be32(l4, at);
-            let new = old.wrapping_add(add);
-            l4[at..at + 4].copy_from_slice(&new.to_be_bytes());
-            acc += u64::from(!old) + u64::from(new);
-        }
-    }
+    let acc =
+        u64::from(!old_c) + addrs + (!old_ports & 0xffff_ffff) + u64::from(ports) + shift_seq(l4, p, &e);
     let mut c = !checksum::fold64(acc);
     if p == proto::UDP && c == 0 {
         c = 0xffff;

@@ -109,14 +109,16 @@ mod tests {
         assert_eq!(ipv4_header_ok(&all), fold(sum(&all)) == 0xffff);
     }
 
+    /// Folding one 16-bit carry at a time, for comparison.
+    fn slow_fold(mut a: u64) -> u16 {
+        while a > 0xffff {
+            a = (a & 0xffff) + (a >> 16);
+        }
+        a as u16
+    }
+
     #[test]
     fn folding_matches_the_loop_for_edge_values() {
-        let slow = |mut a: u32| {
-            while a > 0xffff {
-                a = (a & 0xffff) + (a >> 16);
-            }
-            a as u16
-        };
         for a in [
             0,
             1,
@@ -129,49 +131,28 @@ mod tests {
             0xffff_fffe,
             u32::MAX,
         ] {
-            assert_eq!(fold(a), slow(a), "{a:#x}");
+            assert_eq!(fold(a), slow_fold(a.into()), "{a:#x}");
         }
-        let mut x: u32 = 0x9e37_79b9;
-        for _ in 0..100_000 {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            assert_eq!(fold(x), slow(x), "{x:#x}");
-        }
-    }
-
-    #[test]
-    fn folding_64_bits_matches_the_loop_for_edge_values() {
-        let slow = |mut a: u64| {
-            while a > 0xffff {
-                a = (a & 0xffff) + (a >> 16);
-            }
-            a as u16
-        };
         for a in [
-            0,
-            1,
-            0xffff,
-            0x1_0000,
             0x1_ffff_fffe,
             0x2_fffd,
             0x1_0001,
-            0xffff_ffff,
             0xffff_ffff_0000_0000,
             u64::MAX - 1,
             u64::MAX,
         ] {
-            assert_eq!(fold64(a), slow(a), "{a:#x}");
+            assert_eq!(fold64(a), slow_fold(a), "{a:#x}");
         }
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..100_000 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            assert_eq!(fold64(x), slow(x), "{x:#x}");
+            assert_eq!(fold(x as u32), slow_fold(x & 0xffff_ffff), "{x:#x}");
+            assert_eq!(fold64(x), slow_fold(x), "{x:#x}");
             // Sums of a few 32-bit words, as the rewrites make them.
             let small = x >> 29;
-            assert_eq!(fold64(small), slow(small), "{small:#x}");
+            assert_eq!(fold64(small), slow_fold(small), "{small:#x}");
         }
     }
 
