@@ -177,39 +177,60 @@ fn be32(b: &[u8], i: usize) -> u32 {
 /// the address and port sums of both checksums come from four loads and four stores.
 #[inline]
 pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
-    let (mut src, mut dst) = ([0; 4], [0; 4]);
-    src.copy_from_slice(&e.src[12..16]);
-    dst.copy_from_slice(&e.dst[12..16]);
-    rewrite_v4_to(pkt, ihl, src, dst, e.ports())
+    rewrite_v4_to(
+        pkt,
+        ihl,
+        to_v4(&e.src).octets(),
+        to_v4(&e.dst).octets(),
+        e.ports(),
+    )
 }
 
 /// [`rewrite_v4`] with the new IPv4 addresses given as such: the fast path's form, which builds no
 /// [`Endpoints`] (16-byte addresses written as two 8-byte halves and read back as one 16-byte value cannot be
 /// forwarded from the store buffer, and each such read waited for the stores to reach the cache).
-///
-/// Both checksums take the same change of the addresses, summed once as 32-bit words (RFC 1624 eqn. 3 with
-/// `~m` and `m'` the old and new words: their halves are the 16-bit words it names); the ports are one more
-/// 32-bit word for the transport checksum, the TTL's word one more for the header's.
 #[inline]
 pub fn rewrite_v4_to(pkt: &mut [u8], ihl: usize, src: [u8; 4], dst: [u8; 4], e: Ports) -> bool {
-    use ipv4::field::{CHECKSUM, DST, PROTOCOL, SRC, TTL};
     if ihl < ipv4::HEADER_LEN || pkt.len() < ihl {
         return false;
     }
     let (hdr, l4) = pkt.split_at_mut(ihl);
-    // Fixed-size views: every field offset below is checked at compile time.
     let Some(h) = hdr.first_chunk_mut::<{ ipv4::HEADER_LEN }>() else {
         return false;
     };
-    let p = h[PROTOCOL];
+    let p = h[ipv4::field::PROTOCOL];
     let co = csum_offset(p);
     // The ports and the checksum (TCP's ends at 18, UDP's at 8, the end of its header).
-    let Some(t) = l4.get_mut(..co + 2) else {
+    if l4.len() < co + 2 {
         return false;
-    };
-    let word = |b: &[u8], i: usize| u64::from(u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
-    let addrs = (!word(h, SRC.start) & 0xffff_ffff)
-        + (!word(h, DST.start) & 0xffff_ffff)
+    }
+    let addrs = rewrite_header_v4(h, src, dst);
+    // TCP and UDP share the position of the ports: one 32-bit word.
+    let ports = (u32::from(e.sport) << 16) | u32::from(e.dport);
+    let old_ports = be32(l4, 0);
+    l4[..4].copy_from_slice(&ports.to_be_bytes());
+    let old_c = u16::from_be_bytes([l4[co], l4[co + 1]]);
+    if p == proto::UDP && old_c == 0 {
+        return true;
+    }
+    let acc = u64::from(!old_c) + addrs + u64::from(!old_ports) + u64::from(ports) + shift_seq(l4, p, &e);
+    let mut c = !checksum::fold64(acc);
+    if p == proto::UDP && c == 0 {
+        c = 0xffff;
+    }
+    l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// Rewrites a 20-byte IPv4 header's addresses and decrements its TTL, keeping its checksum, and returns the
+/// addresses' part of a transport checksum update. Both checksums take the same change, summed once as 32-bit
+/// words (RFC 1624 eqn. 3 with `~m` and `m'` the old and new words, whose halves are the 16-bit words it
+/// names); the header's takes the TTL's word besides.
+#[inline(always)]
+fn rewrite_header_v4(h: &mut [u8; ipv4::HEADER_LEN], src: [u8; 4], dst: [u8; 4]) -> u64 {
+    use ipv4::field::{CHECKSUM, DST, PROTOCOL, SRC, TTL};
+    let addrs = u64::from(!be32(h, SRC.start))
+        + u64::from(!be32(h, DST.start))
         + u64::from(u32::from_be_bytes(src))
         + u64::from(u32::from_be_bytes(dst));
     // The TTL is the high byte of its 16-bit word; decrementing it lowers that word by 0x100. The new word is
@@ -223,22 +244,7 @@ pub fn rewrite_v4_to(pkt: &mut [u8], ihl: usize, src: [u8; 4], dst: [u8; 4], e: 
     h[SRC].copy_from_slice(&src);
     h[DST].copy_from_slice(&dst);
     h[CHECKSUM].copy_from_slice(&(!checksum::fold64(ip)).to_be_bytes());
-    // TCP and UDP share the position of the ports: one 32-bit word.
-    let ports = (u32::from(e.sport) << 16) | u32::from(e.dport);
-    let old_ports = word(t, 0);
-    t[..4].copy_from_slice(&ports.to_be_bytes());
-    let old_c = u16::from_be_bytes([t[co], t[co + 1]]);
-    if p == proto::UDP && old_c == 0 {
-        return true;
-    }
-    let acc =
-        u64::from(!old_c) + addrs + (!old_ports & 0xffff_ffff) + u64::from(ports) + shift_seq(l4, p, &e);
-    let mut c = !checksum::fold64(acc);
-    if p == proto::UDP && c == 0 {
-        c = 0xffff;
-    }
-    l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
-    true
+    addrs
 }
 
 /// Rewrites an ICMP echo request or reply (`pkt` starts at the IPv4 header, `ihl` its length): addresses from
@@ -256,23 +262,12 @@ pub fn rewrite_echo_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints, id: u16) -> bo
     true
 }
 
-/// Rewrites the IPv4 addresses from `e` and decrements the TTL, keeping the header checksum; returns the sums
-/// of the old and new addresses (for the transport checksum). A later fragment needs nothing more.
-pub fn rewrite_v4_header(pkt: &mut [u8], e: &Endpoints) -> (u32, u32) {
-    use ipv4::field::{CHECKSUM, DST, SRC, TTL};
-    let addrs = SRC.start..DST.end;
-    let old_addrs = addr_sum(&pkt[addrs.clone()]);
-    let old_ttl_word = w(pkt, TTL);
-    let old_ip = old_ttl_word + old_addrs;
-    pkt[TTL] = pkt[TTL].wrapping_sub(1);
-    pkt[SRC].copy_from_slice(&e.src[12..16]);
-    pkt[DST].copy_from_slice(&e.dst[12..16]);
-    let new_addrs = addr_sum(&pkt[addrs]);
-    // As in `rewrite_v4`: the TTL's word is computed, not read back over the byte just stored.
-    let new_ip = (old_ttl_word.wrapping_sub(0x100) & 0xffff) + new_addrs;
-    let c = checksum::update_sums(w(pkt, CHECKSUM.start) as u16, old_ip, new_ip);
-    pkt[CHECKSUM].copy_from_slice(&c.to_be_bytes());
-    (old_addrs, new_addrs)
+/// Rewrites the IPv4 addresses from `e` and decrements the TTL, keeping the header checksum (`pkt` starts at
+/// the IPv4 header). A later fragment needs nothing more.
+pub fn rewrite_v4_header(pkt: &mut [u8], e: &Endpoints) {
+    if let Some(h) = pkt.first_chunk_mut() {
+        rewrite_header_v4(h, to_v4(&e.src).octets(), to_v4(&e.dst).octets());
+    }
 }
 
 /// Rewrites an IPv6 packet (`pkt` starts at the IPv6 header, the transport header at `l4`) to new endpoints
