@@ -131,17 +131,24 @@ fn rewrite_l4(l4: &mut [u8], p: u8, e: Ports, old_addr_sum: u32, new_addr_sum: u
         l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
         return true;
     }
-    // RFC 1624 eqn. 3 over the addresses, the ports and any sequence shift.
     let acc = u64::from(!old_c)
         + u64::from(!checksum::fold(old_addr_sum + old_ports))
-        + u64::from(new_addr_sum + new_ports)
-        + shift_seq(l4, p, &e);
-    let mut c = !checksum::fold64(acc);
+        + u64::from(new_addr_sum + new_ports);
+    finish_l4(l4, p, co, &e, acc);
+    true
+}
+
+/// Writes the checksum (at `co`) of a TCP segment or UDP datagram whose addresses and ports have changed:
+/// `acc` is RFC 1624 eqn. 3's sum for them (`~HC`, and `~m + m'` for each changed word); a SYN-proxied
+/// connection's sequence shift is applied and added here. A UDP checksum that comes out 0 is sent as 0xffff
+/// (0 means none).
+#[inline(always)]
+fn finish_l4(l4: &mut [u8], p: u8, co: usize, e: &Ports, acc: u64) {
+    let mut c = !checksum::fold64(acc + shift_seq(l4, p, e));
     if p == proto::UDP && c == 0 {
         c = 0xffff;
     }
     l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
-    true
 }
 
 /// Adds a SYN-proxied connection's sequence shift (`e`) to a TCP segment's sequence and acknowledgement numbers
@@ -213,12 +220,8 @@ pub fn rewrite_v4_to(pkt: &mut [u8], ihl: usize, src: [u8; 4], dst: [u8; 4], e: 
     if p == proto::UDP && old_c == 0 {
         return true;
     }
-    let acc = u64::from(!old_c) + addrs + u64::from(!old_ports) + u64::from(ports) + shift_seq(l4, p, &e);
-    let mut c = !checksum::fold64(acc);
-    if p == proto::UDP && c == 0 {
-        c = 0xffff;
-    }
-    l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
+    let acc = u64::from(!old_c) + addrs + u64::from(!old_ports) + u64::from(ports);
+    finish_l4(l4, p, co, &e, acc);
     true
 }
 
