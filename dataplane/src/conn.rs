@@ -10,7 +10,7 @@
 //! moved earlier (RST) re-files the entry at once. [`ConnTable::expire`] does a bounded amount of work per
 //! call, so there is never a stop-the-world scan.
 
-use crate::flow::{is_v4, Addr, Tuple};
+use crate::flow::{is_v4, Addr, Tuple, Tuple4};
 use crate::tcp_state::{Dir, State};
 
 /// A vector of `n` copies of `v` whose memory the kernel is asked to back with transparent huge pages before
@@ -317,6 +317,25 @@ impl Conn {
         State::from_u8(self.state)
     }
 
+    /// [`matches`](Self::matches) for a plain IPv4 key: compared with the four-byte addresses when the record
+    /// keeps them so, else with the mapped tuple.
+    #[inline(always)]
+    fn matches_v4(&self, dir: Dir, t: &Tuple4) -> bool {
+        if self.wide != 0 {
+            return self.matches(dir, &t.tuple());
+        }
+        let a = &self.addr_lo;
+        self.proto == t.proto
+            && match dir {
+                Dir::Inbound => {
+                    self.cport == t.sport && self.vport == t.dport && a[0..4] == t.src && a[4..8] == t.dst
+                }
+                Dir::Reply => {
+                    self.bport == t.sport && self.lport == t.dport && a[12..16] == t.src && a[8..12] == t.dst
+                }
+            }
+    }
+
     #[inline(always)]
     fn matches(&self, dir: Dir, t: &Tuple) -> bool {
         let (src, dst) = (u128::from_le_bytes(t.src), u128::from_le_bytes(t.dst));
@@ -467,6 +486,19 @@ impl ConnTable {
     /// Finds the connection of a packet with tuple `t` (hash `h`), and which direction it travels.
     #[inline(always)]
     pub fn lookup(&self, t: &Tuple, h: u64) -> Option<(u32, Dir)> {
+        self.probe(h, |c, dir| c.matches(dir, t))
+    }
+
+    /// [`lookup`](Self::lookup) for a plain IPv4 packet's key (hash `h`, [`Tuple4::hash`] with this table's
+    /// seed, which is the mapped tuple's).
+    #[inline(always)]
+    pub fn lookup_v4(&self, t: &Tuple4, h: u64) -> Option<(u32, Dir)> {
+        self.probe(h, |c, dir| c.matches_v4(dir, t))
+    }
+
+    /// Probes the index from `h`'s home slot for an entry with its signature whose record `is` the one.
+    #[inline(always)]
+    fn probe(&self, h: u64, is: impl Fn(&Conn, Dir) -> bool) -> Option<(u32, Dir)> {
         let sig = sig_of(h);
         let mut i = home_of(h, self.mask);
         loop {
@@ -477,12 +509,18 @@ impl ConnTable {
             if (s >> 32) as u32 == sig {
                 let idx = ((s as u32) >> 1) & 0x7fff_ffff;
                 let dir = if s & 1 == 1 { Dir::Reply } else { Dir::Inbound };
-                if self.arena[idx as usize].matches(dir, t) {
+                if is(&self.arena[idx as usize], dir) {
                     return Some((idx, dir));
                 }
             }
             i = (i + 1) & self.mask;
         }
+    }
+
+    /// The hash of a plain IPv4 packet's key, as [`hash`](Self::hash) of its mapped tuple.
+    #[inline]
+    pub fn hash_v4(&self, t: &Tuple4) -> u64 {
+        t.hash(self.seed)
     }
 
     /// The record `idx`.
@@ -749,6 +787,69 @@ mod tests {
         // A tuple that is not there warms nothing.
         let absent = conn(5000, 10).inbound_tuple();
         assert_eq!(t.warm_record(t.hash(&absent), true), None);
+    }
+
+    #[test]
+    fn v4_keys_find_what_their_mapped_tuples_find() {
+        // Narrow records, and NAT64 ones (IPv6 client and VIP: a wide record whose reply side is IPv4).
+        let mut t = ConnTable::new(1000, 7);
+        let mut idxs = Vec::new();
+        for i in 0..1000u32 {
+            let mut c = conn(i, 10);
+            if i % 2 == 1 {
+                let mut client = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                client[12..].copy_from_slice(&i.to_be_bytes());
+                let vip = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+                c.set_addrs(client, vip, c.lip(), c.backend());
+            }
+            idxs.push((t.insert(c).unwrap(), c));
+        }
+        let key = |tu: &Tuple| {
+            (is_v4(&tu.src) && is_v4(&tu.dst)).then(|| Tuple4 {
+                proto: tu.proto,
+                src: crate::flow::to_v4(&tu.src).octets(),
+                sport: tu.sport,
+                dst: crate::flow::to_v4(&tu.dst).octets(),
+                dport: tu.dport,
+            })
+        };
+        let mut found = 0;
+        for (idx, c) in &idxs {
+            for (tu, dir) in [(c.inbound_tuple(), Dir::Inbound), (c.reply_tuple(), Dir::Reply)] {
+                let Some(k) = key(&tu) else { continue };
+                assert_eq!(t.hash_v4(&k), t.hash(&tu));
+                assert_eq!(t.lookup_v4(&k, t.hash_v4(&k)), Some((*idx, dir)));
+                found += 1;
+                // Any field changed: found by neither, or by both alike.
+                for other in [
+                    Tuple4 {
+                        sport: k.sport ^ 1,
+                        ..k
+                    },
+                    Tuple4 {
+                        dport: k.dport ^ 1,
+                        ..k
+                    },
+                    Tuple4 { proto: 17, ..k },
+                    Tuple4 {
+                        src: [198, 51, 100, 7],
+                        ..k
+                    },
+                    Tuple4 {
+                        dst: [203, 0, 113, 77],
+                        ..k
+                    },
+                ] {
+                    let mapped = other.tuple();
+                    assert_eq!(
+                        t.lookup_v4(&other, t.hash_v4(&other)),
+                        t.lookup(&mapped, t.hash(&mapped))
+                    );
+                }
+            }
+        }
+        // Both sides of the 500 narrow ones, the reply side of the 500 NAT64 ones.
+        assert_eq!(found, 1500);
     }
 
     #[test]

@@ -1,4 +1,13 @@
 //! The established fast path, and the warming of a burst's connection-table slots before it is processed.
+//!
+//! Warming reads each frame's flow once: a plain IPv4 frame (untagged, no options, TCP or UDP) as a
+//! [`Tuple4`] straight from its bytes, anything else with a tuple as a [`Tuple`]. The fast path then takes
+//! the plain IPv4 frame of a connection that is IPv4 on both sides without ever widening its addresses: the
+//! key is compared with the record's four-byte addresses, and whether its destination is a VIP or local
+//! address is remembered per direction for the snapshot. Every other frame (IPv6, NAT64, a flow not known
+//! here) goes the general way through 16-byte tuples; both ways end in [`Worker::established`].
+
+use std::net::Ipv4Addr;
 
 use super::fullnat::v4_rewritten;
 use super::pkt::{drop, endpoints, out_v6, outbound_v4, translated_len, Egress, Hop, Pkt, NO_HOP};
@@ -6,18 +15,50 @@ use super::{Output, Verdict, Worker};
 use crate::conn::{
     CLA_NONE, CLA_TOA_DONE, FLAG_SNAT, MODE_FULLNAT, MODE_MASK, SP_NONE, SP_PENDING, SP_SPLICED,
 };
-use crate::flow::{is_v4, v4, Tuple};
+use crate::flow::{is_v4, v4, Tuple, Tuple4};
 use crate::frame::{Frame, FrameAlloc};
-use crate::nat;
+use crate::nat::{self, Ports};
 use crate::pool::owner;
 use crate::snapshot::Local;
 use crate::tcp_state::{self, Dir, State};
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{checksum, ipv4, ipv6, proto, tcp, udp};
 
+/// What warming learnt of one frame of the burst.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Hint {
+    /// Hash of the frame's tuple; 0: it has none (not TCP or UDP, or too short).
+    pub(super) h: u64,
+    /// The key of a plain IPv4 frame. Any other frame's tuple is in the worker's `hint_tuples` at the same
+    /// position.
+    pub(super) v4: Option<Tuple4>,
+}
+
+/// What the fast path read of a frame's network and transport headers (the frame is untagged).
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    v6: bool,
+    /// Offset of the transport header.
+    l4: usize,
+    /// Length from the network header on, as that header says.
+    total: usize,
+    /// TTL or hop limit.
+    ttl: u8,
+    /// Transport protocol.
+    p: u8,
+    /// TCP flags (0 for UDP).
+    flags: u8,
+}
+
+/// The IPv4 addresses and ports a connection that is IPv4 on both sides gives a packet ([`outbound_v4`]).
+type Out4 = ([u8; 4], [u8; 4], Ports);
+
+const L3: usize = ethernet::HEADER_LEN;
+
 impl<F: Frame> Worker<F> {
-    /// Starts loading the connection-table index slots, then the records, of a whole burst before processing
-    /// it, so that their cache misses overlap instead of stalling one packet at a time.
+    /// Reads each frame's flow (see the module's documentation) and starts loading the connection-table index
+    /// slots, then the records, of the whole burst before it is processed, so that their cache misses overlap
+    /// instead of stalling one packet at a time.
     pub(super) fn warm(&mut self, frames: &[F]) {
         const EMPTY: Tuple = Tuple {
             proto: 0,
@@ -27,119 +68,132 @@ impl<F: Frame> Worker<F> {
             dport: 0,
         };
         let n = frames.len();
+        self.hints.resize(n, Hint::default());
         self.hint_tuples.resize(n, EMPTY);
-        self.hint_hashes.resize(n, 0);
-        // Tuples and hashes first, each tuple's index line asked for as soon as its hash is known (a prefetch,
-        // so these misses overlap each other and the hashing of the rest); then the records their signatures
+        // Keys and hashes first, each one's index line asked for as soon as its hash is known (a prefetch, so
+        // these misses overlap each other and the hashing of the rest); then the records their signatures
         // point to, all before the first packet is processed.
-        for ((f, t), h) in frames
+        for ((f, hint), t) in frames
             .iter()
+            .zip(self.hints.iter_mut())
             .zip(self.hint_tuples.iter_mut())
-            .zip(self.hint_hashes.iter_mut())
         {
-            match quick_tuple(f.data()) {
-                Some(q) => {
-                    *h = self.conns.hash(&q);
-                    *t = q;
-                    self.conns.warm(*h);
+            let d = f.data();
+            *hint = if let Some(k) = plain_v4(d) {
+                Hint {
+                    h: self.conns.hash_v4(&k),
+                    v4: Some(k),
                 }
-                None => *h = 0,
+            } else if let Some(q) = quick_tuple(d) {
+                *t = q;
+                Hint {
+                    h: self.conns.hash(&q),
+                    v4: None,
+                }
+            } else {
+                Hint::default()
+            };
+            if hint.h != 0 {
+                self.conns.warm(hint.h);
             }
         }
-        for (&h, t) in self.hint_hashes.iter().zip(&self.hint_tuples) {
-            if h != 0 {
-                self.conns.warm_record(h, is_v4(&t.src));
+        for (hint, t) in self.hints.iter().zip(&self.hint_tuples) {
+            if hint.h != 0 {
+                self.conns.warm_record(hint.h, hint.v4.is_some() || is_v4(&t.src));
             }
         }
     }
 
-    /// The established fast path: an untagged TCP segment or UDP datagram, IPv4 without options or IPv6
-    /// without extension headers, of a Full-NAT connection (IPv4, IPv6 or NAT64) whose service and next hop
-    /// are cached for the current snapshot and routes, and whose next hop is resolved. It does what `handle`
-    /// would do for such a packet (same checks, same translation, same state and counters) without the
-    /// general parsing; every condition is checked before the frame is changed (a SYN, FIN or RST whose
-    /// checksum is bad goes back having lost only its Ethernet padding), and anything else is handed back for
-    /// `handle`.
-    ///
-    /// A segment that moves the connection's TCP state (the handshake's last ACK, a FIN, a RST) is taken too,
-    /// and so is a SYN on an established connection (a retransmission, or a forged one: it keeps its backend
-    /// either way); a SYN, FIN or RST must be genuine, so its transport checksum is checked first, as the
-    /// general path does. A SYN on any other state may replace the connection, a SYN-proxied connection's
-    /// state changes are the SYN-proxy's, and a client's segment on a closed connection may belong to a newer
-    /// flow of its tuple: those stay with `handle`.
+    /// The hash warming computed for the current frame, if its tuple is `t`: the general path need not hash
+    /// again.
+    pub(super) fn hinted_hash(&self, t: &Tuple) -> Option<u64> {
+        let hint = self.hints.get(self.cur)?;
+        let same = match hint.v4 {
+            Some(k) => k.tuple() == *t,
+            None => self.hint_tuples.get(self.cur) == Some(t),
+        };
+        (hint.h != 0 && same).then_some(hint.h)
+    }
+
+    /// The established fast path for the current frame: an untagged TCP segment or UDP datagram, IPv4 without
+    /// options or IPv6 without extension headers, of a Full-NAT connection (IPv4, IPv6 or NAT64) whose service
+    /// and next hop are cached for the current snapshot and routes, and whose next hop is resolved. It does
+    /// what `handle` would do for such a packet (same checks, same translation, same state and counters)
+    /// without the general parsing; anything else is handed back for `handle`.
     #[inline]
     pub(super) fn fast<A: FrameAlloc<F = F>>(
         &mut self,
-        mut f: F,
+        f: F,
         alloc: &mut A,
         out: &mut Output<F>,
     ) -> Result<Verdict, F> {
-        const L3: usize = ethernet::HEADER_LEN;
-        let h = match (self.hint_hashes.get(self.cur), self.hint_tuples.get(self.cur)) {
-            (Some(&h), Some(_)) if h != 0 && self.fast_path => h,
+        let hint = match self.hints.get(self.cur) {
+            Some(&hint) if hint.h != 0 && self.fast_path => hint,
             _ => return Err(f),
         };
-        let t = &self.hint_tuples[self.cur];
-        let d = f.data();
-        // (IPv6?, transport offset, network length, TTL or hop limit, protocol), read through the wire views.
-        let eth = ethernet::Frame::new_unchecked(d);
-        let untagged = d.len() >= L3 + ipv4::HEADER_LEN && eth.header_len() == L3;
-        let (v6, l4, total, ttl, p) = match untagged.then(|| eth.ethertype()) {
-            Some(ethertype::IPV4) => {
-                let Ok(hdr) = <&[u8; ipv4::HEADER_LEN]>::try_from(&d[L3..L3 + ipv4::HEADER_LEN]) else {
-                    return Err(f);
-                };
-                let ip = ipv4::Packet::new_unchecked(hdr);
-                if ip.version() != 4
-                    || ip.header_len() != ipv4::HEADER_LEN
-                    || ip.is_fragment()
-                    || (!f.rx_checksums_verified() && !checksum::ipv4_header_ok(hdr))
-                {
-                    return Err(f);
-                }
-                let total = usize::from(ip.total_len());
-                if total < ipv4::HEADER_LEN {
-                    return Err(f);
-                }
-                (false, L3 + ipv4::HEADER_LEN, total, ip.ttl(), ip.protocol())
-            }
-            Some(ethertype::IPV6) if d.len() >= L3 + ipv6::HEADER_LEN => {
-                let ip = ipv6::Packet::new_unchecked(&d[L3..]);
-                if ip.version() != 6 {
-                    return Err(f);
-                }
-                let plen = usize::from(ip.payload_len());
-                (
-                    true,
-                    L3 + ipv6::HEADER_LEN,
-                    ipv6::HEADER_LEN + plen,
-                    ip.hop_limit(),
-                    ip.next_header(),
-                )
-            }
-            _ => return Err(f),
-        };
-        if ttl <= 1 || d.len() < L3 + total {
+        let Some(s) = shape(&f) else {
             return Err(f);
-        }
-        let seg = &d[l4..L3 + total];
-        let flags = match p {
-            proto::TCP => match tcp::Packet::new_checked(seg) {
-                Ok(t) => t.flags(),
-                Err(_) => return Err(f),
-            },
-            proto::UDP if udp::Packet::new_checked(seg).is_ok() => 0,
-            _ => return Err(f),
         };
-        // A SYN, FIN or RST is acted on only once its transport checksum is found good.
-        let checked = flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0;
+        match hint.v4 {
+            Some(k) => {
+                let hit = self.conns.lookup_v4(&k, hint.h);
+                if let Some((idx, dir)) = hit {
+                    // IPv4 on both sides, the common case: its addresses as the record keeps them.
+                    if let Some(o) = outbound_v4(self.conns.get(idx), dir) {
+                        if !self.local_v4(k.dst, dir) {
+                            return Err(f);
+                        }
+                        return self.established(f, s, idx, dir, Some(o), || k.tuple(), alloc, out);
+                    }
+                }
+                self.located(f, s, &k.tuple(), hit, alloc, out)
+            }
+            None => {
+                let t = self.hint_tuples[self.cur];
+                let hit = self.conns.lookup(&t, hint.h);
+                self.located(f, s, &t, hit, alloc, out)
+            }
+        }
+    }
+
+    /// Whether `dst`, the destination of a plain IPv4 packet travelling `dir`, is a VIP or a local address
+    /// here. Remembered per direction for the current snapshot (cleared when it changes): a burst's packets
+    /// go to a few VIPs one way and a few local addresses the other.
+    #[inline]
+    fn local_v4(&mut self, dst: [u8; 4], dir: Dir) -> bool {
+        let memo = &mut self.local_v4[dir as usize];
+        match *memo {
+            Some((a, ok)) if a == dst => ok,
+            _ => {
+                let ok = matches!(
+                    self.snap.local(&v4(Ipv4Addr::from(dst))),
+                    Some(Local::Vip | Local::Lip | Local::Released)
+                );
+                self.local_v4[dir as usize] = Some((dst, ok));
+                ok
+            }
+        }
+    }
+
+    /// The fast path for a frame of tuple `t` whose connection the lookup found (`hit`) or not: its
+    /// destination must be a VIP or a local address; a reply to a local address in another worker's port
+    /// slice, with no connection here (RSS put it on this worker's queue), is handed to its owner as the
+    /// general path would, without its parsing.
+    #[allow(clippy::too_many_arguments)]
+    fn located<A: FrameAlloc<F = F>>(
+        &mut self,
+        f: F,
+        s: Shape,
+        t: &Tuple,
+        hit: Option<(u32, Dir)>,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Result<Verdict, F> {
         let local = self.snap.local(&t.dst);
         if !matches!(local, Some(Local::Vip | Local::Lip | Local::Released)) {
             return Err(f);
         }
-        let Some((idx, dir)) = self.conns.lookup(t, h) else {
-            // A reply to a local address in another worker's port slice, with no connection here (RSS put it
-            // on this worker's queue): handed to its owner as the general path would, without its parsing.
+        let Some((idx, dir)) = hit else {
             let o = owner(t.dport, self.snap.mask);
             if matches!(local, Some(Local::Lip | Local::Released))
                 && o != self.id
@@ -151,14 +205,55 @@ impl<F: Frame> Worker<F> {
             return Err(f);
         };
         let c = self.conns.get(idx);
+        let o = if s.v6 || out_v6(c, dir) {
+            None
+        } else {
+            outbound_v4(c, dir)
+        };
+        self.established(f, s, idx, dir, o, || *t, alloc, out)
+    }
+
+    /// The fast path's work on connection `idx` for a frame of shape `s` travelling `dir`; `o` the new
+    /// addresses and ports when the packet and its connection are IPv4 on both sides, `t` the frame's tuple
+    /// (asked for only by a checksum check or a translation with an IPv6 side). Every condition is checked
+    /// before the frame is changed (a SYN, FIN or RST whose checksum is bad goes back having lost only its
+    /// Ethernet padding).
+    ///
+    /// A segment that moves the connection's TCP state (the handshake's last ACK, a FIN, a RST) is taken too,
+    /// and so is a SYN on an established connection (a retransmission, or a forged one: it keeps its backend
+    /// either way); a SYN, FIN or RST must be genuine, so its transport checksum is checked first, as the
+    /// general path does. A SYN on any other state may replace the connection, a SYN-proxied connection's
+    /// state changes are the SYN-proxy's, and a client's segment on a closed connection may belong to a newer
+    /// flow of its tuple: those stay with `handle`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn established<A: FrameAlloc<F = F>>(
+        &mut self,
+        mut f: F,
+        s: Shape,
+        idx: u32,
+        dir: Dir,
+        o: Option<Out4>,
+        t: impl Fn() -> Tuple,
+        alloc: &mut A,
+        out: &mut Output<F>,
+    ) -> Result<Verdict, F> {
+        let Shape {
+            v6,
+            l4,
+            total,
+            ttl,
+            p,
+            flags,
+        } = s;
+        // A SYN, FIN or RST is acted on only once its transport checksum is found good.
+        let checked = flags & (tcp::flags::SYN | tcp::flags::FIN | tcp::flags::RST) != 0;
+        let c = self.conns.get(idx);
         let slot = match dir {
             Dir::Inbound => c.nh_fwd,
             Dir::Reply => c.nh_rev,
         };
         let out_v6 = out_v6(c, dir);
-        // IPv4 on both sides, the common case: the new addresses as they are kept, without the general
-        // translation's 16-byte endpoints.
-        let v4 = if v6 || out_v6 { None } else { outbound_v4(c, dir) };
         if c.flags & (MODE_MASK | FLAG_SNAT) != MODE_FULLNAT
             || !matches!(c.cla, CLA_NONE | CLA_TOA_DONE)
             || c.sp == SP_PENDING
@@ -211,7 +306,7 @@ impl<F: Frame> Worker<F> {
                 || (p == proto::TCP && f.data()[l4 + 12] >> 4 > 5));
         let exp = self.tick.saturating_add(svc.timeouts.of(new));
         let client_port = c.in_port;
-        let pkt = |t: &Tuple| Pkt {
+        let pkt = |t: Tuple| Pkt {
             in_port: 0,
             l3: L3,
             l4,
@@ -228,7 +323,7 @@ impl<F: Frame> Worker<F> {
         if checked {
             // Trimmed first: the checksum covers the segment up to the IP length, not the Ethernet padding.
             f.truncate(L3 + total);
-            if !self.verify_l4(&pkt(&self.hint_tuples[self.cur]), &f) {
+            if !self.verify_l4(&pkt(t()), &f) {
                 return Err(f);
             }
         }
@@ -244,19 +339,18 @@ impl<F: Frame> Worker<F> {
             self.sync_due(idx, out);
         }
         f.truncate(L3 + total);
-        let rewritten = if let Some((src, dst, ports)) = v4 {
+        let rewritten = if let Some((src, dst, ports)) = o {
             // The rewrite itself, without the general translation's packet and egress descriptions.
             let ok = nat::rewrite_v4_to(&mut f.data_mut()[L3..], l4 - L3, src, dst, ports);
             v4_rewritten(ok, L3, l4)
         } else {
-            let pkt = pkt(&self.hint_tuples[self.cur]);
             let eg = Egress {
                 e: endpoints(self.conns.get(idx), dir),
                 v6: out_v6,
                 mtu,
                 client_port,
             };
-            self.translate(&mut f, &pkt, &eg)
+            self.translate(&mut f, &pkt(t()), &eg)
         };
         let at = match rewritten {
             Ok(at) => at,
@@ -285,6 +379,96 @@ impl<F: Frame> Worker<F> {
         self.tx(port, f, out);
         Ok(Verdict::Forward { port })
     }
+}
+
+/// The network and transport headers of an untagged frame the fast path may take (IPv4 without options and
+/// not a fragment, or IPv6 without extension headers; TCP or UDP; a TTL or hop limit left to decrement; the
+/// IPv4 header checksum good), else `None`.
+#[inline(always)]
+fn shape<F: Frame>(f: &F) -> Option<Shape> {
+    let d = f.data();
+    let eth = ethernet::Frame::new_unchecked(d);
+    if d.len() < L3 + ipv4::HEADER_LEN || eth.header_len() != L3 {
+        return None;
+    }
+    let (v6, l4, total, ttl, p) = match eth.ethertype() {
+        ethertype::IPV4 => {
+            let hdr = <&[u8; ipv4::HEADER_LEN]>::try_from(&d[L3..L3 + ipv4::HEADER_LEN]).ok()?;
+            let ip = ipv4::Packet::new_unchecked(hdr);
+            if ip.version() != 4
+                || ip.header_len() != ipv4::HEADER_LEN
+                || ip.is_fragment()
+                || (!f.rx_checksums_verified() && !checksum::ipv4_header_ok(hdr))
+            {
+                return None;
+            }
+            let total = usize::from(ip.total_len());
+            if total < ipv4::HEADER_LEN {
+                return None;
+            }
+            (false, L3 + ipv4::HEADER_LEN, total, ip.ttl(), ip.protocol())
+        }
+        ethertype::IPV6 if d.len() >= L3 + ipv6::HEADER_LEN => {
+            let ip = ipv6::Packet::new_unchecked(&d[L3..]);
+            if ip.version() != 6 {
+                return None;
+            }
+            let plen = usize::from(ip.payload_len());
+            (
+                true,
+                L3 + ipv6::HEADER_LEN,
+                ipv6::HEADER_LEN + plen,
+                ip.hop_limit(),
+                ip.next_header(),
+            )
+        }
+        _ => return None,
+    };
+    if ttl <= 1 || d.len() < L3 + total {
+        return None;
+    }
+    let seg = &d[l4..L3 + total];
+    let flags = match p {
+        proto::TCP => tcp::Packet::new_checked(seg).ok()?.flags(),
+        proto::UDP if udp::Packet::new_checked(seg).is_ok() => 0,
+        _ => return None,
+    };
+    Some(Shape {
+        v6,
+        l4,
+        total,
+        ttl,
+        p,
+        flags,
+    })
+}
+
+/// The key of a plain IPv4 frame (untagged, a 20-byte header, TCP or UDP), read straight from its first 38
+/// bytes; `None` for any other frame. Only a key: the fast path checks the rest.
+#[inline(always)]
+pub(super) fn plain_v4(d: &[u8]) -> Option<Tuple4> {
+    const L4: usize = L3 + ipv4::HEADER_LEN;
+    let b = d.first_chunk::<{ L4 + 4 }>()?;
+    let eth = ethernet::Frame::new_unchecked(&b[..]);
+    let ip = ipv4::Packet::new_unchecked(&b[L3..L4]);
+    let p = ip.protocol();
+    if eth.header_len() != L3
+        || eth.ethertype() != ethertype::IPV4
+        || ip.version() != 4
+        || ip.header_len() != ipv4::HEADER_LEN
+        || (p != proto::TCP && p != proto::UDP)
+    {
+        return None;
+    }
+    // TCP and UDP both start with the two ports.
+    let ports = udp::Packet::new_unchecked(&b[L4..]);
+    Some(Tuple4 {
+        proto: p,
+        src: ip.src().octets(),
+        sport: ports.src_port(),
+        dst: ip.dst().octets(),
+        dport: ports.dst_port(),
+    })
 }
 
 /// The transport tuple of a plain TCP/UDP frame (no IPv6 extension headers), for warming caches only.

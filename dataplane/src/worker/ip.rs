@@ -185,10 +185,7 @@ impl<F: Frame> Worker<F> {
             (p.sport, p.dport) = (u.src_port(), u.dst_port());
         }
         let t = p.tuple();
-        let h = match (self.hint_hashes.get(self.cur), self.hint_tuples.get(self.cur)) {
-            (Some(&h), Some(ht)) if h != 0 && *ht == t => h,
-            _ => self.conns.hash(&t),
-        };
+        let h = self.hinted_hash(&t).unwrap_or_else(|| self.conns.hash(&t));
         let hit = match self.conns.lookup(&t, h) {
             // A new SYN on a closing or closed connection (the client reused its port; a client that closed
             // second reuses it at once, while this entry may still wait for a last ACK), or a SYN retransmitted

@@ -88,10 +88,14 @@ pub struct Worker<F: Frame> {
     icmp_tokens: u32,
     icmp_refill_ms: u64,
     burst: Vec<F>,
-    /// Tuples and hashes (0 = none) computed while warming the current burst, and the position in it.
+    /// What warming read of each frame of the current burst (keys and hashes; the tuples of frames other than
+    /// plain IPv4), and the position in it.
+    hints: Vec<fast::Hint>,
     hint_tuples: Vec<Tuple>,
-    hint_hashes: Vec<u64>,
     cur: usize,
+    /// Whether a plain IPv4 destination is a VIP or local address here, the last one asked for in each
+    /// direction (inbound, reply), for the current snapshot.
+    local_v4: [Option<([u8; 4], bool)>; 2],
     /// Whether established packets may take [`Worker::fast`] (tests compare both paths).
     fast_path: bool,
     /// Whether unicast frames for other MACs are dropped (off in `anylb replay`, whose captures carry the real
@@ -130,9 +134,10 @@ impl<F: Frame> Worker<F> {
             icmp_tokens: ICMP_BURST,
             icmp_refill_ms: 0,
             burst: Vec::new(),
+            hints: Vec::new(),
             hint_tuples: Vec::new(),
-            hint_hashes: Vec::new(),
             cur: 0,
+            local_v4: [None; 2],
             fast_path: true,
             mac_filter: true,
             snap: snap.clone(),
@@ -166,6 +171,7 @@ impl<F: Frame> Worker<F> {
         let old = self.snap.clone();
         self.apply(Some(&old), &snap);
         self.snap = snap;
+        self.local_v4 = [None; 2];
     }
 
     fn apply(&mut self, old: Option<&Snapshot>, snap: &Snapshot) {
