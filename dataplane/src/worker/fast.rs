@@ -131,11 +131,11 @@ impl<F: Frame> Worker<F> {
             Some(&hint) if hint.h != 0 && self.fast_path => hint,
             _ => return Err(f),
         };
-        let Some(s) = shape(&f) else {
-            return Err(f);
-        };
         match hint.v4 {
             Some(k) => {
+                let Some(s) = shape_v4(&f) else {
+                    return Err(f);
+                };
                 let hit = self.conns.lookup_v4(&k, hint.h);
                 if let Some((idx, dir)) = hit {
                     // IPv4 on both sides, the common case: its addresses as the record keeps them.
@@ -149,6 +149,9 @@ impl<F: Frame> Worker<F> {
                 self.located(f, s, &k.tuple(), hit, alloc, out)
             }
             None => {
+                let Some(s) = shape(&f) else {
+                    return Err(f);
+                };
                 let t = self.hint_tuples[self.cur];
                 let hit = self.conns.lookup(&t, hint.h);
                 self.located(f, s, &t, hit, alloc, out)
@@ -159,20 +162,23 @@ impl<F: Frame> Worker<F> {
     /// Whether `dst`, the destination of a plain IPv4 packet travelling `dir`, is a VIP or a local address
     /// here. Remembered per direction for the current snapshot (cleared when it changes): a burst's packets
     /// go to a few VIPs one way and a few local addresses the other.
-    #[inline]
+    #[inline(always)]
     fn local_v4(&mut self, dst: [u8; 4], dir: Dir) -> bool {
-        let memo = &mut self.local_v4[dir as usize];
-        match *memo {
+        match self.local_v4[dir as usize] {
             Some((a, ok)) if a == dst => ok,
-            _ => {
-                let ok = matches!(
-                    self.snap.local(&v4(Ipv4Addr::from(dst))),
-                    Some(Local::Vip | Local::Lip | Local::Released)
-                );
-                self.local_v4[dir as usize] = Some((dst, ok));
-                ok
-            }
+            _ => self.local_v4_asked(dst, dir),
         }
+    }
+
+    /// [`local_v4`](Self::local_v4) when the remembered address is another: asks the snapshot.
+    #[cold]
+    fn local_v4_asked(&mut self, dst: [u8; 4], dir: Dir) -> bool {
+        let ok = matches!(
+            self.snap.local(&v4(Ipv4Addr::from(dst))),
+            Some(Local::Vip | Local::Lip | Local::Released)
+        );
+        self.local_v4[dir as usize] = Some((dst, ok));
+        ok
     }
 
     /// The fast path for a frame of tuple `t` whose connection the lookup found (`hit`) or not: its
@@ -391,56 +397,72 @@ fn shape<F: Frame>(f: &F) -> Option<Shape> {
     if d.len() < L3 + ipv4::HEADER_LEN || eth.header_len() != L3 {
         return None;
     }
-    let (v6, l4, total, ttl, p) = match eth.ethertype() {
-        ethertype::IPV4 => {
-            let hdr = <&[u8; ipv4::HEADER_LEN]>::try_from(&d[L3..L3 + ipv4::HEADER_LEN]).ok()?;
-            let ip = ipv4::Packet::new_unchecked(hdr);
-            if ip.version() != 4
-                || ip.header_len() != ipv4::HEADER_LEN
-                || ip.is_fragment()
-                || (!f.rx_checksums_verified() && !checksum::ipv4_header_ok(hdr))
-            {
-                return None;
-            }
-            let total = usize::from(ip.total_len());
-            if total < ipv4::HEADER_LEN {
-                return None;
-            }
-            (false, L3 + ipv4::HEADER_LEN, total, ip.ttl(), ip.protocol())
-        }
+    match eth.ethertype() {
+        ethertype::IPV4 => shape_v4(f),
         ethertype::IPV6 if d.len() >= L3 + ipv6::HEADER_LEN => {
             let ip = ipv6::Packet::new_unchecked(&d[L3..]);
             if ip.version() != 6 {
                 return None;
             }
-            let plen = usize::from(ip.payload_len());
-            (
-                true,
-                L3 + ipv6::HEADER_LEN,
-                ipv6::HEADER_LEN + plen,
-                ip.hop_limit(),
-                ip.next_header(),
-            )
+            let total = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+            let l4 = L3 + ipv6::HEADER_LEN;
+            let (ttl, p) = (ip.hop_limit(), ip.next_header());
+            transport(d, l4, total, ttl, p).map(|flags| Shape {
+                v6: true,
+                l4,
+                total,
+                ttl,
+                p,
+                flags,
+            })
         }
-        _ => return None,
-    };
-    if ttl <= 1 || d.len() < L3 + total {
+        _ => None,
+    }
+}
+
+/// [`shape`] of a frame known to be untagged IPv4 (warming found it so): its header, then the transport's.
+#[inline(always)]
+fn shape_v4<F: Frame>(f: &F) -> Option<Shape> {
+    const L4: usize = L3 + ipv4::HEADER_LEN;
+    let d = f.data();
+    let hdr = d.get(L3..L4)?.first_chunk::<{ ipv4::HEADER_LEN }>()?;
+    let ip = ipv4::Packet::new_unchecked(hdr);
+    if ip.version() != 4
+        || ip.header_len() != ipv4::HEADER_LEN
+        || ip.is_fragment()
+        || (!f.rx_checksums_verified() && !checksum::ipv4_header_ok(hdr))
+    {
         return None;
     }
-    let seg = &d[l4..L3 + total];
-    let flags = match p {
-        proto::TCP => tcp::Packet::new_checked(seg).ok()?.flags(),
-        proto::UDP if udp::Packet::new_checked(seg).is_ok() => 0,
-        _ => return None,
-    };
-    Some(Shape {
-        v6,
-        l4,
+    let total = usize::from(ip.total_len());
+    let (ttl, p) = (ip.ttl(), ip.protocol());
+    if total < ipv4::HEADER_LEN {
+        return None;
+    }
+    transport(d, L4, total, ttl, p).map(|flags| Shape {
+        v6: false,
+        l4: L4,
         total,
         ttl,
         p,
         flags,
     })
+}
+
+/// The TCP flags (0 for UDP) of a frame whose network header says it is `total` bytes long with the
+/// transport header at `l4`: if the frame holds that much, the transport header is sound and the TTL or hop
+/// limit `ttl` has one to spare.
+#[inline(always)]
+fn transport(d: &[u8], l4: usize, total: usize, ttl: u8, p: u8) -> Option<u8> {
+    if ttl <= 1 {
+        return None;
+    }
+    let seg = d.get(l4..L3 + total)?;
+    match p {
+        proto::TCP => Some(tcp::Packet::new_checked(seg).ok()?.flags()),
+        proto::UDP if udp::Packet::new_checked(seg).is_ok() => Some(0),
+        _ => None,
+    }
 }
 
 /// The key of a plain IPv4 frame (untagged, a 20-byte header, TCP or UDP), read straight from its first 38

@@ -282,11 +282,12 @@ impl<F: Frame> Worker<F> {
         let mut burst = std::mem::take(&mut self.burst);
         burst.extend(frames);
         self.warm(&burst);
+        let port_mac = self.snap.ports.get(usize::from(in_port)).map(|p| p.mac);
         for (i, f) in burst.drain(..).enumerate() {
             self.cur = i;
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += f.data().len() as u64;
-            let v = if !self.addressed_here(in_port, f.data()) {
+            let v = if !self.addressed_here(port_mac, f.data()) {
                 drop(DropReason::OtherMac)
             } else {
                 match self.fast(f, alloc, out) {
@@ -305,13 +306,13 @@ impl<F: Frame> Worker<F> {
         self.stats.connections = self.conns.len() as u64;
     }
 
-    /// Whether a frame received on `in_port` is for this node: broadcast, multicast, or unicast to the port's
-    /// MAC. Ports see every frame on their segment (promiscuous, or a switch flooding an unknown destination);
-    /// a frame for another station must not be forwarded a second time.
+    /// Whether a frame received on a port of MAC `port_mac` is for this node: broadcast, multicast, or unicast
+    /// to that MAC. Ports see every frame on their segment (promiscuous, or a switch flooding an unknown
+    /// destination); a frame for another station must not be forwarded a second time.
     #[inline]
-    fn addressed_here(&self, in_port: u16, d: &[u8]) -> bool {
-        match (d.get(..6), self.snap.ports.get(usize::from(in_port))) {
-            (Some(dst), Some(port)) => !self.mac_filter || dst[0] & 1 != 0 || dst == port.mac,
+    fn addressed_here(&self, port_mac: Option<Mac>, d: &[u8]) -> bool {
+        match (d.get(..6), port_mac) {
+            (Some(dst), Some(mac)) => !self.mac_filter || dst[0] & 1 != 0 || dst == mac,
             // Too short for a MAC (dropped as malformed later) or an unknown port: not this check's business.
             _ => true,
         }
