@@ -379,3 +379,52 @@ fn reply_of_another_worker_is_handed_over() {
     };
     assert_eq!(strip(&fast.worker.stats), strip(&slow.worker.stats));
 }
+
+/// A reload that takes the IPv4 local addresses away: the connection goes on inbound (the general path
+/// refreshes it, then the fast path takes it again), but a backend's reply to its old local address is not
+/// translated any more (the kernel's, now) on either path. The fast path has two reasons not to take it: the
+/// reload forgot the connection's next hops (a reply's is cached again only by the general path, which
+/// translates it only to a local address), and what it remembered of destinations is cleared with the
+/// snapshot.
+#[test]
+fn a_local_address_taken_away_by_a_reload_is_noticed() {
+    let mut p = Pair::new();
+    let mut flow = Flow::new("192.0.2.100", 40000, "203.0.113.10");
+    open(&mut p, &mut flow);
+    p.send(1, flow.reply("SA", b"").unwrap());
+    flow.seq = 2;
+    p.send(0, flow.inbound("A", b""));
+    for _ in 0..2 {
+        assert!(matches!(
+            p.send(1, flow.reply("A", b"").unwrap()).0,
+            Verdict::Forward { .. }
+        ));
+    }
+    let before = p.fast.worker.stats.fast_path;
+    for lab in [&mut p.fast, &mut p.slow] {
+        let mut cfg = lab.cfg.clone();
+        for pool in &mut cfg.node.local_addresses {
+            if pool.prefix.addr().is_ipv4() {
+                pool.prefix = "198.51.100.20/31".parse().unwrap();
+            }
+        }
+        let snap = lab
+            .builder
+            .build(&cfg, &[UP_MAC, IN_MAC], 1, &Overrides::default())
+            .unwrap();
+        lab.worker.set_snapshot(std::sync::Arc::new(snap));
+    }
+    for _ in 0..2 {
+        assert!(matches!(
+            p.send(0, flow.inbound("A", b"")).0,
+            Verdict::Forward { .. }
+        ));
+    }
+    let v = p.send(1, flow.reply("A", b"").unwrap()).0;
+    assert!(!matches!(v, Verdict::Forward { .. }), "{v:?}");
+    assert_eq!(
+        p.fast.worker.stats.fast_path,
+        before + 1,
+        "the second inbound segment only"
+    );
+}
