@@ -486,7 +486,11 @@ impl ConnTable {
     /// Finds the connection of a packet with tuple `t` (hash `h`), and which direction it travels.
     #[inline(always)]
     pub fn lookup(&self, t: &Tuple, h: u64) -> Option<(u32, Dir)> {
-        self.probe(h, |c, dir| c.matches(dir, t))
+        self.probe(
+            h,
+            #[inline(always)]
+            |c, dir| c.matches(dir, t),
+        )
     }
 
     /// [`lookup`](Self::lookup) for a plain IPv4 packet's key (hash `h`, [`Tuple4::hash`] with this table's

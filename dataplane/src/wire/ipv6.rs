@@ -130,6 +130,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Payload length.
+    #[inline]
     pub fn payload_len(&self) -> u16 {
         u16::from_be_bytes([self.b()[field::LENGTH.start], self.b()[field::LENGTH.start + 1]])
     }
