@@ -466,7 +466,10 @@ fn transport(d: &[u8], l4: usize, total: usize, ttl: u8, p: u8) -> Option<u8> {
 }
 
 /// The key of a plain IPv4 frame (untagged, a 20-byte header, TCP or UDP), read straight from its first 38
-/// bytes; `None` for any other frame. Only a key: the fast path checks the rest.
+/// bytes; `None` for any other frame. Only a key: the fast path checks the rest. Kept apart from
+/// [`quick_tuple`], which reads every other case: one function for both, returning either form, read the
+/// plain frame through the general Ethernet and IPv4 views and cost the DPDK path 74 instructions a frame
+/// (callgrind, 1,058 → 1,132).
 #[inline(always)]
 pub(super) fn plain_v4(d: &[u8]) -> Option<Tuple4> {
     const L4: usize = L3 + ipv4::HEADER_LEN;
