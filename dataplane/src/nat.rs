@@ -139,12 +139,14 @@ fn rewrite_l4(l4: &mut [u8], p: u8, e: Ports, old_addr_sum: u32, new_addr_sum: u
 }
 
 /// Writes the checksum (at `co`) of a TCP segment or UDP datagram whose addresses and ports have changed:
-/// `acc` is RFC 1624 eqn. 3's sum for them (`~HC`, and `~m + m'` for each changed word); a SYN-proxied
-/// connection's sequence shift is applied and added here. A UDP checksum that comes out 0 is sent as 0xffff
-/// (0 means none).
+/// `acc` is RFC 1624 eqn. 3's sum for them (`~HC`, and `~m + m'` for each changed word) as big-endian words; a
+/// SYN-proxied connection's sequence shift is applied and added here. A UDP checksum that comes out 0 is sent
+/// as 0xffff (0 means none).
 #[inline(always)]
 fn finish_l4(l4: &mut [u8], p: u8, co: usize, e: &Ports, acc: u64) {
-    let mut c = !checksum::fold64(acc + shift_seq(l4, p, e));
+    // The shift's part comes in the machine's byte order: folded, then read as the big-endian word it is.
+    let shift = u16::from_be(checksum::fold64(shift_seq(l4, p, e)));
+    let mut c = !checksum::fold64(acc + u64::from(shift));
     if p == proto::UDP && c == 0 {
         c = 0xffff;
     }
@@ -153,7 +155,8 @@ fn finish_l4(l4: &mut [u8], p: u8, co: usize, e: &Ports, acc: u64) {
 
 /// Adds a SYN-proxied connection's sequence shift (`e`) to a TCP segment's sequence and acknowledgement numbers
 /// (`l4` from its header on) and returns what the checksum update takes for it: the old numbers complemented
-/// and the new ones, as 32-bit words (RFC 1624 eqn. 3's `~m + m'`). Nothing to do, and 0, without a shift.
+/// and the new ones, as 32-bit words (RFC 1624 eqn. 3's `~m + m'`) in the machine's byte order (see
+/// [`rewrite_v4_to`]). Nothing to do, and 0, without a shift.
 #[inline(always)]
 fn shift_seq(l4: &mut [u8], p: u8, e: &Ports) -> u64 {
     let mut acc = 0;
@@ -162,19 +165,13 @@ fn shift_seq(l4: &mut [u8], p: u8, e: &Ports) -> u64 {
             (tcp::field::SEQ.start, e.seq_add),
             (tcp::field::ACK.start, e.ack_add),
         ] {
-            let old = be32(l4, at);
-            let new = old.wrapping_add(add);
-            l4[at..at + 4].copy_from_slice(&new.to_be_bytes());
-            acc += u64::from(!old) + u64::from(new);
+            let old = [l4[at], l4[at + 1], l4[at + 2], l4[at + 3]];
+            let new = u32::from_be_bytes(old).wrapping_add(add).to_be_bytes();
+            l4[at..at + 4].copy_from_slice(&new);
+            acc += u64::from(!u32::from_ne_bytes(old)) + u64::from(u32::from_ne_bytes(new));
         }
     }
     acc
-}
-
-/// The 32-bit big-endian word at `i`.
-#[inline(always)]
-fn be32(b: &[u8], i: usize) -> u32 {
-    u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
 /// Rewrites an IPv4 packet (`pkt` starts at the IPv4 header, `ihl` its length) to new endpoints and decrements
@@ -196,7 +193,12 @@ pub fn rewrite_v4(pkt: &mut [u8], ihl: usize, e: &Endpoints) -> bool {
 /// [`rewrite_v4`] with the new IPv4 addresses given as such: the fast path's form, which builds no
 /// [`Endpoints`] (16-byte addresses written as two 8-byte halves and read back as one 16-byte value cannot be
 /// forwarded from the store buffer, and each such read waited for the stores to reach the cache).
-#[inline]
+///
+/// Both checksums are updated in the machine's byte order: a one's-complement sum of byte-swapped words is
+/// the byte-swapped sum (RFC 1071, 2(B)), so the old and new words are summed as they lie in memory and the
+/// result is stored the same way, with no byte swaps (0 and 0xffff, the values UDP treats specially, read the
+/// same either way).
+#[inline(always)]
 pub fn rewrite_v4_to(pkt: &mut [u8], ihl: usize, src: [u8; 4], dst: [u8; 4], e: Ports) -> bool {
     if ihl < ipv4::HEADER_LEN || pkt.len() < ihl {
         return false;
@@ -213,40 +215,52 @@ pub fn rewrite_v4_to(pkt: &mut [u8], ihl: usize, src: [u8; 4], dst: [u8; 4], e: 
     }
     let addrs = rewrite_header_v4(h, src, dst);
     // TCP and UDP share the position of the ports: one 32-bit word.
-    let ports = (u32::from(e.sport) << 16) | u32::from(e.dport);
-    let old_ports = be32(l4, 0);
-    l4[..4].copy_from_slice(&ports.to_be_bytes());
-    let old_c = u16::from_be_bytes([l4[co], l4[co + 1]]);
+    let mut ports = [0; 4];
+    ports[..2].copy_from_slice(&e.sport.to_be_bytes());
+    ports[2..].copy_from_slice(&e.dport.to_be_bytes());
+    let old_ports = checksum::ne32(l4, 0);
+    l4[..4].copy_from_slice(&ports);
+    let old_c = u16::from_ne_bytes([l4[co], l4[co + 1]]);
     if p == proto::UDP && old_c == 0 {
         return true;
     }
-    let acc = u64::from(!old_c) + addrs + u64::from(!old_ports) + u64::from(ports);
-    finish_l4(l4, p, co, &e, acc);
+    let acc = u64::from(!old_c) + addrs + u64::from(!old_ports) + u64::from(u32::from_ne_bytes(ports));
+    let mut c = !checksum::fold64(acc + shift_seq(l4, p, &e));
+    if p == proto::UDP && c == 0 {
+        c = 0xffff;
+    }
+    l4[co..co + 2].copy_from_slice(&c.to_ne_bytes());
     true
 }
 
 /// Rewrites a 20-byte IPv4 header's addresses and decrements its TTL, keeping its checksum, and returns the
 /// addresses' part of a transport checksum update. Both checksums take the same change, summed once as 32-bit
 /// words (RFC 1624 eqn. 3 with `~m` and `m'` the old and new words, whose halves are the 16-bit words it
-/// names); the header's takes the TTL's word besides.
+/// names), in the machine's byte order (see [`rewrite_v4_to`]); the header's takes the TTL's word besides.
 #[inline(always)]
 fn rewrite_header_v4(h: &mut [u8; ipv4::HEADER_LEN], src: [u8; 4], dst: [u8; 4]) -> u64 {
-    use ipv4::field::{CHECKSUM, DST, PROTOCOL, SRC, TTL};
-    let addrs = u64::from(!be32(h, SRC.start))
-        + u64::from(!be32(h, DST.start))
-        + u64::from(u32::from_be_bytes(src))
-        + u64::from(u32::from_be_bytes(dst));
-    // The TTL is the high byte of its 16-bit word; decrementing it lowers that word by 0x100. The new word is
-    // computed, not read back: a 16-bit load of what a byte store has just written waits for the store.
-    let ttl_word = u16::from_be_bytes([h[TTL], h[PROTOCOL]]);
-    let ip = u64::from(!u16::from_be_bytes([h[CHECKSUM.start], h[CHECKSUM.start + 1]]))
+    use ipv4::field::{CHECKSUM, DST, SRC, TTL};
+    let addrs = u64::from(!checksum::ne32(h, SRC.start))
+        + u64::from(!checksum::ne32(h, DST.start))
+        + u64::from(u32::from_ne_bytes(src))
+        + u64::from(u32::from_ne_bytes(dst));
+    // The TTL is the high byte of its big-endian 16-bit word: decrementing it lowers that word by 0x100, so
+    // `~m + m'` is 0xffff - 0x100 whatever the word was (0xfffe read in little-endian order). A TTL of 0
+    // wraps to 255 and raises the word by 0xff00 instead: `~m + m'` = 0xffff + 0xff00, which folds to 0xff00
+    // (0x00ff). Nothing is read back: a 16-bit load of what a byte store has just written waits for the store.
+    let ttl_change: u16 = if h[TTL] == 0 { 0xff00 } else { 0xfeff };
+    let ttl_change = if cfg!(target_endian = "little") {
+        ttl_change.swap_bytes()
+    } else {
+        ttl_change
+    };
+    let ip = u64::from(!u16::from_ne_bytes([h[CHECKSUM.start], h[CHECKSUM.start + 1]]))
         + addrs
-        + u64::from(!ttl_word)
-        + u64::from(ttl_word.wrapping_sub(0x100));
+        + u64::from(ttl_change);
     h[TTL] = h[TTL].wrapping_sub(1);
     h[SRC].copy_from_slice(&src);
     h[DST].copy_from_slice(&dst);
-    h[CHECKSUM].copy_from_slice(&(!checksum::fold64(ip)).to_be_bytes());
+    h[CHECKSUM].copy_from_slice(&(!checksum::fold64(ip)).to_ne_bytes());
     addrs
 }
 

@@ -647,6 +647,36 @@ impl Port {
         usize::from(got)
     }
 
+    /// Sends every frame of `frames` on `queue`, in bursts of up to 32 straight from the iterator (no vector
+    /// to fill first); frames the queue refuses are freed. Returns how many were refused.
+    pub fn tx_all(&self, queue: u16, frames: impl IntoIterator<Item = Mbuf>) -> usize {
+        const BURST: usize = 32;
+        let mut frames = frames.into_iter();
+        let mut refused = 0;
+        loop {
+            let mut raw = [std::mem::MaybeUninit::<*mut ffi::rte_mbuf>::uninit(); BURST];
+            let mut n = 0;
+            for (slot, m) in raw.iter_mut().zip(frames.by_ref()) {
+                slot.write(m.into_raw());
+                n += 1;
+            }
+            if n == 0 {
+                return refused;
+            }
+            let ptrs = raw.as_mut_ptr().cast::<*mut ffi::rte_mbuf>();
+            // SAFETY: the first n slots were written with mbufs we own; the driver takes the first `sent`.
+            let sent = usize::from(unsafe { ffi::anylb_tx_burst(self.id, queue, ptrs, n as u16) });
+            if sent < n {
+                // SAFETY: slots sent..n hold mbufs the driver refused, still ours, freed once here.
+                unsafe { ffi::anylb_pktmbuf_free_bulk(ptrs.add(sent), (n - sent) as u32) };
+                refused += n - sent;
+            }
+            if n < BURST {
+                return refused;
+            }
+        }
+    }
+
     /// Sends frames from the front of `pkts` on `queue`; sent ones are removed, the rest stay.
     pub fn tx_burst(&self, queue: u16, pkts: &mut Vec<Mbuf>) -> usize {
         let mut sent_total = 0;

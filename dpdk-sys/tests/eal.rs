@@ -80,6 +80,26 @@ fn eal_pool_ports_rings_and_lcores_work_on_vdevs() {
     assert_eq!((s.opackets, s.ipackets), (1, 1));
     drop(back);
 
+    // Sending straight from an iterator, in bursts: all of 70 on net_null; on net_ring, whose ring holds
+    // 1023, the rest of 1100 refused and freed (the pool gets every frame back once the ring is read).
+    let frames: Vec<_> = (0..70).map(|_| pool.alloc().unwrap()).collect();
+    assert_eq!(null.tx_all(0, frames), 0);
+    assert_eq!(null.tx_all(0, Vec::new()), 0);
+    let before = pool.available();
+    let frames: Vec<_> = (0..1100).map(|_| pool.alloc().unwrap()).collect();
+    assert_eq!(ring_port.tx_all(0, frames), 1100 - 1023);
+    let mut queued = 0;
+    loop {
+        let mut got = Vec::new();
+        let n = ring_port.rx_burst(0, &mut got, 32);
+        if n == 0 {
+            break;
+        }
+        queued += n;
+    }
+    assert_eq!(queued, 1023);
+    assert_eq!(pool.available(), before);
+
     // A ring between lcores, and a function on lcore 1.
     let r = std::sync::Arc::new(Ring::new(&eal, "test_ring", 1024).unwrap());
     let mut batch: Vec<_> = (0..10).map(|_| pool.alloc().unwrap()).collect();

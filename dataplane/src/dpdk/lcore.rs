@@ -207,6 +207,20 @@ impl Lcore {
     /// learnt neighbours to the other workers (and theirs into this one).
     fn dispatch(&mut self) {
         let wid = usize::from(self.wid);
+        // A burst's frames nearly always leave by one port: then they go straight from the engine's output to
+        // the NIC, else they are grouped by port first.
+        let one_port = match self.out.tx.first() {
+            Some(&(p, _)) if self.out.tx.iter().all(|&(q, _)| q == p) => self.ports.get(usize::from(p)),
+            _ => None,
+        };
+        if let Some(p) = one_port {
+            let refused = p.port.tx_all(self.wid, self.out.tx.drain(..).map(|(_, f)| f));
+            if refused > 0 {
+                self.shared
+                    .tx_refused
+                    .fetch_add(refused as u64, Ordering::Relaxed);
+            }
+        }
         for (port, f) in self.out.tx.drain(..) {
             if let Some(v) = self.per_port_tx.get_mut(usize::from(port)) {
                 v.push(f);

@@ -61,6 +61,7 @@ impl Frame for Mbuf {
         Mbuf::adj(self, n)
     }
 
+    #[inline]
     fn truncate(&mut self, len: usize) {
         let cur = self.len();
         if cur > len {

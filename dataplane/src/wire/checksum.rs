@@ -24,23 +24,32 @@ pub fn sum(data: &[u8]) -> u32 {
 }
 
 /// Whether a 20-byte IPv4 header (no options) has a valid checksum: five 32-bit words summed, folded.
+///
+/// The words are read in the machine's byte order: a one's-complement sum of byte-swapped words is the
+/// byte-swapped sum (RFC 1071, 2(B)), and the only value it is compared with, 0xffff, reads the same either way.
+/// This spares the five byte swaps of a big-endian reading.
 #[inline(always)]
 pub fn ipv4_header_ok(h: &[u8; 20]) -> bool {
-    let word = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-    let mut acc = word(0) + word(4) + word(8) + word(12) + word(16);
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    fold(acc as u32 + (acc >> 32) as u32) == 0xffff
+    let word = |i: usize| u64::from(ne32(h, i));
+    fold64(word(0) + word(4) + word(8) + word(12) + word(16)) == 0xffff
+}
+
+/// The 32-bit word at `i` in the machine's byte order (for sums that are byte-order independent).
+#[inline(always)]
+pub fn ne32(b: &[u8], i: usize) -> u32 {
+    u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
 /// Folds a 64-bit sum of 16- or 32-bit words to 16 bits (without complementing): 2^16 = 1 (mod 0xffff), so
-/// a 32-bit word counts as its two halves. Four folds always suffice: 2^64 - 1 becomes at most 0x1_ffff_fffe,
-/// then 0x2_fffd, then 0x1_0001, then 0xffff.
+/// a 32-bit word counts as its two halves. Each step adds the two halves with the carry brought round (an
+/// add and an add-with-carry): the 32-bit halves' sum is at most 2^33 - 2, so its low half plus the carry
+/// cannot carry again, and the same holds for the 16-bit step. Zero only for zero.
 #[inline(always)]
 pub fn fold64(acc: u64) -> u16 {
-    let acc = (acc & 0xffff_ffff) + (acc >> 32);
-    let acc = (acc & 0xffff) + (acc >> 16);
-    let acc = (acc & 0xffff) + (acc >> 16);
-    ((acc & 0xffff) + (acc >> 16)) as u16
+    let (s, c) = (acc as u32).overflowing_add((acc >> 32) as u32);
+    let x = s + u32::from(c);
+    let (s, c) = (x as u16).overflowing_add((x >> 16) as u16);
+    s + u16::from(c)
 }
 
 /// Folds a sum to 16 bits (without complementing). Two folds always suffice for 32 bits: the first leaves
