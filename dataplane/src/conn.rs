@@ -322,7 +322,7 @@ impl Conn {
     #[inline(always)]
     fn matches_v4(&self, dir: Dir, t: &Tuple4) -> bool {
         if self.wide != 0 {
-            return self.matches(dir, &t.tuple());
+            return self.matches_mapped(dir, t);
         }
         let a = &self.addr_lo;
         self.proto == t.proto
@@ -334,6 +334,14 @@ impl Conn {
                     self.bport == t.sport && self.lport == t.dport && a[12..16] == t.src && a[8..12] == t.dst
                 }
             }
+    }
+
+    /// [`matches_v4`](Self::matches_v4) for a record with 16-byte addresses (a NAT64 connection's IPv4 side):
+    /// out of line, so that the mapped key it builds is not built ahead of every probe of the narrow case.
+    #[cold]
+    #[inline(never)]
+    fn matches_mapped(&self, dir: Dir, t: &Tuple4) -> bool {
+        self.matches(dir, &t.tuple())
     }
 
     #[inline(always)]
