@@ -134,23 +134,28 @@ fn rewrite_l4(l4: &mut [u8], p: u8, e: Ports, old_addr_sum: u32, new_addr_sum: u
     let acc = u64::from(!old_c)
         + u64::from(!checksum::fold(old_addr_sum + old_ports))
         + u64::from(new_addr_sum + new_ports);
-    finish_l4(l4, p, co, &e, acc);
+    finish_l4(l4, p, co, &e, be_sum_as_ne(acc));
     true
 }
 
 /// Writes the checksum (at `co`) of a TCP segment or UDP datagram whose addresses and ports have changed:
-/// `acc` is RFC 1624 eqn. 3's sum for them (`~HC`, and `~m + m'` for each changed word) as big-endian words; a
-/// SYN-proxied connection's sequence shift is applied and added here. A UDP checksum that comes out 0 is sent
-/// as 0xffff (0 means none).
+/// `acc` is RFC 1624 eqn. 3's sum for them (`~HC`, and `~m + m'` for each changed word) in the machine's byte
+/// order (see [`rewrite_v4_to`]); a SYN-proxied connection's sequence shift is applied and added here. A UDP
+/// checksum that comes out 0 is sent as 0xffff (0 means none).
 #[inline(always)]
 fn finish_l4(l4: &mut [u8], p: u8, co: usize, e: &Ports, acc: u64) {
-    // The shift's part comes in the machine's byte order: folded, then read as the big-endian word it is.
-    let shift = u16::from_be(checksum::fold64(shift_seq(l4, p, e)));
-    let mut c = !checksum::fold64(acc + u64::from(shift));
+    let mut c = !checksum::fold64(acc + shift_seq(l4, p, e));
     if p == proto::UDP && c == 0 {
         c = 0xffff;
     }
-    l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
+    l4[co..co + 2].copy_from_slice(&c.to_ne_bytes());
+}
+
+/// A one's-complement sum of big-endian words, folded, as the same sum of the words read in the machine's
+/// byte order (the byte-swapped sum, RFC 1071).
+#[inline(always)]
+fn be_sum_as_ne(acc: u64) -> u64 {
+    u64::from(u16::from_ne_bytes(checksum::fold64(acc).to_be_bytes()))
 }
 
 /// Adds a SYN-proxied connection's sequence shift (`e`) to a TCP segment's sequence and acknowledgement numbers
@@ -215,9 +220,7 @@ pub fn rewrite_v4_to(pkt: &mut [u8], ihl: usize, src: [u8; 4], dst: [u8; 4], e: 
     }
     let addrs = rewrite_header_v4(h, src, dst);
     // TCP and UDP share the position of the ports: one 32-bit word.
-    let mut ports = [0; 4];
-    ports[..2].copy_from_slice(&e.sport.to_be_bytes());
-    ports[2..].copy_from_slice(&e.dport.to_be_bytes());
+    let ports = ((u32::from(e.sport) << 16) | u32::from(e.dport)).to_be_bytes();
     let old_ports = checksum::ne32(l4, 0);
     l4[..4].copy_from_slice(&ports);
     let old_c = u16::from_ne_bytes([l4[co], l4[co + 1]]);
@@ -225,11 +228,7 @@ pub fn rewrite_v4_to(pkt: &mut [u8], ihl: usize, src: [u8; 4], dst: [u8; 4], e: 
         return true;
     }
     let acc = u64::from(!old_c) + addrs + u64::from(!old_ports) + u64::from(u32::from_ne_bytes(ports));
-    let mut c = !checksum::fold64(acc + shift_seq(l4, p, &e));
-    if p == proto::UDP && c == 0 {
-        c = 0xffff;
-    }
-    l4[co..co + 2].copy_from_slice(&c.to_ne_bytes());
+    finish_l4(l4, p, co, &e, acc);
     true
 }
 
@@ -249,11 +248,7 @@ fn rewrite_header_v4(h: &mut [u8; ipv4::HEADER_LEN], src: [u8; 4], dst: [u8; 4])
     // wraps to 255 and raises the word by 0xff00 instead: `~m + m'` = 0xffff + 0xff00, which folds to 0xff00
     // (0x00ff). Nothing is read back: a 16-bit load of what a byte store has just written waits for the store.
     let ttl_change: u16 = if h[TTL] == 0 { 0xff00 } else { 0xfeff };
-    let ttl_change = if cfg!(target_endian = "little") {
-        ttl_change.swap_bytes()
-    } else {
-        ttl_change
-    };
+    let ttl_change = u16::from_ne_bytes(ttl_change.to_be_bytes());
     let ip = u64::from(!u16::from_ne_bytes([h[CHECKSUM.start], h[CHECKSUM.start + 1]]))
         + addrs
         + u64::from(ttl_change);

@@ -680,30 +680,6 @@ impl Port {
         }
     }
 
-    /// Sends frames from the front of `pkts` on `queue`; sent ones are removed, the rest stay.
-    pub fn tx_burst(&self, queue: u16, pkts: &mut Vec<Mbuf>) -> usize {
-        let mut sent_total = 0;
-        while !pkts.is_empty() {
-            let n = pkts.len().min(64);
-            let mut raw: [*mut ffi::rte_mbuf; 64] = [std::ptr::null_mut(); 64];
-            for (r, m) in raw.iter_mut().zip(pkts.iter()) {
-                *r = m.ptr.as_ptr();
-            }
-            // SAFETY: raw holds n valid mbufs we own; the driver takes ownership of the first `sent`.
-            let sent =
-                usize::from(unsafe { ffi::anylb_tx_burst(self.id, queue, raw.as_mut_ptr(), n as u16) });
-            for m in pkts.drain(..sent) {
-                // The driver owns it now.
-                let _ = m.into_raw();
-            }
-            sent_total += sent;
-            if sent < n {
-                break;
-            }
-        }
-        sent_total
-    }
-
     /// Steers IPv4 or IPv6 packets of `proto` to `dst` whose destination port matches `value` under `mask`
     /// to RX `queue` with an rte_flow rule. Fails when the port does not support it.
     pub fn steer(

@@ -24,15 +24,15 @@ const IDLE_SPINS: u32 = 1024;
 /// How long an idle worker naps between polls.
 const IDLE_NAP: Duration = Duration::from_micros(100);
 
-/// Frames sent per port and TX queue, or released when the NIC refuses them (counted).
-fn send(port: &Port, queue: u16, frames: &mut Vec<Mbuf>, failed: &AtomicU64) {
-    if frames.is_empty() {
+/// Frames sent per port and TX queue, or released when the NIC refuses them (counted). Nothing to send, no
+/// call: most of a loop's port and TAP queues are empty.
+fn send(port: &Port, queue: u16, frames: impl ExactSizeIterator<Item = Mbuf>, failed: &AtomicU64) {
+    if frames.len() == 0 {
         return;
     }
-    port.tx_burst(queue, frames);
-    if !frames.is_empty() {
-        failed.fetch_add(frames.len() as u64, Ordering::Relaxed);
-        frames.clear();
+    let refused = port.tx_all(queue, frames);
+    if refused > 0 {
+        failed.fetch_add(refused as u64, Ordering::Relaxed);
     }
 }
 
@@ -196,7 +196,7 @@ impl Lcore {
                 self.rx.clear();
                 if tap.rx_burst(0, &mut self.rx, 32) > 0 {
                     self.tap_busy = true;
-                    send(&p.port, self.wid, &mut self.rx, &self.shared.tx_refused);
+                    send(&p.port, self.wid, self.rx.drain(..), &self.shared.tx_refused);
                 }
             }
         }
@@ -214,12 +214,12 @@ impl Lcore {
             _ => None,
         };
         if let Some(p) = one_port {
-            let refused = p.port.tx_all(self.wid, self.out.tx.drain(..).map(|(_, f)| f));
-            if refused > 0 {
-                self.shared
-                    .tx_refused
-                    .fetch_add(refused as u64, Ordering::Relaxed);
-            }
+            send(
+                &p.port,
+                self.wid,
+                self.out.tx.drain(..).map(|(_, f)| f),
+                &self.shared.tx_refused,
+            );
         }
         for (port, f) in self.out.tx.drain(..) {
             if let Some(v) = self.per_port_tx.get_mut(usize::from(port)) {
@@ -265,14 +265,14 @@ impl Lcore {
             send(
                 &p.port,
                 self.wid,
-                &mut self.per_port_tx[pi],
+                self.per_port_tx[pi].drain(..),
                 &self.shared.tx_refused,
             );
             match &p.tap {
                 Some(tap) => send(
                     tap,
                     self.wid,
-                    &mut self.per_port_kernel[pi],
+                    self.per_port_kernel[pi].drain(..),
                     &self.shared.tx_refused,
                 ),
                 None => self.per_port_kernel[pi].clear(),

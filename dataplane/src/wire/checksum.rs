@@ -18,9 +18,7 @@ pub fn sum(data: &[u8]) -> u32 {
     let mut last = [0u8; 4];
     last[..r.len()].copy_from_slice(r);
     acc += u64::from(u32::from_be_bytes(last));
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    u32::from(fold(acc as u32))
+    u32::from(fold64(acc))
 }
 
 /// Whether a 20-byte IPv4 header (no options) has a valid checksum: five 32-bit words summed, folded.
