@@ -407,6 +407,13 @@ fn home_of(h: u64, mask: u64) -> u64 {
     (h >> 32) & mask
 }
 
+/// The record number and direction an index slot holds.
+#[inline(always)]
+fn entry_of(s: u64) -> (u32, Dir) {
+    let dir = if s & 1 == 1 { Dir::Reply } else { Dir::Inbound };
+    (((s as u32) >> 1) & 0x7fff_ffff, dir)
+}
+
 impl ConnTable {
     /// A table for at most `capacity` connections, hashing with `seed`.
     pub fn new(capacity: u32, seed: u64) -> Self {
@@ -450,7 +457,7 @@ impl ConnTable {
     /// The hash used for `t`.
     #[inline]
     pub fn hash(&self, t: &Tuple) -> u64 {
-        t.hash(self.seed)
+        t.table_hash(self.seed)
     }
 
     /// Touches the index slot a tuple of hash `h` would start probing at, so that a burst can overlap its cache
@@ -464,12 +471,13 @@ impl ConnTable {
 
     /// Touches the record an entry of hash `h` points to, once its index line is in cache
     /// ([`warm`](Self::warm)): the first slot from home with `h`'s signature, within `WARM_PROBES` (8) slots;
-    /// returns that record's number. Trusting the home slot alone warmed the wrong record for the third of
+    /// returns that record's number and the direction the slot gives it, a candidate for
+    /// [`lookup_from`](Self::lookup_from). Trusting the home slot alone warmed the wrong record for the third of
     /// entries a collision had pushed along, and those packets then waited on memory. Only the record's first
     /// line is asked for when the packet is IPv4 (`v4`): the connection is most likely IPv4 on both sides and
     /// then that line is all it reads; an IPv6 packet asks for both.
     #[inline]
-    pub fn warm_record(&self, h: u64, v4: bool) -> Option<u32> {
+    pub fn warm_record(&self, h: u64, v4: bool) -> Option<(u32, Dir)> {
         let sig = sig_of(h);
         let mut i = home_of(h, self.mask);
         for _ in 0..WARM_PROBES {
@@ -478,13 +486,13 @@ impl ConnTable {
                 return None;
             }
             if (s >> 32) as u32 == sig {
-                let idx = ((s as u32) >> 1) & 0x7fff_ffff;
+                let (idx, dir) = entry_of(s);
                 let c = self.arena.get(idx as usize)?;
                 os_sys::prefetch(&c.addr_lo);
                 if !v4 {
                     os_sys::prefetch(&c.addr_hi);
                 }
-                return Some(idx);
+                return Some((idx, dir));
             }
             i = (i + 1) & self.mask;
         }
@@ -502,11 +510,49 @@ impl ConnTable {
         )
     }
 
-    /// [`lookup`](Self::lookup) for a plain IPv4 packet's key (hash `h`, [`Tuple4::hash`] with this table's
+    /// [`lookup`](Self::lookup) for a plain IPv4 packet's key (hash `h`, [`Tuple4::table_hash`] with this table's
     /// seed, which is the mapped tuple's).
     #[inline(always)]
     pub fn lookup_v4(&self, t: &Tuple4, h: u64) -> Option<(u32, Dir)> {
         self.probe(h, |c, dir| c.matches_v4(dir, t))
+    }
+
+    /// [`lookup_v4`](Self::lookup_v4) that first tries `cand`, the entry [`warm_record`](Self::warm_record)
+    /// found for the same hash: see [`lookup_from`](Self::lookup_from).
+    #[inline(always)]
+    pub fn lookup_v4_from(&self, t: &Tuple4, h: u64, cand: Option<(u32, Dir)>) -> Option<(u32, Dir)> {
+        if let Some((idx, dir)) = cand {
+            if let Some(c) = self.used(idx) {
+                if c.matches_v4(dir, t) {
+                    return cand;
+                }
+            }
+        }
+        self.lookup_v4(t, h)
+    }
+
+    /// [`lookup`](Self::lookup) that first tries `cand`, the entry [`warm_record`](Self::warm_record) found
+    /// for the same hash, without probing the index again. The candidate is taken only if its record is in
+    /// use and has `t` as its tuple that way: a tuple is in the table at most once, so such a record is the
+    /// connection even if the table changed since the candidate was found (a record removed, its number
+    /// reused); anything else (a signature shared with another entry, a record since removed) probes as
+    /// `lookup` does.
+    #[inline(always)]
+    pub fn lookup_from(&self, t: &Tuple, h: u64, cand: Option<(u32, Dir)>) -> Option<(u32, Dir)> {
+        if let Some((idx, dir)) = cand {
+            if let Some(c) = self.used(idx) {
+                if c.matches(dir, t) {
+                    return cand;
+                }
+            }
+        }
+        self.lookup(t, h)
+    }
+
+    /// Record `idx`, if it is in use.
+    #[inline(always)]
+    fn used(&self, idx: u32) -> Option<&Conn> {
+        self.arena.get(idx as usize).filter(|c| c.flags & FLAG_USED != 0)
     }
 
     /// Probes the index from `h`'s home slot for an entry with its signature whose record `is` the one.
@@ -520,8 +566,7 @@ impl ConnTable {
                 return None;
             }
             if (s >> 32) as u32 == sig {
-                let idx = ((s as u32) >> 1) & 0x7fff_ffff;
-                let dir = if s & 1 == 1 { Dir::Reply } else { Dir::Inbound };
+                let (idx, dir) = entry_of(s);
                 if is(&self.arena[idx as usize], dir) {
                     return Some((idx, dir));
                 }
@@ -533,7 +578,7 @@ impl ConnTable {
     /// The hash of a plain IPv4 packet's key, as [`hash`](Self::hash) of its mapped tuple.
     #[inline]
     pub fn hash_v4(&self, t: &Tuple4) -> u64 {
-        t.hash(self.seed)
+        t.table_hash(self.seed)
     }
 
     /// The record `idx`.
@@ -603,14 +648,13 @@ impl ConnTable {
             if s == 0 {
                 break;
             }
-            let other = ((s as u32) >> 1) & 0x7fff_ffff;
+            let (other, dir) = entry_of(s);
             let c = &self.arena[other as usize];
-            let t = if s & 1 == 1 {
-                c.reply_tuple()
-            } else {
-                c.inbound_tuple()
+            let t = match dir {
+                Dir::Reply => c.reply_tuple(),
+                Dir::Inbound => c.inbound_tuple(),
             };
-            let home = home_of(t.hash(self.seed), self.mask);
+            let home = home_of(t.table_hash(self.seed), self.mask);
             // The entry may move to the hole if its home is not cyclically within (hole, j].
             let dist_home = j.wrapping_sub(home) & self.mask;
             let dist_hole = j.wrapping_sub(hole) & self.mask;
@@ -787,7 +831,7 @@ mod tests {
                     away += 1;
                 }
                 match t.warm_record(h, true) {
-                    Some(w) => {
+                    Some((w, _)) => {
                         assert_eq!(w, idx, "warmed another record");
                         found += 1;
                     }
@@ -800,6 +844,64 @@ mod tests {
         // A tuple that is not there warms nothing.
         let absent = conn(5000, 10).inbound_tuple();
         assert_eq!(t.warm_record(t.hash(&absent), true), None);
+    }
+
+    #[test]
+    fn a_warmed_candidate_is_taken_only_for_its_own_tuple() {
+        let mut t = ConnTable::new(1000, 7);
+        let idxs: Vec<u32> = (0..1000).map(|i| t.insert(conn(i, 10)).unwrap()).collect();
+        let key = |tu: &Tuple| Tuple4 {
+            proto: tu.proto,
+            src: crate::flow::to_v4(&tu.src).octets(),
+            sport: tu.sport,
+            dst: crate::flow::to_v4(&tu.dst).octets(),
+            dport: tu.dport,
+        };
+        // Every tuple with its own candidate, with another record's, and with none: all as the probe finds.
+        for (i, &idx) in idxs.iter().enumerate() {
+            let c = conn(i as u32, 10);
+            for (tu, dir) in [(c.inbound_tuple(), Dir::Inbound), (c.reply_tuple(), Dir::Reply)] {
+                let h = t.hash(&tu);
+                let other = idxs[(i + 1) % idxs.len()];
+                let flipped = match dir {
+                    Dir::Inbound => Dir::Reply,
+                    Dir::Reply => Dir::Inbound,
+                };
+                for cand in [
+                    t.warm_record(h, true),
+                    Some((other, dir)),
+                    Some((idx, flipped)),
+                    None,
+                ] {
+                    assert_eq!(t.lookup_from(&tu, h, cand), Some((idx, dir)));
+                    assert_eq!(t.lookup_v4_from(&key(&tu), h, cand), Some((idx, dir)));
+                }
+            }
+        }
+        // A candidate found before its record was removed: the record still holds the tuple, but is free.
+        let gone = conn(3, 10).inbound_tuple();
+        let h = t.hash(&gone);
+        let cand = t.warm_record(h, true);
+        assert_eq!(cand, Some((idxs[3], Dir::Inbound)));
+        t.remove(idxs[3]);
+        assert_eq!(t.lookup_from(&gone, h, cand), None);
+        assert_eq!(t.lookup_v4_from(&key(&gone), h, cand), None);
+        // Its number reused by another connection: found for the new tuple, not for the old one.
+        let reused = t.insert(conn(4000, 10)).unwrap();
+        assert_eq!(reused, idxs[3]);
+        assert_eq!(t.lookup_from(&gone, h, cand), None);
+        let new = conn(4000, 10).inbound_tuple();
+        let hn = t.hash(&new);
+        assert_eq!(t.lookup_from(&new, hn, cand), Some((reused, Dir::Inbound)));
+        assert_eq!(
+            t.lookup_v4_from(&key(&new), hn, cand),
+            Some((reused, Dir::Inbound))
+        );
+        // An out-of-range candidate probes.
+        assert_eq!(
+            t.lookup_from(&new, hn, Some((u32::MAX >> 1, Dir::Inbound))),
+            Some((reused, Dir::Inbound))
+        );
     }
 
     #[test]

@@ -86,7 +86,8 @@ fn word(a: &Addr, i: usize) -> u64 {
 }
 
 impl Tuple {
-    /// Seeded 64-bit hash of the tuple.
+    /// Seeded 64-bit hash of the tuple: Maglev's choice of backend and ECMP's of next hop, the same on every
+    /// node (see [`table_hash`](Self::table_hash) for the connection table's).
     #[inline]
     pub fn hash(&self, seed: u64) -> u64 {
         let ports = (u64::from(self.sport) << 32) | (u64::from(self.dport) << 16) | u64::from(self.proto);
@@ -96,6 +97,22 @@ impl Tuple {
             word(&self.dst, 8) ^ seed.rotate_left(32),
         );
         mix(a, b ^ ports.rotate_left(17))
+    }
+
+    /// Seeded 64-bit hash of the tuple for the connection table: two rounds of the multiply-and-fold mixer
+    /// where [`hash`](Self::hash) takes three. The source address is mixed under the seed first and the
+    /// result folded into the second round with the ports and destination, so a sender who picks its
+    /// addresses and ports still cannot pick their hashes. Only the table uses it, and only within the node;
+    /// `hash`, which also picks Maglev backends and ECMP next hops, must agree across nodes and versions and
+    /// stays as it is.
+    #[inline]
+    pub fn table_hash(&self, seed: u64) -> u64 {
+        let ports = (u64::from(self.sport) << 32) | (u64::from(self.dport) << 16) | u64::from(self.proto);
+        let a = mix(word(&self.src, 0) ^ seed, word(&self.src, 8) ^ K0);
+        mix(
+            a ^ word(&self.dst, 0) ^ ports,
+            word(&self.dst, 8) ^ seed.rotate_left(32),
+        )
     }
 
     /// The tuple of the opposite direction.
@@ -133,15 +150,14 @@ pub struct Tuple4 {
 }
 
 impl Tuple4 {
-    /// [`Tuple::hash`] of the mapped tuple, without mapping it: a mapped address's first eight bytes are zero
-    /// and its last eight are `00 00 ff ff` and the four.
+    /// [`Tuple::table_hash`] of the mapped tuple, without mapping it: a mapped address's first eight bytes are
+    /// zero and its last eight are `00 00 ff ff` and the four.
     #[inline]
-    pub fn hash(&self, seed: u64) -> u64 {
+    pub fn table_hash(&self, seed: u64) -> u64 {
         let low_half = |a: [u8; 4]| 0xffff_0000 | u64::from(u32::from_le_bytes(a)) << 32;
         let ports = (u64::from(self.sport) << 32) | (u64::from(self.dport) << 16) | u64::from(self.proto);
         let a = mix(seed, low_half(self.src) ^ K0);
-        let b = mix(ports, low_half(self.dst) ^ seed.rotate_left(32));
-        mix(a, b ^ ports.rotate_left(17))
+        mix(a ^ ports, low_half(self.dst) ^ seed.rotate_left(32))
     }
 
     /// The same flow with mapped addresses.
@@ -318,6 +334,19 @@ mod tests {
         assert_ne!(h, Tuple { proto: 17, ..t }.hash(1));
         assert_ne!(h, t.reversed().hash(1));
         assert_eq!(h, t.hash(1));
+        let h = t.table_hash(1);
+        assert_ne!(h, t.table_hash(2));
+        assert_ne!(h, Tuple { sport: 1001, ..t }.table_hash(1));
+        assert_ne!(h, Tuple { dport: 81, ..t }.table_hash(1));
+        assert_ne!(h, Tuple { proto: 17, ..t }.table_hash(1));
+        assert_ne!(h, t.reversed().table_hash(1));
+        let mut other = t;
+        other.src[15] ^= 1;
+        assert_ne!(h, other.table_hash(1));
+        other = t;
+        other.dst[15] ^= 1;
+        assert_ne!(h, other.table_hash(1));
+        assert_eq!(h, t.table_hash(1));
     }
 
     proptest::proptest! {
@@ -329,7 +358,7 @@ mod tests {
             let t = k.tuple();
             proptest::prop_assert!(is_v4(&t.src) && is_v4(&t.dst));
             proptest::prop_assert_eq!(to_v4(&t.src).octets(), src);
-            proptest::prop_assert_eq!(k.hash(seed), t.hash(seed));
+            proptest::prop_assert_eq!(k.table_hash(seed), t.table_hash(seed));
         }
     }
 

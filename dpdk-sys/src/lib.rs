@@ -301,7 +301,7 @@ impl Mbuf {
 
     /// Removes `n` bytes from the tail. A one-segment mbuf (every frame the worker trims its padding off) is
     /// trimmed in place, as `rte_pktmbuf_trim` does; a chain goes through DPDK.
-    #[inline]
+    #[inline(always)]
     pub fn trim(&mut self, n: usize) -> bool {
         let Ok(n16) = u16::try_from(n) else {
             return false;

@@ -61,7 +61,9 @@ impl Frame for Mbuf {
         Mbuf::adj(self, n)
     }
 
-    #[inline]
+    // Always: left to the compiler, this was a call from the fast path on some builds and inlined on others
+    // (callgrind: 6 instructions a frame for the call).
+    #[inline(always)]
     fn truncate(&mut self, len: usize) {
         let cur = self.len();
         if cur > len {

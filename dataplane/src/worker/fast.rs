@@ -32,6 +32,9 @@ pub(super) struct Hint {
     /// The key of a plain IPv4 frame. Any other frame's tuple is in the worker's `hint_tuples` at the same
     /// position.
     pub(super) v4: Option<Tuple4>,
+    /// The record and direction of the first index entry with the hash's signature: most likely the frame's
+    /// connection, checked before it is taken ([`ConnTable::lookup_from`](crate::conn::ConnTable::lookup_from)).
+    pub(super) cand: Option<(u32, Dir)>,
 }
 
 /// What the fast path read of a frame's network and transport headers (the frame is untagged).
@@ -83,11 +86,13 @@ impl<F: Frame> Worker<F> {
                 Hint {
                     h: self.conns.hash_v4(&k),
                     v4: Some(k),
+                    cand: None,
                 }
             } else if quick_tuple(d, t) {
                 Hint {
                     h: self.conns.hash(t),
                     v4: None,
+                    cand: None,
                 }
             } else {
                 Hint::default()
@@ -96,9 +101,9 @@ impl<F: Frame> Worker<F> {
                 self.conns.warm(hint.h);
             }
         }
-        for (hint, t) in self.hints.iter().zip(&self.hint_tuples) {
+        for (hint, t) in self.hints.iter_mut().zip(&self.hint_tuples) {
             if hint.h != 0 {
-                self.conns.warm_record(hint.h, hint.v4.is_some() || is_v4(&t.src));
+                hint.cand = self.conns.warm_record(hint.h, hint.v4.is_some() || is_v4(&t.src));
             }
         }
     }
@@ -135,7 +140,7 @@ impl<F: Frame> Worker<F> {
                 let Some(s) = shape_v4(&f) else {
                     return Err(f);
                 };
-                let hit = self.conns.lookup_v4(&k, hint.h);
+                let hit = self.conns.lookup_v4_from(&k, hint.h, hint.cand);
                 if let Some((idx, dir)) = hit {
                     // IPv4 on both sides, the common case: its addresses as the record keeps them.
                     if let Some(o) = outbound_v4(self.conns.get(idx), dir) {
@@ -152,7 +157,7 @@ impl<F: Frame> Worker<F> {
                     return Err(f);
                 };
                 let t = self.hint_tuples[self.cur];
-                let hit = self.conns.lookup(&t, hint.h);
+                let hit = self.conns.lookup_from(&t, hint.h, hint.cand);
                 self.located(f, s, &t, hit, alloc, out)
             }
         }
