@@ -521,14 +521,12 @@ impl ConnTable {
     /// found for the same hash: see [`lookup_from`](Self::lookup_from).
     #[inline(always)]
     pub fn lookup_v4_from(&self, t: &Tuple4, h: u64, cand: Option<(u32, Dir)>) -> Option<(u32, Dir)> {
-        if let Some((idx, dir)) = cand {
-            if let Some(c) = self.used(idx) {
-                if c.matches_v4(dir, t) {
-                    return cand;
-                }
-            }
-        }
-        self.lookup_v4(t, h)
+        self.probe_from(
+            h,
+            cand,
+            #[inline(always)]
+            |c, dir| c.matches_v4(dir, t),
+        )
     }
 
     /// [`lookup`](Self::lookup) that first tries `cand`, the entry [`warm_record`](Self::warm_record) found
@@ -539,20 +537,29 @@ impl ConnTable {
     /// `lookup` does.
     #[inline(always)]
     pub fn lookup_from(&self, t: &Tuple, h: u64, cand: Option<(u32, Dir)>) -> Option<(u32, Dir)> {
-        if let Some((idx, dir)) = cand {
-            if let Some(c) = self.used(idx) {
-                if c.matches(dir, t) {
-                    return cand;
-                }
-            }
-        }
-        self.lookup(t, h)
+        self.probe_from(
+            h,
+            cand,
+            #[inline(always)]
+            |c, dir| c.matches(dir, t),
+        )
     }
 
-    /// Record `idx`, if it is in use.
+    /// `cand` if its record is in use and `is` the one that way, else [`probe`](Self::probe).
     #[inline(always)]
-    fn used(&self, idx: u32) -> Option<&Conn> {
-        self.arena.get(idx as usize).filter(|c| c.flags & FLAG_USED != 0)
+    fn probe_from(
+        &self,
+        h: u64,
+        cand: Option<(u32, Dir)>,
+        is: impl Fn(&Conn, Dir) -> bool,
+    ) -> Option<(u32, Dir)> {
+        if let Some((idx, dir)) = cand {
+            let c = self.arena.get(idx as usize);
+            if c.is_some_and(|c| c.flags & FLAG_USED != 0 && is(c, dir)) {
+                return cand;
+            }
+        }
+        self.probe(h, is)
     }
 
     /// Probes the index from `h`'s home slot for an entry with its signature whose record `is` the one.

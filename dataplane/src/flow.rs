@@ -327,26 +327,20 @@ mod tests {
             dst: v4(Ipv4Addr::new(203, 0, 113, 10)),
             dport: 80,
         };
-        let h = t.hash(1);
-        assert_ne!(h, t.hash(2));
-        assert_ne!(h, Tuple { sport: 1001, ..t }.hash(1));
-        assert_ne!(h, Tuple { dport: 81, ..t }.hash(1));
-        assert_ne!(h, Tuple { proto: 17, ..t }.hash(1));
-        assert_ne!(h, t.reversed().hash(1));
-        assert_eq!(h, t.hash(1));
-        let h = t.table_hash(1);
-        assert_ne!(h, t.table_hash(2));
-        assert_ne!(h, Tuple { sport: 1001, ..t }.table_hash(1));
-        assert_ne!(h, Tuple { dport: 81, ..t }.table_hash(1));
-        assert_ne!(h, Tuple { proto: 17, ..t }.table_hash(1));
-        assert_ne!(h, t.reversed().table_hash(1));
-        let mut other = t;
-        other.src[15] ^= 1;
-        assert_ne!(h, other.table_hash(1));
-        other = t;
-        other.dst[15] ^= 1;
-        assert_ne!(h, other.table_hash(1));
-        assert_eq!(h, t.table_hash(1));
+        let (mut src, mut dst) = (t, t);
+        src.src[15] ^= 1;
+        dst.dst[15] ^= 1;
+        for hash in [Tuple::hash, Tuple::table_hash] {
+            let h = hash(&t, 1);
+            assert_ne!(h, hash(&t, 2));
+            assert_ne!(h, hash(&Tuple { sport: 1001, ..t }, 1));
+            assert_ne!(h, hash(&Tuple { dport: 81, ..t }, 1));
+            assert_ne!(h, hash(&Tuple { proto: 17, ..t }, 1));
+            assert_ne!(h, hash(&t.reversed(), 1));
+            assert_ne!(h, hash(&src, 1));
+            assert_ne!(h, hash(&dst, 1));
+            assert_eq!(h, hash(&t, 1));
+        }
     }
 
     proptest::proptest! {
