@@ -510,17 +510,10 @@ impl ConnTable {
         )
     }
 
-    /// [`lookup`](Self::lookup) for a plain IPv4 packet's key (hash `h`, [`Tuple4::table_hash`] with this table's
-    /// seed, which is the mapped tuple's).
+    /// [`lookup_from`](Self::lookup_from) for a plain IPv4 packet's key (hash `h`, [`Tuple4::table_hash`] with
+    /// this table's seed, which is the mapped tuple's): `cand` first, if warming found one, else the probe.
     #[inline(always)]
-    pub fn lookup_v4(&self, t: &Tuple4, h: u64) -> Option<(u32, Dir)> {
-        self.probe(h, |c, dir| c.matches_v4(dir, t))
-    }
-
-    /// [`lookup_v4`](Self::lookup_v4) that first tries `cand`, the entry [`warm_record`](Self::warm_record)
-    /// found for the same hash: see [`lookup_from`](Self::lookup_from).
-    #[inline(always)]
-    pub fn lookup_v4_from(&self, t: &Tuple4, h: u64, cand: Option<(u32, Dir)>) -> Option<(u32, Dir)> {
+    pub fn lookup_v4(&self, t: &Tuple4, h: u64, cand: Option<(u32, Dir)>) -> Option<(u32, Dir)> {
         self.probe_from(
             h,
             cand,
@@ -881,7 +874,7 @@ mod tests {
                     None,
                 ] {
                     assert_eq!(t.lookup_from(&tu, h, cand), Some((idx, dir)));
-                    assert_eq!(t.lookup_v4_from(&key(&tu), h, cand), Some((idx, dir)));
+                    assert_eq!(t.lookup_v4(&key(&tu), h, cand), Some((idx, dir)));
                 }
             }
         }
@@ -892,7 +885,7 @@ mod tests {
         assert_eq!(cand, Some((idxs[3], Dir::Inbound)));
         t.remove(idxs[3]);
         assert_eq!(t.lookup_from(&gone, h, cand), None);
-        assert_eq!(t.lookup_v4_from(&key(&gone), h, cand), None);
+        assert_eq!(t.lookup_v4(&key(&gone), h, cand), None);
         // Its number reused by another connection: found for the new tuple, not for the old one.
         let reused = t.insert(conn(4000, 10)).unwrap();
         assert_eq!(reused, idxs[3]);
@@ -900,10 +893,7 @@ mod tests {
         let new = conn(4000, 10).inbound_tuple();
         let hn = t.hash(&new);
         assert_eq!(t.lookup_from(&new, hn, cand), Some((reused, Dir::Inbound)));
-        assert_eq!(
-            t.lookup_v4_from(&key(&new), hn, cand),
-            Some((reused, Dir::Inbound))
-        );
+        assert_eq!(t.lookup_v4(&key(&new), hn, cand), Some((reused, Dir::Inbound)));
         // An out-of-range candidate probes.
         assert_eq!(
             t.lookup_from(&new, hn, Some((u32::MAX >> 1, Dir::Inbound))),
@@ -940,7 +930,7 @@ mod tests {
             for (tu, dir) in [(c.inbound_tuple(), Dir::Inbound), (c.reply_tuple(), Dir::Reply)] {
                 let Some(k) = key(&tu) else { continue };
                 assert_eq!(t.hash_v4(&k), t.hash(&tu));
-                assert_eq!(t.lookup_v4(&k, t.hash_v4(&k)), Some((*idx, dir)));
+                assert_eq!(t.lookup_v4(&k, t.hash_v4(&k), None), Some((*idx, dir)));
                 found += 1;
                 // Any field changed: found by neither, or by both alike.
                 for other in [
@@ -964,7 +954,7 @@ mod tests {
                 ] {
                     let mapped = other.tuple();
                     assert_eq!(
-                        t.lookup_v4(&other, t.hash_v4(&other)),
+                        t.lookup_v4(&other, t.hash_v4(&other), None),
                         t.lookup(&mapped, t.hash(&mapped))
                     );
                 }

@@ -144,7 +144,7 @@ impl<F: Frame> Worker<F> {
                 let Some(s) = shape_v4(&f) else {
                     return Err(f);
                 };
-                let hit = self.conns.lookup_v4_from(&k, hint.h, hint.cand);
+                let hit = self.conns.lookup_v4(&k, hint.h, hint.cand);
                 if let Some((idx, dir)) = hit {
                     // IPv4 on both sides, the common case: its addresses as the record keeps them.
                     if let Some(o) = outbound_v4(self.conns.get(idx), dir) {
