@@ -300,12 +300,29 @@ pub fn ready(lab: &Lab, anylb: &Path) -> io::Result<Duration> {
             })
         },
     )?;
-    // Every service (web, web6, dns6, web64) has its three backends up.
+    // Every service has its three backends up, on both nodes.
     wait("three healthy backends", Duration::from_secs(20), || {
         ["lb1", "lb2"]
             .iter()
-            .all(|n| anylb_cli(anylb, n, &["services"]).matches("3/3").count() >= 4)
+            .all(|n| every_service_at(&anylb_cli(anylb, n, &["services"]), "3/3"))
     })
+}
+
+/// Whether the `anylb services` table `table` lists at least one service and every one of them with `healthy`
+/// in its Healthy column (the sixth). An error or an empty table is not.
+fn every_service_at(table: &str, healthy: &str) -> bool {
+    let mut lines = table.lines().filter(|l| !l.trim().is_empty());
+    if !lines.next().is_some_and(|h| h.starts_with("Service")) {
+        return false;
+    }
+    let mut any = false;
+    for l in lines {
+        if l.split_whitespace().nth(5) != Some(healthy) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// Runs the demo on an up lab. Returns an error (and the caller tears down) when a step fails.
@@ -384,7 +401,7 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
     let t = wait("be2 down on both nodes", Duration::from_secs(20), || {
         ["lb1", "lb2"]
             .iter()
-            .all(|n| anylb_cli(anylb, n, &["services"]).matches("2/3").count() >= 4)
+            .all(|n| every_service_at(&anylb_cli(anylb, n, &["services"]), "2/3"))
     })?;
     println!(
         "both nodes took be2 out after {:.1}s (fall 2 × interval 500ms + check time)",
@@ -430,4 +447,32 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
         v["ok"], v["failed"], v["by_backend"]
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::every_service_at;
+
+    const TABLE: &str = "\
+Service  VIP                  Proto  Forwarding  Sched   Healthy  Min  Announced
+web      203.0.113.10:80      tcp    fullnat     maglev  2/3      1    yes
+web-sp   203.0.113.10:8080    tcp    fullnat     maglev  2/3      1    yes
+dns64    [2001:db8:f::64]:53  udp    fullnat     maglev  2/3      1    yes
+";
+
+    #[test]
+    fn every_service_must_show_the_count() {
+        assert!(every_service_at(TABLE, "2/3"));
+        assert!(!every_service_at(TABLE, "3/3"));
+        // One service still at 3/3 (its checks not yet at their fall count) is not enough.
+        let lagging = TABLE.replacen("maglev  2/3", "maglev  3/3", 1);
+        assert!(!every_service_at(&lagging, "2/3"));
+        // No service, or the CLI's error instead of a table.
+        assert!(!every_service_at(TABLE.lines().next().unwrap_or_default(), "2/3"));
+        assert!(!every_service_at(
+            "error: connect /run/anylb/lb1.sock: No such file",
+            "2/3"
+        ));
+        assert!(!every_service_at("", "2/3"));
+    }
 }
