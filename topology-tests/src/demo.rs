@@ -304,25 +304,16 @@ pub fn ready(lab: &Lab, anylb: &Path) -> io::Result<Duration> {
     wait("three healthy backends", Duration::from_secs(20), || {
         ["lb1", "lb2"]
             .iter()
-            .all(|n| every_service_at(&anylb_cli(anylb, n, &["services"]), "3/3"))
+            .all(|n| every_service_at(&anylb_cli(anylb, n, &["-j", "services"]), 3))
     })
 }
 
-/// Whether the `anylb services` table `table` lists at least one service and every one of them with `healthy`
-/// in its Healthy column (the sixth). An error or an empty table is not.
-fn every_service_at(table: &str, healthy: &str) -> bool {
-    let mut lines = table.lines().filter(|l| !l.trim().is_empty());
-    if !lines.next().is_some_and(|h| h.starts_with("Service")) {
-        return false;
-    }
-    let mut any = false;
-    for l in lines {
-        if l.split_whitespace().nth(5) != Some(healthy) {
-            return false;
-        }
-        any = true;
-    }
-    any
+/// Whether `anylb -j services` printed (`json`) lists at least one service and every one of them with
+/// `healthy` backends up. An error or an empty list is not.
+fn every_service_at(json: &str, healthy: u64) -> bool {
+    let v = serde_json::from_str::<serde_json::Value>(json).unwrap_or_default();
+    v.as_array()
+        .is_some_and(|list| !list.is_empty() && list.iter().all(|s| s["healthy"].as_u64() == Some(healthy)))
 }
 
 /// Runs the demo on an up lab. Returns an error (and the caller tears down) when a step fails.
@@ -401,7 +392,7 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
     let t = wait("be2 down on both nodes", Duration::from_secs(20), || {
         ["lb1", "lb2"]
             .iter()
-            .all(|n| every_service_at(&anylb_cli(anylb, n, &["services"]), "2/3"))
+            .all(|n| every_service_at(&anylb_cli(anylb, n, &["-j", "services"]), 2))
     })?;
     println!(
         "both nodes took be2 out after {:.1}s (fall 2 × interval 500ms + check time)",
@@ -453,26 +444,25 @@ pub fn run(lab: &mut Lab, anylb: &Path) -> io::Result<()> {
 mod tests {
     use super::every_service_at;
 
-    const TABLE: &str = "\
-Service  VIP                  Proto  Forwarding  Sched   Healthy  Min  Announced
-web      203.0.113.10:80      tcp    fullnat     maglev  2/3      1    yes
-web-sp   203.0.113.10:8080    tcp    fullnat     maglev  2/3      1    yes
-dns64    [2001:db8:f::64]:53  udp    fullnat     maglev  2/3      1    yes
-";
+    const LIST: &str = r#"[
+        {"name": "web", "healthy": 2, "backends": 3},
+        {"name": "web-sp", "healthy": 2, "backends": 3},
+        {"name": "dns64", "healthy": 2, "backends": 3}
+    ]"#;
 
     #[test]
     fn every_service_must_show_the_count() {
-        assert!(every_service_at(TABLE, "2/3"));
-        assert!(!every_service_at(TABLE, "3/3"));
-        // One service still at 3/3 (its checks not yet at their fall count) is not enough.
-        let lagging = TABLE.replacen("maglev  2/3", "maglev  3/3", 1);
-        assert!(!every_service_at(&lagging, "2/3"));
-        // No service, or the CLI's error instead of a table.
-        assert!(!every_service_at(TABLE.lines().next().unwrap_or_default(), "2/3"));
+        assert!(every_service_at(LIST, 2));
+        assert!(!every_service_at(LIST, 3));
+        // One service still at 3 (its checks not yet at their fall count) is not enough.
+        let lagging = LIST.replacen("\"healthy\": 2", "\"healthy\": 3", 1);
+        assert!(!every_service_at(&lagging, 2));
+        // No service, or the CLI's error instead of a list.
+        assert!(!every_service_at("[]", 2));
         assert!(!every_service_at(
             "error: connect /run/anylb/lb1.sock: No such file",
-            "2/3"
+            2
         ));
-        assert!(!every_service_at("", "2/3"));
+        assert!(!every_service_at("", 2));
     }
 }
